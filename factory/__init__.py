@@ -1,0 +1,1 @@
+"""Japanese-first LLM model factory on Megatron-Core."""

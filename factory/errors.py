@@ -1,0 +1,37 @@
+"""Domain exceptions, caught once by the CLI and printed as one line each."""
+
+
+class FactoryError(Exception):
+    """Base of every error the factory reports to a user; exit code 1."""
+
+    exit_code = 1
+
+    def lines(self) -> list[str]:
+        """The message as the lines the CLI prints."""
+        return str(self).splitlines() or [type(self).__name__]
+
+
+class ConfigError(FactoryError):
+    """A config or command line that cannot run; exit code 2. Holds every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StageNotAvailable(FactoryError):
+    """A stage verb whose implementation has not landed yet."""
+
+
+class CheckpointError(FactoryError):
+    """A checkpoint that is missing, malformed, or does not match the config."""
+
+
+class DataError(FactoryError):
+    """Input data that is missing or malformed."""
+
+
+class VerificationError(FactoryError):
+    """A transform whose result does not match its source; nothing was written."""

@@ -1,0 +1,29 @@
+"""Logging setup: rich console on rank 0, quiet other ranks, known third-party noise filtered."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_NOISE = (
+    r".*Transformer Engine and Apex are not installed.*",
+    r".*Apex is not installed.*",
+    r".*full scope is deprecated.*",
+)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure the root logger once; ranks other than 0 log warnings and errors only."""
+    from rich.logging import RichHandler
+
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    rank = int(os.environ.get("RANK", 0))
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(message)s" if rank else "%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if rank == 0 else "WARNING")
+    # GPTModel logs a deprecation notice for every model it builds.
+    logging.getLogger("megatron.core.models.gpt.gpt_model").setLevel("ERROR")

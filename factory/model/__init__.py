@@ -1,0 +1,1 @@
+"""Model presets -> megatron.core GPTModel (Llama-style dense and MoE)."""

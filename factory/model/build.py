@@ -1,0 +1,133 @@
+"""Model config -> megatron.core TransformerConfig, layer spec and GPTModel (Llama-style, dense or MoE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factory.model.config import ModelConfig
+
+
+def transformer_config(model: ModelConfig, rt):
+    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags)."""
+    import torch.nn.functional as F
+    from megatron.core.transformer import TransformerConfig
+
+    p = rt.parallel
+    fields = dict(
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        ffn_hidden_size=model.ffn_hidden_size,
+        num_attention_heads=model.num_attention_heads,
+        num_query_groups=model.query_groups,
+        kv_channels=model.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=model.norm_epsilon,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        init_method_std=model.init_method_std,
+        attention_dropout=model.attention_dropout,
+        hidden_dropout=model.hidden_dropout,
+        tensor_model_parallel_size=p.tensor,
+        pipeline_model_parallel_size=p.pipeline,
+        context_parallel_size=p.context,
+        expert_model_parallel_size=p.expert,
+        expert_tensor_parallel_size=p.expert_tensor_size,
+        sequence_parallel=p.sequence_parallel,
+        pipeline_dtype=rt.dtype,
+    )
+    if model.moe is not None:
+        m = model.moe
+        fields.update(
+            num_moe_experts=m.num_experts,
+            moe_router_topk=m.router_topk,
+            moe_ffn_hidden_size=m.ffn_hidden_size or model.ffn_hidden_size,
+            moe_router_score_function=m.router_score_function,
+            moe_router_pre_softmax=m.router_pre_softmax,
+            moe_router_topk_scaling_factor=m.router_topk_scaling_factor,
+            moe_router_load_balancing_type=m.load_balancing_type,
+            moe_aux_loss_coeff=m.aux_loss_coeff,
+            moe_z_loss_coeff=m.z_loss_coeff,
+            moe_token_dispatcher_type=m.token_dispatcher,
+            moe_shared_expert_intermediate_size=m.shared_expert_ffn_hidden_size,
+            moe_shared_expert_gate=m.shared_expert_gate,
+            moe_grouped_gemm=m.grouped_gemm,
+            moe_router_dtype="fp32",
+        )
+    fields.update(rt.transformer_config_overrides())
+    return TransformerConfig(**fields)
+
+
+def layer_spec(model: ModelConfig, rt):
+    """Transformer Engine spec when the runtime has TE, Megatron's local spec otherwise."""
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    num_experts = model.moe.num_experts if model.moe else None
+    grouped = bool(model.moe and model.moe.grouped_gemm)
+    if rt.use_transformer_engine:
+        return specs.get_gpt_layer_with_transformer_engine_spec(
+            num_experts=num_experts, moe_grouped_gemm=grouped)
+    return specs.get_gpt_layer_local_spec(
+        num_experts=num_experts, moe_grouped_gemm=grouped, normalization="RMSNorm")
+
+
+def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
+                    post_process: bool | None = None):
+    """A megatron.core GPTModel for this pipeline stage, on the runtime's device."""
+    from megatron.core import parallel_state
+    from megatron.core.models.gpt import GPTModel
+
+    rt.check_model(model)
+    if pre_process is None:
+        pre_process = parallel_state.is_pipeline_first_stage()
+    if post_process is None:
+        post_process = parallel_state.is_pipeline_last_stage()
+    gpt = GPTModel(
+        config=transformer_config(model, rt),
+        transformer_layer_spec=layer_spec(model, rt),
+        vocab_size=model.padded_vocab_size(rt.parallel.tensor),
+        max_sequence_length=model.max_position_embeddings or model.seq_length,
+        pre_process=pre_process,
+        post_process=post_process,
+        share_embeddings_and_output_weights=not model.untie_embeddings_and_output_weights,
+        position_embedding_type="rope",
+        rotary_percent=1.0,
+        rotary_base=model.rotary_base,
+    )
+    return gpt.to(rt.device)
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Parameters of the unsharded model (vocab padded for TP=1)."""
+
+    total: int
+    active: int
+    embedding: int
+
+    def describe(self) -> str:
+        return (f"{self.total / 1e6:,.2f}M total, {self.active / 1e6:,.2f}M active per token, "
+                f"{self.embedding / 1e6:,.2f}M in embeddings/output")
+
+
+def parameter_counts(model: ModelConfig, tensor_parallel: int = 1) -> ParameterCounts:
+    """Closed-form parameter counts (checked against GPTModel in tests); no torch needed."""
+    h, hd = model.hidden_size, model.head_dim
+    attention = h * hd * (2 * model.num_attention_heads + 2 * model.query_groups)
+    norms = 2 * h
+    vocab = model.padded_vocab_size(tensor_parallel)
+    embedding = vocab * h * (2 if model.untie_embeddings_and_output_weights else 1)
+    if model.moe is None:
+        ffn_total = ffn_active = 3 * h * model.ffn_hidden_size
+    else:
+        m = model.moe
+        expert = 3 * h * (m.ffn_hidden_size or model.ffn_hidden_size)
+        shared = 3 * h * (m.shared_expert_ffn_hidden_size or 0) + (h if m.shared_expert_gate else 0)
+        router = h * m.num_experts
+        ffn_total = router + shared + m.num_experts * expert
+        ffn_active = router + shared + m.router_topk * expert
+    per_layer = attention + norms
+    total = embedding + h + model.num_layers * (per_layer + ffn_total)
+    active = embedding + h + model.num_layers * (per_layer + ffn_active)
+    return ParameterCounts(total=total, active=active, embedding=embedding)

@@ -1,0 +1,132 @@
+"""Megatron-Core on a machine without CUDA: the few patches it needs, applied once.
+
+megatron-core 0.19.2 assumes CUDA in a handful of places that no config flag avoids (measured on a
+2-core CPU box, see docs/runtime.md). `apply_cpu_compat()` patches exactly those, is idempotent, and
+is only ever called by the runtime when CUDA is absent. Each item has a test in tests/runtime.
+
+1. Device queries: RoPE (and other constructors) place buffers on `torch.cuda.current_device()`.
+   Without CUDA that call now answers "cpu".
+2. Causal mask: `get_default_causal_mask` builds its mask with device="cuda"; rebuilt on CPU.
+3. RNG tracker: Megatron's model-parallel RNG tracker forks the CUDA generator; on CPU it forks the
+   CPU generator instead, so dropout in TP regions stays reproducible and per-rank.
+4. alltoall token dispatcher: uses CUDA streams; `unsupported_on_cpu()` rejects it up front
+   (allgather runs) instead of failing mid-forward.
+5. Checkpoint writers call `torch.cuda.synchronize()`; with no device work queued it is a no-op.
+6. Fusion flags that need CUDA kernels (`cpu_transformer_overrides`) are forced off.
+7. Global state that leaks between models in one process (NVTE_* attention env vars written by
+   GPTModel, the MoE metrics tracker): `reset_megatron_globals()`.
+Training-side items (Megatron optimizer, clip_grads, schedules) belong to the training engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+_APPLIED = False
+_NVTE_ENV = ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN")
+
+# Flags that select CUDA-only kernels in TransformerConfig; all must be off on CPU.
+CPU_TRANSFORMER_OVERRIDES = {
+    "use_cpu_initialization": True,
+    "gradient_accumulation_fusion": False,
+    "persist_layer_norm": False,
+    "memory_efficient_layer_norm": False,
+    "apply_rope_fusion": False,
+    "masked_softmax_fusion": False,
+    "bias_activation_fusion": False,
+    "bias_dropout_fusion": False,
+}
+
+
+def apply_cpu_compat() -> None:
+    """Patch megatron-core for a process without CUDA. Safe to call any number of times."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    if torch.cuda.is_available():
+        raise RuntimeError("apply_cpu_compat() is for processes without CUDA")
+    torch.cuda.current_device = _cpu_device
+    torch.cuda.synchronize = _no_sync
+    _patch_causal_mask()
+    _patch_rng_tracker()
+    _APPLIED = True
+
+
+def _cpu_device() -> str:
+    return "cpu"
+
+
+def _no_sync(device=None) -> None:
+    return None
+
+
+def _cpu_causal_mask(sq: int) -> torch.Tensor:
+    """Upper-triangular bool mask (True = masked), as Megatron's, on the CPU."""
+    return torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)
+
+
+def _patch_causal_mask() -> None:
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils
+
+    utils.get_default_causal_mask = _cpu_causal_mask
+    fused_softmax.get_default_causal_mask = _cpu_causal_mask
+
+
+def _patch_rng_tracker() -> None:
+    from megatron.core.tensor_parallel import random as mrandom
+
+    class CpuRNGStatesTracker(mrandom.CudaRNGStatesTracker):
+        """Megatron's named RNG states, kept for the CPU generator."""
+
+        def add(self, name, seed):
+            self._is_initialized = True
+            if seed in self.seeds_:
+                raise Exception(f"seed {seed} already exists")
+            if name in self.states_:
+                raise Exception(f"rng state {name} already exists")
+            self.seeds_.add(seed)
+            orig = torch.get_rng_state()
+            torch.manual_seed(seed)
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(orig)
+
+        @contextlib.contextmanager
+        def fork(self, name=mrandom._MODEL_PARALLEL_RNG_TRACKER_NAME):
+            if name not in self.states_:
+                raise Exception(f"rng state {name} is not added")
+            orig = torch.get_rng_state()
+            torch.set_rng_state(self.states_[name])
+            try:
+                yield
+            finally:
+                self.states_[name] = torch.get_rng_state()
+                torch.set_rng_state(orig)
+
+    mrandom.CudaRNGStatesTracker = CpuRNGStatesTracker
+    mrandom._get_cuda_rng_state = lambda *a, **k: torch.get_rng_state()
+    mrandom._set_cuda_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+    mrandom.initialize_rng_tracker(force_reset=True)
+
+
+def unsupported_on_cpu(model_cfg) -> list[str]:
+    """Model settings that megatron-core cannot run without CUDA, one line each."""
+    out = []
+    moe = getattr(model_cfg, "moe", None)
+    if moe is not None and moe.token_dispatcher == "alltoall":
+        out.append("model.moe.token_dispatcher=alltoall: needs CUDA streams; use allgather on CPU")
+    if moe is not None and moe.grouped_gemm:
+        out.append("model.moe.grouped_gemm=true: needs Transformer Engine (CUDA)")
+    return out
+
+
+def reset_megatron_globals() -> None:
+    """Clear process-global state megatron-core leaves behind after building/running a model."""
+    from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
+
+    for key in _NVTE_ENV:
+        os.environ.pop(key, None)
+    get_moe_metrics_tracker().clear()

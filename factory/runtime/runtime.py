@@ -1,0 +1,172 @@
+"""Process setup: device, dtype, torch.distributed, Megatron parallel_state and seeds.
+
+This module and compat.py are the only code that knows CPU from CUDA. Everything else asks the
+`Runtime` object for a device, a dtype, TransformerConfig overrides or the layer-spec backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from factory.errors import ConfigError
+from factory.runtime import compat
+from factory.runtime.config import ParallelConfig, RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a process needs to know about where it runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+    rank: int
+    local_rank: int
+    world_size: int
+    parallel: ParallelConfig
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def data_parallel_size(self) -> int:
+        return self.world_size // self.parallel.model_parallel_size
+
+    @property
+    def use_transformer_engine(self) -> bool:
+        """True when TE is importable on a CUDA process; selects the TE layer spec."""
+        if not self.is_cuda:
+            return False
+        try:
+            import transformer_engine  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def transformer_config_overrides(self) -> dict:
+        """TransformerConfig fields that depend on the device (fusions, init placement, backend)."""
+        from megatron.core.transformer.enums import AttnBackend
+
+        dtype_flags = {"bf16": self.dtype == torch.bfloat16, "params_dtype": self.dtype}
+        if self.is_cuda:
+            backend = AttnBackend.auto if self.use_transformer_engine else AttnBackend.local
+            return {**dtype_flags, "attention_backend": backend}
+        return {**dtype_flags, **compat.CPU_TRANSFORMER_OVERRIDES, "attention_backend": AttnBackend.local}
+
+    def check_model(self, model_cfg) -> None:
+        """Reject model settings this device cannot run, before anything is built."""
+        problems = [] if self.is_cuda else compat.unsupported_on_cpu(model_cfg)
+        if problems:
+            raise ConfigError(problems)
+
+
+def resolve_device(cfg: RuntimeConfig) -> torch.device:
+    has_cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not has_cuda:
+        raise ConfigError("runtime.device=cuda: no CUDA device is visible in this process")
+    if cfg.device == "cuda" or (cfg.device == "auto" and has_cuda):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def resolve_dtype(cfg: RuntimeConfig, device: torch.device) -> torch.dtype:
+    if cfg.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.precision]
+
+
+def seed_everything(seed: int, rank_offset: int = 0) -> None:
+    """Seed Python, NumPy and torch; Megatron's tracker is seeded once parallel_state exists."""
+    random.seed(seed + rank_offset)
+    np.random.seed((seed + rank_offset) % 2**32)
+    torch.manual_seed(seed)
+
+
+def _init_process_group(device: torch.device, cfg: RuntimeConfig) -> tuple[int, int, int]:
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), torch.distributed.get_world_size()
+    env = os.environ
+    if "RANK" not in env:  # a plain single process: make it a world of one
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        env.setdefault("MASTER_PORT", str(_free_port()))
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(
+        backend=backend, timeout=datetime.timedelta(minutes=cfg.distributed_timeout_minutes))
+    return int(env["RANK"]), int(env["LOCAL_RANK"]), int(env["WORLD_SIZE"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
+    """Start torch.distributed (torchrun env or a world of one) and Megatron's parallel_state."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    device = resolve_device(cfg)
+    if device.type == "cpu":
+        compat.apply_cpu_compat()
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    problems = parallel.world_problems(world)
+    if problems:
+        raise ConfigError(problems)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    rank, local_rank, world = _init_process_group(device, cfg)
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=parallel.tensor,
+            pipeline_model_parallel_size=parallel.pipeline,
+            context_parallel_size=parallel.context,
+            expert_model_parallel_size=parallel.expert,
+            expert_tensor_parallel_size=parallel.expert_tensor_size,
+        )
+    seed_everything(cfg.seed, rank_offset=rank)
+    tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed, force_reset_rng=True)
+    rt = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
+                 world_size=world, parallel=parallel)
+    log.info("runtime: %s %s, world %d, %s", device, rt.dtype, world, parallel.describe())
+    return rt
+
+
+def shutdown_runtime() -> None:
+    """Tear down parallel_state and the process group; clears Megatron's global leftovers."""
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    compat.reset_megatron_globals()
+
+
+@contextlib.contextmanager
+def runtime_session(cfg: RuntimeConfig, parallel: ParallelConfig) -> Iterator[Runtime]:
+    """`init_runtime` ... `shutdown_runtime` as a context manager."""
+    rt = init_runtime(cfg, parallel)
+    try:
+        yield rt
+    finally:
+        shutdown_runtime()

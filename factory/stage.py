@@ -1,0 +1,70 @@
+"""`python -m factory.stage VERB --config FILE [key=value ...] [--dry-run]`: one verb per stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from factory.errors import FactoryError
+from factory.runner import StageSpec
+
+STAGES: dict[str, StageSpec] = {
+    "tokenizer": StageSpec("train a MeCab-pretokenized SentencePiece tokenizer + HF export + report",
+                           tracked_in="Tokenizer stage issue"),
+    "data": StageSpec("ingest, filter and dedup corpora into JSONL", tracked_in="Data stages issue"),
+    "synth": StageSpec("generate synthetic data (persona x seed document) from a chat endpoint",
+                       tracked_in="Data stages issue"),
+    "pack": StageSpec("tokenize and pack JSONL into Megatron indexed datasets + blends",
+                      tracked_in="Data stages issue"),
+    "pretrain": StageSpec("pretrain a dense or MoE model on Megatron-Core", tracked_in="Training engine issue"),
+    "cpt": StageSpec("continue pretraining from a checkpoint", tracked_in="Training engine issue"),
+    "upcycle": StageSpec("turn a dense checkpoint into a verified-equal MoE checkpoint",
+                         tracked_in="Upcycle stage issue"),
+    "export": StageSpec("Megatron checkpoint -> Hugging Face folder, verified by logits",
+                        tracked_in="Conversion issue"),
+    "import": StageSpec("Hugging Face folder -> Megatron checkpoint, verified by logits",
+                        tracked_in="Conversion issue"),
+    "sft": StageSpec("supervised fine-tuning on TRL", tracked_in="Post-training issue"),
+    "dpo": StageSpec("direct preference optimization on TRL", tracked_in="Post-training issue"),
+    "eval": StageSpec("perplexity, generation and code-switch rate report", tracked_in="Post-training issue"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m factory.stage",
+        description="Run one stage of the Japanese-first LLM factory.",
+        epilog="Each verb takes --config FILE, dotted key=value overrides and --dry-run.")
+    verbs = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, spec in STAGES.items():
+        sub = verbs.add_parser(name, help=spec.help, description=spec.help)
+        sub.add_argument("--config", required=True, help="YAML config (see configs/)")
+        sub.add_argument("--dry-run", action="store_true",
+                         help="print the resolved config, plan and parameter counts; run nothing")
+        sub.add_argument("--log-level", default="INFO")
+        sub.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from factory.config import load_config
+    from factory.logs import setup_logging
+    from factory.runner import run_stage
+
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        run_stage(args.stage, STAGES[args.stage], cfg, dry_run=args.dry_run)
+    except FactoryError as e:
+        for line in e.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

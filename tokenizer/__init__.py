@@ -1,0 +1,1 @@
+"""MeCab-pretokenized SentencePiece tokenizer training and HF export."""
