@@ -14,7 +14,7 @@ is only ever called by the runtime when CUDA is absent. Each item has a test in 
 5. Checkpoint writers call `torch.cuda.synchronize()`; with no device work queued it is a no-op.
 6. Fusion flags that need CUDA kernels (`cpu_transformer_overrides`) are forced off.
 7. Global state that leaks between models in one process (NVTE_* attention env vars written by
-   GPTModel, the MoE metrics tracker): `reset_megatron_globals()`.
+   GPTModel, the MoE metrics tracker holding dead process groups): `reset_megatron_globals()`.
 Training-side items (Megatron optimizer, clip_grads, schedules) belong to the training engine.
 """
 
@@ -125,8 +125,9 @@ def unsupported_on_cpu(model_cfg) -> list[str]:
 
 def reset_megatron_globals() -> None:
     """Clear process-global state megatron-core leaves behind after building/running a model."""
-    from megatron.core.transformer.moe.moe_logging import get_moe_metrics_tracker
+    from megatron.core.transformer.moe import moe_logging
 
     for key in _NVTE_ENV:
         os.environ.pop(key, None)
-    get_moe_metrics_tracker().clear()
+    # A fresh tracker: the old one's entries hold process groups that die with parallel_state.
+    moe_logging.set_moe_metrics_tracker(moe_logging.MoEMetricsTracker())

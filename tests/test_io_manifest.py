@@ -1,0 +1,60 @@
+"""Atomic writes, content hashes and run manifests."""
+
+import json
+
+import pytest
+
+from factory.io import atomic_dir, atomic_write_json, content_hash
+from factory.manifest import RunManifest
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    assert (target / "a.txt").read_text() == "v1"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("partial")
+            raise RuntimeError("boom")
+    assert (target / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp leftovers
+
+
+def test_atomic_write_json_leaves_no_temp(tmp_path):
+    atomic_write_json(tmp_path / "x.json", {"a": "日本語"})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": "日本語"}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_content_hash_files_and_dirs(tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "f").write_text("x")
+    h1 = content_hash(d)
+    (d / "sub" / "f").write_text("y")
+    assert content_hash(d) != h1
+    (d / "manifest.json").write_text("{}")  # a stage dir is identified by its manifest
+    assert content_hash(d) == content_hash(d / "manifest.json")
+
+
+def test_manifest_contents(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("hello")
+    out = tmp_path / "stage"
+    out.mkdir()
+    (out / "weights.bin").write_bytes(b"\0" * 10)
+    m = RunManifest("tokenizer", {"run": {"name": "t"}}, out)
+    m.add_input(src, role="corpus")
+    m.add_output(out / "weights.bin")
+    m.record(loss=1.5, steps=3)
+    data = json.loads(m.write().read_text())
+    assert data["stage"] == "tokenizer" and data["config"] == {"run": {"name": "t"}}
+    assert data["inputs"] == [{"path": str(src), "role": "corpus", "sha256":
+                               "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}]
+    assert data["outputs"][0]["bytes"] == 10
+    assert data["metrics"] == {"loss": 1.5, "steps": 3}
+    assert {"python", "torch", "megatron-core", "transformers"} <= set(data["versions"])
+    assert data["versions"]["megatron-core"] == "0.19.2"
+    assert data["world_size"] == 1 and data["host"] and data["wall_seconds"] >= 0
+    assert data["started_at"] <= data["ended_at"]
