@@ -38,6 +38,19 @@ def test_parameter_count_formula_matches_gptmodel(base, runtime):
     assert sum(p.numel() for p in model.parameters()) == parameter_counts(cfg.model).total
 
 
+def test_moe_variants_build_and_run(runtime):
+    cfg = make_config(TINY_MOE)
+    cfg.model.moe = cfg.model.moe.model_copy(update=dict(
+        router_score_function="sigmoid", router_pre_softmax=True, z_loss_coeff=1e-3,
+        ffn_hidden_size=32, shared_expert_ffn_hidden_size=64, shared_expert_gate=True))
+    model = build_gpt_model(cfg.model, runtime)
+    assert sum(p.numel() for p in model.parameters()) == parameter_counts(cfg.model).total
+    names = [n for n, _ in model.named_parameters()]
+    assert any("shared_experts" in n for n in names)
+    tokens, pos = _batch(cfg, batch=1)
+    model(tokens, pos, None).sum().backward()
+
+
 def test_logits_shape_is_padded_vocab(runtime):
     cfg = make_config(TINY_DENSE)
     model = build_gpt_model(cfg.model, runtime)

@@ -1,0 +1,58 @@
+"""Runtime setup: device and dtype resolution, world-size checks, parallel_state and seeding."""
+
+import pytest
+import torch
+
+from factory.errors import ConfigError
+from factory.runtime.config import RuntimeConfig
+from factory.runtime.runtime import init_runtime, resolve_device, resolve_dtype, runtime_session, shutdown_runtime
+from tests.conftest import TINY_DENSE, make_config
+
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
+
+
+@cpu_only
+def test_auto_resolves_to_cpu_fp32():
+    cfg = RuntimeConfig()
+    device = resolve_device(cfg)
+    assert device.type == "cpu" and resolve_dtype(cfg, device) == torch.float32
+    assert resolve_dtype(RuntimeConfig(precision="bf16"), device) == torch.bfloat16
+
+
+@cpu_only
+def test_cuda_requested_without_cuda_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        resolve_device(RuntimeConfig(device="cuda"))
+    assert err.value.problems == ["runtime.device=cuda: no CUDA device is visible in this process"]
+
+
+def test_world_too_small_for_layout_fails_before_init():
+    cfg = make_config(TINY_DENSE, parallel={"tensor": 2})
+    with pytest.raises(ConfigError) as err:
+        init_runtime(cfg.runtime, cfg.parallel)
+    assert "world size 1 must be divisible by tensor x pipeline x context (2)" in err.value.problems[0]
+    assert not torch.distributed.is_initialized()
+
+
+def test_world_of_one_initializes_parallel_state_and_tears_down():
+    from megatron.core import parallel_state
+
+    cfg = make_config(TINY_DENSE)
+    with runtime_session(cfg.runtime, cfg.parallel) as rt:
+        assert rt.world_size == 1 and rt.rank == 0 and rt.is_main and rt.data_parallel_size == 1
+        assert parallel_state.get_tensor_model_parallel_world_size() == 1
+        assert torch.distributed.get_backend() == ("nccl" if rt.is_cuda else "gloo")
+    assert not torch.distributed.is_initialized()
+    assert not parallel_state.model_parallel_is_initialized()
+
+
+def test_seed_makes_init_reproducible():
+    from factory.model.build import build_gpt_model
+
+    cfg = make_config(TINY_DENSE)
+    weights = []
+    for _ in range(2):
+        with runtime_session(cfg.runtime, cfg.parallel) as rt:
+            weights.append(build_gpt_model(cfg.model, rt).state_dict()["decoder.layers.0.mlp.linear_fc1.weight"])
+    assert torch.equal(weights[0], weights[1])
+    shutdown_runtime()  # a second shutdown is harmless
