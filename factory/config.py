@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from factory.errors import ConfigError
+from factory.data.pack_config import BlendConfig, PackConfig
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.schema import Section, rule
@@ -39,12 +40,24 @@ class FactoryConfig(Section):
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     model: ModelConfig | None = None
     """Model shapes; needed by the model stages."""
+    pack: PackConfig | None = None
+    """Datasets to pack into Megatron indexed datasets."""
+    blend: BlendConfig | None = None
+    """Training mixture by curriculum phase, over the packed datasets."""
 
     def problems(self, prefix: str = "") -> list[str]:
         out = self.parallel.problems("parallel")
         if self.model is not None:
             out += self.model.problems("model")
             out += _model_parallel_problems(self.model, self.parallel)
+        out += self.pack.problems("pack") if self.pack else []
+        out += self.blend.problems("blend") if self.blend else []
+        if self.blend is not None:
+            packed = {d.name for d in self.pack.datasets} if self.pack else set()
+            for i, phase in enumerate(self.blend.phases):
+                for e in phase.datasets:
+                    rule(out, e.dataset in packed, f"blend.phases[{i}].datasets", e.dataset,
+                         f"not a pack dataset (known: {', '.join(sorted(packed)) or 'none'})")
         return out
 
     def stage_dir(self, stage: str) -> Path:

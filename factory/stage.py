@@ -15,7 +15,7 @@ STAGES: dict[str, StageSpec] = {
     "synth": StageSpec("generate synthetic data (persona x seed document) from a chat endpoint",
                        tracked_in="Data stages issue"),
     "pack": StageSpec("tokenize and pack JSONL into Megatron indexed datasets + blends",
-                      tracked_in="Data stages issue"),
+                      module="factory.data.pack"),
     "pretrain": StageSpec("pretrain a dense or MoE model on Megatron-Core", tracked_in="Training engine issue"),
     "cpt": StageSpec("continue pretraining from a checkpoint", tracked_in="Training engine issue"),
     "upcycle": StageSpec("turn a dense checkpoint into a verified-equal MoE checkpoint",

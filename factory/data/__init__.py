@@ -1,0 +1,1 @@
+"""Corpus preparation: ingest, filters, dedup, synthetic data, packing, blends."""
