@@ -15,10 +15,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from factory.errors import ConfigError
+from factory.data.config import DataConfig
 from factory.data.pack_config import BlendConfig, PackConfig
+from factory.data.synth.config import SynthConfig
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.schema import Section, rule
+from tokenizer.config import TokenizerConfig
 
 INHERIT_KEY = "inherit"
 
@@ -40,18 +43,26 @@ class FactoryConfig(Section):
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
     model: ModelConfig | None = None
     """Model shapes; needed by the model stages."""
+    tokenizer: TokenizerConfig | None = None
+    """Tokenizer training: inputs, MeCab pretokenization, SentencePiece options; needed by the tokenizer stage."""
+    data: DataConfig | None = None
+    """Corpora to ingest, filter and dedup into JSONL."""
     pack: PackConfig | None = None
     """Datasets to pack into Megatron indexed datasets."""
     blend: BlendConfig | None = None
     """Training mixture by curriculum phase, over the packed datasets."""
+    synth: SynthConfig | None = None
+    """Synthetic data generation (persona x seed document) against a chat endpoint."""
 
     def problems(self, prefix: str = "") -> list[str]:
         out = self.parallel.problems("parallel")
         if self.model is not None:
             out += self.model.problems("model")
             out += _model_parallel_problems(self.model, self.parallel)
+        out += self.data.problems("data") if self.data else []
         out += self.pack.problems("pack") if self.pack else []
         out += self.blend.problems("blend") if self.blend else []
+        out += self.synth.problems("synth") if self.synth else []
         if self.blend is not None:
             packed = {d.name for d in self.pack.datasets} if self.pack else set()
             for i, phase in enumerate(self.blend.phases):

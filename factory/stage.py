@@ -10,10 +10,10 @@ from factory.runner import StageSpec
 
 STAGES: dict[str, StageSpec] = {
     "tokenizer": StageSpec("train a MeCab-pretokenized SentencePiece tokenizer + HF export + report",
-                           tracked_in="Tokenizer stage issue"),
-    "data": StageSpec("ingest, filter and dedup corpora into JSONL", tracked_in="Data stages issue"),
+                           module="tokenizer.stage"),
+    "data": StageSpec("ingest, filter and dedup corpora into JSONL", module="factory.data.stage"),
     "synth": StageSpec("generate synthetic data (persona x seed document) from a chat endpoint",
-                       tracked_in="Data stages issue"),
+                       module="factory.data.synth.stage"),
     "pack": StageSpec("tokenize and pack JSONL into Megatron indexed datasets + blends",
                       module="factory.data.pack"),
     "pretrain": StageSpec("pretrain a dense or MoE model on Megatron-Core", tracked_in="Training engine issue"),

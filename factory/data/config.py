@@ -1,0 +1,112 @@
+"""Config section of the `data` stage: inputs, quality filters, language-mixing detector, dedup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from factory.schema import Section, rule
+
+Format = Literal["auto", "jsonl", "parquet", "text", "hf"]
+
+
+class DataInput(Section):
+    """One corpus to ingest. A bare path in YAML (or `data.inputs=[a.jsonl,b.txt]`) is accepted too."""
+
+    path: Path
+    """JSONL, parquet, plain text file, or a local HF `datasets` folder written by `save_to_disk`."""
+    format: Format = "auto"
+    """auto: from the suffix (.jsonl/.json, .parquet, .txt) or, for a folder, an HF dataset."""
+    text_field: str | None = None
+    """Field holding the text (JSONL, parquet, HF); defaults to `data.text_field`."""
+    japanese: bool = True
+    """Apply the Japanese-only filters (Japanese share, language mixing); false for e.g. English corpora."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, (str, Path)) else value
+
+
+class FilterConfig(Section):
+    """Quality filters, applied in this order; the first that rejects names the reason."""
+
+    min_chars: int = Field(default=20, ge=0)
+    """Documents shorter than this (after stripping) are rejected as `length`."""
+    max_chars: int = Field(default=200_000, ge=1)
+    """Documents longer than this are rejected as `length`."""
+    min_japanese_share: float = Field(default=0.3, ge=0, le=1)
+    """Minimum share of Japanese characters (kana, kanji) among letters; 0 disables."""
+    max_duplicate_line_share: float = Field(default=0.3, ge=0, le=1)
+    """Maximum share of non-empty lines that repeat an earlier line (Gopher-style)."""
+    ngram_size: int = Field(default=10, ge=2)
+    """Character n-gram size of the repetition check."""
+    max_repeated_ngram_share: float = Field(default=0.3, ge=0, le=1)
+    """Maximum share of character n-grams that repeat an earlier one; 1 disables."""
+    langmix: bool = True
+    """Run the language-mixing detector on Japanese inputs (thresholds under `data.langmix`)."""
+
+
+class LangMixConfig(Section):
+    """Thresholds of the language-mixing detector (see docs/stages/data.md)."""
+
+    min_foreign_run: int = Field(default=2, ge=1)
+    """Letters in a run of Greek, Cyrillic, Hangul or another non-Latin, non-Japanese script that flag it."""
+    min_diacritic_score: int = Field(default=2, ge=1)
+    """Score of a Latin span that flags it: 2 per Turkish/Polish/Czech-only letter, 1 per other diacritic."""
+    min_prose_words: int = Field(default=3, ge=2)
+    """Plain lowercase Latin words in one span (outside code, URLs, glosses) that flag it as prose."""
+    min_stray_words: int = Field(default=4, ge=1)
+    """Distinct isolated plain lower-case Latin words (not programming vocabulary) that flag a document."""
+    min_hanzi_only: int = Field(default=2, ge=1)
+    """Simplified-Chinese-only characters that flag a document."""
+
+
+class DedupConfig(Section):
+    """Exact dedup on a normalized hash, then near dedup with MinHash LSH (datasketch)."""
+
+    exact: bool = True
+    """Drop documents whose NFKC-normalized, case-folded, whitespace-collapsed text was seen before."""
+    near: bool = True
+    """Drop documents whose estimated Jaccard similarity to a kept one reaches `threshold`."""
+    threshold: float = Field(default=0.8, gt=0, lt=1)
+    """Jaccard similarity of character shingles at which two documents are near duplicates."""
+    num_perm: int = Field(default=128, ge=16)
+    """MinHash permutations (more: better estimates, slower)."""
+    shingle_size: int = Field(default=5, ge=1)
+    """Character shingle length (Japanese has no spaces, so shingles are characters)."""
+    seed: int = 1
+    """MinHash seed; fixed so runs are reproducible."""
+
+
+class DataConfig(Section):
+    """Ingest corpora, filter them and dedup them into `kept.jsonl` + `rejected.jsonl`."""
+
+    inputs: list[DataInput] = Field(min_length=1)
+    """Corpora to read, in order (dedup keeps the first occurrence)."""
+    text_field: str = "text"
+    """Default field holding the text in JSONL, parquet and HF inputs."""
+    text_unit: Literal["paragraph", "line"] = "paragraph"
+    """How plain text files split into documents: blank-line separated paragraphs, or lines."""
+    output_dir: Path | None = None
+    """Defaults to `<run.dir>/data`."""
+    num_workers: int = Field(default=2, ge=1)
+    """Worker processes that run the filters and MinHash signatures."""
+    docs_per_task: int = Field(default=256, ge=1)
+    """Documents sent to a worker at a time (bounds memory)."""
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    """Fail when more than this share of an input's records is malformed."""
+    report_errors: int = Field(default=5, ge=0)
+    """Malformed records reported with file:line (all are counted and kept in rejected.jsonl)."""
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    langmix: LangMixConfig = Field(default_factory=LangMixConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        f = self.filters
+        rule(out, f.min_chars < f.max_chars, f"{prefix}.filters.min_chars", f.min_chars,
+             f"must be below filters.max_chars ({f.max_chars})")
+        return out

@@ -1,0 +1,90 @@
+"""Config section of the `synth` stage: endpoint, personas, seed documents, tasks, retries, preference pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from factory.schema import Section, rule
+
+TaskType = Literal["qa", "summary", "rewrite", "dialogue"]
+
+
+class SeedDocs(Section):
+    """JSONL seed documents; each prompt pairs one persona with one document."""
+
+    path: Path
+    """JSONL file, one document per line (e.g. the data stage's kept.jsonl)."""
+    text_field: str = "text"
+    """Field holding the document text."""
+    id_field: str = "id"
+    """Field holding a unique document id (part of every record id, so it must be stable)."""
+    max_chars: int = Field(default=2000, ge=1)
+    """Documents are cut to this many characters inside prompts."""
+    limit: int | None = Field(default=None, ge=1)
+    """Use only the first N documents (None: all)."""
+
+
+class PreferenceConfig(Section):
+    """DPO pairs: two samples per prompt, judged by an LLM into prompt/chosen/rejected."""
+
+    enabled: bool = False
+    """Judge pairs after generation (needs samples_per_prompt >= 2)."""
+    judge_model: str | None = None
+    """Model name for the judge; defaults to `synth.model`."""
+    judge_base_url: str | None = None
+    """Endpoint of the judge; defaults to `synth.base_url`."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Token budget of a judgement."""
+
+
+class SynthConfig(Section):
+    """Generate persona x seed document data from any OpenAI-compatible `/v1/chat/completions` endpoint."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    """Endpoint root including `/v1`, e.g. `http://127.0.0.1:8000/v1` (vLLM, SGLang, hosted APIs)."""
+    model: str
+    """Model name sent in each request and recorded in each record."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (sent as a Bearer token); None: no key."""
+    personas: list[str] = Field(default_factory=list)
+    """Inline personas, e.g. '地方の高校で物理を教える教師'."""
+    personas_file: Path | None = None
+    """Text file with one persona per line (blank lines ignored); used instead of `personas`."""
+    seeds: SeedDocs
+    """Seed documents."""
+    tasks: list[TaskType] = Field(default_factory=lambda: ["qa"], min_length=1)
+    """Task types: qa, summary, rewrite, dialogue."""
+    samples_per_prompt: int = Field(default=1, ge=1)
+    """Samples per (persona, seed document, task); 2 or more for preference pairs."""
+    concurrency: int = Field(default=8, ge=1)
+    """Requests in flight at once."""
+    max_retries: int = Field(default=5, ge=0)
+    """Retries per request on connection errors, timeouts, 429 and 5xx, then the run stops."""
+    backoff_seconds: float = Field(default=1.0, ge=0)
+    """First retry delay; doubles on each retry (with jitter), capped by `backoff_max_seconds`."""
+    backoff_max_seconds: float = Field(default=60.0, ge=0)
+    """Longest delay between retries."""
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    """Per-request timeout."""
+    temperature: float = Field(default=0.8, ge=0)
+    """Sampling temperature."""
+    max_tokens: int = Field(default=512, ge=1)
+    """Token budget of each completion."""
+    output_dir: Path | None = None
+    """Defaults to `<run.dir>/synth`."""
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    """DPO preference pairs."""
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        rule(out, bool(self.personas) != (self.personas_file is not None), f"{prefix}.personas",
+             self.personas or self.personas_file, "give exactly one of personas or personas_file")
+        dupes = sorted({p for p in self.personas if self.personas.count(p) > 1})
+        rule(out, not dupes, f"{prefix}.personas", dupes, "personas must be unique")
+        rule(out, len(set(self.tasks)) == len(self.tasks), f"{prefix}.tasks", self.tasks, "tasks must be unique")
+        rule(out, not self.preference.enabled or self.samples_per_prompt >= 2,
+             f"{prefix}.samples_per_prompt", self.samples_per_prompt, "preference pairs need at least 2")
+        return out

@@ -1,0 +1,164 @@
+"""Persona x seed x task x sample jobs with deterministic ids, run concurrently, appended durably, resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from factory.data.synth.client import ChatClient, bounded_map
+from factory.data.synth.config import SeedDocs, SynthConfig
+from factory.data.synth.prompts import TEMPLATES
+from factory.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def record_id(*parts: object) -> str:
+    """A stable id: sha256 of the JSON list of `parts`, 24 hex characters."""
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One completion to request; `group` is shared by the samples of one prompt."""
+
+    id: str
+    group: str
+    persona: str
+    seed_id: str
+    task: str
+    sample: int
+    template: str
+    messages: list[dict[str, str]]
+
+
+def load_personas(sc: SynthConfig) -> list[str]:
+    if sc.personas_file is None:
+        return list(sc.personas)
+    if not sc.personas_file.is_file():
+        raise DataError(f"{sc.personas_file}: personas file not found")
+    lines = [ln.strip() for ln in sc.personas_file.read_text(encoding="utf-8").splitlines()]
+    personas = list(dict.fromkeys(ln for ln in lines if ln))
+    if not personas:
+        raise DataError(f"{sc.personas_file}: no personas (expected one per line)")
+    return personas
+
+
+def load_seeds(sd: SeedDocs) -> list[tuple[str, str]]:
+    """(id, text) of each seed document; malformed lines and duplicate ids are errors naming file:line."""
+    seeds: dict[str, str] = {}
+    if not sd.path.is_file():
+        raise DataError(f"{sd.path}: seed documents not found")
+    with sd.path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if sd.limit is not None and len(seeds) >= sd.limit:
+                break
+            if not line.strip():
+                continue
+            rec = _json_object(line, f"{sd.path}:{n}")
+            doc_id, text = rec.get(sd.id_field), rec.get(sd.text_field)
+            if doc_id is None or not isinstance(text, str):
+                raise DataError(f"{sd.path}:{n}: expected string '{sd.text_field}' and an '{sd.id_field}' field")
+            if str(doc_id) in seeds:
+                raise DataError(f"{sd.path}:{n}: duplicate {sd.id_field} {doc_id!r}")
+            seeds[str(doc_id)] = text
+    return list(seeds.items())
+
+
+def iter_jobs(sc: SynthConfig, personas: list[str], seeds: list[tuple[str, str]]) -> Iterator[Job]:
+    for seed_id, text in seeds:
+        document = text[:sc.seeds.max_chars]
+        for persona in personas:
+            for task in sc.tasks:
+                tpl = TEMPLATES[task]
+                messages = tpl.messages(persona=persona, document=document)
+                group = record_id(persona, seed_id, task, tpl.name)
+                for sample in range(sc.samples_per_prompt):
+                    yield Job(record_id(persona, seed_id, task, sample, tpl.name), group, persona, seed_id,
+                              task, sample, tpl.name, messages)
+
+
+class JsonlLog:
+    """An append-only JSONL file of finished records: one fsync'd line each, read back on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def done_ids(self) -> set[str]:
+        """Ids already written; first cuts off a torn last line left by a crash mid-write."""
+        if not self.path.exists():
+            return set()
+        self._drop_torn_tail()
+        ids: set[str] = set()
+        with self.path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                rec = _json_object(line, f"{self.path}:{n}")
+                if "id" not in rec:
+                    raise DataError(f"{self.path}:{n}: record has no 'id'")
+                ids.add(rec["id"])
+        return ids
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        with self.path.open(encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _drop_torn_tail(self) -> None:
+        with self.path.open("rb+") as f:
+            data = f.read()
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
+                            self.path, len(data) - keep)
+                f.truncate(keep)
+                os.fsync(f.fileno())
+
+
+def generate(sc: SynthConfig, client: ChatClient, out: JsonlLog) -> dict[str, int | str]:
+    """Run every job not yet in `out`, streaming jobs so memory does not grow with the run."""
+    personas, seeds = load_personas(sc), load_seeds(sc.seeds)
+    planned = len(personas) * len(seeds) * len(sc.tasks) * sc.samples_per_prompt
+    out.path.parent.mkdir(parents=True, exist_ok=True)
+    done = out.done_ids()
+    todo = (job for job in iter_jobs(sc, personas, seeds) if job.id not in done)
+    log.info("synth: %d jobs (%d personas x %d seeds x %d tasks x %d samples), %d in %s already",
+             planned, len(personas), len(seeds), len(sc.tasks), sc.samples_per_prompt, len(done), out.path)
+
+    def call(job: Job) -> str:
+        return client.complete(sc.model, job.messages, sc.temperature, sc.max_tokens, seed=int(job.id[:8], 16))
+
+    generated = 0
+    for job, text in bounded_map(call, todo, sc.concurrency):
+        out.append(_record(job, text, sc.model))
+        generated += 1
+    return {"jobs_planned": planned, "jobs_resumed": planned - generated, "jobs_generated": generated,
+            "personas": len(personas), "seed_docs": len(seeds),
+            "templates": ",".join(TEMPLATES[t].name for t in sc.tasks)}
+
+
+def _record(job: Job, text: str, model: str) -> dict[str, Any]:
+    return {"id": job.id, "text": text, "prompt": job.messages[-1]["content"], "task": job.task,
+            "persona": job.persona, "seed_id": job.seed_id, "sample": job.sample, "group": job.group,
+            "template": job.template, "model": model}
+
+
+def _json_object(line: str, where: str) -> dict[str, Any]:
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    return rec

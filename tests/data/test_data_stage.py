@@ -1,0 +1,107 @@
+"""The `data` stage end to end: counts add up, rejected side file, error budget, atomic output, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from factory.config import validate_config
+from factory.errors import ConfigError, DataError
+from factory.runner import run_stage
+from factory.stage import STAGES
+
+DOCS = [
+    "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた事だけは記憶している。",
+    "富士山は標高3776メートルで、日本で最も高い山である。夏の登山シーズンには多くの登山者が山頂を目指す。",
+    "Pythonのリスト内包表記は便利だ。詳しくは https://docs.python.org/ja/3/ を参照し、GPUの設定も確認する。",
+    "味噌汁の作り方は家庭によって少しずつ違う。昆布と鰹節で出汁をとる家もあれば、煮干しを使う家もある。",
+]
+NEAR = DOCS[0].replace("名前はまだ無い", "名前はまだない")
+MIXED = "東京から大阪までは新幹線で約2時間30分かかる。jednak to jest 指定席は混雑するので早めに予約する。"
+ENGLISH = "The quick brown fox jumps over the lazy dog, again and again, near the river bank."
+
+
+def _write_inputs(tmp_path, bad_lines: int = 1):
+    ja = tmp_path / "ja.jsonl"
+    rows = [{"content": t} for t in DOCS + [DOCS[1], NEAR, MIXED, "短い", ENGLISH]]
+    ja.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + "{broken\n" * bad_lines,
+                  encoding="utf-8")
+    en = tmp_path / "en.txt"
+    en.write_text(f"{ENGLISH}\n\nA second English paragraph that is long enough to keep.\n", encoding="utf-8")
+    return ja, en
+
+
+def _config(tmp_path, ja, en, **data):
+    section = {"inputs": [{"path": str(ja), "text_field": "content"}, {"path": str(en), "japanese": False}],
+               "output_dir": str(tmp_path / "out"), "num_workers": 1, "max_error_rate": 0.2, **data}
+    return validate_config({"run": {"name": "t", "dir": str(tmp_path / "run")}, "data": section})
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_counts_add_up_and_every_rejection_is_recorded_with_its_reason(tmp_path):
+    ja, en = _write_inputs(tmp_path)
+    manifest = run_stage("data", STAGES["data"], _config(tmp_path, ja, en))
+    out = tmp_path / "out"
+    kept, rejected = _jsonl(out / "kept.jsonl"), _jsonl(out / "rejected.jsonl")
+    assert [r["text"] for r in kept] == DOCS + [ENGLISH, "A second English paragraph that is long enough to keep."]
+    assert len({r["id"] for r in kept}) == len(kept)
+    by_reason = {r["reason"]: r for r in rejected}
+    assert Counter(r["reason"] for r in rejected) == {
+        "exact_dup": 1, "near_dup": 1, "langmix": 1, "length": 1, "japanese_share": 1, "malformed": 1}
+    assert by_reason["exact_dup"]["source"] == f"{ja}:5"
+    assert by_reason["near_dup"]["detail"] == f"near duplicate of {ja}:1"
+    assert by_reason["langmix"]["text"] == MIXED and "jednak to jest" in by_reason["langmix"]["detail"]
+    assert by_reason["malformed"]["source"] == f"{ja}:10" and by_reason["malformed"]["text"] == "{broken"
+    m = manifest.metrics
+    assert (m["in"], m["kept"], m["rejected"]) == (12, 6, 6)
+    assert m["in"] == m["kept"] + sum(v for k, v in m.items() if k.startswith("rejected."))
+    assert m["rejected.duplicate_lines"] == 0 and m["rejected.langmix"] == 1
+    assert json.loads((out / "manifest.json").read_text())["metrics"] == m
+
+
+def test_too_many_malformed_lines_fail_and_leave_nothing_behind(tmp_path):
+    ja, en = _write_inputs(tmp_path, bad_lines=4)
+    with pytest.raises(DataError, match=rf"{ja}: 4 of 13 records malformed .* first: {ja}:10: invalid JSON"):
+        run_stage("data", STAGES["data"], _config(tmp_path, ja, en))
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_section_or_input_is_a_config_error(tmp_path):
+    ja, en = _write_inputs(tmp_path)
+    with pytest.raises(ConfigError, match="not found: .*nope.jsonl"):
+        run_stage("data", STAGES["data"], _config(tmp_path, tmp_path / "nope.jsonl", en))
+    bare = validate_config({"run": {"name": "t", "dir": str(tmp_path)}})
+    with pytest.raises(ConfigError, match="no 'data' section"):
+        run_stage("data", STAGES["data"], bare)
+
+
+def test_cli_end_to_end_with_two_workers(tmp_path):
+    ja, en = _write_inputs(tmp_path)
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "factory.stage", "data", "--config", "configs/demo-cpu.yaml",
+           f"data.inputs=[{ja}, {en}]", "data.text_field=content", f"data.output_dir={out}",
+           "data.text_unit=paragraph", "data.max_error_rate=0.2", "data.docs_per_task=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    # en.txt is read as Japanese here (bare paths default to japanese: true): its paragraphs fail the share.
+    assert metrics["rejected.japanese_share"] == 3 and metrics["kept"] == 4
+    assert metrics["in"] == metrics["kept"] + metrics["rejected"] == 12
+    assert len(_jsonl(out / "kept.jsonl")) == 4 and len(_jsonl(out / "rejected.jsonl")) == 8
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    ja, en = _write_inputs(tmp_path, bad_lines=4)
+    cmd = [sys.executable, "-m", "factory.stage", "data", "--config", "configs/demo-cpu.yaml",
+           f"data.inputs=[{ja}]", "data.text_field=content", f"data.output_dir={tmp_path / 'cli'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {ja}: 4 of 13 records malformed")
+    assert "Traceback" not in proc.stderr
