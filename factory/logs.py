@@ -25,5 +25,6 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if rank == 0 else "WARNING")
-    # GPTModel logs a deprecation notice for every model it builds.
+    # megatron-core logs import-time backend notices at INFO and a GPTModel deprecation notice per model.
+    logging.getLogger("megatron").setLevel("WARNING")
     logging.getLogger("megatron.core.models.gpt.gpt_model").setLevel("ERROR")

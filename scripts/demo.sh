@@ -6,7 +6,9 @@ bash scripts/setup.sh
 bash scripts/fetch_demo_text.sh
 PY=.venv/bin/python
 CONFIG=${CONFIG:-configs/demo-cpu.yaml}
-$PY -m factory.stage tokenizer --config "$CONFIG" "$@"
-# The model the later stages train, as Megatron-Core builds it on this machine (fwd+bwd figures).
+for stage in tokenizer data pack; do
+  $PY -m factory.stage "$stage" --config "$CONFIG" "$@"
+done
+# The model the training stages will build from these data, as Megatron-Core runs it here.
 $PY scripts/bench_model.py "$CONFIG" --steps 5
-echo "demo: outputs under $($PY -c "from factory.config import load_config; print(load_config('$CONFIG').run.dir)")"
+echo "demo: outputs and manifests under $($PY -c "from factory.config import load_config; print(load_config('$CONFIG').run.dir)")"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from factory.io import atomic_dir, atomic_write_json, content_hash
+from factory.io import _umask, atomic_dir, atomic_write_json, content_hash
 from factory.manifest import RunManifest
 
 
@@ -19,12 +19,14 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
             raise RuntimeError("boom")
     assert (target / "a.txt").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp leftovers
+    assert (target.stat().st_mode & 0o777) == 0o777 & ~_umask()
 
 
 def test_atomic_write_json_leaves_no_temp(tmp_path):
     atomic_write_json(tmp_path / "x.json", {"a": "日本語"})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": "日本語"}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    assert ((tmp_path / "x.json").stat().st_mode & 0o777) == 0o666 & ~_umask()
 
 
 def test_content_hash_files_and_dirs(tmp_path):
