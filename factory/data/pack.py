@@ -6,7 +6,7 @@ import json
 import logging
 import multiprocessing as mp
 import time
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +20,7 @@ from factory.runner import Plan
 
 log = logging.getLogger(__name__)
 _SP = None  # the worker's SentencePiece processor
+_JOB = None  # the worker's (path, text field, EOD id or None, token dtype)
 
 
 def plan(cfg: FactoryConfig) -> Plan:
@@ -74,34 +75,45 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
     log.info("pack: %d tokens in %.1fs (%.0f tokens/s)", tokens, seconds, tokens / max(seconds, 1e-9))
 
 
-def _iter_texts(path: Path, field: str) -> Iterator[str]:
+def _parse(path: str, field: str, lineno: int, line: str) -> str:
+    try:
+        text = json.loads(line)[field]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path}:{lineno}: expected a JSON object with a '{field}' string ({e})") from None
+    if not isinstance(text, str):
+        raise DataError(f"{path}:{lineno}: '{field}' is {type(text).__name__}, expected a string")
+    return text
+
+
+def _line_batches(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first line, raw lines): JSON is parsed in the workers, not here."""
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)[field]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{lineno}: expected a JSON object with a '{field}' string ({e})") from None
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: '{field}' is {type(text).__name__}, expected a string")
-            yield text
+        first = 1
+        while lines := list(islice(f, size)):
+            yield first, lines
+            first += len(lines)
 
 
-def _batches(it: Iterator[str], size: int) -> Iterator[list[str]]:
-    while batch := list(islice(it, size)):
-        yield batch
-
-
-def _init_worker(model_path: str) -> None:
+def _init_worker(model_path: str, path: str, field: str, eod: int | None, dtype: type) -> None:
     import sentencepiece as spm
 
-    global _SP
+    global _SP, _JOB
     _SP = spm.SentencePieceProcessor(model_file=model_path)
+    _JOB = (path, field, eod, dtype)
 
 
-def _encode(batch: list[str]) -> list[list[int]]:
-    return _SP.encode(batch)
+def _encode(task: tuple[int, list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse and tokenize a batch of lines; returns all its tokens (EOD appended) and each document's length."""
+    path, field, eod, dtype = _JOB
+    first, lines = task
+    texts = [_parse(path, field, lineno, line) for lineno, line in enumerate(lines, first) if line.strip()]
+    docs = [ids for ids in _SP.encode(texts, num_threads=1) if ids]  # empty text: nothing to learn, not even an EOD
+    if eod is not None:
+        for ids in docs:
+            ids.append(eod)
+    lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+    tokens = np.fromiter(chain.from_iterable(docs), dtype=dtype, count=int(lengths.sum()))
+    return tokens, lengths
 
 
 def pack_jsonl(path: Path, field: str, prefix: Path, model_path: Path, vocab_size: int,
@@ -110,22 +122,22 @@ def pack_jsonl(path: Path, field: str, prefix: Path, model_path: Path, vocab_siz
     from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
     from rich.progress import Progress
 
-    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=DType.optimal_dtype(vocab_size))
+    dtype = DType.optimal_dtype(vocab_size)
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
     documents = tokens = 0
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(model_path),)) as pool, \
+    with ctx.Pool(workers, initializer=_init_worker,
+                  initargs=(str(model_path), str(path), field, eod, dtype)) as pool, \
             Progress(transient=True) as progress:
         task = progress.add_task(f"pack {path.name} (documents)", total=None)
-        for batch_ids in pool.imap(_encode, _batches(_iter_texts(path, field), docs_per_task)):
-            for ids in batch_ids:
-                if not ids:  # empty text: nothing to learn, not even an EOD
-                    continue
-                if eod is not None:
-                    ids.append(eod)
-                builder.add_document(np.asarray(ids), [len(ids)])
-                documents += 1
-                tokens += len(ids)
-            progress.update(task, advance=len(batch_ids))
+        for batch, lengths in pool.imap(_encode, _line_batches(path, docs_per_task)):
+            offset = 0
+            for n in lengths.tolist():
+                builder.add_document(batch[offset:offset + n], [n])
+                offset += n
+            documents += len(lengths)
+            tokens += batch.size
+            progress.update(task, advance=len(lengths))
     builder.finalize(f"{prefix}.idx")
     if documents == 0:
         raise DataError(f"{path}: no documents to pack")
