@@ -20,7 +20,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --progress-ba
 # --ignore-requires-python, and without these pip would try to build numpy from source.
 "${PIP[@]}" numpy "packaging>=24.2" "torch==2.13.0"
 "${PIP[@]}" --ignore-requires-python --no-deps "megatron-core==0.19.2"
-"${PIP[@]}" --ignore-requires-python -e ".[dev]"
+"${PIP[@]}" -e ".[dev]"  # megatron-core is already installed, so its Requires-Python is not re-checked
 if [ "${FACTORY_GPU:-0}" = "1" ]; then
   "${PIP[@]}" -e ".[gpu]"
 fi
