@@ -44,8 +44,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if rt.is_cuda:
-                torch.cuda.synchronize()
+            rt.synchronize()
             if step >= args.warmup:
                 times.append(time.perf_counter() - t0)
         step_s = sum(times) / len(times)

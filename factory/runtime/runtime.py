@@ -58,6 +58,11 @@ class Runtime:
             return False
         return True
 
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing); nothing to wait for on CPU."""
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+
     def transformer_config_overrides(self) -> dict:
         """TransformerConfig fields that depend on the device (fusions, init placement, backend)."""
         from megatron.core.transformer.enums import AttnBackend
