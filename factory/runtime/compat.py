@@ -15,7 +15,12 @@ is only ever called by the runtime when CUDA is absent. Each item has a test in 
 6. Fusion flags that need CUDA kernels (`cpu_transformer_overrides`) are forced off.
 7. Global state that leaks between models in one process (NVTE_* attention env vars written by
    GPTModel, the MoE metrics tracker holding dead process groups): `reset_megatron_globals()`.
-Training-side items (Megatron optimizer, clip_grads, schedules) belong to the training engine.
+8. Training: Megatron's schedules, DDP buffers and optimizer allocate scratch tensors with
+   `device="cuda"` (loss/token counters, norms). `cuda_to_cpu()` is a torch function mode that sends
+   those allocations to the CPU; the runtime enters it around training steps. DDP's grad sync waits
+   on `torch.cuda.current_stream()`: a stream that never has pending work stands in for it.
+9. `clip_grad_by_total_norm_fp32` asserts CUDA gradients; on CPU the same in-place scaling runs
+   without the assert.
 """
 
 from __future__ import annotations
@@ -50,8 +55,10 @@ def apply_cpu_compat() -> None:
         raise RuntimeError("apply_cpu_compat() is for processes without CUDA")
     torch.cuda.current_device = _cpu_device
     torch.cuda.synchronize = _no_sync
+    torch.cuda.current_stream = _idle_stream
     _patch_causal_mask()
     _patch_rng_tracker()
+    _patch_grad_clipping()
     _APPLIED = True
 
 
@@ -61,6 +68,54 @@ def _cpu_device() -> str:
 
 def _no_sync(device=None) -> None:
     return None
+
+
+class _IdleStream:
+    """A stream with no pending work: waiting on it returns at once."""
+
+    def wait_event(self, event) -> None:
+        return None
+
+    def wait_stream(self, stream) -> None:
+        return None
+
+
+def _idle_stream(device=None) -> _IdleStream:
+    return _IdleStream()
+
+
+class _CudaToCpu(torch.overrides.TorchFunctionMode):
+    """Rewrites `device="cuda"` arguments of torch calls to the CPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if device is not None and torch.device(device).type == "cuda":
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+def cuda_to_cpu() -> contextlib.AbstractContextManager:
+    """Context in which megatron-core's hard-coded CUDA scratch allocations land on the CPU."""
+    return _CudaToCpu()
+
+
+def _clip_grads_by_total_norm(parameters, max_norm, total_norm, use_decoupled_grad=False) -> None:
+    """Megatron's gradient scaling for clipping, without its CUDA-only assert."""
+    coeff = max_norm / (total_norm + 1.0e-6)
+    if coeff >= 1.0:
+        return
+    for param in parameters:
+        grad = getattr(param, "decoupled_grad", None) if use_decoupled_grad else param.grad
+        if grad is not None:
+            grad.detach().mul_(coeff)
+
+
+def _patch_grad_clipping() -> None:
+    from megatron.core.optimizer import clip_grads, optimizer
+
+    clip_grads.clip_grad_by_total_norm_fp32 = _clip_grads_by_total_norm
+    optimizer.clip_grad_by_total_norm_fp32 = _clip_grads_by_total_norm
 
 
 def _cpu_causal_mask(sq: int) -> torch.Tensor:

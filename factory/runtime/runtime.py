@@ -24,6 +24,10 @@ from factory.runtime.config import ParallelConfig, RuntimeConfig
 log = logging.getLogger(__name__)
 
 
+# Dense bf16 peak FLOP/s (no sparsity) by device-name substring, for MFU.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "B200": 2250e12}
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What a process needs to know about where it runs."""
@@ -62,6 +66,22 @@ class Runtime:
         """Wait for queued device work (for timing); nothing to wait for on CPU."""
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
+
+    def compute_context(self) -> contextlib.AbstractContextManager:
+        """Context for megatron-core schedules, DDP and optimizer calls (CUDA scratch -> CPU on CPU)."""
+        return contextlib.nullcontext() if self.is_cuda else compat.cuda_to_cpu()
+
+    @property
+    def supports_distributed_optimizer(self) -> bool:
+        """Megatron's distributed optimizer shards state over DP ranks; its state does not reload on CPU."""
+        return self.is_cuda
+
+    def peak_flops(self) -> float | None:
+        """Dense bf16 peak FLOP/s of this device for MFU, or None where unknown (CPU)."""
+        if not self.is_cuda:
+            return None
+        name = torch.cuda.get_device_name(self.device)
+        return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
     def transformer_config_overrides(self) -> dict:
         """TransformerConfig fields that depend on the device (fusions, init placement, backend)."""

@@ -1,0 +1,1 @@
+"""Training engine: pretrain and CPT on megatron.core."""
