@@ -20,6 +20,7 @@ from factory.data.pack_config import BlendConfig, PackConfig
 from factory.data.synth.config import SynthConfig
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.train.config import TrainConfig
 from factory.schema import Section, rule
 from tokenizer.config import TokenizerConfig
 
@@ -53,6 +54,10 @@ class FactoryConfig(Section):
     """Training mixture by curriculum phase, over the packed datasets."""
     synth: SynthConfig | None = None
     """Synthetic data generation (persona x seed document) against a chat endpoint."""
+    pretrain: TrainConfig | None = None
+    """Pretraining from scratch on the packed blend."""
+    cpt: TrainConfig | None = None
+    """Continued pretraining from a checkpoint (pretrain, upcycle or import output)."""
 
     def problems(self, prefix: str = "") -> list[str]:
         out = self.parallel.problems("parallel")
@@ -63,6 +68,11 @@ class FactoryConfig(Section):
         out += self.pack.problems("pack") if self.pack else []
         out += self.blend.problems("blend") if self.blend else []
         out += self.synth.problems("synth") if self.synth else []
+        out += self.pretrain.problems("pretrain") if self.pretrain else []
+        out += self.cpt.problems("cpt") if self.cpt else []
+        if self.pretrain is not None:
+            rule(out, self.pretrain.optimizer.lr is not None, "pretrain.optimizer.lr", None,
+                 "required for pretraining (only cpt can inherit the checkpoint's LR)")
         if self.blend is not None:
             packed = {d.name for d in self.pack.datasets} if self.pack else set()
             for i, phase in enumerate(self.blend.phases):

@@ -28,3 +28,5 @@ def setup_logging(level: str = "INFO") -> None:
     # megatron-core logs import-time backend notices at INFO and a GPTModel deprecation notice per model.
     logging.getLogger("megatron").setLevel("WARNING")
     logging.getLogger("megatron.core.models.gpt.gpt_model").setLevel("ERROR")
+    # ... and a notice on every synchronous checkpoint save that its own async path is deprecated.
+    logging.getLogger("megatron.core.dist_checkpointing.strategies.torch").setLevel("ERROR")

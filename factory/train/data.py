@@ -1,0 +1,70 @@
+"""Training data: the pack stage's blend -> megatron.core GPTDatasets -> deterministic micro-batches.
+
+Sample order is a pure function of `consumed_samples`, as in Megatron-LM's pretraining sampler:
+global batch i holds samples [i*G, (i+1)*G); data-parallel rank r takes micro-batches of M
+consecutive samples at offsets r*M + k*M*DP. Resuming only needs `consumed_samples`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from factory.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class PhaseBlend:
+    """One blend phase as the pack stage resolved it."""
+
+    name: str
+    prefixes: list[str]
+    weights: list[float]
+
+
+def read_blend(path: Path, phase: str | None) -> PhaseBlend:
+    """The named phase (or the first) from the pack stage's blend.json, with its files checked."""
+    if not path.is_file():
+        raise ConfigError(f"blend file not found: {path} (run the pack stage first)")
+    try:
+        phases = json.loads(path.read_text())["phases"]
+        blends = [PhaseBlend(p["name"], list(p["prefixes"]), [float(w) for w in p["weights"]]) for p in phases]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: malformed blend file ({type(e).__name__}: {e})") from None
+    names = [b.name for b in blends]
+    chosen = blends[0] if phase is None and blends else next((b for b in blends if b.name == phase), None)
+    if chosen is None:
+        raise ConfigError(f"phase={phase}: not in {path} (phases: {', '.join(names) or 'none'})")
+    for prefix in chosen.prefixes:
+        for ext in (".bin", ".idx"):
+            if not Path(prefix + ext).is_file():
+                raise DataError(f"{path}: phase {chosen.name} names {prefix}{ext}, which does not exist")
+    return chosen
+
+
+def build_datasets(blend: PhaseBlend, tokenizer, seq_length: int, split: str, seed: int,
+                   sizes: tuple[int, int, int], cache_dir: Path):
+    """Train/valid/test GPTDatasets (blended by weight) sized to the samples the run will read."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    config = GPTDatasetConfig(
+        random_seed=seed, sequence_length=seq_length, blend=(blend.prefixes, blend.weights), split=split,
+        path_to_cache=str(cache_dir), tokenizer=tokenizer, reset_position_ids=False,
+        reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
+        mid_level_dataset_surplus=0.005)
+    return BlendedMegatronDatasetBuilder(GPTDataset, list(sizes), lambda: True, config).build()
+
+
+def micro_batches(dataset, start_sample: int, micro_batch_size: int, dp_rank: int, dp_size: int,
+                  num_micro_batches: int) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's micro-batches of the global batch that starts at `start_sample`."""
+    for k in range(num_micro_batches):
+        first = start_sample + (k * dp_size + dp_rank) * micro_batch_size
+        items = [dataset[i] for i in range(first, first + micro_batch_size)]
+        yield {key: torch.stack([torch.as_tensor(it[key]) for it in items])
+               for key in ("tokens", "labels", "loss_mask", "position_ids")}
