@@ -1,0 +1,88 @@
+"""Training as users run it, in subprocesses: SIGKILL/SIGTERM then resume, and 2-process TP=2 / EP=2."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.train.conftest import losses, packed_data, train_config  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _write(cfg, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def _stage(config: Path, *overrides: str, nproc: int = 1, stage: str = "pretrain") -> list[str]:
+    launcher = [sys.executable, "-m", "factory.stage"] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+        "-m", "factory.stage"]
+    return launcher + [stage, "--config", str(config), *overrides]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _kill_when(proc: subprocess.Popen, metrics: Path, lines: int, sig: int) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=300)
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(packed_data, tmp_path):
+    iters = 8
+    _run(_stage(_write(train_config(packed_data, tmp_path / "straight", train_iters=iters), tmp_path / "a.yaml")))
+    config = _write(train_config(packed_data, tmp_path / "killed", train_iters=iters,
+                                 checkpoint={"save_interval": 1}), tmp_path / "b.yaml")
+    kill_after = random.Random().randint(2, iters - 2)
+    proc = subprocess.Popen(_stage(config), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when(proc, tmp_path / "killed/pretrain/metrics.jsonl", kill_after, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill at step {kill_after}"
+    _run(_stage(config))
+    assert losses(tmp_path / "killed") == losses(tmp_path / "straight"), f"killed after step {kill_after}"
+
+
+def test_sigterm_saves_and_exits_75_then_resumes(packed_data, tmp_path):
+    config = _write(train_config(packed_data, tmp_path, train_iters=40, checkpoint={"save_interval": 100}),
+                    tmp_path / "c.yaml")
+    proc = subprocess.Popen(_stage(config), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when(proc, tmp_path / "pretrain/metrics.jsonl", 2, signal.SIGTERM)
+    assert proc.returncode == 75, proc.stderr.read().decode()[-3000:]
+    saved = int((tmp_path / "pretrain/checkpoints/latest_checkpointed_iteration.txt").read_text())
+    assert 2 <= saved < 40
+    _run(_stage(config))
+    assert len(losses(tmp_path)) == 40
+
+
+@pytest.mark.parametrize("moe,overrides", [(False, ["parallel.tensor=2"]), (True, ["parallel.expert=2"])],
+                         ids=["tp2-dense", "ep2-moe"])
+def test_two_processes_match_one(packed_data, tmp_path, moe, overrides):
+    """Both runs continue (cpt) from one checkpoint, so they start from the same weights."""
+    _run(_stage(_write(train_config(packed_data, tmp_path / "base", moe=moe, train_iters=2), tmp_path / "b.yaml")))
+    init = str(tmp_path / "base/pretrain/checkpoints")
+    one = _write(train_config(packed_data, tmp_path / "one", moe=moe, stage="cpt", train_iters=4, init_from=init),
+                 tmp_path / "one.yaml")
+    two = _write(train_config(packed_data, tmp_path / "two", moe=moe, stage="cpt", train_iters=4, init_from=init),
+                 tmp_path / "two.yaml")
+    _run(_stage(one, stage="cpt"))
+    _run(_stage(two, *overrides, nproc=2, stage="cpt"))
+    assert losses(tmp_path / "two", "cpt") == pytest.approx(losses(tmp_path / "one", "cpt"), abs=1e-5)
