@@ -321,11 +321,13 @@ class _Loop:
                     last = record
                     window_start, window_iters = time.perf_counter(), 0
                 interval = tc.checkpoint.save_interval
-                if done or (interval and progress.iteration % interval == 0):
+                saving = done or bool(interval and progress.iteration % interval == 0)
+                stopping = self._stop_agreed()
+                if saving or stopping:
+                    save_start = time.perf_counter()
                     t.save(self.model, self.optimizer, self.scheduler, progress, self.model_cfg, self.phase)
-                if self._stop_agreed():
-                    if not (done or (interval and progress.iteration % interval == 0)):
-                        t.save(self.model, self.optimizer, self.scheduler, progress, self.model_cfg, self.phase)
+                    window_start += time.perf_counter() - save_start  # throughput excludes checkpoint writes
+                if stopping:
                     raise TrainingInterrupted(
                         f"{t.stage}: stopped by signal at iteration {progress.iteration}; checkpoint saved to "
                         f"{t.ckpt_root}; rerun the same command to resume")

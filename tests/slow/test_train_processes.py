@@ -73,8 +73,8 @@ def test_sigterm_saves_and_exits_75_then_resumes(packed_data, tmp_path):
     assert len(losses(tmp_path)) == 40
 
 
-@pytest.mark.parametrize("moe,overrides", [(False, ["parallel.tensor=2"]), (True, ["parallel.expert=2"])],
-                         ids=["tp2-dense", "ep2-moe"])
+@pytest.mark.parametrize("moe,overrides", [(False, ["parallel.tensor=2"]), (False, ["parallel.pipeline=2"]),
+                                           (True, ["parallel.expert=2"])], ids=["tp2-dense", "pp2-dense", "ep2-moe"])
 def test_two_processes_match_one(packed_data, tmp_path, moe, overrides):
     """Both runs continue (cpt) from one checkpoint, so they start from the same weights."""
     _run(_stage(_write(train_config(packed_data, tmp_path / "base", moe=moe, train_iters=2), tmp_path / "b.yaml")))

@@ -109,3 +109,29 @@ def test_errors_are_one_clear_line(packed_data, tmp_path):
     _run(train_config(packed_data, tmp_path, train_iters=2))
     with pytest.raises(CheckpointError, match="model.hidden_size: config 128 vs checkpoint 64"):
         _run(train_config(packed_data, tmp_path, train_iters=4, model={"hidden_size": 128}))
+
+
+def test_flops_per_token_counts_the_real_model_matmul_weights(runtime):
+    from factory.model.build import build_gpt_model
+    from factory.train.flops import flops_per_token
+    from tests.conftest import TINY_DENSE, make_config
+
+    model_cfg = make_config(TINY_DENSE).model
+    model = build_gpt_model(model_cfg, runtime)
+    matmul = sum(p.numel() for name, p in model.named_parameters()
+                 if p.dim() == 2 and "word_embeddings" not in name)  # norms are 1-D
+    attention = 12 * model_cfg.num_layers * model_cfg.seq_length * model_cfg.hidden_size
+    assert flops_per_token(model_cfg) == 6 * matmul + attention
+
+
+def test_tanuki_presets_dry_run_layout_and_sizes(capsys):
+    from factory.stage import main
+
+    assert main(["pretrain", "--config", "configs/tanuki-8b.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "TP1/PP4/CP1/EP1/ETP1" in out and "# parameters: 7,512.26M total" in out
+    assert "tokens: 1,299,185,664,000" in out
+    assert main(["cpt", "--config", "configs/tanuki-8x8b.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "EP8" in out and "46,973.33M total, 13,150.46M active" in out
+    assert "starts from runs/tanuki-8x8b/upcycle/checkpoints" in out
