@@ -60,7 +60,8 @@ def transformer_config(model: ModelConfig, rt):
 
 
 def layer_spec(model: ModelConfig, rt):
-    """Transformer Engine spec when the runtime has TE, Megatron's local spec otherwise."""
+    """Transformer Engine spec when the runtime has TE; otherwise Megatron's local spec, with its
+    core attention swapped for `SdpaAttention` unless model.attention=local."""
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     num_experts = model.moe.num_experts if model.moe else None
@@ -68,8 +69,13 @@ def layer_spec(model: ModelConfig, rt):
     if rt.use_transformer_engine:
         return specs.get_gpt_layer_with_transformer_engine_spec(
             num_experts=num_experts, moe_grouped_gemm=grouped)
-    return specs.get_gpt_layer_local_spec(
+    spec = specs.get_gpt_layer_local_spec(
         num_experts=num_experts, moe_grouped_gemm=grouped, normalization="RMSNorm")
+    if model.attention == "sdpa":
+        from factory.model.attention import SdpaAttention
+
+        spec.submodules.self_attention.submodules.core_attention = SdpaAttention
+    return spec
 
 
 def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,

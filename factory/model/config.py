@@ -84,6 +84,9 @@ class ModelConfig(Section):
     """Dropout on attention probabilities."""
     hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
     """Dropout on residual branches."""
+    attention: Literal["sdpa", "local"] = "sdpa"
+    """Core attention without Transformer Engine: sdpa (torch flash/memory-efficient kernels) or
+    local (Megatron's DotProductAttention, materializes s x s scores); ignored when TE is used."""
     moe: MoEConfig | None = None
     """Mixture-of-Experts settings; None for a dense model."""
 

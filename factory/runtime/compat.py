@@ -14,7 +14,8 @@ is only ever called by the runtime when CUDA is absent. Each item has a test in 
 5. Checkpoint writers call `torch.cuda.synchronize()`; with no device work queued it is a no-op.
 6. Fusion flags that need CUDA kernels (`cpu_transformer_overrides`) are forced off.
 7. Global state that leaks between models in one process (NVTE_* attention env vars written by
-   GPTModel, the MoE metrics tracker holding dead process groups): `reset_megatron_globals()`.
+   GPTModel, the MoE metrics tracker holding dead process groups, the MoE aux-loss gradient scale
+   kept on a class): `reset_megatron_globals()`.
 8. Training: Megatron's schedules, DDP buffers and optimizer allocate scratch tensors with
    `device="cuda"` (loss/token counters, norms). `cuda_to_cpu()` is a torch function mode that sends
    those allocations to the CPU; the runtime enters it around training steps. DDP's grad sync waits
@@ -181,8 +182,11 @@ def unsupported_on_cpu(model_cfg) -> list[str]:
 def reset_megatron_globals() -> None:
     """Clear process-global state megatron-core leaves behind after building/running a model."""
     from megatron.core.transformer.moe import moe_logging
+    from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 
     for key in _NVTE_ENV:
         os.environ.pop(key, None)
     # A fresh tracker: the old one's entries hold process groups that die with parallel_state.
     moe_logging.set_moe_metrics_tracker(moe_logging.MoEMetricsTracker())
+    # The aux-loss gradient scale is a class attribute: a later model must not inherit its shape.
+    MoEAuxLossAutoScaler.main_loss_backward_scale = None

@@ -153,6 +153,7 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     device = resolve_device(cfg)
     if device.type == "cpu":
         compat.apply_cpu_compat()
+    compat.reset_megatron_globals()
     world = int(os.environ.get("WORLD_SIZE", 1))
     problems = parallel.world_problems(world)
     if problems:
