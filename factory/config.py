@@ -18,10 +18,14 @@ from factory.errors import ConfigError
 from factory.data.config import DataConfig
 from factory.data.pack_config import BlendConfig, PackConfig
 from factory.data.synth.config import SynthConfig
+from factory.launch.config import LaunchConfig
 from factory.model.config import ModelConfig
+from factory.posttrain.config import DpoConfig, EvalConfig, SftConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.train.config import TrainConfig
+from factory.convert.config import ExportConfig, ImportConfig
 from factory.schema import Section, rule
+from factory.upcycle.config import UpcycleConfig
 from tokenizer.config import TokenizerConfig
 
 INHERIT_KEY = "inherit"
@@ -58,18 +62,40 @@ class FactoryConfig(Section):
     """Pretraining from scratch on the packed blend."""
     cpt: TrainConfig | None = None
     """Continued pretraining from a checkpoint (pretrain, upcycle or import output)."""
+    upcycle: UpcycleConfig | None = None
+    """Dense checkpoint -> MoE checkpoint equal to it at step 0 (copy, granular, shared, drop)."""
+    export: ExportConfig | None = None
+    """Megatron checkpoint -> Hugging Face folder (Llama, Mixtral, Qwen3-MoE, Qwen2-MoE), verified by logits."""
+    hf_import: ImportConfig | None = None
+    """Hugging Face folder -> Megatron checkpoint for cpt, verified by logits (the `import` stage)."""
+    launch: LaunchConfig | None = None
+    """How `python -m factory.launch` starts stages: torchrun locally, or an sbatch script for Slurm."""
+    sft: SftConfig | None = None
+    """Supervised fine-tuning of an HF folder with TRL (messages, ShareGPT, prompt/completion; full or LoRA)."""
+    dpo: DpoConfig | None = None
+    """Direct preference optimization of an HF folder with TRL (prompt/chosen/rejected; full or LoRA)."""
+    eval: EvalConfig | None = None
+    """Perplexity per language, generation on prompts and the code-switch rate of an HF folder or checkpoint."""
 
     def problems(self, prefix: str = "") -> list[str]:
         out = self.parallel.problems("parallel")
         if self.model is not None:
             out += self.model.problems("model")
-            out += _model_parallel_problems(self.model, self.parallel)
+            # An upcycle section turns this dense model into an MoE: EP then applies to the stages after it.
+            out += model_parallel_problems(self.model, self.parallel, dense_ep_ok=self.upcycle is not None)
         out += self.data.problems("data") if self.data else []
         out += self.pack.problems("pack") if self.pack else []
         out += self.blend.problems("blend") if self.blend else []
         out += self.synth.problems("synth") if self.synth else []
         out += self.pretrain.problems("pretrain") if self.pretrain else []
         out += self.cpt.problems("cpt") if self.cpt else []
+        out += self.upcycle.problems("upcycle") if self.upcycle else []
+        out += self.export.problems("export") if self.export else []
+        out += self.hf_import.problems("hf_import") if self.hf_import else []
+        out += self.launch.problems("launch") if self.launch else []
+        out += self.sft.problems("sft") if self.sft else []
+        out += self.dpo.problems("dpo") if self.dpo else []
+        out += self.eval.problems("eval") if self.eval else []
         if self.pretrain is not None:
             rule(out, self.pretrain.optimizer.lr is not None, "pretrain.optimizer.lr", None,
                  "required for pretraining (only cpt can inherit the checkpoint's LR)")
@@ -92,7 +118,8 @@ class FactoryConfig(Section):
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
-def _model_parallel_problems(m: ModelConfig, p: ParallelConfig) -> list[str]:
+def model_parallel_problems(m: ModelConfig, p: ParallelConfig, dense_ep_ok: bool = False) -> list[str]:
+    """Divisibility of model shapes by the parallel layout, one line per problem."""
     out: list[str] = []
     tp = p.tensor
     rule(out, m.num_attention_heads % tp == 0, "model.num_attention_heads", m.num_attention_heads,
@@ -109,7 +136,7 @@ def _model_parallel_problems(m: ModelConfig, p: ParallelConfig) -> list[str]:
     rule(out, padded % (m.make_vocab_size_divisible_by * tp) == 0 and padded >= m.vocab_size,
          "model.vocab_size", m.vocab_size, f"padding to a multiple of make_vocab_size_divisible_by x TP failed")
     if m.moe is None:
-        rule(out, p.expert == 1, "parallel.expert", p.expert, "expert parallelism needs model.moe")
+        rule(out, p.expert == 1 or dense_ep_ok, "parallel.expert", p.expert, "expert parallelism needs model.moe")
         return out
     rule(out, m.moe.num_experts % p.expert == 0, "model.moe.num_experts", m.moe.num_experts,
          f"must be divisible by parallel.expert ({p.expert})")

@@ -5,6 +5,8 @@ class FactoryError(Exception):
     """Base of every error the factory reports to a user; exit code 1."""
 
     exit_code = 1
+    label = "error"
+    """How the CLI prefixes the message ("stopped" for deliberate, resumable stops)."""
 
     def lines(self) -> list[str]:
         """The message as the lines the CLI prints."""
@@ -19,10 +21,6 @@ class ConfigError(FactoryError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
-
-
-class StageNotAvailable(FactoryError):
-    """A stage verb whose implementation has not landed yet."""
 
 
 class CheckpointError(FactoryError):

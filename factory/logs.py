@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 _NOISE = (
@@ -20,7 +21,11 @@ def setup_logging(level: str = "INFO") -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     rank = int(os.environ.get("RANK", 0))
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    from rich.console import Console
+
+    # Logs piped to files (Slurm, CI) keep one record per line instead of wrapping at 80 columns.
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=False, markup=False)
     handler.setFormatter(logging.Formatter(f"[rank {rank}] %(message)s" if rank else "%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

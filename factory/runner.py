@@ -11,7 +11,6 @@ from typing import Protocol
 import yaml
 
 from factory.config import FactoryConfig
-from factory.errors import StageNotAvailable
 from factory.manifest import RunManifest
 
 log = logging.getLogger(__name__)
@@ -35,42 +34,32 @@ class StageModule(Protocol):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A CLI verb: its help line and the module implementing it (None until its issue lands)."""
+    """A CLI verb: its help line and the module implementing it."""
 
     help: str
-    module: str | None = None
-    tracked_in: str = ""
+    module: str
 
-    def load(self, name: str) -> StageModule:
-        if self.module is None:
-            raise StageNotAvailable(
-                f"stage '{name}' is not implemented yet (tracked in: {self.tracked_in}); nothing was run")
+    def load(self) -> StageModule:
         return importlib.import_module(self.module)
 
 
-def describe_dry_run(name: str, cfg: FactoryConfig, plan: Plan | None) -> str:
+def describe_dry_run(name: str, cfg: FactoryConfig, plan: Plan) -> str:
     """Resolved config, plan and parameter counts as printed by --dry-run."""
     from factory.model.build import parameter_counts
 
     lines = [f"# stage: {name}", "# resolved config", yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()]
     if cfg.model is not None:
         lines.append(f"# parameters: {parameter_counts(cfg.model, cfg.parallel.tensor).describe()}")
-    if plan is not None:
-        lines.append(f"# output dir: {plan.output_dir}")
-        lines += [f"# reads:  {p}" for p in plan.reads]
-        lines += [f"# writes: {p}" for p in plan.writes]
-        lines += [f"# note:   {n}" for n in plan.notes]
+    lines.append(f"# output dir: {plan.output_dir}")
+    lines += [f"# reads:  {p}" for p in plan.reads]
+    lines += [f"# writes: {p}" for p in plan.writes]
+    lines += [f"# note:   {n}" for n in plan.notes]
     return "\n".join(lines)
 
 
 def run_stage(name: str, spec: StageSpec, cfg: FactoryConfig, dry_run: bool = False) -> RunManifest | None:
     """Plan the stage; print the plan on dry-run, otherwise run it and write its manifest."""
-    try:
-        module = spec.load(name)
-    except StageNotAvailable:
-        if dry_run:
-            print(describe_dry_run(name, cfg, None))
-        raise
+    module = spec.load()
     plan = module.plan(cfg)
     if dry_run:
         print(describe_dry_run(name, cfg, plan))

@@ -20,14 +20,15 @@ STAGES: dict[str, StageSpec] = {
                           module="factory.train.pretrain_stage"),
     "cpt": StageSpec("continue pretraining from a checkpoint", module="factory.train.cpt_stage"),
     "upcycle": StageSpec("turn a dense checkpoint into a verified-equal MoE checkpoint",
-                         tracked_in="Upcycle stage issue"),
+                         module="factory.upcycle.stage"),
     "export": StageSpec("Megatron checkpoint -> Hugging Face folder, verified by logits",
-                        tracked_in="Conversion issue"),
+                        module="factory.convert.export_stage"),
     "import": StageSpec("Hugging Face folder -> Megatron checkpoint, verified by logits",
-                        tracked_in="Conversion issue"),
-    "sft": StageSpec("supervised fine-tuning on TRL", tracked_in="Post-training issue"),
-    "dpo": StageSpec("direct preference optimization on TRL", tracked_in="Post-training issue"),
-    "eval": StageSpec("perplexity, generation and code-switch rate report", tracked_in="Post-training issue"),
+                        module="factory.convert.import_stage"),
+    "sft": StageSpec("supervised fine-tuning on TRL", module="factory.posttrain.sft_stage"),
+    "dpo": StageSpec("direct preference optimization on TRL", module="factory.posttrain.dpo_stage"),
+    "eval": StageSpec("perplexity, generation and code-switch rate report",
+                      module="factory.posttrain.eval_stage"),
 }
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(args.stage, STAGES[args.stage], cfg, dry_run=args.dry_run)
     except FactoryError as e:
         for line in e.lines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"{e.label}: {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -55,6 +55,19 @@ class CheckpointConfig(Section):
     """Also keep every iteration divisible by this (LLM-jp kept every 1,000 steps)."""
 
 
+class FaultConfig(Section):
+    """Surviving long runs: hang watchdog and planned restarts (each saves a checkpoint first)."""
+
+    hang_timeout_minutes: float | None = Field(default=None, gt=0)
+    """No step finished in this long: dump every thread's stack and exit 124 (requeue)."""
+    restart_every_hours: float | None = Field(default=None, gt=0)
+    """Save and exit 75 after this much wall time, for the launcher to start a fresh process."""
+    restart_on_slowdown: float | None = Field(default=None, gt=0, lt=1)
+    """Save and exit 75 when tokens/s stays this fraction below its moving baseline ..."""
+    slowdown_minutes: float = Field(default=10.0, gt=0)
+    """... for this many minutes."""
+
+
 class TrainConfig(Section):
     """One training run on megatron.core: data, batch, optimizer, schedule, checkpoints, logging."""
 
@@ -67,6 +80,7 @@ class TrainConfig(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    fault: FaultConfig = Field(default_factory=FaultConfig)
     phase: str | None = None
     """Blend phase to train on (see the blend section); defaults to the first phase."""
     blend_file: Path | None = None

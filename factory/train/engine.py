@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
-from factory.config import FactoryConfig
+from factory.config import FactoryConfig, model_parallel_problems
 from factory.errors import CheckpointError, ConfigError, FactoryError
 from factory.manifest import RunManifest
 from factory.model.config import ModelConfig
 from factory.train import checkpoint as ckpt
 from factory.train.config import TrainConfig
 from factory.train.data import build_datasets, micro_batches, read_blend
+from factory.train.fault import EXIT_RESTART, SlowdownDetector, Watchdog
 from factory.train.flops import flops_per_token
 from factory.train.metrics import MetricsWriter, format_line
 from factory.train.moe_stats import ExpertLoad, imbalance
@@ -36,7 +37,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 class TrainingInterrupted(FactoryError):
     """Stopped by SIGTERM/SIGUSR1 after saving a checkpoint; rerun the same command to resume."""
 
-    exit_code = 75  # EX_TEMPFAIL: a scheduler may requeue
+    exit_code = 0
+    label = "stopped"
+
+
+class PlannedRestart(FactoryError):
+    """Stopped for a planned restart (age or slowdown) after saving; the launcher starts it again."""
+
+    exit_code = EXIT_RESTART
+    label = "restart"
 
 
 @dataclass
@@ -151,11 +160,14 @@ class _Trainer:
     def run(self) -> dict[str, Any]:
         rt, tc = self.rt, self.tc
         model_cfg, source, resuming = self._starting_point()
+        problems = model_parallel_problems(model_cfg, self.cfg.parallel)
+        if problems:
+            raise ConfigError(problems)
         rt.check_model(model_cfg)
-        self._learning_rates(None if resuming else source)
-        if resuming:  # the run's own LR settings were fixed when it started
-            self.lr = source.factory.get("peak_lr", self.lr)
-            self.min_lr = source.factory.get("min_lr", self.min_lr)
+        if resuming:  # the run's LR range was fixed when it started
+            self.lr, self.min_lr = source.factory["peak_lr"], source.factory["min_lr"]
+        else:
+            self._learning_rates(source)
         keep_optimizer = source is not None and not resuming and not tc.reset_optimizer
         self.n_micro = self._micro_batches_per_rank()
         tokenizer, tok_path = self._tokenizer(model_cfg)
@@ -280,7 +292,12 @@ class _Loop:
 
     def run(self, progress: Progress) -> dict[str, Any]:
         t, tc, rt = self.t, self.t.tc, self.t.rt
+        fault = tc.fault
         previous = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+        watchdog = Watchdog(60 * fault.hang_timeout_minutes).start() if fault.hang_timeout_minutes else None
+        slowdown = (SlowdownDetector(fault.restart_on_slowdown, 60 * fault.slowdown_minutes)
+                    if fault.restart_on_slowdown else None)
+        started = time.monotonic()
         self.model.train()
         start_iter = progress.iteration
         window_start, window_iters = time.perf_counter(), 0
@@ -291,62 +308,83 @@ class _Loop:
         try:
             while progress.iteration < tc.train_iters:
                 step = self.train_step(progress)
+                if watchdog:
+                    watchdog.beat()
                 window_iters += 1
                 bar.update(progress.iteration)
                 done = progress.iteration == tc.train_iters
+                restart_reason = None
                 if progress.iteration % tc.log_interval == 0 or done:
                     rt.synchronize()
                     elapsed = time.perf_counter() - window_start
                     tps = window_iters * self.tokens_per_iter / elapsed
                     tokens_per_s.append(tps)
-                    flops = tps * self.flops_per_token / rt.world_size
-                    record = {"iteration": progress.iteration, "loss": step["loss"],
-                              "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
-                              "grad_norm": step["grad_norm"], "tokens_per_s": tps, "tflops": flops / 1e12,
-                              "mfu": flops / peak if peak else None,
-                              "tokens": progress.tokens_before + progress.iteration * self.tokens_per_iter}
-                    if "z_loss" in step:
-                        record["z_loss"] = step["z_loss"]
-                    load = self.expert_load.take()
-                    if load:
-                        per_layer = {layer: imbalance(c) for layer, c in load.items()}
-                        record["moe_max_imbalance"] = max(per_layer.values())
-                        record["moe_imbalance"] = per_layer
-                        record["moe_tokens_per_expert"] = load
+                    record = self._record(step, progress, tps, peak)
                     if tc.eval_interval and (progress.iteration % tc.eval_interval == 0 or done):
                         record["valid_loss"] = self.evaluate()
                     if rt.is_main:
                         self.writer.write(record)
                         bar.log(format_line(record, tc.train_iters))
                     last = record
+                    if slowdown and slowdown.update(tps, time.monotonic()):
+                        restart_reason = (f"tokens/s {tps:,.0f} stayed {fault.restart_on_slowdown:.0%} below the "
+                                          f"baseline {slowdown.baseline:,.0f} for {fault.slowdown_minutes} min")
                     window_start, window_iters = time.perf_counter(), 0
+                if fault.restart_every_hours and time.monotonic() - started >= 3600 * fault.restart_every_hours:
+                    restart_reason = f"planned restart after {fault.restart_every_hours} h"
                 interval = tc.checkpoint.save_interval
                 saving = done or bool(interval and progress.iteration % interval == 0)
-                stopping = self._stop_agreed()
-                if saving or stopping:
+                stop, restart = self._agreed(restart_reason is not None)
+                if saving or stop or restart:
                     save_start = time.perf_counter()
                     t.save(self.model, self.optimizer, self.scheduler, progress, self.model_cfg, self.phase)
                     window_start += time.perf_counter() - save_start  # throughput excludes checkpoint writes
-                if stopping:
-                    raise TrainingInterrupted(
-                        f"{t.stage}: stopped by signal at iteration {progress.iteration}; checkpoint saved to "
-                        f"{t.ckpt_root}; rerun the same command to resume")
+                    if watchdog:
+                        watchdog.beat()
+                if done:
+                    break
+                where = f"at iteration {progress.iteration}; checkpoint saved to {t.ckpt_root}"
+                if stop:
+                    raise TrainingInterrupted(f"{t.stage}: stopped by signal {where}; rerun the same command to resume")
+                if restart:
+                    raise PlannedRestart(f"{t.stage}: {restart_reason or 'restart requested by another rank'} "
+                                         f"{where}; exit {EXIT_RESTART} asks the launcher to start it again")
         finally:
             bar.close()
+            if watchdog:
+                watchdog.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return _summary(last, tokens_per_s, progress, start_iter, self.tokens_per_iter)
+
+    def _record(self, step: dict, progress: Progress, tps: float, peak: float | None) -> dict[str, Any]:
+        """The metrics record of a log window."""
+        flops = tps * self.flops_per_token / self.t.rt.world_size
+        record = {"iteration": progress.iteration, "loss": step["loss"],
+                  "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
+                  "grad_norm": step["grad_norm"], "tokens_per_s": tps, "tflops": flops / 1e12,
+                  "mfu": flops / peak if peak else None,
+                  "tokens": progress.tokens_before + progress.iteration * self.tokens_per_iter}
+        if "z_loss" in step:
+            record["z_loss"] = step["z_loss"]
+        load = self.expert_load.take()
+        if load:
+            per_layer = {layer: imbalance(c) for layer, c in load.items()}
+            record["moe_max_imbalance"] = max(per_layer.values())
+            record["moe_imbalance"] = per_layer
+            record["moe_tokens_per_expert"] = load
+        return record
 
     def _request_stop(self, signum, frame) -> None:
         log.warning("received %s: saving a checkpoint after this iteration", signal.Signals(signum).name)
         self.t.stop_requested = True
 
-    def _stop_agreed(self) -> bool:
-        """Whether any rank was signalled (all ranks must save together)."""
-        flag = torch.tensor([1.0 if self.t.stop_requested else 0.0], device=self.t.rt.device)
+    def _agreed(self, restart_here: bool) -> tuple[bool, bool]:
+        """(stop, restart) as any rank wants it: all ranks must save and leave together."""
+        flags = torch.tensor([float(self.t.stop_requested), float(restart_here)], device=self.t.rt.device)
         if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        return bool(flags[0].item()), bool(flags[1].item())
 
 
 def build_scheduler(optimizer, tc: TrainConfig, lr: float, min_lr: float):

@@ -1,0 +1,1 @@
+"""Megatron <-> Hugging Face conversion: declarative mapping tables, streamed I/O, logit verification."""

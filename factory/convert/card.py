@@ -1,0 +1,53 @@
+"""README.md model card: architecture, lineage from the run's manifests and the checkpoint, verification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_METRIC_KEYS = ("tokens", "documents", "iteration", "consumed_samples", "train_tokens", "final_loss",
+                "max_abs_logit_diff", "mode", "upcycling_mode", "granularity")
+
+
+def manifests(run_dir: Path) -> list[dict[str, Any]]:
+    """Stage manifests found under `<run_dir>/*/manifest.json`, oldest first."""
+    out = []
+    for path in sorted(Path(run_dir).glob("*/manifest.json")):
+        try:
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(out, key=lambda m: m.get("started_at", ""))
+
+
+def _stage_line(m: dict[str, Any]) -> str:
+    metrics = m.get("metrics", {})
+    picked = {k: v for k, v in metrics.items() if k in _METRIC_KEYS or k.endswith("tokens")}
+    shown = ", ".join(f"{k}={v}" for k, v in picked.items()) or "-"
+    return f"| {m.get('stage', '?')} | {m.get('started_at', '?')} | {shown} |"
+
+
+def render(name: str, arch_class: str, model: dict[str, Any], lineage: dict[str, Any],
+           stage_manifests: list[dict[str, Any]], verification: dict[str, Any]) -> str:
+    """The model card text."""
+    moe = model.get("moe")
+    shape = (f"{model['num_layers']} layers, hidden {model['hidden_size']}, "
+             f"{model['num_attention_heads']} heads / {model.get('num_query_groups') or model['num_attention_heads']} "
+             f"KV groups, vocab {model['vocab_size']}")
+    if moe:
+        shape += f", {moe['num_experts']} experts (top-{moe['router_topk']})"
+    lines = [
+        "---", "library_name: transformers", "language: [ja, en]", "---", "",
+        f"# {name}", "",
+        f"`{arch_class}` exported by jp-model-factory; loads with stock transformers "
+        "(`AutoModelForCausalLM.from_pretrained`, no remote code).", "",
+        f"Shape: {shape}.", "", "## Lineage", "",
+        "| stage | started | figures |", "|---|---|---|",
+        *[_stage_line(m) for m in stage_manifests],
+        "", "Checkpoint metadata:", "", "```json",
+        json.dumps({k: v for k, v in lineage.items() if k != "model"}, indent=2, ensure_ascii=False, default=str),
+        "```", "", "## Verification", "",
+        *[f"- {k}: {v}" for k, v in verification.items()], "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Config sections of the export and import stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from factory.schema import Section
+
+
+class ProbeConfig(Section):
+    """The seeded batch both models see when their logits are compared."""
+
+    batch: int = Field(default=2, ge=1)
+    """Sequences in the probe batch."""
+    length: int = Field(default=32, ge=1)
+    """Tokens per probe sequence (capped at the model's max positions)."""
+    seed: int = 0
+    """Seed of the random token ids."""
+    tolerance: float = Field(default=1e-4, gt=0)
+    """Largest max |logit difference| accepted (fp32); above it nothing is written."""
+
+
+class ExportConfig(Section):
+    """Megatron checkpoint -> Hugging Face folder, verified by logits."""
+
+    checkpoint: Path
+    """Checkpoint root (with latest_checkpointed_iteration.txt) or one iter_NNNNNNN folder; any TP/PP/EP."""
+    output_dir: Path | None = None
+    """HF folder to write; defaults to `<run.dir>/export/hf`."""
+    architecture: Literal["auto", "llama", "mixtral", "qwen3_moe", "qwen2_moe"] = "auto"
+    """HF architecture; auto picks the one computing the same function (dense: llama, MoE: by router)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype of the written weights; bfloat16 is verified against the checkpoint rounded to bfloat16."""
+    max_shard_gb: float = Field(default=5.0, gt=0)
+    """Largest safetensors shard in GB (1e9 bytes)."""
+    tokenizer_dir: Path | None = None
+    """HF tokenizer files (with the chat template) to copy; defaults to `<run.dir>/tokenizer`."""
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    """Logit verification of the written folder against the checkpoint."""
+
+
+class ImportConfig(Section):
+    """Hugging Face folder -> Megatron checkpoint ready for cpt, verified by logits."""
+
+    hf_dir: Path
+    """HF folder: config.json, safetensors (single or sharded with index), tokenizer files."""
+    output_dir: Path | None = None
+    """Checkpoint root to write; defaults to `<run.dir>/import/checkpoints`. The tokenizer goes beside it."""
+    seq_length: int | None = Field(default=None, ge=1)
+    """model.seq_length recorded in the checkpoint; defaults to the HF max_position_embeddings."""
+    make_vocab_size_divisible_by: int = Field(default=128, ge=1)
+    """The embedding is zero-padded to a multiple of this."""
+    token_dispatcher: Literal["allgather", "alltoall"] = "allgather"
+    """MoE token dispatcher recorded in the model config (alltoall needs CUDA)."""
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    """Logit verification of the imported model against the HF model."""

@@ -1,0 +1,1 @@
+"""Launching stages: local torchrun, or a rendered sbatch script for Slurm (`python -m factory.launch`)."""

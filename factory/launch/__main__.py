@@ -1,0 +1,102 @@
+"""`python -m factory.launch {local,slurm} STAGE --config FILE [key=value ...] [--dry-run]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from factory.errors import FactoryError
+from factory.stage import STAGES
+
+
+class SubmitError(FactoryError):
+    """sbatch is missing or refused the script."""
+
+
+def launch_local(args: argparse.Namespace, cfg) -> int:
+    """Run the stage under torchrun on this machine (one process for the non-training verbs)."""
+    from factory.launch.commands import local_command
+
+    nproc = args.nproc or (cfg.launch.gpus_per_node if cfg.launch else 1)
+    command = local_command(cfg, args.stage, args.config, args.overrides, nproc)
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    sys.stdout.flush()
+    os.execv(command[0], command)  # signals reach torchrun directly; it forwards them to the workers
+
+
+def launch_slurm(args: argparse.Namespace, cfg) -> int:
+    """Render the sbatch script; print it (--dry-run), write it, and submit it (--submit)."""
+    from factory.io import atomic_write_text
+    from factory.errors import ConfigError
+    from factory.launch.slurm import array_task_problems, render
+
+    rendered = render(cfg, args.stage, args.config, args.overrides)
+    if cfg.launch and cfg.launch.array:
+        problems = array_task_problems(args.config, args.overrides, cfg.launch.array)
+        if problems:
+            raise ConfigError(problems)
+    if args.dry_run:
+        print(rendered.script, end="")
+        print("\n# what runs where:")
+        print("\n".join(f"#   {line}" for line in rendered.per_node))
+        return 0
+    path = Path(args.output or cfg.run.dir / "launch" / f"{args.stage}.sbatch")
+    atomic_write_text(path, rendered.script)
+    (cfg.launch and cfg.launch.output_dir or cfg.run.dir / "logs").mkdir(parents=True, exist_ok=True)
+    print(f"wrote {path}")
+    if not args.submit:
+        print(f"submit with: sbatch {path}")
+        return 0
+    if shutil.which("sbatch") is None:
+        raise SubmitError(f"sbatch not found on PATH; copy {path} to a Slurm login node and run sbatch there")
+    done = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        raise SubmitError(f"sbatch {path} failed ({done.returncode}): {done.stderr.strip()}")
+    print(done.stdout.strip())
+    return 0
+
+
+LAUNCHERS = {"local": launch_local, "slurm": launch_slurm}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m factory.launch", description="Start a factory stage.",
+                                     epilog="docs/launch.md: local runs, Slurm, signals, requeue, job arrays.")
+    launchers = parser.add_subparsers(dest="launcher", required=True, metavar="LAUNCHER")
+    for name, fn in LAUNCHERS.items():
+        sub = launchers.add_parser(name, help=fn.__doc__, description=fn.__doc__)
+        verbs = sub.add_subparsers(dest="stage", required=True, metavar="STAGE")
+        for stage, spec in STAGES.items():
+            verb = verbs.add_parser(stage, help=spec.help, description=spec.help)
+            verb.add_argument("--config", required=True, help="YAML config (see configs/)")
+            verb.add_argument("--dry-run", action="store_true", help="print what would run; run and write nothing")
+            verb.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+            if name == "local":
+                verb.add_argument("--nproc", type=int, help="processes (default: launch.gpus_per_node, else 1)")
+            else:
+                verb.add_argument("--output", help="script path (default: <run.dir>/launch/<stage>.sbatch)")
+                verb.add_argument("--submit", action="store_true", help="submit the script with sbatch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from factory.config import load_config
+
+    try:
+        return LAUNCHERS[args.launcher](args, load_config(args.config, args.overrides))
+    except FactoryError as e:
+        for line in e.lines():
+            print(f"{e.label}: {line}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The command lines a launch runs: torchrun for the training verbs, one process for the others."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from factory.config import FactoryConfig
+from factory.errors import ConfigError
+from factory.launch.config import LaunchConfig
+from factory.schema import rule
+
+TRAINING_STAGES = ("pretrain", "cpt")
+"""Verbs that run one process per GPU under torchrun; every other verb is one process."""
+DATA_STAGES = ("tokenizer", "data", "synth", "pack")
+"""Verbs that may run as a Slurm job array (`launch.array`)."""
+SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+"""torchrun forwards these to its workers; SIGUSR1 is not among its defaults and would kill it."""
+
+
+def stage_args(stage: str, config: str | Path, overrides: list[str]) -> list[str]:
+    """`-m factory.stage STAGE --config FILE [overrides]`; `launch.*` overrides only shape the launch."""
+    kept = [o for o in overrides if not o.startswith("launch.")]
+    return ["-m", "factory.stage", stage, "--config", str(config), *kept]
+
+
+def torchrun_options(launch: LaunchConfig | None) -> list[str]:
+    """Restart and signal options shared by local and Slurm torchrun lines."""
+    launch = launch or LaunchConfig()
+    return ["--max-restarts", str(launch.max_restarts), "--signals-to-handle", SIGNALS_TO_HANDLE,
+            "--shutdown-timeout", str(launch.signal_seconds_before_timeout)]
+
+
+def local_command(cfg: FactoryConfig, stage: str, config: str | Path, overrides: list[str],
+                  nproc: int) -> list[str]:
+    """The command `python -m factory.launch local` runs; validated against the parallel layout."""
+    if stage not in TRAINING_STAGES:
+        if nproc != 1:
+            raise ConfigError(f"--nproc {nproc}: stage '{stage}' runs one process "
+                              f"(torchrun is for {', '.join(TRAINING_STAGES)})")
+        return [sys.executable, *stage_args(stage, config, overrides)]
+    problems = world_problems(cfg, stage, nproc)
+    if problems:
+        raise ConfigError([f"--nproc {nproc}: {p}" for p in problems])
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+            *torchrun_options(cfg.launch), *stage_args(stage, config, overrides)]
+
+
+def world_problems(cfg: FactoryConfig, stage: str, world: int) -> list[str]:
+    """Why `world` processes cannot run `stage` with this config's parallel layout and batch."""
+    out = cfg.parallel.world_problems(world)
+    train = getattr(cfg, stage, None)
+    if stage in TRAINING_STAGES and train is not None and not out:
+        dp = world // cfg.parallel.model_parallel_size
+        rule(out, train.global_batch_size % (train.micro_batch_size * dp) == 0, f"{stage}.global_batch_size",
+             train.global_batch_size, f"must be divisible by micro_batch_size x data-parallel size "
+             f"({train.micro_batch_size} x {dp}) at world size {world}")
+    return out

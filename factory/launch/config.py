@@ -1,0 +1,121 @@
+"""The `launch:` config section: Slurm resources, environment, signals, requeue, job arrays."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from factory.schema import Section, rule
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NCCL_ENV = {
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    "NCCL_IB_TIMEOUT": "22",
+    "NCCL_DEBUG": "WARN",
+}
+"""Defaults of `launch.nccl_env`: one CUDA work queue so Megatron's TP/SP communication overlaps in
+issue order; NCCL errors abort the process instead of hanging; a longer InfiniBand retry timeout
+for large jobs; warnings only."""
+
+
+class ArrayConfig(Section):
+    """A Slurm job array for the data verbs: task i runs the stage with `tasks[i]` as extra overrides."""
+
+    tasks: list[list[str]] = Field(min_length=1)
+    """Dotted overrides per task, e.g. [[data.inputs=[a.jsonl], data.output_dir=runs/x/data/a], ...];
+    the data verbs have no shard option, so each task is an independent run on its own inputs and outputs."""
+    max_parallel: int | None = Field(default=None, ge=1)
+    """Tasks running at once (`--array=0-N%max_parallel`); unlimited when unset."""
+
+
+class LaunchConfig(Section):
+    """How `python -m factory.launch` starts a stage: local torchrun or a rendered sbatch script."""
+
+    nodes: int = Field(default=1, ge=1)
+    """Nodes of the Slurm job (training verbs); data verbs run one task per array element."""
+    gpus_per_node: int = Field(default=8, ge=1)
+    """GPUs per node; torchrun starts one process per GPU (`--nproc-per-node`)."""
+    cpus_per_task: int | None = Field(default=None, ge=1)
+    """`#SBATCH --cpus-per-task`; the Slurm default when unset."""
+    partition: str | None = None
+    """`#SBATCH --partition`; omitted when unset (or pass `sbatch -p` at submit time)."""
+    account: str | None = None
+    """`#SBATCH --account`; omitted when unset (or pass `sbatch -A` at submit time)."""
+    qos: str | None = None
+    """`#SBATCH --qos`; omitted when unset."""
+    time: str = "1-00:00:00"
+    """Wall-time limit, "HH:MM:SS" or "D-HH:MM:SS" (YAML reads an unquoted 12:00:00 as seconds: accepted)."""
+    job_name: str | None = None
+    """`#SBATCH --job-name`; defaults to `<run.name>-<stage>`."""
+    output_dir: Path | None = None
+    """Folder of the Slurm logs (`%x-%j.out`, appended across requeues); defaults to `<run.dir>/logs`."""
+    container_image: str | None = None
+    """Run inside this container with pyxis (`srun --container-image`); excludes `venv`."""
+    container_mounts: list[str] = Field(default_factory=list)
+    """pyxis mounts `SRC:DST[:FLAGS]`; the repository must be mounted, the job runs in the submit dir."""
+    venv: Path | None = None
+    """Virtual environment the batch script activates (`source <venv>/bin/activate`); excludes a container."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables exported before `srun` (cluster fabric: NCCL_IB_HCA, UCX_NET_DEVICES...)."""
+    nccl_env: dict[str, str] = Field(default_factory=lambda: dict(NCCL_ENV))
+    """NCCL / CUDA variables exported before `srun`; setting this replaces the defaults (add to `env` instead)."""
+    rdzv_port: int = Field(default=29500, ge=1024, le=65535)
+    """Port of the c10d rendezvous on the first node of the allocation."""
+    signal_seconds_before_timeout: int = Field(default=300, ge=10, le=65535)
+    """Slurm sends SIGUSR1 to the batch shell this long before the time limit (`--signal=B:USR1@N`); the
+    training saves a checkpoint and exits, and torchrun waits this long for it before killing workers."""
+    requeue: bool = True
+    """`#SBATCH --requeue`, and the script requeues itself after the pre-timeout save, so the job goes on
+    in a new allocation from the latest checkpoint."""
+    max_restarts: int = Field(default=3, ge=0)
+    """Worker-group restarts inside one allocation (torchrun `--max-restarts`): after a crash, a hang
+    (exit 124) or a planned restart (exit 75), every node restarts its workers, which resume."""
+    extra_sbatch: list[str] = Field(default_factory=list)
+    """More `#SBATCH` options, verbatim (e.g. --exclusive, --mem=0, --constraint=h100)."""
+    array: ArrayConfig | None = None
+    """Job array for the data verbs (tokenizer, data, synth, pack)."""
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _from_seconds(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            days, rest = divmod(value, 86400)
+            text = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+            return f"{days}-{text}" if days else text
+        return value
+
+    @field_validator("env", "nccl_env", mode="before")
+    @classmethod
+    def _values_as_text(cls, value: object) -> object:
+        if isinstance(value, dict):  # YAML reads NCCL_IB_GID_INDEX: 3 as a number
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        rule(out, _TIME.match(self.time) is not None, f"{prefix}.time", self.time,
+             'expected "HH:MM:SS" or "D-HH:MM:SS"')
+        if _TIME.match(self.time):
+            rule(out, self.signal_seconds_before_timeout < time_seconds(self.time),
+                 f"{prefix}.signal_seconds_before_timeout", self.signal_seconds_before_timeout,
+                 f"must be shorter than launch.time ({self.time})")
+        rule(out, not (self.container_image and self.venv), f"{prefix}.venv", self.venv,
+             "set either launch.venv or launch.container_image, not both")
+        rule(out, self.container_image is not None or not self.container_mounts, f"{prefix}.container_mounts",
+             self.container_mounts, "needs launch.container_image")
+        for key in [*self.env, *self.nccl_env]:
+            rule(out, _ENV_NAME.match(key) is not None, f"{prefix}.env", key, "not a valid variable name")
+        for option in self.extra_sbatch:
+            rule(out, option.startswith("-") and "\n" not in option, f"{prefix}.extra_sbatch", option,
+                 "expected one sbatch option such as --exclusive")
+        return out
+
+
+def time_seconds(text: str) -> int:
+    """Seconds in a validated Slurm time limit."""
+    days, hours, minutes, seconds = _TIME.match(text).groups()
+    return ((int(days or 0) * 24 + int(hours)) * 60 + int(minutes)) * 60 + int(seconds)

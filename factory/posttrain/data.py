@@ -1,0 +1,150 @@
+"""SFT and DPO datasets: read JSONL/parquet/`datasets` folders, detect the layout, normalize, mix by weight.
+
+Every SFT row becomes a `messages` conversation (ShareGPT `from/value` is renamed, a prompt/completion
+pair becomes one user turn and one assistant turn) so that all datasets share the chat template and the
+assistant-only loss. DPO rows keep prompt/chosen/rejected; plain strings turn into one-turn conversations
+when another dataset of the mixture is conversational.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+from factory.errors import DataError
+from factory.posttrain.config import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+# Columns each layout needs, in detection order.
+LAYOUTS = {"messages": ("messages",), "sharegpt": ("conversations",),
+           "prompt_completion": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected")}
+EXPECTED = {"sft": "messages | conversations (ShareGPT from/value) | prompt+completion",
+            "dpo": "prompt+chosen+rejected"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "model": "assistant"}
+
+
+def read_rows(spec: DatasetSpec) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, rows) of one dataset file or folder."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    path = spec.path
+    if not path.exists():
+        raise DataError(f"{path}: dataset not found")
+    try:
+        if path.is_dir():
+            ds = load_from_disk(str(path))
+            if isinstance(ds, DatasetDict):
+                if spec.split not in ds:
+                    raise DataError(f"{path}: no split '{spec.split}' (splits: {', '.join(ds)})")
+                ds = ds[spec.split]
+        elif path.suffix == ".parquet":
+            ds = Dataset.from_parquet(str(path))
+        elif path.suffix in (".jsonl", ".json"):
+            ds = Dataset.from_json(str(path)) if path.stat().st_size else Dataset.from_list([])
+        else:
+            raise DataError(f"{path}: unknown dataset type (expected .jsonl, .json, .parquet or a datasets folder)")
+    except DataError:
+        raise
+    except Exception as e:  # datasets raises many types for a malformed file; report one line
+        raise DataError(f"{path}: cannot read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if len(ds) == 0:
+        raise DataError(f"{path}: empty dataset (no rows)")
+    return list(ds.column_names), list(ds)
+
+
+def detect(columns: list[str], spec: DatasetSpec, stage: str) -> str:
+    """The layout of a dataset, or a one-line DataError naming the columns found and expected."""
+    found = ", ".join(columns) or "none"
+    if spec.format != "auto":
+        need = LAYOUTS[spec.format]
+        if not set(need) <= set(columns):
+            raise DataError(f"{spec.path}: format '{spec.format}' needs columns {'+'.join(need)}; "
+                            f"columns found: {found}")
+        return spec.format
+    candidates = ("preference",) if stage == "dpo" else ("messages", "sharegpt", "prompt_completion")
+    for layout in candidates:
+        if set(LAYOUTS[layout]) <= set(columns):
+            return layout
+    raise DataError(f"{spec.path}: columns found: {found}; expected: {EXPECTED[stage]}")
+
+
+def _turns(value: Any, where: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        raise DataError(f"{where}: expected a list of messages, got a string")
+    out = []
+    for m in value or []:
+        if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: every message needs a 'role' and a string 'content'")
+        out.append({"role": str(m["role"]), "content": m["content"]})
+    return out
+
+
+def _as_turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": value}] if isinstance(value, str) else _turns(value, where)
+
+
+def sft_row(row: dict[str, Any], layout: str, where: str) -> dict[str, Any]:
+    """One row as `{"messages": [...]}` with at least one assistant turn."""
+    if layout == "messages":
+        messages = _turns(row["messages"], where)
+    elif layout == "sharegpt":
+        messages = []
+        for m in row["conversations"] or []:
+            role = SHAREGPT_ROLES.get(str(m.get("from", "")).lower()) if isinstance(m, dict) else None
+            if role is None or not isinstance(m.get("value"), str):
+                raise DataError(f"{where}: ShareGPT turns need 'from' in {sorted(SHAREGPT_ROLES)} and a string 'value'")
+            messages.append({"role": role, "content": m["value"]})
+    else:
+        messages = _as_turns(row["prompt"], "user", where) + _as_turns(row["completion"], "assistant", where)
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: no assistant turn (nothing to train on)")
+    return {"messages": messages}
+
+
+def dpo_row(row: dict[str, Any], conversational: bool, where: str) -> dict[str, Any]:
+    """One preference pair; plain strings become one-turn conversations when `conversational`."""
+    for key in ("prompt", "chosen", "rejected"):
+        if not row.get(key):
+            raise DataError(f"{where}: empty '{key}'")
+    if not conversational:
+        if not all(isinstance(row[k], str) for k in ("prompt", "chosen", "rejected")):
+            raise DataError(f"{where}: prompt, chosen and rejected must all be strings or all be message lists")
+        return {k: row[k] for k in ("prompt", "chosen", "rejected")}
+    return {"prompt": _as_turns(row["prompt"], "user", where),
+            "chosen": _as_turns(row["chosen"], "assistant", where),
+            "rejected": _as_turns(row["rejected"], "assistant", where)}
+
+
+def weighted(rows: list[dict[str, Any]], weight: float, rng: random.Random) -> list[dict[str, Any]]:
+    """Every row int(weight) times plus a seeded sample for the fraction."""
+    whole, frac = int(weight), weight - int(weight)
+    return rows * whole + rng.sample(rows, round(len(rows) * frac))
+
+
+def load_mixture(specs: Iterable[DatasetSpec], stage: str, seed: int):
+    """A shuffled `datasets.Dataset` of the normalized, weighted mixture; logs rows per dataset."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    loaded = []
+    for spec in specs:
+        columns, rows = read_rows(spec)
+        loaded.append((spec, detect(columns, spec, stage), rows))
+    conversational = stage == "dpo" and any(not isinstance(rows[0]["prompt"], str) for _, _, rows in loaded)
+    mixed: list[dict[str, Any]] = []
+    for spec, layout, rows in loaded:
+        if stage == "sft":
+            norm = [sft_row(r, layout, f"{spec.path}: row {i}") for i, r in enumerate(rows)]
+        else:
+            norm = [dpo_row(r, conversational, f"{spec.path}: row {i}") for i, r in enumerate(rows)]
+        taken = weighted(norm, spec.weight, rng)
+        log.info("%s: %s (%s), %d rows x %g -> %d", stage, spec.path, layout, len(rows), spec.weight, len(taken))
+        mixed += taken
+    if not mixed:
+        raise DataError(f"{stage}: the weighted mixture is empty (weights too small for the datasets)")
+    rng.shuffle(mixed)
+    return Dataset.from_list(mixed)

@@ -1,0 +1,118 @@
+"""Measurements of the eval stage: perplexity, greedy answers, code-switch rate, and the GPU benchmark commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from factory.data.langmix import LangMixDetector
+from factory.errors import DataError
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first `limit` JSON objects of a JSONL file; a one-line DataError on a malformed line."""
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: empty (no JSON lines)")
+    return rows
+
+
+@torch.no_grad()
+def perplexity(model, tok, texts: list[str], max_length: int) -> dict[str, float]:
+    """Token-weighted perplexity over `texts` (each cut to `max_length` tokens)."""
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = tok(text, return_tensors="pt")["input_ids"][:, :max_length]
+        if ids.shape[1] < 2:
+            continue
+        loss = model(input_ids=ids, labels=ids).loss.item()  # mean over the ids.shape[1] - 1 predictions
+        nll += loss * (ids.shape[1] - 1)
+        count += ids.shape[1] - 1
+    if count == 0:
+        raise DataError("perplexity: no document has two or more tokens")
+    return {"perplexity": math.exp(nll / count), "nll": nll / count, "tokens": count, "documents": len(texts)}
+
+
+@torch.no_grad()
+def answer(model, tok, rows: list[dict[str, Any]], max_new_tokens: int, stop_ids: list[int]) -> list[dict]:
+    """Greedy answers to `prompt` (string) or `messages` rows, formatted with the chat template."""
+    out = []
+    for i, row in enumerate(rows):
+        messages = row.get("messages") or ([{"role": "user", "content": row["prompt"]}] if "prompt" in row else None)
+        if not messages:
+            raise DataError(f"prompts row {i}: needs 'prompt' or 'messages'; keys found: {', '.join(row)}")
+        enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stop_ids[0])
+        text = tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out.append({"language": row.get("language", "ja"), "messages": messages, "answer": text})
+    return out
+
+
+@dataclass(frozen=True)
+class CodeSwitch:
+    """Share of Japanese answers with spans of unexpected scripts or languages."""
+
+    rate: float | None
+    flagged: int
+    japanese_answers: int
+    examples: list[dict[str, Any]]
+
+
+def code_switch(answers: list[dict[str, Any]], detector: LangMixDetector, keep: int = 5) -> CodeSwitch:
+    """Run the data filter's language-mixing detector over the Japanese answers."""
+    ja = [a for a in answers if a["language"] == "ja"]
+    flagged = [(a, detector.findings(a["answer"])) for a in ja]
+    flagged = [(a, f) for a, f in flagged if f]
+    examples = [{"answer": a["answer"], "findings": [str(x) for x in f]} for a, f in flagged[:keep]]
+    return CodeSwitch(rate=len(flagged) / len(ja) if ja else None, flagged=len(flagged),
+                      japanese_answers=len(ja), examples=examples)
+
+
+def benchmark_commands(model_dir: Path, name: str, lm_eval_tasks: str) -> dict[str, str]:
+    """Commands to run on a GPU node against the HF folder (printed, never run here)."""
+    m = str(model_dir.resolve())
+    return {
+        "llm-jp-eval": (f"python scripts/evaluate_llm.py -cn config.yaml model.pretrained_model_name_or_path={m} "
+                        f"tokenizer.pretrained_model_name_or_path={m} dataset_dir=<llm-jp-eval datasets>/evaluation/test "
+                        f"# in a checkout of github.com/llm-jp/llm-jp-eval"),
+        "lm-evaluation-harness": (f"lm_eval --model hf --model_args pretrained={m},dtype=bfloat16 "
+                                  f"--tasks {lm_eval_tasks} --batch_size auto --output_path results/{name}"),
+        "japanese-mt-bench": (f"python gen_model_answer.py --bench-name japanese_mt_bench --model-path {m} "
+                              f"--model-id {name} && python gen_judgment.py --bench-name japanese_mt_bench "
+                              f"--model-list {name} && python show_result.py --bench-name japanese_mt_bench "
+                              f"--model-list {name} # in fastchat/llm_judge of a FastChat fork with japanese_mt_bench"),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: the same figures as report.json, for people."""
+    lines = [f"# Eval: {report['model']}", "", "| language | perplexity | tokens | documents |", "|---|---|---|---|"]
+    for lang, p in report["perplexity"].items():
+        lines.append(f"| {lang} | {p['perplexity']:.3f} | {p['tokens']} | {p['documents']} |")
+    cs = report.get("code_switch")
+    if cs:
+        rate = "n/a" if cs["rate"] is None else f"{cs['rate']:.1%}"
+        lines += ["", f"Code-switch rate: {rate} ({cs['flagged']} of {cs['japanese_answers']} Japanese answers)"]
+        lines += [f"- {e['answer'][:80]!r}: {'; '.join(e['findings'])}" for e in cs["examples"]]
+    lines += ["", "## Benchmarks to run on a GPU node", ""]
+    lines += [f"- {k}: `{v}`" for k, v in report["commands"].items()]
+    return "\n".join(lines) + "\n"

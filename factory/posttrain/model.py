@@ -1,0 +1,158 @@
+"""HF model folders for post-training: checks, loading, TRL arguments, publishing the output folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from factory.config import FactoryConfig
+from factory.errors import CheckpointError, ConfigError
+from factory.io import atomic_write_json
+from factory.posttrain.config import LoraSettings, TrainSettings
+
+log = logging.getLogger(__name__)
+CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "aux_loss", "rewards/margins", "rewards/accuracies")
+
+
+def check_causal_lm(folder: Path):
+    """The folder's config if it holds a causal LM (e.g. LlamaForCausalLM, MixtralForCausalLM), else one line."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as CAUSAL
+
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (ValueError, OSError, KeyError) as e:
+        raise CheckpointError(f"{folder}: unreadable config.json ({str(e).splitlines()[0]})") from None
+    archs = list(getattr(config, "architectures", None) or [])
+    names = set(CAUSAL.values())
+    if config.model_type not in CAUSAL or (archs and not any(a in names for a in archs)):
+        raise CheckpointError(f"{folder}: not a causal LM (model_type={config.model_type}, architectures="
+                              f"{','.join(archs) or 'none'}); expected a *ForCausalLM folder such as "
+                              f"LlamaForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM")
+    return config
+
+
+def load_tokenizer(folder: Path, key: str):
+    """The folder's HF tokenizer; a one-line error when it has no chat template."""
+    from transformers import AutoTokenizer
+
+    if not (folder / "tokenizer_config.json").is_file():
+        raise ConfigError(f"{key}: {folder} has no tokenizer_config.json (HF tokenizer files expected)")
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if not tok.chat_template:
+        raise ConfigError(f"{key}: the tokenizer in {folder} has no chat template; export it with the tokenizer "
+                          f"stage (tokenizer/hf.py) or point {key} at a folder that has one")
+    return tok
+
+
+def check_assistant_markers(tok, key: str) -> None:
+    """Assistant-only loss needs `{% generation %}` in the template, or one TRL knows how to patch."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tok.chat_template):
+        return
+    try:
+        get_training_chat_template(tok)
+    except ValueError:
+        raise ConfigError(f"{key}: the chat template has no {{% generation %}} markers, so the assistant tokens "
+                          f"cannot be found; use the tokenizer stage's template or set assistant_only_loss=false"
+                          ) from None
+
+
+def device_and_dtype(cfg: FactoryConfig) -> tuple[bool, torch.dtype]:
+    """(use_cpu, dtype) from the runtime section; auto is CUDA + bf16 when a GPU is present."""
+    rt = cfg.runtime
+    cpu = rt.device == "cpu" or (rt.device == "auto" and not torch.cuda.is_available())
+    bf16 = rt.precision == "bf16" or (rt.precision == "auto" and not cpu)
+    return cpu, torch.bfloat16 if bf16 else torch.float32
+
+
+def load_model(folder: Path, dtype: torch.dtype, tokenizer_size: int):
+    """AutoModelForCausalLM with MoE router logits on (so the load-balancing loss is trained)."""
+    from transformers import AutoModelForCausalLM
+
+    config = check_causal_lm(folder)
+    text = config.get_text_config()
+    if tokenizer_size > text.vocab_size:
+        raise CheckpointError(f"{folder}: vocab_size {text.vocab_size} is smaller than the tokenizer "
+                              f"({tokenizer_size} ids)")
+    extra = {"output_router_logits": True} if hasattr(text, "output_router_logits") else {}
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True, **extra)
+
+
+def lora_config(lora: LoraSettings | None):
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def trainer_kwargs(cfg: FactoryConfig, tc: TrainSettings, work_dir: Path, key: str) -> dict[str, Any]:
+    """TrainingArguments shared by SFTConfig and DPOConfig; the global batch sets gradient accumulation."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    per_step = tc.micro_batch_size * world
+    if tc.global_batch_size % per_step:
+        raise ConfigError(f"{key}.global_batch_size={tc.global_batch_size}: must be a multiple of "
+                          f"micro_batch_size x world size ({tc.micro_batch_size} x {world})")
+    cpu, dtype = device_and_dtype(cfg)
+    return dict(
+        output_dir=str(work_dir), per_device_train_batch_size=tc.micro_batch_size,
+        gradient_accumulation_steps=tc.global_batch_size // per_step, learning_rate=tc.learning_rate,
+        lr_scheduler_type=tc.lr_scheduler, warmup_steps=tc.warmup_steps, weight_decay=tc.weight_decay,
+        max_grad_norm=tc.max_grad_norm, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
+        max_length=tc.max_length, logging_steps=tc.logging_steps, save_strategy="steps" if tc.save_steps else "no",
+        save_steps=tc.save_steps or 500, report_to=[], seed=cfg.runtime.seed, use_cpu=cpu,
+        bf16=dtype == torch.bfloat16, gradient_checkpointing=tc.gradient_checkpointing,
+        router_aux_loss_coef=tc.router_aux_loss_coef, disable_tqdm=True, dataloader_num_workers=0)
+
+
+def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per-logging-step training metrics (loss, LR, grad norm, DPO reward margins)."""
+    return [{"step": e["step"], **{k: e[k] for k in CURVE_KEYS if k in e}} for e in log_history if "loss" in e]
+
+
+def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: Path) -> None:
+    """Write the trained model to `final`: full weights, or LoRA merged into the base weights."""
+    if trainer.model.__class__.__name__.startswith("Peft"):  # save the adapter on every rank (ZeRO-3 gathers)
+        trainer.save_model(str(final / "adapter"))
+        if trainer.accelerator.is_main_process:
+            from peft import PeftModel
+
+            merged = PeftModel.from_pretrained(load_model(base_dir, dtype, len(tokenizer)),
+                                               final / "adapter").merge_and_unload()
+            merged.save_pretrained(final)
+            tokenizer.save_pretrained(final)
+            shutil.rmtree(final / "adapter")
+    else:
+        trainer.save_model(str(final))
+    trainer.accelerator.wait_for_everyone()
+
+
+def publish(trainer, final: Path, out: Path, manifest, stage: str) -> list[dict[str, float]]:
+    """Move `final` to `out` (main process), write loss_curve.json and record the curve's ends."""
+    curve = loss_curve(trainer.state.log_history)
+    if trainer.accelerator.is_main_process:
+        atomic_write_json(final / "loss_curve.json", curve)
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(final, out)
+        shutil.rmtree(old, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    manifest.add_output(out, role="hf_model")
+    if curve:
+        manifest.record(steps=trainer.state.global_step, first_loss=curve[0]["loss"], last_loss=curve[-1]["loss"],
+                        min_loss=min(c["loss"] for c in curve))
+    log.info("%s: %d steps, loss %s; HF folder %s", stage, trainer.state.global_step,
+             " -> ".join(f"{c['loss']:.4f}" for c in (curve[:1] + curve[-1:])), out)
+    return curve

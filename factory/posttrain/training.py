@@ -1,0 +1,82 @@
+"""What the sft and dpo stages share: default paths, the plan, loading inputs, training and publishing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from factory.config import FactoryConfig
+from factory.errors import ConfigError
+from factory.manifest import RunManifest
+from factory.posttrain import model as hf
+from factory.posttrain.config import TrainSettings
+from factory.posttrain.data import load_mixture
+from factory.runner import Plan
+
+log = logging.getLogger(__name__)
+DEFAULT_INPUT = {"sft": ("export", "hf"), "dpo": ("sft", "hf")}
+"""Where each stage's model comes from unless `<stage>.model` is set: the previous stage's output."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    model: Path
+    tokenizer: Path
+    output: Path
+    work: Path
+    """Trainer checkpoints and the folder being written before it replaces `output`."""
+
+
+def section(cfg: FactoryConfig, stage: str) -> TrainSettings:
+    tc = getattr(cfg, stage)
+    if tc is None:
+        raise ConfigError(f"{stage}: the config has no '{stage}' section")
+    return tc
+
+
+def paths(cfg: FactoryConfig, stage: str) -> Paths:
+    tc = section(cfg, stage)
+    model = tc.model or cfg.stage_dir(DEFAULT_INPUT[stage][0]) / DEFAULT_INPUT[stage][1]
+    out = tc.output_dir or cfg.stage_dir(stage) / "hf"
+    return Paths(model=model, tokenizer=tc.tokenizer_dir or model, output=out, work=out.parent / "trainer")
+
+
+def plan_training(cfg: FactoryConfig, stage: str, notes: list[str]) -> Plan:
+    tc, p = section(cfg, stage), paths(cfg, stage)
+    reads = [p.model] + ([p.tokenizer] if p.tokenizer != p.model else []) + [d.path for d in tc.datasets]
+    missing = [f"{stage}: input not found: {r}" for r in reads if not r.exists()]
+    if missing:
+        raise ConfigError(missing)
+    hf.check_causal_lm(p.model)
+    batch = f"global batch {tc.global_batch_size} = micro {tc.micro_batch_size} x accumulation x world size"
+    length = f"max_steps {tc.max_steps}" if tc.max_steps else f"{tc.epochs:g} epoch(s)"
+    lora = f"LoRA r={tc.lora.r} alpha={tc.lora.alpha} (merged at save)" if tc.lora else "full fine-tuning"
+    return Plan(output_dir=p.output, reads=reads,
+                writes=[p.output / "config.json", p.output / "loss_curve.json", p.work],
+                notes=[f"LR {tc.learning_rate:g} {tc.lr_scheduler}, {length}, {batch}", lora, *notes])
+
+
+def train(cfg: FactoryConfig, stage: str, manifest: RunManifest,
+          build: Callable[[Any, Any, Any, dict[str, Any], Any], Any]) -> list[dict[str, float]]:
+    """Load tokenizer, model and data, build the TRL trainer with `build(model, tok, data, kwargs, peft)`,
+    train, and publish the HF folder; returns the loss curve."""
+    tc, p = section(cfg, stage), paths(cfg, stage)
+    tok = hf.load_tokenizer(p.tokenizer, f"{stage}.tokenizer_dir")
+    data = load_mixture(tc.datasets, stage, cfg.runtime.seed)
+    _, dtype = hf.device_and_dtype(cfg)
+    model = hf.load_model(p.model, dtype, len(tok))
+    for d in tc.datasets:
+        manifest.add_input(d.path, role=f"dataset:{d.format}")
+    manifest.add_input(p.model, role="model")
+    trainer = build(model, tok, data, hf.trainer_kwargs(cfg, tc, p.work, stage), hf.lora_config(tc.lora))
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    final = p.work / "final"
+    hf.save_trained(trainer, tok, p.model, dtype, final)
+    curve = hf.publish(trainer, final, p.output, manifest, stage)
+    manifest.record(train_rows=len(data), train_seconds=round(seconds, 3))
+    return curve

@@ -1,0 +1,116 @@
+"""The `upcycle` stage: dense checkpoint -> MoE checkpoint at iteration 0, verified on a probe batch.
+
+Modes (see docs/stages/upcycle.md and factory/upcycle/routing.py for which routings are exact):
+  copy      every expert is the dense FFN (Komatsuzaki et al.; Tanuki-8x8B).
+  granular  the FFN split into G shards, each replicated E/G times; one router row per FFN copy, the
+            experts' linear_fc2 scaled so the selected weights sum to the dense output (exact for SwiGLU).
+  shared    the first S FFN neurons become the shared expert, the rest routed experts as above.
+  drop      copy/granular, then a fraction of each expert's neurons re-initialized (Drop-Upcycling).
+The dense and MoE models run on the same probe batch; copy, granular and shared (without noise) refuse
+to write when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from factory.config import FactoryConfig
+from factory.errors import ConfigError, VerificationError
+from factory.io import atomic_dir
+from factory.manifest import RunManifest
+from factory.runner import Plan
+from factory.train import checkpoint as ckpt
+from factory.upcycle.config import UpcycleConfig
+from factory.upcycle.target import check_fits, expert_plan, moe_model
+
+log = logging.getLogger(__name__)
+
+
+def _section(cfg: FactoryConfig) -> UpcycleConfig:
+    if cfg.upcycle is None:
+        raise ConfigError("upcycle: the config has no 'upcycle' section")
+    return cfg.upcycle
+
+
+def source_path(cfg: FactoryConfig) -> Path:
+    return _section(cfg).source or cfg.stage_dir("pretrain") / "checkpoints"
+
+
+def output_root(cfg: FactoryConfig) -> Path:
+    return _section(cfg).output_dir or cfg.stage_dir("upcycle") / "checkpoints"
+
+
+def plan(cfg: FactoryConfig) -> Plan:
+    from factory.model.build import parameter_counts
+    from factory.runtime.runtime import resolve_device
+
+    uc, out = _section(cfg), output_root(cfg)
+    info = ckpt.read_info(source_path(cfg))
+    check_fits(info.model, cfg.model, info.path)
+    target = moe_model(info.model, uc)
+    if resolve_device(cfg.runtime).type == "cpu" and uc.moe.token_dispatcher == "alltoall":
+        raise ConfigError("upcycle.moe.token_dispatcher=alltoall: needs CUDA streams; use allgather on CPU")
+    existing = ckpt.latest_iteration(out) if out.is_dir() else None
+    if existing not in (None, 0):
+        raise ConfigError(f"upcycle.output_dir={out}: holds a checkpoint at iteration {existing}, "
+                          "not an upcycle output; choose another folder")
+    return Plan(output_dir=out, reads=[info.path], writes=[ckpt.iteration_dir(out, 0)], notes=[
+        f"mode {uc.mode}, granularity {uc.granularity}, expert scale {expert_plan(info.model, uc).alpha:g}, "
+        f"{'exact: refuses above' if uc.exact else 'reported, not refused:'} tolerance {uc.tolerance:g}",
+        f"dense parameters: {parameter_counts(info.model).describe()}",
+        f"MoE parameters:   {parameter_counts(target).describe()}"])
+
+
+def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
+    from factory.model.build import build_gpt_model
+    from factory.runtime.config import ParallelConfig
+    from factory.runtime.runtime import runtime_session
+    from factory.upcycle.weights import fill_moe, logits, probe_tokens
+
+    uc = _section(cfg)
+    info = ckpt.read_info(source_path(cfg))
+    target, xplan = moe_model(info.model, uc), expert_plan(info.model, uc)
+    manifest.add_input(info.path, role="dense_checkpoint")
+    t0 = time.perf_counter()
+    runtime = cfg.runtime.model_copy(update={"precision": "fp32", "seed": uc.seed})
+    with runtime_session(runtime, ParallelConfig()) as rt:
+        dense = build_gpt_model(info.model, rt)
+        ckpt.load(info.path, dense, rt, restore_rng=False)
+        seq = uc.probe_seq_length or min(info.model.seq_length, 128)
+        tokens = probe_tokens(info.model.vocab_size, uc.probe_batch_size, seq, uc.seed)
+        ref = logits(dense, tokens, info.model.vocab_size)
+        moe = build_gpt_model(target, rt)
+        fill_moe(dense, moe, xplan, uc.seed)
+        del dense
+        diff = (logits(moe, tokens, info.model.vocab_size) - ref).abs()
+        metrics = {"max_abs_logit_diff": diff.max().item(), "mean_abs_logit_diff": diff.mean().item(),
+                   "probe_tokens": tokens.numel(), "expert_scale": xplan.alpha, "exact": int(uc.exact)}
+        manifest.record(**metrics)
+        log.info("upcycle: max |dlogits| %.3g over %d probe tokens (%s)", metrics["max_abs_logit_diff"],
+                 tokens.numel(), "exact mode" if uc.exact else "divergence reported")
+        if uc.exact and not metrics["max_abs_logit_diff"] <= uc.tolerance:
+            raise VerificationError(
+                f"upcycle: max |dlogits| {metrics['max_abs_logit_diff']:.3g} exceeds upcycle.tolerance "
+                f"{uc.tolerance:g} for exact mode {uc.mode}; nothing was written")
+        with atomic_dir(plan.output_dir) as tmp:
+            ckpt.save(tmp, 0, moe, target, rt, meta=lineage_meta(info, uc, metrics))
+    manifest.record(seconds=round(time.perf_counter() - t0, 3))
+    manifest.add_output(plan.output_dir, role="moe_checkpoint")
+
+
+def lineage_meta(info: ckpt.CheckpointInfo, uc: UpcycleConfig, metrics: dict) -> dict:
+    """The MoE checkpoint's `factory` metadata: a fresh run that inherits tokens seen and the final LR."""
+    src = info.factory
+    tokens = int(src.get("tokens_seen", 0))
+    upcycle = {"mode": uc.mode, "granularity": uc.granularity, "router_init": uc.router_init,
+               "drop_fraction": uc.drop_fraction if uc.mode == "drop" else 0.0, "noise_std": uc.noise_std,
+               "source": str(info.path), "source_iteration": info.iteration, **metrics}
+    meta = {"stage": "upcycle", "consumed_samples": 0, "tokens_seen": tokens, "upcycle": upcycle,
+            "lineage": list(src.get("lineage", [])) + [
+                {"stage": src.get("stage", "?"), "checkpoint": str(info.path), "iteration": info.iteration,
+                 "tokens_seen": tokens}]}
+    if src.get("final_lr"):
+        meta["final_lr"] = src["final_lr"]
+    return meta

@@ -1,0 +1,57 @@
+"""The MoE model config an upcycle produces from a dense checkpoint's config, with fit checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from factory.errors import CheckpointError, ConfigError
+from factory.model.config import ModelConfig
+from factory.upcycle.config import UpcycleConfig
+from factory.upcycle.routing import expert_scale
+from factory.upcycle.transform import ExpertPlan
+
+# Dense shape fields a `model:` section must share with the checkpoint it describes.
+_SHAPE_KEYS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "query_groups",
+               "vocab_size")
+
+
+def check_fits(dense: ModelConfig, declared: ModelConfig | None, source: Path) -> None:
+    """The checkpoint must be dense and match the config's `model:` section where one is given."""
+    if dense.moe is not None:
+        raise CheckpointError(f"{source}: already a MoE model (num_experts={dense.moe.num_experts}); "
+                              "upcycle needs a dense checkpoint")
+    if declared is None:
+        return
+    problems = [f"model.{key}={getattr(declared, key)}: the dense checkpoint {source} has {getattr(dense, key)}"
+                for key in _SHAPE_KEYS if getattr(declared, key) != getattr(dense, key)]
+    if problems:
+        raise CheckpointError("\n".join(problems))
+
+
+def moe_model(dense: ModelConfig, uc: UpcycleConfig) -> ModelConfig:
+    """`dense` with `moe` set; routed expert FFN = (F - shared) / G, checked against upcycle.moe."""
+    ffn, g = dense.ffn_hidden_size, uc.granularity
+    shared = uc.moe.shared_expert_ffn_hidden_size or 0
+    if shared >= ffn:
+        raise ConfigError(f"upcycle.moe.shared_expert_ffn_hidden_size={shared}: must be smaller than the "
+                          f"dense ffn_hidden_size ({ffn}); the rest becomes the routed experts")
+    routed = ffn - shared
+    if routed % g:
+        what = f"dense ffn_hidden_size {ffn}" + (f" minus {shared} shared" if shared else "")
+        raise ConfigError(f"upcycle.granularity={g}: does not divide the routed FFN ({what} = {routed})")
+    want = routed // g
+    got = uc.moe.ffn_hidden_size
+    if got is not None and got != want:
+        raise ConfigError(f"upcycle.moe.ffn_hidden_size={got}: must be {want} = ({ffn} - {shared} shared) / "
+                          f"granularity {g} for this dense checkpoint (or leave it unset)")
+    return dense.model_copy(update={"moe": uc.moe.model_copy(update={"ffn_hidden_size": want})})
+
+
+def expert_plan(dense: ModelConfig, uc: UpcycleConfig) -> ExpertPlan:
+    m = uc.moe
+    return ExpertPlan(
+        num_experts=m.num_experts, granularity=uc.granularity,
+        alpha=expert_scale(m, uc.granularity, uc.router_init),
+        shared_size=m.shared_expert_ffn_hidden_size or 0, shared_gate=m.shared_expert_gate,
+        router_zero=uc.router_init == "zero", router_std=uc.router_std or dense.init_method_std,
+        drop_fraction=uc.drop_fraction if uc.mode == "drop" else 0.0, noise_std=uc.noise_std)

@@ -1,0 +1,111 @@
+"""Clear refusals: unsupported architectures, missing shards, vocab smaller than the tokenizer, shape mismatch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factory.convert.export import export_checkpoint
+from factory.convert.hf_config import choose_architecture
+from factory.convert.hf_import import import_hf
+from factory.errors import CheckpointError, ConfigError
+from factory.model.config import ModelConfig
+from factory.runtime.config import RuntimeConfig
+from tests.conftest import TINY_DENSE, TINY_MOE
+from tests.convert.conftest import save_megatron, write_hf_model, write_tokenizer
+
+CPU = RuntimeConfig(device="cpu", precision="fp32")
+
+
+def _moe(**moe) -> ModelConfig:
+    raw = {**TINY_MOE["model"], "moe": {**TINY_MOE["model"]["moe"], **moe}}
+    return ModelConfig.model_validate(raw)
+
+
+def _import(src, tmp_path):
+    return import_hf(src, tmp_path / "ckpt", runtime=CPU, tokenizer_out=tmp_path / "tok")
+
+
+@pytest.mark.parametrize("moe,arch", [
+    ({}, "mixtral"),
+    ({"shared_expert_ffn_hidden_size": 64, "shared_expert_gate": True}, "qwen2_moe"),
+    ({"shared_expert_ffn_hidden_size": 64, "shared_expert_gate": True, "router_pre_softmax": True}, "qwen2_moe"),
+])
+def test_auto_picks_the_architecture_computing_the_same_function(moe, arch):
+    assert choose_architecture(_moe(**moe)) == arch
+    assert choose_architecture(ModelConfig.model_validate(TINY_DENSE["model"])) == "llama"
+
+
+@pytest.mark.parametrize("moe,setting", [
+    ({"router_score_function": "sigmoid"}, "model.moe.router_score_function=sigmoid"),
+    ({"router_pre_softmax": True}, "model.moe.router_pre_softmax=true"),
+    ({"router_topk_scaling_factor": 2.0}, "model.moe.router_topk_scaling_factor=2.0"),
+    ({"shared_expert_ffn_hidden_size": 64}, "model.moe.shared_expert_gate=false"),
+])
+def test_no_matching_architecture_names_the_setting(moe, setting):
+    with pytest.raises(ConfigError) as err:
+        choose_architecture(_moe(**moe))
+    assert setting in str(err.value)
+
+
+def test_requested_architecture_that_differs_is_refused():
+    with pytest.raises(ConfigError, match="export.architecture=mixtral: model.moe is not set"):
+        choose_architecture(ModelConfig.model_validate(TINY_DENSE["model"]), "mixtral")
+    with pytest.raises(ConfigError, match="Qwen3-MoE always applies per-head q/k RMSNorm"):
+        choose_architecture(_moe(), "qwen3_moe")
+
+
+def test_unsupported_hf_architecture(tmp_path):
+    src = write_hf_model(tmp_path / "src", "llama")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    with pytest.raises(ConfigError, match="model_type='gpt2' is not supported .supported: llama, mixtral"):
+        _import(src, tmp_path)
+
+
+@pytest.mark.skipif("qk_layernorm" in ModelConfig.model_fields, reason="qk_layernorm exists: qwen3 imports")
+def test_qwen3_moe_import_is_refused_without_qk_layernorm(tmp_path):
+    src = write_hf_model(tmp_path / "src", "qwen3_moe")
+    with pytest.raises(ConfigError, match="per-head q/k RMSNorm"):
+        _import(src, tmp_path)
+
+
+def test_hf_biases_are_refused(tmp_path):
+    src = write_hf_model(tmp_path / "src", "llama", attention_bias=True)
+    with pytest.raises(ConfigError, match="attention_bias=True"):
+        _import(src, tmp_path)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_missing_shard(tmp_path):
+    src = write_hf_model(tmp_path / "src", "llama", _sharded=True)
+    shards = sorted(src.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    shards[1].unlink()
+    with pytest.raises(CheckpointError, match=f"missing shard.*{shards[1].name}"):
+        _import(src, tmp_path)
+
+
+def test_hf_vocab_smaller_than_tokenizer(tmp_path):
+    src = write_hf_model(tmp_path / "src", "llama", tokenizer_size=300)
+    with pytest.raises(CheckpointError, match="vocab_size 250 is smaller than the tokenizer .300 ids"):
+        _import(src, tmp_path)
+
+
+def test_export_vocab_smaller_than_tokenizer(tmp_path):
+    save_megatron(tmp_path / "ckpt", TINY_DENSE)
+    tok = write_tokenizer(tmp_path / "tok", size=300)
+    with pytest.raises(CheckpointError, match="vocab_size 250 is smaller than the tokenizer"):
+        export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime=CPU, tokenizer_dir=tok)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_config_weights_shape_mismatch(tmp_path):
+    src = write_hf_model(tmp_path / "src", "llama")
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(CheckpointError, match=r"gate_proj.weight, .*up_proj.weight give shape \(256, 64\) "
+                                              r"but config.json implies \(192, 64\)"):
+        _import(src, tmp_path)
+    assert not (tmp_path / "ckpt").exists()

@@ -1,0 +1,48 @@
+"""The `launch:` section: time limits, signal lead, environment, container vs venv."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory.config import validate_config
+from factory.errors import ConfigError
+from factory.launch.config import NCCL_ENV, LaunchConfig, time_seconds
+
+RUN = {"run": {"name": "t", "dir": "runs/t"}}
+
+
+def _problems(**launch) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        validate_config({**RUN, "launch": launch})
+    return e.value.problems
+
+
+@pytest.mark.parametrize("text,seconds", [("00:30:00", 1800), ("2-01:00:05", 176405), ("48:00:00", 172800)])
+def test_time_formats(text, seconds):
+    assert time_seconds(LaunchConfig(time=text).time) == seconds
+
+
+def test_time_read_by_yaml_as_seconds_is_accepted():
+    # YAML 1.1 reads an unquoted 12:00:00 as 43200
+    assert LaunchConfig(time=43200).time == "12:00:00"
+    assert LaunchConfig(time=93600).time == "1-02:00:00"
+
+
+def test_bad_time_and_signal_lead_are_reported_together():
+    problems = _problems(time="1:2", venv=".venv", container_image="img", env={"A-B": "1"})
+    assert any(p.endswith('launch.time=1:2: expected "HH:MM:SS" or "D-HH:MM:SS"') for p in problems)
+    assert any("launch.venv=.venv: set either launch.venv or launch.container_image" in p for p in problems)
+    assert any("launch.env=A-B: not a valid variable name" in p for p in problems)
+    assert any("must be shorter than launch.time" in p for p in _problems(time="00:05:00"))
+
+
+def test_env_values_become_text_and_nccl_defaults_apply():
+    cfg = validate_config({**RUN, "launch": {"env": {"NCCL_IB_GID_INDEX": 3, "X": True}}})
+    assert cfg.launch.env == {"NCCL_IB_GID_INDEX": "3", "X": "true"}
+    assert cfg.launch.nccl_env == NCCL_ENV and NCCL_ENV["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+
+
+def test_mounts_need_a_container_and_sbatch_options_start_with_a_dash():
+    problems = _problems(container_mounts=["/a:/a"], extra_sbatch=["exclusive"])
+    assert any("launch.container_mounts" in p and "needs launch.container_image" in p for p in problems)
+    assert any("launch.extra_sbatch=exclusive" in p for p in problems)

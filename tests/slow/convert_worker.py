@@ -1,0 +1,39 @@
+"""torchrun worker: save a tiny checkpoint at TP=2 (dense) or EP=2 (MoE) plus its logits on a probe batch.
+
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/convert_worker.py {tp,ep} OUT_DIR
+Writes OUT_DIR/ckpt (the checkpoint) and, on rank 0, OUT_DIR/reference.pt (tokens, logits, sizes).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+
+def main(mode: str, out_dir: Path) -> None:
+    from megatron.core import tensor_parallel
+
+    from factory.model.build import build_gpt_model
+    from factory.runtime.runtime import init_runtime, shutdown_runtime
+    from factory.train.checkpoint import save
+    from tests.conftest import TINY_DENSE, TINY_MOE, make_config
+
+    base = TINY_DENSE if mode == "tp" else TINY_MOE
+    cfg = make_config(base, parallel={"tensor": 2} if mode == "tp" else {"expert": 2})
+    rt = init_runtime(cfg.runtime, cfg.parallel)
+    model = build_gpt_model(cfg.model, rt)
+    tokens = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model.eval()(tokens, torch.arange(16).expand(2, 16), None)
+    logits = tensor_parallel.gather_from_tensor_model_parallel_region(logits)[..., : cfg.model.vocab_size]
+    save(out_dir / "ckpt", 1, model, cfg.model, rt, meta={"source": f"test-{mode}"})
+    if rt.rank == 0:
+        torch.save({"tokens": tokens, "logits": logits,
+                    "local_params": sum(p.numel() for p in model.parameters())}, out_dir / "reference.pt")
+    shutdown_runtime()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))

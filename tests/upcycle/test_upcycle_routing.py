@@ -1,0 +1,64 @@
+"""The exactness table and the expert scale, and the pure FFN split, without building models."""
+
+import pytest
+import torch
+
+from factory.model.config import MoEConfig
+from factory.upcycle.routing import exactness_problem, expert_scale
+from factory.upcycle.transform import ExpertPlan, upcycle_mlp
+
+
+def _moe(**kw) -> MoEConfig:
+    return MoEConfig(**{"num_experts": 8, "router_topk": 2, **kw})
+
+
+@pytest.mark.parametrize("kw, router, granularity, scale", [
+    ({}, "random", 1, 1.0),
+    ({}, "zero", 1, 1.0),
+    ({"router_topk": 4}, "random", 4, 4.0),
+    ({"router_pre_softmax": True}, "zero", 1, 4.0),              # weights k/E = 1/4
+    ({"router_pre_softmax": True, "router_topk": 1}, "zero", 1, 8.0),
+    ({"router_score_function": "sigmoid"}, "random", 1, 1.0),    # normalized over the top-k
+    ({"router_score_function": "sigmoid", "router_topk": 1}, "zero", 1, 2.0),  # sigmoid(0) = 1/2
+    ({"router_topk_scaling_factor": 2.0, "router_topk": 4}, "random", 2, 1.0),
+])
+def test_exact_combinations_and_their_scale(kw, router, granularity, scale):
+    moe = _moe(**kw)
+    assert exactness_problem(moe, granularity, router) is None
+    assert expert_scale(moe, granularity, router) == pytest.approx(scale)
+
+
+@pytest.mark.parametrize("kw, router, granularity, words", [
+    ({}, "zero", 2, "tie"),
+    ({"router_pre_softmax": True}, "random", 1, "token-dependent"),
+    ({"router_score_function": "sigmoid", "router_topk": 1}, "random", 1, "sigmoid(logit)"),
+])
+def test_inexact_combinations_say_why(kw, router, granularity, words):
+    assert words in exactness_problem(_moe(**kw), granularity, router)
+
+
+def _ffn(fc1, fc2, x):
+    gate, up = fc1.chunk(2)
+    return (torch.nn.functional.silu(x @ gate.T) * (x @ up.T)) @ fc2.T
+
+
+def test_granular_shards_of_one_copy_sum_to_the_dense_ffn():
+    gen = torch.Generator().manual_seed(0)
+    fc1, fc2, x = torch.randn(2 * 48, 16, generator=gen), torch.randn(16, 48, generator=gen), torch.randn(5, 16)
+    plan = ExpertPlan(num_experts=6, granularity=3, alpha=1.0, shared_size=12)
+    out = upcycle_mlp(fc1, fc2, plan, gen)
+    copy1 = sum(_ffn(out[f"experts.local_experts.{e}.linear_fc1.weight"],
+                     out[f"experts.local_experts.{e}.linear_fc2.weight"], x) for e in (3, 4, 5))
+    shared = _ffn(out["shared_experts.linear_fc1.weight"], out["shared_experts.linear_fc2.weight"], x)
+    torch.testing.assert_close(shared + copy1, _ffn(fc1, fc2, x), rtol=1e-5, atol=1e-5)
+    router = out["router.weight"]
+    assert torch.equal(router[3], router[5]) and not torch.equal(router[0], router[3])  # one row per copy
+
+
+def test_drop_reinitializes_a_different_fraction_per_expert():
+    gen = torch.Generator().manual_seed(0)
+    fc1, fc2 = torch.randn(2 * 40, 8, generator=gen), torch.randn(8, 40, generator=gen)
+    out = upcycle_mlp(fc1, fc2, ExpertPlan(num_experts=4, granularity=1, alpha=1.0, drop_fraction=0.25), gen)
+    kept = [(out[f"experts.local_experts.{e}.linear_fc2.weight"] == fc2).all(0) for e in range(4)]
+    assert all(int((~k).sum()) == 10 for k in kept)  # 25% of 40 neurons re-drawn
+    assert not torch.equal(kept[0], kept[1])

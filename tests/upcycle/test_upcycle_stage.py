@@ -1,0 +1,53 @@
+"""The upcycle stage end to end on a tiny dense checkpoint: exact modes, reported modes, lineage."""
+
+import pytest
+
+from factory.train.checkpoint import read_info
+from tests.upcycle.conftest import DENSE_META, run_upcycle
+
+EXACT = {
+    "copy-random": dict(mode="copy"),
+    "copy-zero": dict(mode="copy", router_init="zero"),
+    "granular-g2": dict(mode="granular", granularity=2),
+    "granular-g4": dict(mode="granular", granularity=4, moe={"num_experts": 8, "router_topk": 4}),
+    "shared": dict(mode="shared", moe={"shared_expert_ffn_hidden_size": 32}),
+    "shared-gate-g2": dict(mode="shared", granularity=2,
+                           moe={"shared_expert_ffn_hidden_size": 32, "shared_expert_gate": True}),
+    "pre-softmax-zero": dict(mode="copy", router_init="zero", moe={"router_pre_softmax": True}),
+    "sigmoid": dict(mode="copy", moe={"router_score_function": "sigmoid"}),
+    "sigmoid-top1-zero": dict(mode="copy", router_init="zero",
+                              moe={"router_score_function": "sigmoid", "router_topk": 1}),
+}
+
+
+@pytest.mark.parametrize("section", EXACT.values(), ids=EXACT.keys())
+def test_exact_modes_equal_the_dense_model(tmp_path, dense_ckpt, section):
+    manifest = run_upcycle(tmp_path, dense_ckpt, **section)
+    assert manifest["metrics"]["max_abs_logit_diff"] <= 1e-5
+    info = read_info(tmp_path / "upcycle" / "checkpoints")
+    assert info.iteration == 0 and info.model.moe.num_experts == section.get("moe", {}).get("num_experts", 4)
+    expected_ffn = (128 - (info.model.moe.shared_expert_ffn_hidden_size or 0)) // section.get("granularity", 1)
+    assert info.model.moe.ffn_hidden_size == expected_ffn
+
+
+def test_checkpoint_carries_lineage_for_cpt(tmp_path, dense_ckpt):
+    run_upcycle(tmp_path, dense_ckpt, mode="copy")
+    meta = read_info(tmp_path / "upcycle" / "checkpoints").factory
+    assert meta["final_lr"] == DENSE_META["final_lr"] and meta["tokens_seen"] == DENSE_META["tokens_seen"]
+    assert meta["upcycle"]["mode"] == "copy" and meta["upcycle"]["source_iteration"] == 7
+    assert meta["lineage"][-1]["stage"] == "pretrain" and not meta["has_optimizer"]
+
+
+@pytest.mark.parametrize("key, small, large", [("drop_fraction", 0.1, 0.6), ("noise_std", 1e-3, 3e-2)])
+def test_drop_and_noise_report_a_divergence_that_grows(tmp_path, dense_ckpt, key, small, large):
+    mode = "drop" if key == "drop_fraction" else "copy"
+    diffs = [run_upcycle(tmp_path / str(v), dense_ckpt, mode=mode, **{key: v})["metrics"]["max_abs_logit_diff"]
+             for v in (small, large)]
+    assert 1e-4 < diffs[0] < diffs[1]
+    assert (tmp_path / str(large) / "upcycle" / "checkpoints" / "iter_0000000").is_dir()
+
+
+def test_rerun_replaces_the_previous_output(tmp_path, dense_ckpt):
+    run_upcycle(tmp_path, dense_ckpt, mode="copy")
+    run_upcycle(tmp_path, dense_ckpt, mode="granular", granularity=2)
+    assert read_info(tmp_path / "upcycle" / "checkpoints").factory["upcycle"]["mode"] == "granular"
