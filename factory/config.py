@@ -134,7 +134,7 @@ def model_parallel_problems(m: ModelConfig, p: ParallelConfig, dense_ep_ok: bool
          f"must be divisible by 2 x parallel.context ({2 * p.context})")
     padded = m.padded_vocab_size(tp)
     rule(out, padded % (m.make_vocab_size_divisible_by * tp) == 0 and padded >= m.vocab_size,
-         "model.vocab_size", m.vocab_size, f"padding to a multiple of make_vocab_size_divisible_by x TP failed")
+         "model.vocab_size", m.vocab_size, "padding to a multiple of make_vocab_size_divisible_by x TP failed")
     if m.moe is None:
         rule(out, p.expert == 1 or dense_ep_ok, "parallel.expert", p.expert, "expert parallelism needs model.moe")
         return out

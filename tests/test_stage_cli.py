@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from factory.stage import STAGES, main
 

@@ -19,18 +19,13 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM",
 SUPPORTED = ", ".join(ARCHITECTURES)
 
 
-def has_qk_norm(m: ModelConfig) -> bool:
-    """True when the model normalizes queries/keys per head (a ModelConfig field once it exists)."""
-    return bool(getattr(m, "qk_layernorm", False))
-
-
 def _blockers(m: ModelConfig, arch: str) -> list[str]:
     """Settings of `m` that keep HF architecture `arch` from computing the same function."""
     moe, out = m.moe, []
     if arch == "llama":
         if moe is not None:
             out.append(f"model.moe is set ({moe.num_experts} experts): LlamaForCausalLM is dense")
-        if has_qk_norm(m):
+        if m.qk_layernorm:
             out.append("model.qk_layernorm=true: LlamaForCausalLM has no q/k norm")
         return out
     if moe is None:
@@ -51,9 +46,9 @@ def _blockers(m: ModelConfig, arch: str) -> list[str]:
                    f"{ARCHITECTURES[arch]} has no shared expert (qwen2_moe does)")
     if arch == "mixtral" and moe.router_pre_softmax:
         out.append("model.moe.router_pre_softmax=true: Mixtral renormalizes the top-k weights")
-    if arch == "qwen3_moe" and not has_qk_norm(m):
+    if arch == "qwen3_moe" and not m.qk_layernorm:
         out.append("model.qk_layernorm is not set: Qwen3-MoE always applies per-head q/k RMSNorm")
-    if arch != "qwen3_moe" and has_qk_norm(m):
+    if arch != "qwen3_moe" and m.qk_layernorm:
         out.append(f"model.qk_layernorm=true: {ARCHITECTURES[arch]} has no q/k norm")
     return out
 
@@ -129,9 +124,6 @@ def _hf_problems(hf: dict, arch: str) -> list[str]:
         out.append(f"rope type {rope_type!r}: only unscaled RoPE is supported")
     if hf.get("mlp_only_layers") or _get(hf, "decoder_sparse_step", 1) != 1:
         out.append("mlp_only_layers/decoder_sparse_step: every layer must be an MoE layer")
-    if arch == "qwen3_moe" and "qk_layernorm" not in ModelConfig.model_fields:
-        out.append("Qwen3-MoE applies per-head q/k RMSNorm, which model.qk_layernorm would express; "
-                   "ModelConfig has no such field yet")
     return out
 
 

@@ -26,6 +26,7 @@ def transformer_config(model: ModelConfig, rt):
         activation_func=F.silu,
         add_bias_linear=False,
         add_qkv_bias=False,
+        qk_layernorm=model.qk_layernorm,
         init_method_std=model.init_method_std,
         attention_dropout=model.attention_dropout,
         hidden_dropout=model.hidden_dropout,
@@ -68,9 +69,10 @@ def layer_spec(model: ModelConfig, rt):
     grouped = bool(model.moe and model.moe.grouped_gemm)
     if rt.use_transformer_engine:
         return specs.get_gpt_layer_with_transformer_engine_spec(
-            num_experts=num_experts, moe_grouped_gemm=grouped)
+            num_experts=num_experts, moe_grouped_gemm=grouped, qk_layernorm=model.qk_layernorm)
     spec = specs.get_gpt_layer_local_spec(
-        num_experts=num_experts, moe_grouped_gemm=grouped, normalization="RMSNorm")
+        num_experts=num_experts, moe_grouped_gemm=grouped, qk_layernorm=model.qk_layernorm,
+        normalization="RMSNorm")
     if model.attention == "sdpa":
         from factory.model.attention import SdpaAttention
 
@@ -121,7 +123,7 @@ def parameter_counts(model: ModelConfig, tensor_parallel: int = 1) -> ParameterC
     """Closed-form parameter counts (checked against GPTModel in tests); no torch needed."""
     h, hd = model.hidden_size, model.head_dim
     attention = h * hd * (2 * model.num_attention_heads + 2 * model.query_groups)
-    norms = 2 * h
+    norms = 2 * h + (2 * hd if model.qk_layernorm else 0)
     vocab = model.padded_vocab_size(tensor_parallel)
     embedding = vocab * h * (2 if model.untie_embeddings_and_output_weights else 1)
     if model.moe is None:

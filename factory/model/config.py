@@ -84,6 +84,8 @@ class ModelConfig(Section):
     """Dropout on attention probabilities."""
     hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
     """Dropout on residual branches."""
+    qk_layernorm: bool = False
+    """RMSNorm on each head's query and key before RoPE (Qwen3); off for Llama/Tanuki."""
     attention: Literal["sdpa", "local"] = "sdpa"
     """Core attention without Transformer Engine: sdpa (torch flash/memory-efficient kernels) or
     local (Megatron's DotProductAttention, materializes s x s scores); ignored when TE is used."""

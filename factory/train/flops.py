@@ -23,6 +23,8 @@ def flops_per_token(model: ModelConfig, seq_length: int | None = None) -> float:
     vocab = model.padded_vocab_size(1)
     input_embedding = vocab * model.hidden_size
     norms = model.hidden_size * (2 * model.num_layers + 1)
+    if model.qk_layernorm:
+        norms += 2 * model.head_dim * model.num_layers
     matmul_params = counts.active - input_embedding - norms
     if not model.untie_embeddings_and_output_weights:
         matmul_params += input_embedding  # the tied output layer still multiplies

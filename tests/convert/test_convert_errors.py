@@ -64,13 +64,6 @@ def test_unsupported_hf_architecture(tmp_path):
         _import(src, tmp_path)
 
 
-@pytest.mark.skipif("qk_layernorm" in ModelConfig.model_fields, reason="qk_layernorm exists: qwen3 imports")
-def test_qwen3_moe_import_is_refused_without_qk_layernorm(tmp_path):
-    src = write_hf_model(tmp_path / "src", "qwen3_moe")
-    with pytest.raises(ConfigError, match="per-head q/k RMSNorm"):
-        _import(src, tmp_path)
-
-
 def test_hf_biases_are_refused(tmp_path):
     src = write_hf_model(tmp_path / "src", "llama", attention_bias=True)
     with pytest.raises(ConfigError, match="attention_bias=True"):

@@ -11,13 +11,11 @@ from safetensors.torch import load_file
 from factory.convert.config import ProbeConfig
 from factory.convert.export import export_checkpoint
 from factory.convert.hf_import import import_hf
-from factory.model.config import ModelConfig
 from factory.runtime.config import RuntimeConfig
 from tests.conftest import TINY_DENSE, TINY_MOE
 from tests.convert.conftest import save_megatron, write_hf_model
 
 CPU = RuntimeConfig(device="cpu", precision="fp32")
-QK_NORM = "qk_layernorm" in ModelConfig.model_fields
 
 
 def _tensors(folder) -> dict[str, torch.Tensor]:
@@ -35,10 +33,7 @@ def _roundtrip(tmp_path, arch, **overrides):
     return src, imported, exported
 
 
-@pytest.mark.parametrize("arch", [
-    "llama", "mixtral", "qwen2_moe",
-    pytest.param("qwen3_moe", marks=pytest.mark.skipif(not QK_NORM, reason="ModelConfig has no qk_layernorm")),
-])
+@pytest.mark.parametrize("arch", ["llama", "mixtral", "qwen2_moe", "qwen3_moe"])
 def test_hf_megatron_hf_is_bit_identical(tmp_path, arch):
     src, imported, exported = _roundtrip(tmp_path, arch)
     assert imported.architecture == exported.architecture == arch

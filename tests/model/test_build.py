@@ -77,3 +77,16 @@ def test_tanuki_8x8b_counts_match_published_sizes():
     counts = parameter_counts(load_config("configs/tanuki-8x8b.yaml").model)
     assert 46e9 < counts.total < 48e9  # published: 47B total
     assert 12.5e9 < counts.active < 13.5e9  # published: 13B active
+
+
+def test_qk_layernorm_adds_per_head_norms(runtime):
+    from factory.train.flops import flops_per_token
+
+    plain = make_config(TINY_DENSE).model
+    cfg = make_config(TINY_DENSE, model={"qk_layernorm": True})
+    model = build_gpt_model(cfg.model, runtime)
+    names = [n for n, _ in model.named_parameters() if "q_layernorm" in n or "k_layernorm" in n]
+    assert len(names) == 2 * cfg.model.num_layers
+    assert sum(p.numel() for p in model.parameters()) == parameter_counts(cfg.model).total
+    assert parameter_counts(cfg.model).total - parameter_counts(plain).total == 2 * 16 * 2
+    assert flops_per_token(cfg.model) == flops_per_token(plain)  # norms are not matmuls
