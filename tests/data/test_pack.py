@@ -110,3 +110,17 @@ def test_missing_inputs_and_bad_blend_are_config_errors(tmp_path, tokenizer_dir)
     assert "pack.datasets=['x']: dataset names must be unique" in text
     assert "blend.phases[0].datasets[0]=y: set exactly one of weight or repeat" in text
     assert "blend.phases[0].datasets=y: not a pack dataset (known: x)" in text
+
+
+def test_llm_jp_3_mix_preset_gives_its_proportions(tmp_path):
+    from factory.config import load_config
+    from factory.data.pack import resolve_blend
+
+    cfg = load_config("configs/llm-jp-3-mix.yaml")
+    tokens = {"ja_hq": 200e9, "ja_web": 192e9, "en": 950e9, "code": 114e9, "zh": 0.5e9, "ko": 0.5e9}
+    blend = resolve_blend(cfg, tmp_path, {k: {"tokens": v} for k, v in tokens.items()})["phases"][0]
+    share = dict(zip([Path(p).name.removesuffix("_text_document") for p in blend["prefixes"]], blend["weights"]))
+    total = 592e9 + 950e9 + 114e9 + 1e9
+    assert share["ja_hq"] + share["ja_web"] == pytest.approx(592e9 / total)
+    assert share["ja_hq"] == pytest.approx(2 * share["ja_web"] * 200 / 192)
+    assert share["en"] == pytest.approx(950e9 / total) and sum(share.values()) == pytest.approx(1.0)
