@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 from typing import Any, Iterable
 
 from factory.errors import DataError

@@ -92,7 +92,8 @@ def benchmark_commands(model_dir: Path, name: str, lm_eval_tasks: str) -> dict[s
     m = str(model_dir.resolve())
     return {
         "llm-jp-eval": (f"python scripts/evaluate_llm.py -cn config.yaml model.pretrained_model_name_or_path={m} "
-                        f"tokenizer.pretrained_model_name_or_path={m} dataset_dir=<llm-jp-eval datasets>/evaluation/test "
+                        f"tokenizer.pretrained_model_name_or_path={m} "
+                        f"dataset_dir=<llm-jp-eval datasets>/evaluation/test "
                         f"# in a checkout of github.com/llm-jp/llm-jp-eval"),
         "lm-evaluation-harness": (f"lm_eval --model hf --model_args pretrained={m},dtype=bfloat16 "
                                   f"--tasks {lm_eval_tasks} --batch_size auto --output_path results/{name}"),

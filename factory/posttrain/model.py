@@ -39,6 +39,15 @@ def check_causal_lm(folder: Path):
     return config
 
 
+def describe(config) -> str:
+    """Architecture and parameter count of an HF config, counted on the meta device (no memory)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+
+
 def load_tokenizer(folder: Path, key: str):
     """The folder's HF tokenizer; a one-line error when it has no chat template."""
     from transformers import AutoTokenizer
@@ -122,11 +131,11 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: Path) -> None:
     """Write the trained model to `final`: full weights, or LoRA merged into the base weights."""
-    if trainer.model.__class__.__name__.startswith("Peft"):  # save the adapter on every rank (ZeRO-3 gathers)
+    from peft import PeftModel
+
+    if isinstance(trainer.model, PeftModel):  # save the adapter on every rank (ZeRO-3 gathers it)
         trainer.save_model(str(final / "adapter"))
         if trainer.accelerator.is_main_process:
-            from peft import PeftModel
-
             merged = PeftModel.from_pretrained(load_model(base_dir, dtype, len(tokenizer)),
                                                final / "adapter").merge_and_unload()
             merged.save_pretrained(final)

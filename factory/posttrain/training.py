@@ -50,7 +50,13 @@ def plan_training(cfg: FactoryConfig, stage: str, notes: list[str]) -> Plan:
     missing = [f"{stage}: input not found: {r}" for r in reads if not r.exists()]
     if missing:
         raise ConfigError(missing)
-    hf.check_causal_lm(p.model)
+    config = hf.check_causal_lm(p.model)
+    notes = [f"model: {hf.describe(config)}", *notes]
+    positions = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if positions and tc.max_length > positions:
+        log.warning("%s.max_length=%d exceeds the model's max_position_embeddings (%d)",
+                    stage, tc.max_length, positions)
+        notes = [*notes, f"warning: max_length {tc.max_length} > max_position_embeddings {positions}"]
     batch = f"global batch {tc.global_batch_size} = micro {tc.micro_batch_size} x accumulation x world size"
     length = f"max_steps {tc.max_steps}" if tc.max_steps else f"{tc.epochs:g} epoch(s)"
     lora = f"LoRA r={tc.lora.r} alpha={tc.lora.alpha} (merged at save)" if tc.lora else "full fine-tuning"

@@ -7,8 +7,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from factory.posttrain.data import load_mixture
 from factory.posttrain.config import DatasetSpec
+from factory.posttrain.data import load_mixture
 from factory.runner import run_stage
 from factory.stage import STAGES
 from tests.posttrain.conftest import DPO_DATA, copy_model, post_config
@@ -33,10 +33,9 @@ def reward_margin(policy, ref, tok, pairs) -> float:
     """Mean of beta * [(log pi/ref)(chosen) - (log pi/ref)(rejected)] over the pairs."""
     total = 0.0
     for p in pairs:
-        chosen = completion_logp(policy, tok, p["prompt"], p["chosen"]) - completion_logp(ref, tok, p["prompt"], p["chosen"])
-        rejected = (completion_logp(policy, tok, p["prompt"], p["rejected"])
-                    - completion_logp(ref, tok, p["prompt"], p["rejected"]))
-        total += BETA * (chosen - rejected)
+        ratio = {k: completion_logp(policy, tok, p["prompt"], p[k]) - completion_logp(ref, tok, p["prompt"], p[k])
+                 for k in ("chosen", "rejected")}
+        total += BETA * (ratio["chosen"] - ratio["rejected"])
     return total / len(pairs)
 
 

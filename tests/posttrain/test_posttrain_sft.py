@@ -20,8 +20,8 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 def test_sft_on_moe_folder_lowers_loss_and_output_loads(mixtral_dir, tmp_path):
     model_in = copy_model(mixtral_dir, tmp_path / "export" / "hf")  # the default input: <run.dir>/export/hf
-    cfg = post_config(tmp_path, sft={"datasets": SFT_DATA, "learning_rate": 1e-2, "lr_scheduler": "constant", "max_steps": 6,
-                                     "global_batch_size": 2, "micro_batch_size": 2, "max_length": 128,
+    cfg = post_config(tmp_path, sft={"datasets": SFT_DATA, "learning_rate": 1e-2, "lr_scheduler": "constant",
+                                     "max_steps": 6, "global_batch_size": 2, "micro_batch_size": 2, "max_length": 128,
                                      "packing": True, "neftune_noise_alpha": 5})
     manifest = run_stage("sft", STAGES["sft"], cfg).to_dict()
     out = tmp_path / "sft" / "hf"
