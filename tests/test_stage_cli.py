@@ -6,7 +6,7 @@ import sys
 
 from factory.stage import STAGES, main
 
-VERBS = "tokenizer data synth pack pretrain cpt upcycle export import sft dpo eval".split()
+VERBS = "tokenizer data synth pack pretrain upcycle cpt export import sft dpo eval".split()
 
 
 def test_help_lists_every_verb():
