@@ -10,8 +10,11 @@ from factory.errors import ConfigError
 from factory.launch.config import LaunchConfig
 from factory.schema import rule
 
-TRAINING_STAGES = ("pretrain", "cpt")
-"""Verbs that run one process per GPU under torchrun; every other verb is one process."""
+MEGATRON_STAGES = ("pretrain", "cpt")
+"""Verbs whose ranks form Megatron's parallel layout (TP/PP/CP/EP x data parallel)."""
+TRAINING_STAGES = (*MEGATRON_STAGES, "sft", "dpo")
+"""Verbs that run one process per GPU under torchrun (sft/dpo: data parallel or DeepSpeed ZeRO-3
+through `sft.deepspeed`); every other verb is one process."""
 DATA_STAGES = ("tokenizer", "data", "synth", "pack")
 """Verbs that may run as a Slurm job array (`launch.array`)."""
 SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
@@ -48,9 +51,16 @@ def local_command(cfg: FactoryConfig, stage: str, config: str | Path, overrides:
 
 def world_problems(cfg: FactoryConfig, stage: str, world: int) -> list[str]:
     """Why `world` processes cannot run `stage` with this config's parallel layout and batch."""
-    out = cfg.parallel.world_problems(world)
     train = getattr(cfg, stage, None)
-    if stage in TRAINING_STAGES and train is not None and not out:
+    if stage not in MEGATRON_STAGES:  # sft / dpo: every rank is a data-parallel (or ZeRO) rank
+        out: list[str] = []
+        if train is not None:
+            rule(out, train.global_batch_size % (train.micro_batch_size * world) == 0,
+                 f"{stage}.global_batch_size", train.global_batch_size,
+                 f"must be divisible by micro_batch_size x world size ({train.micro_batch_size} x {world})")
+        return out
+    out = cfg.parallel.world_problems(world)
+    if train is not None and not out:
         dp = world // cfg.parallel.model_parallel_size
         rule(out, train.global_batch_size % (train.micro_batch_size * dp) == 0, f"{stage}.global_batch_size",
              train.global_batch_size, f"must be divisible by micro_batch_size x data-parallel size "

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from factory.config import FactoryConfig
 from factory.errors import ConfigError
-from factory.launch.commands import DATA_STAGES, TRAINING_STAGES, stage_args, torchrun_options, world_problems
+from factory.launch.commands import (DATA_STAGES, MEGATRON_STAGES, TRAINING_STAGES, stage_args,
+                                     torchrun_options, world_problems)
 from factory.launch.config import ArrayConfig, LaunchConfig
 
 
@@ -119,8 +120,9 @@ def _training(cfg: FactoryConfig, launch: LaunchConfig, stage: str, worker: list
     n, g = launch.nodes, launch.gpus_per_node
     world, name = n * g, launch.job_name or f"{cfg.run.name}-{stage}"
     log = f"{launch.output_dir or cfg.run.dir / 'logs'}/%x-%j.out"
-    head += [f"# {cfg.run.name} {stage}: {n} node(s) x {g} GPUs = {world} ranks, {cfg.parallel.describe()}, "
-             f"data parallel {world // cfg.parallel.model_parallel_size}."]
+    layout = (f"{cfg.parallel.describe()}, data parallel {world // cfg.parallel.model_parallel_size}"
+              if stage in MEGATRON_STAGES else "data parallel (ZeRO-3 with `deepspeed` set)")
+    head += [f"# {cfg.run.name} {stage}: {n} node(s) x {g} GPUs = {world} ranks, {layout}."]
     sbatch = _sbatch(launch, name, n, "--ntasks-per-node=1", g, log)
     sbatch.insert(-1, f"#SBATCH --signal=B:USR1@{launch.signal_seconds_before_timeout}")
     sbatch += [f"#SBATCH {o}" for o in launch.extra_sbatch]

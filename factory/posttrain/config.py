@@ -75,6 +75,9 @@ class TrainSettings(Section):
     """Train LoRA adapters instead of all weights (merged at save)."""
     router_aux_loss_coef: float | None = Field(default=None, ge=0)
     """MoE load-balancing loss weight; None keeps the model config's own (router logits are always on)."""
+    deepspeed: Path | None = None
+    """DeepSpeed JSON config (configs/deepspeed/zero3.json: ZeRO-3) for multi-GPU runs under torchrun
+    (`python -m factory.launch`); needs `pip install deepspeed` on the GPU nodes."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (saves memory on GPUs, slows CPU runs)."""
     logging_steps: int = Field(default=1, ge=1)

@@ -121,7 +121,8 @@ def trainer_kwargs(cfg: FactoryConfig, tc: TrainSettings, work_dir: Path, key: s
         max_length=tc.max_length, logging_steps=tc.logging_steps, save_strategy="steps" if tc.save_steps else "no",
         save_steps=tc.save_steps or 500, report_to=[], seed=cfg.runtime.seed, use_cpu=cpu,
         bf16=dtype == torch.bfloat16, gradient_checkpointing=tc.gradient_checkpointing,
-        router_aux_loss_coef=tc.router_aux_loss_coef, disable_tqdm=True, dataloader_num_workers=0)
+        router_aux_loss_coef=tc.router_aux_loss_coef, disable_tqdm=True, dataloader_num_workers=0,
+        deepspeed=str(tc.deepspeed) if tc.deepspeed else None)
 
 
 def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:

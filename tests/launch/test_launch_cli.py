@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -95,3 +96,31 @@ def test_array_tasks_are_validated_with_their_overrides(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "launch.array.tasks[1]:" in err and "data.bogus: unknown key" in err
     assert "tasks[0]" not in err
+
+
+def test_sft_runs_under_torchrun_with_every_rank_data_parallel(tmp_path, capsys):
+    raw = {**RAW, "run": {"name": "c", "dir": str(tmp_path / "run")},
+           "sft": {"datasets": [{"path": "x.jsonl"}], "learning_rate": 1e-5, "global_batch_size": 8,
+                   "micro_batch_size": 1, "deepspeed": "configs/deepspeed/zero3.json"}}
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["local", "sft", "--config", str(config), "--nproc", "4", "--dry-run"]) == 0
+    words = shlex.split(capsys.readouterr().out)
+    assert words[:6] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]
+    assert words[-4:] == ["factory.stage", "sft", "--config", str(config)]
+    # parallel.pipeline=2 is Megatron's layout; it does not constrain sft, only the batch does
+    assert main(["local", "sft", "--config", str(config), "--nproc", "3", "--dry-run"]) == 2
+    assert "sft.global_batch_size=8: must be divisible by micro_batch_size x world size (1 x 3)" in \
+        capsys.readouterr().err
+
+
+def test_sft_trainer_arguments_carry_the_deepspeed_config(tmp_path):
+    from factory.config import validate_config
+    from factory.posttrain.model import trainer_kwargs
+
+    cfg = validate_config({**RAW, "run": {"name": "c", "dir": str(tmp_path)},
+                           "sft": {"datasets": [{"path": "x.jsonl"}], "learning_rate": 1e-5,
+                                   "deepspeed": "configs/deepspeed/zero3.json"}})
+    kwargs = trainer_kwargs(cfg, cfg.sft, tmp_path, "sft")
+    assert kwargs["deepspeed"] == "configs/deepspeed/zero3.json"
+    assert json.loads(Path(kwargs["deepspeed"]).read_text())["zero_optimization"]["stage"] == 3
