@@ -1,4 +1,4 @@
-"""Load an exported HF folder with stock transformers (no remote code) and greedily generate a few tokens.
+"""Load an exported HF folder with stock transformers (no remote code) and sample a few tokens (seeded).
 
 Usage: python scripts/demo_generate.py HF_DIR [--prompt TEXT] [--max-new-tokens N]
 """
@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(args.hf_dir, local_files_only=True, dtype=torch.float32)
     ids = tok(args.prompt, return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False)
+        torch.manual_seed(0)  # a tiny demo model's greedy output is mostly whitespace; sampling shows more
+        out = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=True, top_k=50,
+                             temperature=0.8, repetition_penalty=1.3)
     new = out[0, ids["input_ids"].shape[1]:]
     print(f"{type(model).__name__} from {args.hf_dir}: {args.prompt!r} -> {tok.decode(new, skip_special_tokens=True)!r} "
           f"({len(new)} new tokens)")
