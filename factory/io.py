@@ -70,13 +70,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.with_name(f".{path.name}.old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(path.parent)
+    replace_dir(tmp, path)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -114,3 +108,14 @@ def tree_bytes(path: str | Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the complete folder `src` to `dst`, replacing any previous `dst` (moved aside, then removed)."""
+    old = dst.with_name(f".{dst.name}.old")
+    if dst.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dst.parent)

@@ -12,7 +12,7 @@ import torch
 
 from factory.config import FactoryConfig
 from factory.errors import CheckpointError, ConfigError
-from factory.io import atomic_write_json
+from factory.io import atomic_write_json, replace_dir
 from factory.posttrain.config import LoraSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -152,12 +152,7 @@ def publish(trainer, final: Path, out: Path, manifest, stage: str) -> list[dict[
     curve = loss_curve(trainer.state.log_history)
     if trainer.accelerator.is_main_process:
         atomic_write_json(final / "loss_curve.json", curve)
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(final, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(final, out)
     trainer.accelerator.wait_for_everyone()
     manifest.add_output(out, role="hf_model")
     if curve:
