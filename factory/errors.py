@@ -13,6 +13,15 @@ class FactoryError(Exception):
         return str(self).splitlines() or [type(self).__name__]
 
 
+def report(e: FactoryError) -> int:
+    """Print `e` as the CLIs do (one `label: line` per line on stderr); returns its exit code."""
+    import sys
+
+    for line in e.lines():
+        print(f"{e.label}: {line}", file=sys.stderr)
+    return e.exit_code
+
+
 class ConfigError(FactoryError):
     """A config or command line that cannot run; exit code 2. Holds every problem found."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import FactoryConfig
-from factory.errors import ConfigError, FactoryError
+from factory.errors import ConfigError, FactoryError, report
 from factory.io import atomic_write_json, content_hash
 
 log = logging.getLogger(__name__)
@@ -280,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"report: {write_report(cfg)}")
     except FactoryError as e:
-        for line in e.lines():
-            print(f"{e.label}: {line}", file=sys.stderr)
-        return e.exit_code
+        return report(e)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from factory.errors import FactoryError
+from factory.errors import FactoryError, report
 from factory.runner import StageSpec
 
 STAGES: dict[str, StageSpec] = {
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         run_stage(args.stage, STAGES[args.stage], cfg, dry_run=args.dry_run)
     except FactoryError as e:
-        for line in e.lines():
-            print(f"{e.label}: {line}", file=sys.stderr)
-        return e.exit_code
+        return report(e)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
