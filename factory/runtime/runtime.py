@@ -76,6 +76,18 @@ class Runtime:
         """Megatron's distributed optimizer shards state over DP ranks; its state does not reload on CPU."""
         return self.is_cuda
 
+    def device_rng_state(self) -> dict:
+        """This process's generator states (CPU, and the CUDA device's on GPUs) for checkpoints."""
+        state = {"torch": torch.get_rng_state()}
+        if self.is_cuda:
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_device_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        if self.is_cuda and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
     def peak_flops(self) -> float | None:
         """Dense bf16 peak FLOP/s of this device for MFU, or None where unknown (CPU)."""
         if not self.is_cuda:

@@ -131,20 +131,15 @@ def _rng_object(rt) -> Any:
     from megatron.core import tensor_parallel
     from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-    state = {"torch": torch.get_rng_state(),
-             "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
-    if rt.is_cuda:
-        state["cuda"] = torch.cuda.get_rng_state(rt.device)
+    state = {**rt.device_rng_state(), "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
     return ShardedObject("rng_state", state, (rt.world_size,), (rt.rank,), replica_id=0)
 
 
 def _restore_rng(state: dict, rt) -> None:
     from megatron.core import tensor_parallel
 
-    torch.set_rng_state(state["torch"])
+    rt.set_device_rng_state(state)
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
-    if rt.is_cuda and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], rt.device)
 
 
 def _optimizer_sharded(optimizer, model_sd: dict, is_loading: bool) -> dict:
