@@ -76,11 +76,11 @@ def check_assistant_markers(tok, key: str) -> None:
 
 
 def device_and_dtype(cfg: FactoryConfig) -> tuple[bool, torch.dtype]:
-    """(use_cpu, dtype) from the runtime section; auto is CUDA + bf16 when a GPU is present."""
-    rt = cfg.runtime
-    cpu = rt.device == "cpu" or (rt.device == "auto" and not torch.cuda.is_available())
-    bf16 = rt.precision == "bf16" or (rt.precision == "auto" and not cpu)
-    return cpu, torch.bfloat16 if bf16 else torch.float32
+    """(use_cpu, dtype) from the runtime section, resolved by the runtime module (auto: CUDA + bf16 on GPUs)."""
+    from factory.runtime.runtime import resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.runtime)
+    return device.type == "cpu", resolve_dtype(cfg.runtime, device)
 
 
 def load_model(folder: Path, dtype: torch.dtype, tokenizer_size: int):
