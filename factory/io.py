@@ -59,9 +59,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp directory that replaces `path` only if the block succeeds.
 
-    On an exception the temp directory is removed and `path` is left as it was.
+    On an exception the temp directory is removed, with any parent folders made for it, and `path`
+    is left as it was.
     """
     path = Path(path)
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual folder mode
@@ -69,6 +71,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     replace_dir(tmp, path)
 

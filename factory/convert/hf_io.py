@@ -1,9 +1,11 @@
-"""Hugging Face safetensors folders: an index-driven lazy reader and a size-capped sharded writer."""
+"""Hugging Face safetensors folders: an index-driven lazy reader and size-capped sharded writers."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -49,42 +51,120 @@ class LazyReader:
         return self._open[1].get_tensor(name)
 
 
+class StreamingShardWriter:
+    """Writes a planned list of tensors straight into safetensors shards, keeping none in memory.
+
+    `plan` is the ordered (name, shape, dtype) of every tensor; shards are assigned up front (a new one
+    starts when a tensor would push the current one past `max_bytes`; one tensor may exceed it alone),
+    so each shard's header is written when it opens and every `add` appends its bytes at once.
+    `names` are the shard file names, `total_bytes` the size of all tensors.
+    """
+
+    def __init__(self, folder: Path, plan: list[tuple[str, tuple[int, ...], torch.dtype]], max_bytes: int):
+        self.folder = Path(folder)
+        self._plan = [(name, tuple(shape), dtype) for name, shape, dtype in plan]
+        for name, _, dtype in self._plan:
+            if dtype not in _DTYPES:
+                raise CheckpointError(f"tensor {name}: dtype {dtype} cannot be written "
+                                      f"(supported: {', '.join(map(str, _DTYPES))})")
+        self._shards = _assign_shards(self._plan, max_bytes)
+        self.names = [f"model-{i + 1:05d}-of-{len(self._shards):05d}.safetensors" for i in range(len(self._shards))]
+        self.total_bytes = sum(_nbytes(shape, dtype) for _, shape, dtype in self._plan)
+        self._next = 0  # index into the plan of the tensor `add` expects
+        self._shard, self._shard_end = -1, 0  # the open shard, and the plan index just past it
+        self._file = None
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        """Append `tensor`, which must be the next planned one (same name, shape and dtype)."""
+        if self._next == len(self._plan):
+            raise CheckpointError(f"{self.folder}: tensor {name} is not in the plan (all {len(self._plan)} written)")
+        expected = self._plan[self._next]
+        got = (name, tuple(tensor.shape), tensor.dtype)
+        if got != expected:
+            raise CheckpointError(f"{self.folder}: expected tensor {expected[0]} {list(expected[1])} {expected[2]} "
+                                  f"next, got {name} {list(got[1])} {got[2]}")
+        if self._file is None:
+            self._open_next_shard()
+        self._file.write(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        self._next += 1
+        if self._next == self._shard_end:
+            self._close_shard()
+
+    def finish(self) -> list[str]:
+        """Write the index once every planned tensor was added; returns the shard names."""
+        if self._next < len(self._plan):
+            raise CheckpointError(f"{self.folder}: tensor {self._plan[self._next][0]} was never written "
+                                  f"({len(self._plan) - self._next} of {len(self._plan)} missing)")
+        weight_map = {name: self.names[i] for i, shard in enumerate(self._shards) for name, _, _ in shard}
+        atomic_write_json(self.folder / INDEX, {"metadata": {"total_size": self.total_bytes},
+                                                "weight_map": dict(sorted(weight_map.items()))})
+        return list(self.names)
+
+    def _open_next_shard(self) -> None:
+        self._shard += 1
+        shard = self._shards[self._shard]
+        self._shard_end = self._next + len(shard)
+        self._file = open(self.folder / self.names[self._shard], "wb")
+        self._file.write(_header(shard))
+
+    def _close_shard(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+
+
 class ShardWriter:
-    """Collects tensors into shards of at most `max_bytes` (one tensor may exceed it alone)."""
+    """Unplanned front of StreamingShardWriter: holds every added tensor until `finish` writes them all."""
 
     def __init__(self, folder: Path, max_bytes: int):
         self.folder, self.max_bytes = Path(folder), max_bytes
-        self._pending: dict[str, torch.Tensor] = {}
-        self._pending_bytes = 0
-        self._shards: list[list[str]] = []
+        self._tensors: dict[str, torch.Tensor] = {}
         self.total_bytes = 0
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self._pending and self._pending_bytes + size > self.max_bytes:
-            self._flush()
-        # clone: safetensors refuses views that share storage, and the source may be freed
-        self._pending[name] = tensor.detach().to("cpu").clone()
-        self._pending_bytes += size
-        self.total_bytes += size
-
-    def _flush(self) -> None:
-        from safetensors.torch import save_file
-
-        save_file(self._pending, str(self.folder / f"shard-{len(self._shards):05d}.tmp"), metadata={"format": "pt"})
-        self._shards.append(list(self._pending))
-        self._pending, self._pending_bytes = {}, 0
+        self._tensors[name] = tensor.detach()
+        self.total_bytes += tensor.numel() * tensor.element_size()
 
     def finish(self) -> list[str]:
         """Name the shards model-0000i-of-0000N.safetensors and write the index; returns the shard names."""
-        if self._pending:
-            self._flush()
-        n, weight_map, names = len(self._shards), {}, []
-        for i, keys in enumerate(self._shards):
-            name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-            os.replace(self.folder / f"shard-{i:05d}.tmp", self.folder / name)
-            weight_map.update({k: name for k in keys})
-            names.append(name)
-        atomic_write_json(self.folder / INDEX, {"metadata": {"total_size": self.total_bytes},
-                                                "weight_map": dict(sorted(weight_map.items()))})
-        return names
+        plan = [(name, tuple(t.shape), t.dtype) for name, t in self._tensors.items()]
+        writer = StreamingShardWriter(self.folder, plan, self.max_bytes)
+        for name in list(self._tensors):
+            writer.add(name, self._tensors.pop(name))
+        return writer.finish()
+
+
+_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+def _assign_shards(plan: list, max_bytes: int) -> list[list]:
+    """Plan entries grouped into shards of at most `max_bytes` (a lone tensor may exceed it)."""
+    shards: list[list] = []
+    size = 0
+    for entry in plan:
+        nbytes = _nbytes(entry[1], entry[2])
+        if not shards or size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += nbytes
+    return shards
+
+
+def _header(shard: list) -> bytes:
+    """The safetensors prefix of a shard: 8-byte little-endian length, then space-padded JSON."""
+    header, offset = {}, 0
+    for name, shape, dtype in shard:
+        end = offset + _nbytes(shape, dtype)
+        header[name] = {"dtype": _DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text

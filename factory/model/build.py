@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from factory.model.config import ModelConfig
@@ -81,8 +82,10 @@ def layer_spec(model: ModelConfig, rt):
 
 
 def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
-                    post_process: bool | None = None):
-    """A megatron.core GPTModel for this pipeline stage, on the runtime's device."""
+                    post_process: bool | None = None, meta: bool = False):
+    """A megatron.core GPTModel for this pipeline stage, on the runtime's device; with `meta`, on
+    torch's meta device (shapes only, no memory: the sharded state dict of a model too big to hold)."""
+    import torch
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
 
@@ -91,19 +94,20 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
         pre_process = parallel_state.is_pipeline_first_stage()
     if post_process is None:
         post_process = parallel_state.is_pipeline_last_stage()
-    gpt = GPTModel(
-        config=transformer_config(model, rt),
-        transformer_layer_spec=layer_spec(model, rt),
-        vocab_size=model.padded_vocab_size(rt.parallel.tensor),
-        max_sequence_length=model.max_position_embeddings or model.seq_length,
-        pre_process=pre_process,
-        post_process=post_process,
-        share_embeddings_and_output_weights=not model.untie_embeddings_and_output_weights,
-        position_embedding_type="rope",
-        rotary_percent=1.0,
-        rotary_base=model.rotary_base,
-    )
-    return gpt.to(rt.device)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        gpt = GPTModel(
+            config=transformer_config(model, rt),
+            transformer_layer_spec=layer_spec(model, rt),
+            vocab_size=model.padded_vocab_size(rt.parallel.tensor),
+            max_sequence_length=model.max_position_embeddings or model.seq_length,
+            pre_process=pre_process,
+            post_process=post_process,
+            share_embeddings_and_output_weights=not model.untie_embeddings_and_output_weights,
+            position_embedding_type="rope",
+            rotary_percent=1.0,
+            rotary_base=model.rotary_base,
+        )
+    return gpt if meta else gpt.to(rt.device)
 
 
 @dataclass(frozen=True)

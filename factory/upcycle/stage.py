@@ -6,8 +6,10 @@ Modes (see docs/stages/upcycle.md and factory/upcycle/routing.py for which routi
             experts' linear_fc2 scaled so the selected weights sum to the dense output (exact for SwiGLU).
   shared    the first S FFN neurons become the shared expert, the rest routed experts as above.
   drop      copy/granular, then a fraction of each expert's neurons re-initialized (Drop-Upcycling).
-The dense and MoE models run on the same probe batch; copy, granular and shared (without noise) refuse
-to write when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one process.
+The MoE checkpoint is streamed: each tensor is made from the one dense tensor it comes from while it is
+written, so memory stays near one layer's experts. Then the dense checkpoint and the MoE checkpoint
+just written run layer by layer on the same probe batch; copy, granular and shared (without noise)
+refuse to publish it when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one process.
 """
 
 from __future__ import annotations
@@ -64,10 +66,10 @@ def plan(cfg: FactoryConfig) -> Plan:
 
 
 def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
-    from factory.model.build import build_gpt_model
     from factory.runtime.config import ParallelConfig
     from factory.runtime.runtime import runtime_session
-    from factory.upcycle.weights import fill_moe, logits, probe_tokens
+    from factory.train.checkpoint_stream import CheckpointReader, save_streaming
+    from factory.upcycle.weights import MoeProducer, compare, probe_tokens
 
     uc = _section(cfg)
     info = ckpt.read_info(source_path(cfg))
@@ -75,18 +77,15 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
     manifest.add_input(info.path, role="dense_checkpoint")
     t0 = time.perf_counter()
     runtime = cfg.runtime.model_copy(update={"precision": "fp32", "seed": uc.seed})
-    with runtime_session(runtime, ParallelConfig()) as rt:
-        dense = build_gpt_model(info.model, rt)
-        ckpt.load(info.path, dense, rt, restore_rng=False)
+    with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(plan.output_dir) as tmp:
+        dense = CheckpointReader(info.path, rt)
+        producer = MoeProducer(dense, xplan, uc.seed)
+        _, written = save_streaming(tmp, target, rt, producer, meta=lineage_meta(info, uc))
         seq = uc.probe_seq_length or min(info.model.seq_length, 128)
         tokens = probe_tokens(info.model.vocab_size, uc.probe_batch_size, seq, uc.seed)
-        ref = logits(dense, tokens, info.model.vocab_size)
-        moe = build_gpt_model(target, rt)
-        fill_moe(dense, moe, xplan, uc.seed)
-        del dense
-        diff = (logits(moe, tokens, info.model.vocab_size) - ref).abs()
-        metrics = {"max_abs_logit_diff": diff.max().item(), "mean_abs_logit_diff": diff.mean().item(),
-                   "probe_tokens": tokens.numel(), "expert_scale": xplan.alpha, "exact": int(uc.exact)}
+        metrics = compare(dense, CheckpointReader(tmp, rt), tokens, rt)
+        metrics.update(expert_scale=xplan.alpha, exact=int(uc.exact), bytes_written=written,
+                       bytes_read=dense.bytes_read)
         manifest.record(**metrics)
         log.info("upcycle: max |dlogits| %.3g over %d probe tokens (%s)", metrics["max_abs_logit_diff"],
                  tokens.numel(), "exact mode" if uc.exact else "divergence reported")
@@ -94,19 +93,17 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
             raise VerificationError(
                 f"upcycle: max |dlogits| {metrics['max_abs_logit_diff']:.3g} exceeds upcycle.tolerance "
                 f"{uc.tolerance:g} for exact mode {uc.mode}; nothing was written")
-        with atomic_dir(plan.output_dir) as tmp:
-            ckpt.save(tmp, 0, moe, target, rt, meta=lineage_meta(info, uc, metrics))
     manifest.record(seconds=round(time.perf_counter() - t0, 3))
     manifest.add_output(plan.output_dir, role="moe_checkpoint")
 
 
-def lineage_meta(info: ckpt.CheckpointInfo, uc: UpcycleConfig, metrics: dict) -> dict:
+def lineage_meta(info: ckpt.CheckpointInfo, uc: UpcycleConfig) -> dict:
     """The MoE checkpoint's `factory` metadata: a fresh run that inherits tokens seen and the final LR."""
     src = info.factory
     tokens = int(src.get("tokens_seen", 0))
     upcycle = {"mode": uc.mode, "granularity": uc.granularity, "router_init": uc.router_init,
                "drop_fraction": uc.drop_fraction if uc.mode == "drop" else 0.0, "noise_std": uc.noise_std,
-               "source": str(info.path), "source_iteration": info.iteration, **metrics}
+               "source": str(info.path), "source_iteration": info.iteration}
     meta = {"stage": "upcycle", "consumed_samples": 0, "tokens_seen": tokens, "upcycle": upcycle,
             "lineage": list(src.get("lineage", [])) + [
                 {"stage": src.get("stage", "?"), "checkpoint": str(info.path), "iteration": info.iteration,

@@ -7,7 +7,10 @@ neurons into parts sums back to the dense FFN: FFN(x) = sum over parts of FFN_pa
 
 from __future__ import annotations
 
+import re
+import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -40,10 +43,63 @@ def split_fc1(fc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return fc1[:ffn], fc1[ffn:]
 
 
-def neurons(fc1: torch.Tensor, fc2: torch.Tensor, idx: slice) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sub-FFN made of intermediate neurons `idx`: (fused fc1, fc2), fresh tensors."""
+def generator(seed: int, layer: int, *tags: object) -> torch.Generator:
+    """A generator for one (layer, tensor) draw: the same numbers whatever order tensors are made in."""
+    return torch.Generator().manual_seed(zlib.crc32("/".join(map(str, (seed, layer, *tags))).encode()))
+
+
+def mlp_keys(plan: ExpertPlan) -> list[str]:
+    """The MoE layer's tensors, keyed like Megatron's `mlp.` submodule (local spec)."""
+    keys = ["router.weight"]
+    if plan.shared_size:
+        keys += ["shared_experts.linear_fc1.weight", "shared_experts.linear_fc2.weight"]
+        keys += ["shared_experts.gate_weight"] if plan.shared_gate else []
+    for e in range(plan.num_experts):
+        keys += [f"experts.local_experts.{e}.linear_fc1.weight", f"experts.local_experts.{e}.linear_fc2.weight"]
+    return keys
+
+
+_EXPERT = re.compile(r"^(shared_experts|experts\.local_experts\.(\d+))\.linear_fc([12])\.weight$")
+
+
+def mlp_tensor(key: str, dense: Callable[[str], torch.Tensor], plan: ExpertPlan, hidden: int,
+               dtype: torch.dtype, seed: int, layer: int) -> torch.Tensor:
+    """One tensor of layer `layer`'s MoE block (a key of `mlp_keys`), made from the dense FFN.
+
+    `dense("linear_fc1.weight")` / `dense("linear_fc2.weight")` return the dense layer's FFN weights;
+    each tensor asks only for the one it is cut from."""
+    if key == "router.weight":
+        return router_weight(plan, hidden, generator(seed, layer, "router"), dtype)
+    if key == "shared_experts.gate_weight":
+        return torch.zeros(1, hidden, dtype=dtype)  # sigmoid(0) = 1/2, undone by the doubled fc2
+    match = _EXPERT.match(key)
+    if match is None:
+        raise KeyError(f"mlp.{key}: not a tensor of the upcycled MoE layer")
+    fc = int(match[3])
+    source = dense(f"linear_fc{fc}.weight")
+    ffn = source.shape[1] if fc == 2 else source.shape[0] // 2
+    if match[2] is None:  # the shared expert: the first shared_size neurons
+        idx = slice(0, plan.shared_size)
+        return neurons_fc1(source, idx) if fc == 1 else source[:, idx] * (2.0 if plan.shared_gate else 1.0)
+    e = int(match[2])
+    part = plan.routed_ffn(ffn)
+    start = plan.shared_size + (e % plan.granularity) * part  # expert e = copy e // G, shard e % G
+    idx = slice(start, start + part)
+    out = neurons_fc1(source, idx) if fc == 1 else source[:, idx].clone()
+    if plan.drop_fraction > 0:
+        _drop_reinit(out, source, fc, plan.drop_fraction, seed, layer, e)
+    if fc == 2:
+        out.mul_(plan.alpha)
+    if plan.noise_std > 0:
+        noise = torch.randn(out.shape, generator=generator(seed, layer, e, f"noise{fc}"))
+        out.add_(noise.mul_(plan.noise_std).to(out.dtype))
+    return out
+
+
+def neurons_fc1(fc1: torch.Tensor, idx: slice) -> torch.Tensor:
+    """The fused fc1 rows (gate then up) of intermediate neurons `idx`, as a fresh tensor."""
     gate, up = split_fc1(fc1)
-    return torch.cat([gate[idx], up[idx]]).clone(), fc2[:, idx].clone()
+    return torch.cat([gate[idx], up[idx]])
 
 
 def router_weight(plan: ExpertPlan, hidden: int, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
@@ -55,55 +111,28 @@ def router_weight(plan: ExpertPlan, hidden: int, gen: torch.Generator, dtype: to
     return rows.repeat_interleave(plan.granularity, dim=0).to(dtype)
 
 
-def drop_reinit(fc1: torch.Tensor, fc2: torch.Tensor, stats: dict[str, tuple[float, float]],
-                fraction: float, gen: torch.Generator) -> None:
-    """Drop-Upcycling, in place: re-draw a random `fraction` of this expert's neurons from
-    N(mean, std) of the dense gate, up and fc2 matrices (the paper's statistical re-initialization)."""
-    ffn = fc2.shape[1]
-    count = round(fraction * ffn)
-    if count == 0:
+def dropped_neurons(part: int, fraction: float, seed: int, layer: int, expert: int) -> torch.Tensor:
+    """Indices (within the expert) of the neurons Drop-Upcycling re-draws; fc1 and fc2 agree."""
+    count = round(fraction * part)
+    return torch.randperm(part, generator=generator(seed, layer, expert, "drop"))[:count]
+
+
+def _drop_reinit(out: torch.Tensor, dense: torch.Tensor, fc: int, fraction: float, seed: int, layer: int,
+                 expert: int) -> None:
+    """Drop-Upcycling, in place: the dropped neurons of this expert matrix re-drawn from N(mean, std)
+    of the same dense matrix (gate, up or fc2: the paper's statistical re-initialization)."""
+    part = out.shape[1] if fc == 2 else out.shape[0] // 2
+    idx = dropped_neurons(part, fraction, seed, layer, expert)
+    if idx.numel() == 0:
         return
-    idx = torch.randperm(ffn, generator=gen)[:count]
-    gate, up = split_fc1(fc1)
-    for name, target, rows in (("gate", gate, True), ("up", up, True), ("fc2", fc2, False)):
-        mean, std = stats[name]
-        shape = (count, target.shape[1]) if rows else (target.shape[0], count)
-        fresh = torch.randn(shape, generator=gen, dtype=torch.float32).mul_(std).add_(mean).to(target.dtype)
-        if rows:
-            target[idx] = fresh
-        else:
-            target[:, idx] = fresh
+    gen = generator(seed, layer, expert, f"drop{fc}")
+    if fc == 2:
+        out[:, idx] = _normal_like(dense, (out.shape[0], idx.numel()), gen)
+        return
+    for half, source in zip(split_fc1(out), split_fc1(dense)):
+        half[idx] = _normal_like(source, (idx.numel(), half.shape[1]), gen)
 
 
-def weight_stats(fc1: torch.Tensor, fc2: torch.Tensor) -> dict[str, tuple[float, float]]:
-    gate, up = split_fc1(fc1)
-    return {name: (t.float().mean().item(), t.float().std().item())
-            for name, t in (("gate", gate), ("up", up), ("fc2", fc2))}
-
-
-def upcycle_mlp(fc1: torch.Tensor, fc2: torch.Tensor, plan: ExpertPlan,
-                gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """MoE-layer tensors keyed like Megatron's `mlp.` submodule (local spec) for one dense FFN."""
-    ffn = fc2.shape[1]
-    part = plan.routed_ffn(ffn)
-    out: dict[str, torch.Tensor] = {"router.weight": router_weight(plan, fc2.shape[0], gen, fc1.dtype)}
-    if plan.shared_size:
-        s_fc1, s_fc2 = neurons(fc1, fc2, slice(0, plan.shared_size))
-        if plan.shared_gate:
-            out["shared_experts.gate_weight"] = torch.zeros(1, fc2.shape[0], dtype=fc1.dtype)
-            s_fc2.mul_(2.0)
-        out["shared_experts.linear_fc1.weight"] = s_fc1
-        out["shared_experts.linear_fc2.weight"] = s_fc2
-    stats = weight_stats(fc1, fc2) if plan.drop_fraction > 0 else {}
-    for e in range(plan.num_experts):
-        start = plan.shared_size + (e % plan.granularity) * part  # expert e = copy e // G, shard e % G
-        e_fc1, e_fc2 = neurons(fc1, fc2, slice(start, start + part))
-        if plan.drop_fraction > 0:
-            drop_reinit(e_fc1, e_fc2, stats, plan.drop_fraction, gen)
-        e_fc2.mul_(plan.alpha)
-        if plan.noise_std > 0:
-            e_fc1.add_(torch.randn(e_fc1.shape, generator=gen).mul_(plan.noise_std).to(e_fc1.dtype))
-            e_fc2.add_(torch.randn(e_fc2.shape, generator=gen).mul_(plan.noise_std).to(e_fc2.dtype))
-        out[f"experts.local_experts.{e}.linear_fc1.weight"] = e_fc1
-        out[f"experts.local_experts.{e}.linear_fc2.weight"] = e_fc2
-    return out
+def _normal_like(source: torch.Tensor, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    mean, std = source.float().mean(), source.float().std()
+    return (torch.randn(shape, generator=gen) * std + mean).to(source.dtype)

@@ -1,42 +1,60 @@
-"""Move weights from a dense GPTModel into an MoE GPTModel, and compare their logits on a probe batch."""
+"""The MoE checkpoint's tensors, made one at a time from a dense checkpoint, and the layer-by-layer probe.
+
+Nothing here holds a whole model: `MoeProducer` reads the one dense tensor each MoE tensor is cut
+from (keeping the last one read), and `compare` runs both models through `LayerStream`, one layer in
+memory at a time, reading the MoE model back from the checkpoint just written.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+
 import torch
 
-from factory.upcycle.transform import ExpertPlan, upcycle_mlp
+from factory.train.checkpoint_stream import CheckpointReader
+from factory.upcycle.transform import ExpertPlan, mlp_tensor
 
-_DENSE_FFN = ("mlp.linear_fc1.weight", "mlp.linear_fc2.weight")
-
-
-@torch.no_grad()
-def fill_moe(dense, moe, plan: ExpertPlan, seed: int) -> None:
-    """Copy every non-FFN tensor of `dense` into `moe` and build each layer's experts from its FFN."""
-    gen = torch.Generator().manual_seed(seed)
-    src = dense.state_dict()
-    dst = {k: v for k, v in moe.state_dict().items() if isinstance(v, torch.Tensor)}
-    done = set()
-    for i in range(len(dense.decoder.layers)):
-        prefix = f"decoder.layers.{i}."
-        fc1, fc2 = (src[prefix + name] for name in _DENSE_FFN)
-        for key, tensor in upcycle_mlp(fc1, fc2, plan, gen).items():
-            _copy(dst, prefix + "mlp." + key, tensor)
-            done.add(prefix + "mlp." + key)
-    for key, tensor in src.items():
-        if isinstance(tensor, torch.Tensor) and not key.endswith(_DENSE_FFN):
-            _copy(dst, key, tensor)
-            done.add(key)
-    missing = sorted(set(dst) - done)
-    if missing:
-        raise KeyError(f"MoE tensors not filled from the dense model: {', '.join(missing[:5])}")
+log = logging.getLogger(__name__)
+_MLP = re.compile(r"^decoder\.layers\.(\d+)\.mlp\.(.+)$")
 
 
-def _copy(dst: dict[str, torch.Tensor], key: str, tensor: torch.Tensor) -> None:
-    if key not in dst:
-        raise KeyError(f"{key}: no such tensor in the MoE model")
-    if dst[key].shape != tensor.shape:
-        raise KeyError(f"{key}: shape {tuple(tensor.shape)} does not fit the MoE model's {tuple(dst[key].shape)}")
-    dst[key].copy_(tensor)
+class MoeProducer:
+    """name (an MoE state-dict key) -> tensor: FFN-derived tensors from `mlp_tensor`, the rest
+    (attention, norms, embeddings) read unchanged from the dense checkpoint."""
+
+    def __init__(self, dense: CheckpointReader, plan: ExpertPlan, seed: int):
+        self.dense, self.plan, self.seed = dense, plan, seed
+        self.hidden = dense.info.model.hidden_size
+        self._last: tuple[str, torch.Tensor] | None = None
+
+    def _dense(self, name: str) -> torch.Tensor:
+        if self._last is None or self._last[0] != name:
+            self._last = None
+            self._last = (name, self.dense.read([name])[name])
+        return self._last[1]
+
+    def __call__(self, name: str) -> torch.Tensor:
+        match = _MLP.match(name)
+        if match is None:
+            return self.dense.read([name])[name]
+        layer = int(match[1])
+        fc1 = self.dense.layout.params[f"decoder.layers.{layer}.mlp.linear_fc1.weight"]
+        return mlp_tensor(match[2], lambda key: self._dense(f"decoder.layers.{layer}.mlp.{key}"), self.plan,
+                          self.hidden, fc1[1], self.seed, layer)
+
+
+def compare(dense: CheckpointReader, moe: CheckpointReader, tokens: torch.Tensor, rt) -> dict:
+    """Logit and per-layer hidden-state differences of the two checkpoints on `tokens`."""
+    from factory.model.layer_stream import LayerStream
+
+    ref, ref_hidden = LayerStream(dense.info.model, rt).forward(tokens, dense.read_into)
+    out, out_hidden = LayerStream(moe.info.model, rt).forward(tokens, moe.read_into)
+    diff = (out - ref).abs()
+    per_layer = [(a - b).abs().max().item() for a, b in zip(ref_hidden, out_hidden)]
+    log.info("upcycle: max |dhidden| per layer: %s", " ".join(f"{d:.2g}" for d in per_layer))
+    return {"max_abs_logit_diff": diff.max().item(), "mean_abs_logit_diff": diff.mean().item(),
+            "max_abs_hidden_diff": max(per_layer), "probe_tokens": tokens.numel()}
 
 
 def probe_tokens(vocab_size: int, batch: int, seq: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,271 @@
+"""Megatron checkpoints read and written one parameter at a time, for models too big to hold in memory.
+
+Both directions take the checkpoint's structure from a GPTModel built on torch's meta device (shapes
+only, no memory): its `sharded_state_dict()` names every chunk exactly as `checkpoint.save` would, so
+the files are the same torch_dist format and load with any TP/PP/EP. A `Layout` records, for each
+parameter (a TP=1 state-dict name), the chunks it is stored as: sharded key, global offset and the
+chunk's view geometry inside the parameter.
+
+- `CheckpointReader.read(names)` fills just those parameters with torch DCP, reading only the stored
+  chunks that overlap them, whatever TP/PP/EP layout the checkpoint was saved with.
+- `save_streaming(root, model_cfg, rt, produce)` writes an iteration folder whose tensors come from
+  `produce(name)` while torch DCP writes them, one parameter held at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from factory.errors import CheckpointError
+from factory.io import atomic_write_text
+from factory.model.config import ModelConfig
+from factory.train import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+Produce = Callable[[str], torch.Tensor]
+"""name (a GPTModel state-dict key at TP=1) -> that parameter's full tensor."""
+
+_VOCAB_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")  # padded per saved TP size
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One stored chunk of a parameter: where it sits in the checkpoint and in the parameter."""
+
+    key: str
+    offset: tuple[int, ...]
+    """Global offset in the checkpoint tensor, prepended (layer, expert) axes included."""
+    global_shape: tuple[int, ...]
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    storage_offset: int
+
+    def view(self, param: torch.Tensor) -> torch.Tensor:
+        return torch.as_strided(param, self.size, self.stride, self.storage_offset)
+
+
+class Layout:
+    """Parameter name -> (shape, dtype) and its stored chunks, for one model config at TP=1."""
+
+    def __init__(self, model_cfg: ModelConfig, rt):
+        from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
+
+        from factory.model.build import build_gpt_model
+
+        model = build_gpt_model(model_cfg, rt, pre_process=True, post_process=True, meta=True)
+        tensors = {id(t): (name, t) for name, t in model.state_dict(keep_vars=True).items()
+                   if isinstance(t, torch.Tensor)}
+        self.sharded = model.sharded_state_dict()
+        apply_factories(self.sharded)
+        self.params: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self.chunks: dict[str, list[Chunk]] = {}
+        for sh in _leaves(self.sharded):
+            if not isinstance(sh, ShardedTensor):
+                continue
+            base = sh.data._base if sh.data._base is not None else sh.data
+            if id(base) not in tensors:
+                raise CheckpointError(f"{sh.key}: the sharded tensor views no model parameter")
+            name, param = tensors[id(base)]
+            view = sh.data.reshape((1,) * sh.prepend_axis_num + tuple(sh.data.shape))
+            self.params[name] = (tuple(param.shape), param.dtype)
+            self.chunks.setdefault(name, []).append(Chunk(
+                sh.key, tuple(sh.global_offset), tuple(sh.global_shape), tuple(view.size()),
+                tuple(view.stride()), view.storage_offset()))
+        self.by_index = {(c.key, c.offset): (name, c) for name, cs in self.chunks.items() for c in cs}
+
+
+def _leaves(state) -> Iterable:
+    values = state.values() if isinstance(state, dict) else state
+    for value in values:
+        if isinstance(value, (dict, list)):
+            yield from _leaves(value)
+        else:
+            yield value
+
+
+class CheckpointReader:
+    """Named parameters of one checkpoint; only the stored chunks that hold them are read."""
+
+    def __init__(self, path: Path, rt):
+        from torch.distributed.checkpoint import FileSystemReader
+
+        self.info = ckpt.read_info(path)
+        self.layout = Layout(self.info.model, rt)
+        self._storage = FileSystemReader(str(self.info.path))
+        self._metadata = self._storage.read_metadata()
+        self.bytes_read = 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.layout.params)
+
+    def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """{name: tensor} in the checkpoint's dtype, on the CPU."""
+        out = {}
+        for name in names:
+            shape, dtype = self._param(name)
+            out[name] = torch.empty(shape, dtype=dtype)
+        self.read_into(out)
+        return out
+
+    def read_into(self, targets: dict[str, torch.Tensor]) -> None:
+        """Fill each contiguous tensor in `targets` (keyed by parameter name) in place."""
+        import torch.distributed.checkpoint as dcp
+
+        requests = []
+        for name, target in targets.items():
+            shape, _ = self._param(name)
+            if tuple(target.shape) != shape or not target.is_contiguous():
+                raise CheckpointError(f"{self.info.path}: {name} is {shape}; cannot read it into a "
+                                      f"{tuple(target.shape)} tensor")
+            for chunk in self.layout.chunks[name]:
+                self._check(chunk)
+                requests.append((chunk, chunk.view(target)))
+        try:
+            dcp.load({}, storage_reader=self._storage, planner=_slice_load_planner(requests, self._metadata),
+                     no_dist=True)
+        except Exception as e:  # noqa: BLE001 - torch DCP wraps read failures in several types
+            if isinstance(_cause(e), CheckpointError):
+                raise _cause(e) from e
+            raise CheckpointError(f"{self.info.path}: cannot read {', '.join(targets)[:200]} "
+                                  f"({type(e).__name__}: {ckpt._first_line(e)})") from e
+        self.bytes_read += sum(t.numel() * t.element_size() for t in targets.values())
+
+    def _param(self, name: str) -> tuple[tuple[int, ...], torch.dtype]:
+        if name not in self.layout.params:
+            raise CheckpointError(f"{self.info.path}: the model has no parameter {name}")
+        return self.layout.params[name]
+
+    def _check(self, chunk: Chunk) -> None:
+        stored = self._metadata.state_dict_metadata.get(chunk.key)
+        if stored is None or not hasattr(stored, "size"):
+            raise CheckpointError(f"{self.info.path}: no tensor {chunk.key} in the checkpoint")
+        have, want = tuple(stored.size), chunk.global_shape
+        vocab_padding = chunk.key in _VOCAB_ROWS and have[0] >= want[0] and have[1:] == want[1:]
+        if have != want and not vocab_padding:
+            raise CheckpointError(f"{self.info.path}: {chunk.key} has shape {have}, the model config "
+                                  f"implies {want}")
+
+
+def _slice_load_planner(requests: list[tuple[Chunk, torch.Tensor]], metadata):
+    """A torch DCP load planner that reads the given chunks into the given views (no state dict)."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
+    from torch.distributed.checkpoint.planner import LoadPlan
+    from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
+
+    views = {}
+
+    class Planner(DefaultLoadPlanner):
+        def create_local_plan(self):
+            items = []
+            for chunk, view in requests:
+                want = ChunkStorageMetadata(torch.Size(chunk.offset), torch.Size(chunk.size))
+                found = create_read_items_for_chunk_list(chunk.key, metadata.state_dict_metadata[chunk.key], [want])
+                covered = sum(math.prod(item.lengths) for item in found)
+                if covered != math.prod(chunk.size):
+                    raise CheckpointError(f"{chunk.key} at {chunk.offset}: the checkpoint stores "
+                                          f"{covered} of its {math.prod(chunk.size)} values")
+                views.update({(item.dest_index.fqn, tuple(item.dest_index.offset)): view for item in found})
+                items += found
+            return LoadPlan(items)
+
+        def lookup_tensor(self, index):
+            return views[(index.fqn, tuple(index.offset))]
+
+        def commit_tensor(self, read_item, tensor):
+            pass  # the data was read straight into the view
+
+    return Planner()
+
+
+def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, iteration: int = 0,
+                   meta: dict[str, Any] | None = None) -> tuple[Path, int]:
+    """Write `root/iter_<iteration>` (model only: no optimizer, no RNG) and move the tracker.
+
+    Returns the folder and the bytes of tensor data written."""
+    import torch.distributed.checkpoint as dcp
+    from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    from megatron.core.dist_checkpointing.state_dict_utils import save_preprocess
+    from megatron.core.dist_checkpointing.strategies.torch import (
+        _replace_state_dict_keys_with_sharded_keys, mcore_to_pyt_state_dict)
+
+    if rt.world_size != 1:
+        raise CheckpointError("save_streaming runs in one process")
+    layout = Layout(model_cfg, rt)
+    state: dict[str, Any] = {"model": layout.sharded, "args": ckpt.megatron_args(model_cfg, rt, iteration),
+                             "iteration": iteration, "checkpoint_version": ckpt.CHECKPOINT_VERSION,
+                             "factory": {**(meta or {}), "model": model_cfg.model_dump(mode="json"),
+                                         "has_optimizer": False}}
+    sharded, common = save_preprocess(state, True)
+    sharded["common_state"] = ShardedObject("common_state", common, (1,), (0,), replica_id=0)
+    sharded, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)
+    planner = _producing_planner(layout, produce)
+    root = Path(root)
+    final = ckpt.iteration_dir(root, iteration)
+    tmp = root / f".{final.name}.partial"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    t0 = time.perf_counter()
+    writer = dcp.FileSystemWriter(str(tmp), single_file_per_rank=True, thread_count=1)
+    try:
+        dcp.save(mcore_to_pyt_state_dict(sharded, False), storage_writer=writer, planner=planner, no_dist=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _cause(e) from e
+    save_config(CheckpointingConfig("torch_dist", 1), str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    atomic_write_text(root / ckpt.TRACKER, f"{iteration}\n")
+    log.info("checkpoint: streamed %.2f GB to %s in %.1f s", planner.bytes_written / 1e9, final,
+             time.perf_counter() - t0)
+    return final, planner.bytes_written
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The first FactoryError torch DCP wrapped (it reports failures per rank), else `e`."""
+    from factory.errors import FactoryError
+
+    failures = getattr(e, "failures", {})  # rank -> (exception, traceback)
+    inner = [exc for exc, _ in failures.values() if isinstance(exc, FactoryError)]
+    return inner[0] if inner else e
+
+
+def _producing_planner(layout: Layout, produce: Produce):
+    """Megatron's save planner, except each tensor write item is cut from `produce(name)`; the last
+    produced parameter is kept until another one is asked for (write items come grouped by key)."""
+    from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
+    from torch.distributed.checkpoint.planner import WriteItemType
+
+    class Planner(MCoreSavePlanner):
+        current: tuple[str, torch.Tensor] | None = None
+        bytes_written = 0
+
+        def resolve_data(self, write_item):
+            if write_item.type == WriteItemType.BYTE_IO:
+                return super().resolve_data(write_item)
+            name, chunk = layout.by_index[(write_item.index.fqn, tuple(write_item.index.offset))]
+            if self.current is None or self.current[0] != name:
+                self.current = None  # free the previous parameter before producing the next
+                tensor = produce(name)
+                shape, dtype = layout.params[name]
+                if tuple(tensor.shape) != shape:
+                    raise CheckpointError(f"{name}: produced shape {tuple(tensor.shape)}, the model has {shape}")
+                self.current = (name, tensor.to(dtype).contiguous())
+            view = chunk.view(self.current[1])
+            self.bytes_written += view.numel() * view.element_size()
+            return view
+
+    return Planner(flatten_state_dict=False)
