@@ -1,24 +1,23 @@
 """Megatron checkpoint (any TP/PP/EP) -> Hugging Face folder, verified by logits before it appears.
 
-One model is held at a time: the checkpoint is loaded into a TP=1 GPTModel, its reference logits taken,
-its tensors mapped and written shard by shard, then it is freed before transformers loads the folder.
+Streaming: each checkpoint parameter is read (whatever TP/PP/EP it was saved with), mapped and appended
+to its safetensors shard, one at a time; the shard layout is planned from shapes first. Verification
+runs the checkpoint and the written folder layer by layer, so no whole model is ever in memory.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from factory.convert import card, hf_config, tokenizer_files
 from factory.convert.config import ProbeConfig
-from factory.convert.hf_io import ShardWriter
-from factory.convert.mapping import Shapes, entries, model_tensors
+from factory.convert.hf_io import StreamingShardWriter
+from factory.convert.mapping import Shapes, entries
 from factory.convert.verify import compare, hf_logits, megatron_logits, probe_tokens
 from factory.errors import CheckpointError
 from factory.io import atomic_dir, atomic_write_text
@@ -39,27 +38,20 @@ class ExportResult:
     seconds: float
 
 
-def hf_tensors(tensors: dict[str, torch.Tensor], arch: str, m: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    """Megatron tensors (canonical keys) -> (HF name, tensor), consuming `tensors` entry by entry."""
-    shapes = Shapes.of(m)
+def hf_plan(reader, arch: str, m: ModelConfig, dtype: torch.dtype) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """(HF name, shape, dtype) of every tensor the folder will hold, in write order, from shapes alone;
+    every checkpoint parameter must be mapped by the table."""
+    shapes, plan, mapped = Shapes.of(m), [], set()
     for entry in entries(arch, m):
-        if entry.megatron not in tensors:
+        if entry.megatron not in reader.layout.params:
             raise CheckpointError(f"checkpoint: tensor {entry.megatron} missing for {arch}")
-        yield from zip(entry.hf, entry.transform.to_hf(tensors.pop(entry.megatron), shapes))
-    if tensors:
-        raise CheckpointError(f"checkpoint: {len(tensors)} tensor(s) have no {arch} mapping, e.g. {next(iter(tensors))}")
-
-
-def _load_megatron(info, runtime: RuntimeConfig):
-    """A TP=1 fp32 GPTModel holding the checkpoint, whatever layout it was saved in."""
-    from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import init_runtime
-    from factory.train.checkpoint import load
-
-    rt = init_runtime(runtime.model_copy(update={"precision": "fp32"}), ParallelConfig())
-    model = build_gpt_model(info.model, rt)
-    load(info.path, model, rt, restore_rng=False)
-    return model
+        meta = torch.empty(reader.layout.params[entry.megatron][0], device="meta")
+        plan += [(name, tuple(t.shape), dtype) for name, t in zip(entry.hf, entry.transform.to_hf(meta, shapes))]
+        mapped.add(entry.megatron)
+    unmapped = [name for name in reader.names if name not in mapped]
+    if unmapped:
+        raise CheckpointError(f"checkpoint: {len(unmapped)} tensor(s) have no {arch} mapping, e.g. {unmapped[0]}")
+    return plan
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig, tokenizer_dir: Path | None,
@@ -67,8 +59,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
                       probe: ProbeConfig | None = None, run_dir: Path | None = None,
                       name: str = "model") -> ExportResult:
     """Write `out_dir` (atomically) or raise; the folder only appears once its logits match."""
-    from factory.runtime.runtime import shutdown_runtime
+    from factory.runtime.runtime import runtime_session
     from factory.train.checkpoint import read_info
+    from factory.train.checkpoint_stream import CheckpointReader
 
     probe = probe or ProbeConfig()
     t0 = time.perf_counter()
@@ -79,37 +72,31 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
     if tok:
         tokenizer_files.check_vocab(m.vocab_size, tok.size, f"checkpoint {info.path}")
     lineage = {**info.factory, "iteration": info.iteration, "checkpoint": str(info.path)}
-    try:
-        model = _load_megatron(info, runtime)
-        if dtype != "float32":  # verify the function actually written: weights rounded to the export dtype
-            for p in model.parameters():
-                p.data = p.data.to(DTYPES[dtype]).float()
-        tokens = probe_tokens(probe, tok.size if tok else m.vocab_size, m.max_position_embeddings or m.seq_length)
-        reference = megatron_logits(model, tokens, m.vocab_size)
-        with atomic_dir(out_dir) as tmp:
-            writer = ShardWriter(tmp, max_shard_bytes)
-            tensors = model_tensors(model)
-            del model
-            for hf_name, tensor in hf_tensors(tensors, arch, m):
-                writer.add(hf_name, tensor.to(DTYPES[dtype]))
-            del tensors
-            gc.collect()
-            shards = writer.finish()
-            config = hf_config.hf_config(m, arch, tok.special_ids if tok else dict.fromkeys(NO_IDS))
-            config.dtype = dtype
-            config.save_pretrained(tmp)
-            _generation_config(tok).save_pretrained(tmp)
-            if tokenizer_dir:
-                tokenizer_files.copy(tokenizer_dir, tmp)
-            diff = compare(reference, hf_logits(tmp, tokens), probe.tolerance, f"export {checkpoint} -> {arch}")
-            verification = {"max_abs_logit_diff": f"{diff:.3g} (fp32, tolerance {probe.tolerance:g})",
-                            "probe": f"{tokens.shape[0]} x {tokens.shape[1]} random token ids, seed {probe.seed}",
-                            "dtype": dtype}
-            stages = card.manifests(run_dir) if run_dir else []
-            atomic_write_text(tmp / "README.md", card.render(name, hf_config.ARCHITECTURES[arch],
-                                                              m.model_dump(mode="json"), lineage, stages, verification))
-    finally:
-        shutdown_runtime()
+    tokens = probe_tokens(probe, tok.size if tok else m.vocab_size, m.max_position_embeddings or m.seq_length)
+    runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound; local-spec names
+    with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_dir) as tmp:
+        reader = CheckpointReader(info.path, rt)
+        writer = StreamingShardWriter(tmp, hf_plan(reader, arch, m, DTYPES[dtype]), max_shard_bytes)
+        shapes = Shapes.of(m)
+        for entry in entries(arch, m):  # one checkpoint parameter in memory at a time
+            tensor = reader.read([entry.megatron])[entry.megatron]
+            for hf_name, out in zip(entry.hf, entry.transform.to_hf(tensor, shapes)):
+                writer.add(hf_name, out.to(DTYPES[dtype]))
+        shards = writer.finish()
+        config = hf_config.hf_config(m, arch, tok.special_ids if tok else dict.fromkeys(NO_IDS))
+        config.dtype = dtype
+        config.save_pretrained(tmp)
+        _generation_config(tok).save_pretrained(tmp)
+        if tokenizer_dir:
+            tokenizer_files.copy(tokenizer_dir, tmp)
+        reference = megatron_logits(reader, tokens, rt, DTYPES[dtype])
+        diff = compare(reference, hf_logits(tmp, tokens), probe.tolerance, f"export {checkpoint} -> {arch}")
+        verification = {"max_abs_logit_diff": f"{diff:.3g} (fp32, tolerance {probe.tolerance:g})",
+                        "probe": f"{tokens.shape[0]} x {tokens.shape[1]} random token ids, seed {probe.seed}",
+                        "dtype": dtype}
+        stages = card.manifests(run_dir) if run_dir else []
+        atomic_write_text(tmp / "README.md", card.render(name, hf_config.ARCHITECTURES[arch],
+                                                          m.model_dump(mode="json"), lineage, stages, verification))
     return ExportResult(arch, diff, shards, writer.total_bytes, time.perf_counter() - t0)
 
 

@@ -1,8 +1,8 @@
 """Hugging Face folder -> Megatron checkpoint ready for cpt, verified by logits before it is written.
 
-One model is held at a time: a TP=1 GPTModel is filled tensor by tensor from the safetensors shards
-(one shard open at a time), its logits taken and its checkpoint staged; then it is freed and the HF
-model loads for the reference logits. The staged checkpoint only appears if they match.
+Streaming: each Megatron parameter is made from its HF tensors (one shard open at a time) while torch
+DCP writes it, one parameter in memory at a time. Then the HF folder and the staged checkpoint run
+layer by layer on the probe batch; the checkpoint only appears if their logits match.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from factory.convert import hf_config, tokenizer_files
 from factory.convert.config import ProbeConfig
 from factory.convert.hf_io import LazyReader
-from factory.convert.mapping import Shapes, entries, model_tensors
+from factory.convert.mapping import Shapes, entries
 from factory.convert.verify import compare, hf_logits, megatron_logits, probe_tokens
 from factory.errors import CheckpointError, ConfigError
 from factory.io import atomic_dir
@@ -43,36 +43,33 @@ def read_hf_config(hf_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def fill_model(model, reader: LazyReader, arch: str, m: ModelConfig) -> None:
-    """Copy the HF tensors into the model's parameters through the table; every tensor must be used."""
-    targets, shapes, used = model_tensors(model), Shapes.of(m), set()
-    for entry in entries(arch, m):
-        value = entry.transform.to_megatron([reader.get(k) for k in entry.hf], shapes)
-        target = targets.pop(entry.megatron, None)
-        if target is None:
-            raise CheckpointError(f"model has no tensor {entry.megatron} ({arch} table); cannot import")
-        if value.shape != target.shape:
-            raise CheckpointError(f"{reader.folder}: {', '.join(entry.hf)} give shape {tuple(value.shape)} but "
-                                  f"config.json implies {tuple(target.shape)} for {entry.megatron}")
-        with torch.no_grad():
-            target.copy_(value)
-        used.update(entry.hf)
+def check_tensors(reader: LazyReader, arch: str, m: ModelConfig, layout) -> dict[str, object]:
+    """megatron name -> table entry; every HF tensor must be used and every model parameter set."""
+    by_name = {entry.megatron: entry for entry in entries(arch, m)}
+    unknown = [name for name in by_name if name not in layout.params]
+    if unknown:
+        raise CheckpointError(f"model has no tensor {unknown[0]} ({arch} table); cannot import")
+    unset = sorted(set(layout.params) - set(by_name))
+    if unset:
+        raise CheckpointError(f"model tensors left unset by the {arch} table: {', '.join(unset[:3])}")
+    used = {k for entry in by_name.values() for k in entry.hf}
     tied_head = {"lm_head.weight"} if not m.untie_embeddings_and_output_weights else set()
     unused = sorted(k for k in set(reader.keys()) - used - tied_head if not k.endswith(_IGNORED_SUFFIXES))
     if unused:
         raise CheckpointError(f"{reader.folder}: {len(unused)} tensor(s) have no {arch} mapping "
                               f"(biases or extra modules?), e.g. {', '.join(unused[:3])}")
-    if targets:
-        raise CheckpointError(f"model tensors left unset by the {arch} table: {', '.join(sorted(targets)[:3])}")
+    missing = sorted(k for k in used if k not in reader.weight_map)
+    if missing:
+        raise CheckpointError(f"{reader.folder}: tensor {missing[0]} is missing ({len(missing)} in all)")
+    return by_name
 
 
 def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer_out: Path,
               seq_length: int | None = None, make_vocab_size_divisible_by: int = 128,
               token_dispatcher: str = "allgather", probe: ProbeConfig | None = None) -> ImportResult:
     """Write a Megatron checkpoint at `out_root` (iteration 0) and the tokenizer at `tokenizer_out`."""
-    from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import init_runtime, shutdown_runtime
-    from factory.train.checkpoint import save
+    from factory.runtime.runtime import runtime_session
+    from factory.train.checkpoint_stream import CheckpointReader, Layout, save_streaming
 
     probe, t0 = probe or ProbeConfig(), time.perf_counter()
     arch, m = hf_config.model_config(read_hf_config(hf_dir), seq_length=seq_length,
@@ -82,18 +79,25 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
     tokenizer_files.check_vocab(m.vocab_size, tok.size, f"{hf_dir}/config.json")
     reader = LazyReader(hf_dir)
     tokens = probe_tokens(probe, tok.size, m.max_position_embeddings or m.seq_length)
-    try:
-        rt = init_runtime(runtime.model_copy(update={"precision": "fp32"}), ParallelConfig())
-        model = build_gpt_model(m, rt)
-        fill_model(model, reader, arch, m)
-        logits = megatron_logits(model, tokens, m.vocab_size)
+    shapes = Shapes.of(m)
+    runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound
+    with runtime_session(runtime, ParallelConfig()) as rt:
+        layout = Layout(m, rt)
+        by_name = check_tensors(reader, arch, m, layout)
+
+        def produce(name: str) -> torch.Tensor:  # one Megatron parameter from its HF tensors
+            entry = by_name[name]
+            value = entry.transform.to_megatron([reader.get(k) for k in entry.hf], shapes)
+            if tuple(value.shape) != layout.params[name][0]:
+                raise CheckpointError(f"{reader.folder}: {', '.join(entry.hf)} give shape {tuple(value.shape)} "
+                                      f"but config.json implies {layout.params[name][0]} for {name}")
+            return value
+
         with atomic_dir(out_root) as tmp:
-            save(tmp, 0, model, m, rt, meta={"source": "hf", "hf_dir": str(hf_dir),
-                                             "hf_architecture": hf_config.ARCHITECTURES[arch]})
-            del model  # one model at a time: the HF reference loads next
+            save_streaming(tmp, m, rt, produce, meta={"source": "hf", "hf_dir": str(hf_dir),
+                                                      "hf_architecture": hf_config.ARCHITECTURES[arch]})
+            logits = megatron_logits(CheckpointReader(tmp, rt), tokens, rt)
             diff = compare(hf_logits(hf_dir, tokens), logits, probe.tolerance, f"import {hf_dir} ({arch})")
-        with atomic_dir(tokenizer_out) as tmp:
-            tokenizer_files.copy(hf_dir, tmp)
-    finally:
-        shutdown_runtime()
+    with atomic_dir(tokenizer_out) as tmp:
+        tokenizer_files.copy(hf_dir, tmp)
     return ImportResult(arch, m, diff, Path(out_root), time.perf_counter() - t0)

@@ -114,27 +114,6 @@ class StreamingShardWriter:
         self._file = None
 
 
-class ShardWriter:
-    """Unplanned front of StreamingShardWriter: holds every added tensor until `finish` writes them all."""
-
-    def __init__(self, folder: Path, max_bytes: int):
-        self.folder, self.max_bytes = Path(folder), max_bytes
-        self._tensors: dict[str, torch.Tensor] = {}
-        self.total_bytes = 0
-
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        self._tensors[name] = tensor.detach()
-        self.total_bytes += tensor.numel() * tensor.element_size()
-
-    def finish(self) -> list[str]:
-        """Name the shards model-0000i-of-0000N.safetensors and write the index; returns the shard names."""
-        plan = [(name, tuple(t.shape), t.dtype) for name, t in self._tensors.items()]
-        writer = StreamingShardWriter(self.folder, plan, self.max_bytes)
-        for name in list(self._tensors):
-            writer.add(name, self._tensors.pop(name))
-        return writer.finish()
-
-
 _DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 

@@ -2,12 +2,11 @@
 
 The same table drives export (Megatron -> HF) and import (HF -> Megatron): each transform implements
 both directions, so no inverse is written by hand. Keys are Megatron's GPTModel names at TP=1 with the
-local layer spec; `canonical_key` folds Transformer Engine's fused-norm names onto them.
+local layer spec (conversion always builds that spec: it runs on the CPU).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -144,26 +143,3 @@ def entries(arch: str, m: ModelConfig) -> Iterator[Entry]:
             for e in (range(experts) if "{e}" in rule.megatron else [None]):
                 yield Entry(rule.megatron.format(i=i, e=e), tuple(h.format(i=i, e=e) for h in rule.hf),
                             rule.transform)
-
-
-# Transformer Engine names (norms fused into the next linear, grouped experts) -> local-spec names.
-_TE_ALIASES = [
-    (re.compile(r"(.*)\.self_attention\.linear_qkv\.layer_norm_weight$"), r"\1.input_layernorm.weight"),
-    (re.compile(r"(.*)\.mlp\.linear_fc1\.layer_norm_weight$"), r"\1.pre_mlp_layernorm.weight"),
-    (re.compile(r"(.*)\.mlp\.experts\.linear_fc([12])\.weight(\d+)$"),
-     r"\1.mlp.experts.local_experts.\3.linear_fc\2.weight"),
-]
-
-
-def canonical_key(key: str) -> str:
-    """A GPTModel state-dict key in local-spec form (TE-spec keys are renamed)."""
-    for pattern, repl in _TE_ALIASES:
-        if pattern.match(key):
-            return pattern.sub(repl, key)
-    return key
-
-
-def model_tensors(model) -> dict[str, torch.Tensor]:
-    """The model's tensors under canonical keys, without `_extra_state` entries."""
-    return {canonical_key(k): v for k, v in model.state_dict().items()
-            if not k.endswith("_extra_state") and isinstance(v, torch.Tensor)}

@@ -1,4 +1,7 @@
-"""Logit verification: the same seeded probe batch through both models, max |difference| vs tolerance."""
+"""Logit verification: the same seeded probe batch through both models, max |difference| vs tolerance.
+
+Both sides run one decoder layer at a time (factory.model.layer_stream, factory.convert.hf_stream), so
+verifying a conversion holds one layer of each model, never a whole model."""
 
 from __future__ import annotations
 
@@ -19,26 +22,34 @@ def probe_tokens(probe: ProbeConfig, vocab_size: int, max_positions: int) -> tor
     return torch.randint(0, vocab_size, (probe.batch, min(probe.length, max_positions)), generator=gen)
 
 
-@torch.no_grad()
-def megatron_logits(model, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """fp32 CPU logits of a TP=1 GPTModel, padded vocab rows dropped."""
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    positions = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
-    logits = model.eval()(tokens, positions, None)
-    return logits[..., :vocab_size].float().cpu()
+def megatron_logits(reader, tokens: torch.Tensor, rt, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """fp32 logits of a Megatron checkpoint run layer by layer (padded vocab rows dropped); with a
+    lower `dtype`, each weight is first rounded to it (the function an export in that dtype computes)."""
+    from factory.model.layer_stream import LayerStream
+
+    def fill(targets: dict[str, torch.Tensor]) -> None:
+        reader.read_into(targets)
+        if dtype != torch.float32:
+            for t in targets.values():
+                t.copy_(t.to(dtype))
+
+    return LayerStream(reader.info.model, rt).forward(tokens, fill)[0]
 
 
-@torch.no_grad()
 def hf_logits(folder: Path, tokens: torch.Tensor) -> torch.Tensor:
-    """fp32 logits of the folder loaded with stock transformers (no remote code, offline)."""
-    from transformers import AutoModelForCausalLM
+    """fp32 logits of the folder under stock transformers modules (config.json, no remote code),
+    run layer by layer with the folder's own tensors."""
+    from transformers import AutoConfig
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True,
-                                                 trust_remote_code=False)
-    logits = model.eval()(input_ids=tokens).logits.float()
-    del model
-    return logits
+    from factory.convert.hf_io import LazyReader
+    from factory.convert.hf_stream import HfLayerStream
+
+    stream = HfLayerStream(AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False))
+    reader = LazyReader(folder)
+    hidden = stream.embed(tokens, {k: reader.get(k) for k in stream.embed_names()})
+    for i in range(stream.num_layers):
+        hidden = stream.layer(hidden, i, {k: reader.get(k) for k in stream.layer_names(i)})
+    return stream.logits(hidden, {k: reader.get(k) for k in stream.head_names()})
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor, tolerance: float, what: str) -> float:

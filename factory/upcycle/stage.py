@@ -9,7 +9,7 @@ Modes (see docs/stages/upcycle.md and factory/upcycle/routing.py for which routi
 The MoE checkpoint is streamed: each tensor is made from the one dense tensor it comes from while it is
 written, so memory stays near one layer's experts. Then the dense checkpoint and the MoE checkpoint
 just written run layer by layer on the same probe batch; copy, granular and shared (without noise)
-refuse to publish it when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one process.
+refuse to publish it when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one CPU process (the stage is bound by disk bandwidth).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
     target, xplan = moe_model(info.model, uc), expert_plan(info.model, uc)
     manifest.add_input(info.path, role="dense_checkpoint")
     t0 = time.perf_counter()
-    runtime = cfg.runtime.model_copy(update={"precision": "fp32", "seed": uc.seed})
+    runtime = cfg.runtime.model_copy(update={"precision": "fp32", "device": "cpu", "seed": uc.seed})
     with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(plan.output_dir) as tmp:
         dense = CheckpointReader(info.path, rt)
         producer = MoeProducer(dense, xplan, uc.seed)
