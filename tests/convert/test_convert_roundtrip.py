@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from factory.convert.config import ProbeConfig
 from factory.convert.export import export_checkpoint
 from factory.convert.hf_import import import_hf
+from factory.convert.verify import hf_logits
 from factory.runtime.config import RuntimeConfig
 from tests.conftest import TINY_DENSE, TINY_MOE
 from tests.convert.conftest import save_megatron, write_hf_model
@@ -73,6 +74,8 @@ def test_megatron_export_loads_and_generates(tmp_path, tokenizer_dir, base, arch
     tok = AutoTokenizer.from_pretrained(hf, local_files_only=True)
     assert model.config.vocab_size == 250 and tok.chat_template
     ids = tok("w1 w2 w3", return_tensors="pt").input_ids
+    with torch.no_grad():  # the layer-by-layer verification computes what from_pretrained's model computes
+        assert (hf_logits(hf, ids) - model(input_ids=ids).logits).abs().max().item() <= 1e-5
     out = model.generate(ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 5
     assert "Verification" in (hf / "README.md").read_text()
