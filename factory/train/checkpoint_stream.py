@@ -14,6 +14,7 @@ chunk's view geometry inside the parameter.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
+from torch.distributed.checkpoint.planner import LoadPlan, WriteItemType
+from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from factory.errors import CheckpointError
 from factory.io import atomic_write_text
@@ -131,7 +136,7 @@ class CheckpointReader:
                 self._check(chunk)
                 requests.append((chunk, chunk.view(target)))
         try:
-            dcp.load({}, storage_reader=self._storage, planner=_slice_load_planner(requests, self._metadata),
+            dcp.load({}, storage_reader=self._storage, planner=_SliceLoadPlanner(requests, self._metadata),
                      no_dist=True)
         except Exception as e:  # noqa: BLE001 - torch DCP wraps read failures in several types
             if isinstance(_cause(e), CheckpointError):
@@ -156,36 +161,36 @@ class CheckpointReader:
                                   f"implies {want}")
 
 
-def _slice_load_planner(requests: list[tuple[Chunk, torch.Tensor]], metadata):
-    """A torch DCP load planner that reads the given chunks into the given views (no state dict)."""
-    from torch.distributed.checkpoint import DefaultLoadPlanner
-    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
-    from torch.distributed.checkpoint.planner import LoadPlan
-    from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
+class _SliceLoadPlanner(DefaultLoadPlanner):
+    """Reads the given chunks straight into the given views (no state dict).
 
-    views = {}
+    A module-level class on purpose: a class made per call sits in a reference cycle, and the
+    views it captured (whole parameters) would live until the cyclic garbage collector ran."""
 
-    class Planner(DefaultLoadPlanner):
-        def create_local_plan(self):
-            items = []
-            for chunk, view in requests:
-                want = ChunkStorageMetadata(torch.Size(chunk.offset), torch.Size(chunk.size))
-                found = create_read_items_for_chunk_list(chunk.key, metadata.state_dict_metadata[chunk.key], [want])
-                covered = sum(math.prod(item.lengths) for item in found)
-                if covered != math.prod(chunk.size):
-                    raise CheckpointError(f"{chunk.key} at {chunk.offset}: the checkpoint stores "
-                                          f"{covered} of its {math.prod(chunk.size)} values")
-                views.update({(item.dest_index.fqn, tuple(item.dest_index.offset)): view for item in found})
-                items += found
-            return LoadPlan(items)
+    def __init__(self, requests: list[tuple[Chunk, torch.Tensor]], metadata):
+        super().__init__()
+        self.requests, self.checkpoint_metadata = requests, metadata
+        self.views: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
-        def lookup_tensor(self, index):
-            return views[(index.fqn, tuple(index.offset))]
+    def create_local_plan(self) -> LoadPlan:
+        items = []
+        for chunk, view in self.requests:
+            want = ChunkStorageMetadata(torch.Size(chunk.offset), torch.Size(chunk.size))
+            stored = self.checkpoint_metadata.state_dict_metadata[chunk.key]
+            found = create_read_items_for_chunk_list(chunk.key, stored, [want])
+            covered = sum(math.prod(item.lengths) for item in found)
+            if covered != math.prod(chunk.size):
+                raise CheckpointError(f"{chunk.key} at {chunk.offset}: the checkpoint stores "
+                                      f"{covered} of its {math.prod(chunk.size)} values")
+            self.views.update({(item.dest_index.fqn, tuple(item.dest_index.offset)): view for item in found})
+            items += found
+        return LoadPlan(items)
 
-        def commit_tensor(self, read_item, tensor):
-            pass  # the data was read straight into the view
+    def lookup_tensor(self, index):
+        return self.views[(index.fqn, tuple(index.offset))]
 
-    return Planner()
+    def commit_tensor(self, read_item, tensor):
+        pass  # the data was read straight into the view
 
 
 def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, iteration: int = 0,
@@ -210,7 +215,7 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     sharded, common = save_preprocess(state, True)
     sharded["common_state"] = ShardedObject("common_state", common, (1,), (0,), replica_id=0)
     sharded, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)
-    planner = _producing_planner(layout, produce)
+    planner = _producing_planner_class()(layout, produce)
     root = Path(root)
     final = ckpt.iteration_dir(root, iteration)
     tmp = root / f".{final.name}.partial"
@@ -243,24 +248,28 @@ def _cause(e: BaseException) -> BaseException:
     return inner[0] if inner else e
 
 
-def _producing_planner(layout: Layout, produce: Produce):
+@functools.cache
+def _producing_planner_class():
     """Megatron's save planner, except each tensor write item is cut from `produce(name)`; the last
-    produced parameter is kept until another one is asked for (write items come grouped by key)."""
+    produced parameter is kept until another one is asked for (write items come grouped by key).
+    Made once (Megatron is imported lazily); see _SliceLoadPlanner on why not per call."""
     from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
-    from torch.distributed.checkpoint.planner import WriteItemType
 
-    class Planner(MCoreSavePlanner):
-        current: tuple[str, torch.Tensor] | None = None
-        bytes_written = 0
+    class ProducingPlanner(MCoreSavePlanner):
+        def __init__(self, layout: Layout, produce: Produce):
+            super().__init__(flatten_state_dict=False)
+            self.layout, self.produce = layout, produce
+            self.current: tuple[str, torch.Tensor] | None = None
+            self.bytes_written = 0
 
         def resolve_data(self, write_item):
             if write_item.type == WriteItemType.BYTE_IO:
                 return super().resolve_data(write_item)
-            name, chunk = layout.by_index[(write_item.index.fqn, tuple(write_item.index.offset))]
+            name, chunk = self.layout.by_index[(write_item.index.fqn, tuple(write_item.index.offset))]
             if self.current is None or self.current[0] != name:
                 self.current = None  # free the previous parameter before producing the next
-                tensor = produce(name)
-                shape, dtype = layout.params[name]
+                tensor = self.produce(name)
+                shape, dtype = self.layout.params[name]
                 if tuple(tensor.shape) != shape:
                     raise CheckpointError(f"{name}: produced shape {tuple(tensor.shape)}, the model has {shape}")
                 self.current = (name, tensor.to(dtype).contiguous())
@@ -268,4 +277,4 @@ def _producing_planner(layout: Layout, produce: Produce):
             self.bytes_written += view.numel() * view.element_size()
             return view
 
-    return Planner(flatten_state_dict=False)
+    return ProducingPlanner
