@@ -1,10 +1,12 @@
-"""Benchmark `export` on a synthetic checkpoint: seconds, peak RSS, and the disk read rate for comparison.
+"""Benchmark streaming `export` and `import` on a synthetic checkpoint: seconds and peak RSS against
+the disk's read rate.
 
     .venv/bin/python scripts/bench_convert.py --workdir /tmp/bench_convert [--layers 12 --hidden 1024 ...]
 
-Steps, each in a fresh process so peak RSS is per step: (1) build and save a random TP=1 checkpoint,
-(2) read its files once with the page cache dropped (the disk rate), (3) export it with verification.
-Prints one JSON object.
+Steps, each in a fresh process so peak RSS is per step: (1) stream a random TP=1 checkpoint to disk
+(never whole in memory) and a word-level tokenizer of the model's vocab size, (2) read the checkpoint's
+files once with the page cache dropped (the disk rate), (3) export it to HF with verification, (4) import
+that folder back to a Megatron checkpoint with verification. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -28,15 +30,31 @@ def _model(args) -> dict:
 
 
 def make(args) -> None:
-    from factory.config import validate_config
-    from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import runtime_session
-    from factory.train.checkpoint import save
+    from bench_upcycle import RandomProducer
 
-    cfg = validate_config({"run": {"name": "bench", "dir": str(args.workdir)},
-                           "runtime": {"device": "cpu", "precision": "fp32"}, "model": _model(args)})
-    with runtime_session(cfg.runtime, cfg.parallel) as rt:
-        save(args.workdir / "ckpt", 1, build_gpt_model(cfg.model, rt), cfg.model, rt)
+    from factory.model.config import ModelConfig
+    from factory.runtime.config import ParallelConfig, RuntimeConfig
+    from factory.runtime.runtime import runtime_session
+    from factory.train.checkpoint_stream import Layout, save_streaming
+
+    cfg = ModelConfig(**_model(args))
+    with runtime_session(RuntimeConfig(device="cpu", precision="fp32"), ParallelConfig()) as rt:
+        save_streaming(args.workdir / "ckpt", cfg, rt, RandomProducer(Layout(cfg, rt), seed=0),
+                       meta={"stage": "pretrain", "tokens_seen": 0, "lineage": []})
+    _write_tokenizer(args.workdir / "tokenizer", args.vocab)
+
+
+def _write_tokenizer(folder: Path, size: int) -> None:
+    """A word-level HF tokenizer with `size` ids (export copies it; import needs one)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {t: i for i, t in enumerate(specials + [f"w{i}" for i in range(size - len(specials))])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                            pad_token="<pad>").save_pretrained(folder)
 
 
 def export(args) -> None:
@@ -44,9 +62,18 @@ def export(args) -> None:
     from factory.runtime.config import RuntimeConfig
 
     result = export_checkpoint(args.workdir / "ckpt", args.workdir / "hf", runtime=RuntimeConfig(device="cpu"),
-                               tokenizer_dir=None, max_shard_bytes=int(args.shard_gb * 1e9))
-    print(json.dumps({"max_abs_logit_diff": result.max_abs_logit_diff, "shards": len(result.shards),
-                      "bytes_written": result.total_bytes, "export_peak_rss_gb": _peak_rss_gb()}))
+                               tokenizer_dir=args.workdir / "tokenizer", max_shard_bytes=int(args.shard_gb * 1e9))
+    print(json.dumps({"export_max_abs_logit_diff": result.max_abs_logit_diff, "shards": len(result.shards),
+                      "hf_bytes_written": result.total_bytes, "export_peak_rss_gb": _peak_rss_gb()}))
+
+
+def import_back(args) -> None:
+    from factory.convert.hf_import import import_hf
+    from factory.runtime.config import RuntimeConfig
+
+    result = import_hf(args.workdir / "hf", args.workdir / "imported", runtime=RuntimeConfig(device="cpu"),
+                       tokenizer_out=args.workdir / "imported_tokenizer", seq_length=128)
+    print(json.dumps({"import_max_abs_logit_diff": result.max_abs_logit_diff, "import_peak_rss_gb": _peak_rss_gb()}))
 
 
 def _peak_rss_gb() -> float:
@@ -93,19 +120,22 @@ def main() -> None:
     p.add_argument("--groups", type=int, default=4)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--shard-gb", type=float, default=0.25)
-    p.add_argument("--step", choices=["make", "export"], help=argparse.SUPPRESS)
+    p.add_argument("--step", choices=["make", "export", "import"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.step:
-        {"make": make, "export": export}[args.step](args)
+        {"make": make, "export": export, "import": import_back}[args.step](args)
         return
     argv = sys.argv[1:]
     make_s, _ = _child("make", argv)
     ckpt_bytes, read_s = read_rate(args.workdir / "ckpt")
     _drop_cache(args.workdir / "ckpt")
-    export_s, out = _child("export", argv)
+    export_s, export_out = _child("export", argv)
+    _drop_cache(args.workdir / "hf")
+    import_s, import_out = _child("import", argv)
     print(json.dumps({"checkpoint_gb": round(ckpt_bytes / 1e9, 3), "disk_read_s": round(read_s, 2),
                       "disk_read_gb_per_s": round(ckpt_bytes / 1e9 / read_s, 3), "make_s": round(make_s, 1),
-                      "export_s": round(export_s, 1), **json.loads(out or "{}")}, indent=2))
+                      "export_s": round(export_s, 1), **json.loads(export_out or "{}"),
+                      "import_s": round(import_s, 1), **json.loads(import_out or "{}")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,37 +18,56 @@ SINGLE = "model.safetensors"
 
 
 class LazyReader:
-    """Reads tensors by name; only the index is read up front and one shard is open at a time."""
+    """Reads tensors by name with plain file reads: only the index and the shard headers are read up
+    front, and a tensor costs its own bytes (no memory map keeps a shard's pages resident)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         if (self.folder / INDEX).is_file():
             weight_map = json.loads((self.folder / INDEX).read_text())["weight_map"]
         elif (self.folder / SINGLE).is_file():
-            from safetensors import safe_open
-
-            with safe_open(self.folder / SINGLE, "pt") as f:
-                weight_map = {k: SINGLE for k in f.keys()}
+            weight_map = {k: SINGLE for k in _read_header(self.folder / SINGLE)[0] if k != "__metadata__"}
         else:
             raise CheckpointError(f"{self.folder}: no {INDEX} or {SINGLE}")
         missing = sorted({f for f in weight_map.values() if not (self.folder / f).is_file()})
         if missing:
             raise CheckpointError(f"{self.folder}: missing shard(s) named by {INDEX}: {', '.join(missing)}")
         self.weight_map: dict[str, str] = weight_map
-        self._open: tuple[str, object] | None = None
+        self._headers: dict[str, tuple[dict, int]] = {}
 
     def keys(self) -> list[str]:
         return list(self.weight_map)
 
     def get(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
-
         shard = self.weight_map.get(name)
         if shard is None:
             raise CheckpointError(f"{self.folder}: tensor {name} is missing")
-        if self._open is None or self._open[0] != shard:
-            self._open = (shard, safe_open(self.folder / shard, "pt"))
-        return self._open[1].get_tensor(name)
+        if shard not in self._headers:
+            self._headers[shard] = _read_header(self.folder / shard)
+        header, data_start = self._headers[shard]
+        entry = header.get(name)
+        if entry is None or entry.get("dtype") not in _FROM_NAME:
+            raise CheckpointError(f"{self.folder / shard}: no readable tensor {name} in its header")
+        begin, end = entry["data_offsets"]
+        buffer = bytearray(end - begin)
+        with open(self.folder / shard, "rb") as f:
+            f.seek(data_start + begin)
+            if f.readinto(buffer) != len(buffer):
+                raise CheckpointError(f"{self.folder / shard}: truncated at tensor {name}")
+        dtype, shape = _FROM_NAME[entry["dtype"]], entry["shape"]
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    """(header JSON, offset of the data) of a safetensors file."""
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
+        raw = f.read(size) if 0 < size < 100 << 20 else b""
+    try:
+        return json.loads(raw), 8 + size
+    except ValueError:
+        raise CheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
 
 
 class StreamingShardWriter:
@@ -116,6 +135,9 @@ class StreamingShardWriter:
 
 _DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+_FROM_NAME = {name: dtype for dtype, name in _DTYPES.items()}
 
 
 def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:

@@ -1,4 +1,5 @@
-"""Clear refusals: unsupported architectures, missing shards, vocab smaller than the tokenizer, shape mismatch."""
+"""Clear refusals: unsupported architectures, missing or damaged shards, vocab smaller than the tokenizer,
+shape mismatch."""
 
 from __future__ import annotations
 
@@ -78,6 +79,19 @@ def test_missing_shard(tmp_path):
     shards[1].unlink()
     with pytest.raises(CheckpointError, match=f"missing shard.*{shards[1].name}"):
         _import(src, tmp_path)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda b: b"\xff" * 64, "not a safetensors file"),
+    (lambda b: b[: len(b) // 2], "truncated at tensor"),
+])
+def test_damaged_shard_is_named(tmp_path, damage, words):
+    src = write_hf_model(tmp_path / "src", "llama", _sharded=True)
+    shard = sorted(src.glob("model-*.safetensors"))[-1]
+    shard.write_bytes(damage(shard.read_bytes()))
+    with pytest.raises(CheckpointError, match=f"{shard.name}: .*{words}"):
+        _import(src, tmp_path)
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_hf_vocab_smaller_than_tokenizer(tmp_path):
