@@ -28,7 +28,10 @@ class LayerStream:
 
         self.cfg = model_cfg
         one = model_cfg.model_copy(update={"num_layers": 1})
-        self.model = build_gpt_model(one, rt, pre_process=True, post_process=True).eval()
+        # built on meta, then given uninitialized storage: every weight is filled before it is used,
+        # so the random init (time, and a transient copy per weight) is skipped
+        meta = build_gpt_model(one, rt, pre_process=True, post_process=True, meta=True)
+        self.model = meta.to_empty(device=rt.device).eval()
         self.device = rt.device
         self._tensors = {k: v for k, v in self.model.state_dict(keep_vars=True).items()
                          if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
