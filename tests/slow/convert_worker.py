@@ -1,11 +1,13 @@
-"""torchrun worker: save a tiny checkpoint at TP=2 (dense) or EP=2 (MoE) plus its logits on a probe batch.
+"""torchrun worker: save a tiny checkpoint at TP=2 (dense), EP=2 (MoE) or PP=2 (dense) plus references.
 
-Usage: torchrun --standalone --nproc-per-node 2 tests/slow/convert_worker.py {tp,ep} OUT_DIR
-Writes OUT_DIR/ckpt (the checkpoint) and, on rank 0, OUT_DIR/reference.pt (tokens, logits, sizes).
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/convert_worker.py {tp,ep,pp} OUT_DIR
+Writes OUT_DIR/ckpt (the checkpoint) and, for tp/ep on rank 0, OUT_DIR/reference.pt (tokens, logits,
+sizes); for pp, each rank writes OUT_DIR/stage<rank>.pt: its parameters under full-model layer numbers.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,10 +22,18 @@ def main(mode: str, out_dir: Path) -> None:
     from factory.train.checkpoint import save
     from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 
-    base = TINY_DENSE if mode == "tp" else TINY_MOE
-    cfg = make_config(base, parallel={"tensor": 2} if mode == "tp" else {"expert": 2})
+    base = TINY_MOE if mode == "ep" else TINY_DENSE
+    cfg = make_config(base, parallel={{"tp": "tensor", "ep": "expert", "pp": "pipeline"}[mode]: 2})
     rt = init_runtime(cfg.runtime, cfg.parallel)
     model = build_gpt_model(cfg.model, rt)
+    if mode == "pp":
+        save(out_dir / "ckpt", 1, model, cfg.model, rt, meta={"source": "test-pp"})
+        offset = rt.rank * cfg.model.num_layers // 2
+        renamed = {re.sub(r"^decoder\.layers\.(\d+)\.", lambda m: f"decoder.layers.{int(m[1]) + offset}.", k): v
+                   for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) and "_extra" not in k}
+        torch.save(renamed, out_dir / f"stage{rt.rank}.pt")
+        shutdown_runtime()
+        return
     tokens = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model.eval()(tokens, torch.arange(16).expand(2, 16), None)
