@@ -27,7 +27,7 @@ class LayerStream:
         from factory.model.build import build_gpt_model
 
         self.cfg = model_cfg
-        one = model_cfg.model_copy(update={"num_layers": 1})
+        one = rt.runnable(model_cfg).model_copy(update={"num_layers": 1})
         # built on meta, then given uninitialized storage: every weight is filled before it is used,
         # so the random init (time, and a transient copy per weight) is skipped
         meta = build_gpt_model(one, rt, pre_process=True, post_process=True, meta=True)

@@ -179,6 +179,16 @@ def unsupported_on_cpu(model_cfg) -> list[str]:
     return out
 
 
+def cpu_equivalent(model_cfg):
+    """The same parameters and function with the CUDA-only MoE settings swapped for what runs in one
+    CPU process (allgather dispatch, one GEMM per expert): the checkpoint layout does not change."""
+    moe = getattr(model_cfg, "moe", None)
+    if moe is None or (moe.token_dispatcher != "alltoall" and not moe.grouped_gemm):
+        return model_cfg
+    return model_cfg.model_copy(update={"moe": moe.model_copy(update={"token_dispatcher": "allgather",
+                                                                      "grouped_gemm": False})})
+
+
 def reset_megatron_globals() -> None:
     """Clear process-global state megatron-core leaves behind after building/running a model."""
     from megatron.core.transformer.moe import moe_logging

@@ -105,6 +105,11 @@ class Runtime:
             return {**dtype_flags, "attention_backend": backend}
         return {**dtype_flags, **compat.CPU_TRANSFORMER_OVERRIDES, "attention_backend": AttnBackend.local}
 
+    def runnable(self, model_cfg):
+        """`model_cfg` as this device can build it with the same parameters (checkpoint tools: they only
+        read, write and probe weights, so the CUDA-only MoE dispatch and GEMM settings do not matter)."""
+        return model_cfg if self.is_cuda else compat.cpu_equivalent(model_cfg)
+
     def check_model(self, model_cfg) -> None:
         """Reject model settings this device cannot run, before anything is built."""
         problems = [] if self.is_cuda else compat.unsupported_on_cpu(model_cfg)

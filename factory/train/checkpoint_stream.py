@@ -66,7 +66,7 @@ class Layout:
 
         from factory.model.build import build_gpt_model
 
-        model = build_gpt_model(model_cfg, rt, pre_process=True, post_process=True, meta=True)
+        model = build_gpt_model(rt.runnable(model_cfg), rt, pre_process=True, post_process=True, meta=True)
         tensors = {id(t): (name, t) for name, t in model.state_dict(keep_vars=True).items()
                    if isinstance(t, torch.Tensor)}
         self.sharded = model.sharded_state_dict()

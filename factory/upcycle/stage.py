@@ -46,14 +46,11 @@ def output_root(cfg: FactoryConfig) -> Path:
 
 def plan(cfg: FactoryConfig) -> Plan:
     from factory.model.build import parameter_counts
-    from factory.runtime.runtime import resolve_device
 
     uc, out = _section(cfg), output_root(cfg)
     info = ckpt.read_info(source_path(cfg))
     check_fits(info.model, cfg.model, info.path)
     target = moe_model(info.model, uc)
-    if resolve_device(cfg.runtime).type == "cpu" and uc.moe.token_dispatcher == "alltoall":
-        raise ConfigError("upcycle.moe.token_dispatcher=alltoall: needs CUDA streams; use allgather on CPU")
     existing = ckpt.latest_iteration(out) if out.is_dir() else None
     if existing not in (None, 0):
         raise ConfigError(f"upcycle.output_dir={out}: holds a checkpoint at iteration {existing}, "

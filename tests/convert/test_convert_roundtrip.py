@@ -13,6 +13,7 @@ from factory.convert.export import export_checkpoint
 from factory.convert.hf_import import import_hf
 from factory.convert.verify import hf_logits
 from factory.runtime.config import RuntimeConfig
+from factory.train.checkpoint import read_info
 from tests.conftest import TINY_DENSE, TINY_MOE
 from tests.convert.conftest import save_megatron, write_hf_model
 
@@ -26,9 +27,10 @@ def _tensors(folder) -> dict[str, torch.Tensor]:
     return out
 
 
-def _roundtrip(tmp_path, arch, **overrides):
+def _roundtrip(tmp_path, arch, token_dispatcher="allgather", **overrides):
     src = write_hf_model(tmp_path / "src", arch, **overrides)
-    imported = import_hf(src, tmp_path / "ckpt", runtime=CPU, tokenizer_out=tmp_path / "tok")
+    imported = import_hf(src, tmp_path / "ckpt", runtime=CPU, tokenizer_out=tmp_path / "tok",
+                         token_dispatcher=token_dispatcher)
     exported = export_checkpoint(tmp_path / "ckpt", tmp_path / "out", runtime=CPU, tokenizer_dir=tmp_path / "tok",
                                  max_shard_bytes=200_000)
     return src, imported, exported
@@ -45,6 +47,15 @@ def test_hf_megatron_hf_is_bit_identical(tmp_path, arch):
     assert len(exported.shards) > 1  # 200 kB cap: really sharded, and the index loads
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["architectures"] == [json.loads((src / "config.json").read_text())["architectures"][0]]
+
+
+def test_alltoall_checkpoint_converts_on_the_cpu(tmp_path):
+    """A GPU-trained MoE (alltoall dispatch) is imported and exported by CPU processes unchanged."""
+    src, imported, exported = _roundtrip(tmp_path, "mixtral", token_dispatcher="alltoall")
+    assert read_info(tmp_path / "ckpt").model.moe.token_dispatcher == "alltoall"
+    assert exported.max_abs_logit_diff <= 1e-4
+    before, after = _tensors(src), _tensors(tmp_path / "out")
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_qwen2_moe_without_topk_renormalization(tmp_path):

@@ -44,7 +44,6 @@ def test_drop_mode_is_not_refused_for_an_inexact_routing(tmp_path):
     (dict(mode="copy", moe={"ffn_hidden_size": 64}), "upcycle.moe.ffn_hidden_size=64: must be 128"),
     (dict(mode="shared", moe={"shared_expert_ffn_hidden_size": 128}),
      "upcycle.moe.shared_expert_ffn_hidden_size=128: must be smaller"),
-    (dict(mode="copy", moe={"token_dispatcher": "alltoall"}), "upcycle.moe.token_dispatcher=alltoall"),
 ])
 def test_moe_that_does_not_fit_is_a_config_error(tmp_path, dense_ckpt, section, words):
     with pytest.raises(ConfigError, match=words):

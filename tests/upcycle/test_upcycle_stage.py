@@ -30,6 +30,15 @@ def test_exact_modes_equal_the_dense_model(tmp_path, dense_ckpt, section):
     assert info.model.moe.ffn_hidden_size == expected_ffn
 
 
+def test_gpu_only_moe_settings_are_written_and_verified_on_the_cpu(tmp_path, dense_ckpt):
+    """alltoall dispatch and grouped GEMM need CUDA to train, not to write or probe the checkpoint."""
+    moe = {"token_dispatcher": "alltoall", "grouped_gemm": True}
+    manifest = run_upcycle(tmp_path, dense_ckpt, mode="copy", moe=moe)
+    assert manifest["metrics"]["max_abs_logit_diff"] <= 1e-5
+    written = read_info(tmp_path / "upcycle" / "checkpoints").model.moe
+    assert (written.token_dispatcher, written.grouped_gemm) == ("alltoall", True)
+
+
 def test_checkpoint_carries_lineage_for_cpt(tmp_path, dense_ckpt):
     run_upcycle(tmp_path, dense_ckpt, mode="copy")
     meta = read_info(tmp_path / "upcycle" / "checkpoints").factory
