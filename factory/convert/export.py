@@ -8,6 +8,7 @@ runs the checkpoint and the written folder layer by layer, so no whole model is 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from factory.convert.verify import compare, hf_logits, megatron_logits, probe_to
 from factory.errors import CheckpointError
 from factory.io import atomic_dir, atomic_write_text
 from factory.model.config import ModelConfig
+from factory.progress import ByteProgress
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,18 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
     runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound; local-spec names
     with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_dir) as tmp:
         reader = CheckpointReader(info.path, rt)
-        writer = StreamingShardWriter(tmp, hf_plan(reader, arch, m, DTYPES[dtype]), max_shard_bytes)
+        plan = hf_plan(reader, arch, m, DTYPES[dtype])
+        writer = StreamingShardWriter(tmp, plan, max_shard_bytes)
+        progress = ByteProgress("export", sum(math.prod(shape) * dt.itemsize for _, shape, dt in plan))
         shapes = Shapes.of(m)
-        for entry in entries(arch, m):  # one checkpoint parameter in memory at a time
-            tensor = reader.read([entry.megatron])[entry.megatron]
-            for hf_name, out in zip(entry.hf, entry.transform.to_hf(tensor, shapes)):
-                writer.add(hf_name, out.to(DTYPES[dtype]))
+        try:
+            for entry in entries(arch, m):  # one checkpoint parameter in memory at a time
+                tensor = reader.read([entry.megatron])[entry.megatron]
+                for hf_name, out in zip(entry.hf, entry.transform.to_hf(tensor, shapes)):
+                    writer.add(hf_name, out.to(DTYPES[dtype]))
+                    progress.advance(out.numel() * DTYPES[dtype].itemsize)
+        finally:
+            progress.close()
         shards = writer.finish()
         config = hf_config.hf_config(m, arch, tok.special_ids if tok else dict.fromkeys(NO_IDS))
         config.dtype = dtype

@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 
 from factory.errors import CheckpointError
 from factory.io import atomic_write_text
+from factory.progress import ByteProgress
 from factory.model.config import ModelConfig
 from factory.train import checkpoint as ckpt
 
@@ -215,7 +216,8 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     sharded, common = save_preprocess(state, True)
     sharded["common_state"] = ShardedObject("common_state", common, (1,), (0,), replica_id=0)
     sharded, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)
-    planner = _producing_planner_class()(layout, produce)
+    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in layout.params.values())
+    planner = _producing_planner_class()(layout, produce, ByteProgress(f"write {Path(root).name}", total))
     root = Path(root)
     final = ckpt.iteration_dir(root, iteration)
     tmp = root / f".{final.name}.partial"
@@ -229,6 +231,8 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _cause(e) from e
+    finally:
+        planner.progress.close()
     save_config(CheckpointingConfig("torch_dist", 1), str(tmp))
     if final.exists():
         shutil.rmtree(final)
@@ -256,9 +260,9 @@ def _producing_planner_class():
     from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
 
     class ProducingPlanner(MCoreSavePlanner):
-        def __init__(self, layout: Layout, produce: Produce):
+        def __init__(self, layout: Layout, produce: Produce, progress: ByteProgress):
             super().__init__(flatten_state_dict=False)
-            self.layout, self.produce = layout, produce
+            self.layout, self.produce, self.progress = layout, produce, progress
             self.current: tuple[str, torch.Tensor] | None = None
             self.bytes_written = 0
 
@@ -275,6 +279,7 @@ def _producing_planner_class():
                 self.current = (name, tensor.to(dtype).contiguous())
             view = chunk.view(self.current[1])
             self.bytes_written += view.numel() * view.element_size()
+            self.progress.advance(view.numel() * view.element_size())
             return view
 
     return ProducingPlanner
