@@ -31,8 +31,8 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 
 from factory.errors import CheckpointError
 from factory.io import atomic_write_text
-from factory.progress import ByteProgress
 from factory.model.config import ModelConfig
+from factory.progress import ByteProgress
 from factory.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
