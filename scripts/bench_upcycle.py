@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shlex
@@ -134,14 +133,9 @@ def model_sizes(config: Path) -> tuple[int, int]:
     from factory.upcycle.target import moe_model
 
     cfg = load_config(config)
-
-    def nbytes(layout, prefix: str = "") -> int:
-        return sum(math.prod(shape) * dtype.itemsize for name, (shape, dtype) in layout.params.items()
-                   if name.startswith(prefix))
-
     with _session() as rt:
-        return nbytes(Layout(cfg.model, rt)), nbytes(Layout(moe_model(cfg.model, cfg.upcycle), rt),
-                                                      "decoder.layers.0.")
+        return (Layout(cfg.model, rt).nbytes(),
+                Layout(moe_model(cfg.model, cfg.upcycle), rt).nbytes("decoder.layers.0."))
 
 
 def run_stage(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:

@@ -8,7 +8,6 @@ runs the checkpoint and the written folder layer by layer, so no whole model is 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +77,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
     runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound; local-spec names
     with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_dir) as tmp:
         reader = CheckpointReader(info.path, rt)
-        plan = hf_plan(reader, arch, m, DTYPES[dtype])
-        writer = StreamingShardWriter(tmp, plan, max_shard_bytes)
-        progress = ByteProgress("export", sum(math.prod(shape) * dt.itemsize for _, shape, dt in plan))
+        writer = StreamingShardWriter(tmp, hf_plan(reader, arch, m, DTYPES[dtype]), max_shard_bytes)
+        progress = ByteProgress("export", writer.total_bytes)
         shapes = Shapes.of(m)
         try:
             for entry in entries(arch, m):  # one checkpoint parameter in memory at a time

@@ -21,13 +21,9 @@ from typing import Callable, Iterator
 import torch
 
 from factory.convert.hf_config import ARCHITECTURES, SUPPORTED
+from factory.convert.mapping import HF_EXPERTS
 from factory.errors import CheckpointError, ConfigError
 
-# The module's fused expert tensors <- per-expert checkpoint tensors ({e}: expert): (prefix, gate, up, down).
-_EXPERTS = {"mixtral": ("block_sparse_moe.experts.{e}.", "w1", "w3", "w2"),
-            "qwen3_moe": ("mlp.experts.{e}.", "gate_proj", "up_proj", "down_proj"),
-            "qwen2_moe": ("mlp.experts.{e}.", "gate_proj", "up_proj", "down_proj")}
-_CHECKPOINT_MLP = {"mixtral": "block_sparse_moe."}  # checkpoint name of the module's `mlp.`
 
 
 @dataclass(frozen=True)
@@ -176,15 +172,16 @@ def _params(module: torch.nn.Module, prefix: str, arch: str) -> list[_Param]:
         if name in ("mlp.experts.gate_up_proj", "mlp.experts.down_proj"):
             out.append(_expert_param(name, tuple(t.shape), prefix, arch))
         else:
-            mlp = _CHECKPOINT_MLP.get(arch)
-            source = mlp + name[len("mlp."):] if mlp and name.startswith("mlp.") else name
+            # the checkpoint's name for the module's `mlp.` (Mixtral: `block_sparse_moe.`)
+            mlp = HF_EXPERTS[arch][0].removesuffix("experts.{e}.") if arch in HF_EXPERTS else "mlp."
+            source = mlp + name[len("mlp."):] if name.startswith("mlp.") else name
             out.append(_Param(name, (prefix + source,), tuple(t.shape), _single))
     return out
 
 
 def _expert_param(name: str, shape: tuple[int, ...], prefix: str, arch: str) -> _Param:
     """A fused [experts, rows, cols] tensor from the per-expert checkpoint tensors."""
-    expert, gate, up, down = _EXPERTS[arch]
+    expert, gate, up, down = HF_EXPERTS[arch]  # the module's fused tensors <- per-expert checkpoint ones
     experts = range(shape[0])
     if name.endswith("gate_up_proj"):
         sources = tuple(prefix + expert.format(e=e) + f"{p}.weight" for e in experts for p in (gate, up))

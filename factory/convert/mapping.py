@@ -121,15 +121,26 @@ def _swiglu(meg: str, hf: str, gate: str = "gate_proj", up: str = "up_proj", dow
 
 
 _EXPERT = L + "mlp.experts.local_experts.{e}."
+HF_EXPERTS = {"mixtral": ("block_sparse_moe.experts.{e}.", "w1", "w3", "w2"),
+              "qwen3_moe": ("mlp.experts.{e}.", "gate_proj", "up_proj", "down_proj"),
+              "qwen2_moe": ("mlp.experts.{e}.", "gate_proj", "up_proj", "down_proj")}
+"""Per-expert HF checkpoint names under `model.layers.{i}.`: (prefix, gate, up, down)."""
+
+
+def _hf_experts(arch: str) -> list[Rule]:
+    prefix, gate, up, down = HF_EXPERTS[arch]
+    return _swiglu(_EXPERT, HL + prefix, gate, up, down)
+
+
 TABLES: dict[str, list[Rule]] = {
     "llama": _ATTENTION + _swiglu(L + "mlp.", HL + "mlp."),
     "mixtral": _ATTENTION + [Rule(L + "mlp.router.weight", (HL + "block_sparse_moe.gate.weight",))]
-    + _swiglu(_EXPERT, HL + "block_sparse_moe.experts.{e}.", "w1", "w3", "w2"),
+    + _hf_experts("mixtral"),
     "qwen3_moe": _ATTENTION + _QK_NORM + [Rule(L + "mlp.router.weight", (HL + "mlp.gate.weight",))]
-    + _swiglu(_EXPERT, HL + "mlp.experts.{e}."),
+    + _hf_experts("qwen3_moe"),
     "qwen2_moe": _ATTENTION + [Rule(L + "mlp.router.weight", (HL + "mlp.gate.weight",)),
                                Rule(L + "mlp.shared_experts.gate_weight", (HL + "mlp.shared_expert_gate.weight",))]
-    + _swiglu(_EXPERT, HL + "mlp.experts.{e}.") + _swiglu(L + "mlp.shared_experts.", HL + "mlp.shared_expert."),
+    + _hf_experts("qwen2_moe") + _swiglu(L + "mlp.shared_experts.", HL + "mlp.shared_expert."),
 }
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
 from torch.distributed.checkpoint.planner import LoadPlan, WriteItemType
@@ -88,6 +89,11 @@ class Layout:
                 tuple(view.stride()), view.storage_offset()))
         self.by_index = {(c.key, c.offset): (name, c) for name, cs in self.chunks.items() for c in cs}
 
+    def nbytes(self, prefix: str = "") -> int:
+        """Bytes of the parameters whose names start with `prefix` (all of them by default)."""
+        return sum(math.prod(shape) * dtype.itemsize for name, (shape, dtype) in self.params.items()
+                   if name.startswith(prefix))
+
 
 def _leaves(state) -> Iterable:
     values = state.values() if isinstance(state, dict) else state
@@ -102,11 +108,9 @@ class CheckpointReader:
     """Named parameters of one checkpoint; only the stored chunks that hold them are read."""
 
     def __init__(self, path: Path, rt):
-        from torch.distributed.checkpoint import FileSystemReader
-
         self.info = ckpt.read_info(path)
         self.layout = Layout(self.info.model, rt)
-        self._storage = FileSystemReader(str(self.info.path))
+        self._storage = dcp.FileSystemReader(str(self.info.path))
         self._metadata = self._storage.read_metadata()
         self.bytes_read = 0
 
@@ -125,8 +129,6 @@ class CheckpointReader:
 
     def read_into(self, targets: dict[str, torch.Tensor]) -> None:
         """Fill each contiguous tensor in `targets` (keyed by parameter name) in place."""
-        import torch.distributed.checkpoint as dcp
-
         requests = []
         for name, target in targets.items():
             shape, _ = self._param(name)
@@ -199,7 +201,6 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     """Write `root/iter_<iteration>` (model only: no optimizer, no RNG) and move the tracker.
 
     Returns the folder and the bytes of tensor data written."""
-    import torch.distributed.checkpoint as dcp
     from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
     from megatron.core.dist_checkpointing.mapping import ShardedObject
     from megatron.core.dist_checkpointing.state_dict_utils import save_preprocess
@@ -216,8 +217,7 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     sharded, common = save_preprocess(state, True)
     sharded["common_state"] = ShardedObject("common_state", common, (1,), (0,), replica_id=0)
     sharded, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)
-    total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in layout.params.values())
-    planner = _producing_planner_class()(layout, produce, ByteProgress(f"write {Path(root).name}", total))
+    planner = _producing_planner_class()(layout, produce, ByteProgress(f"write {Path(root).name}", layout.nbytes()))
     root = Path(root)
     final = ckpt.iteration_dir(root, iteration)
     tmp = root / f".{final.name}.partial"

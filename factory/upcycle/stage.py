@@ -9,7 +9,8 @@ Modes (see docs/stages/upcycle.md and factory/upcycle/routing.py for which routi
 The MoE checkpoint is streamed: each tensor is made from the one dense tensor it comes from while it is
 written, so memory stays near one layer's experts. Then the dense checkpoint and the MoE checkpoint
 just written run layer by layer on the same probe batch; copy, granular and shared (without noise)
-refuse to publish it when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one CPU process (the stage is bound by disk bandwidth).
+refuse to publish it when max |dlogits| exceeds upcycle.tolerance. Computation is fp32 in one CPU
+process (the stage is bound by disk bandwidth).
 """
 
 from __future__ import annotations

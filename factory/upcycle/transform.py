@@ -134,5 +134,6 @@ def _drop_reinit(out: torch.Tensor, dense: torch.Tensor, fc: int, fraction: floa
 
 
 def _normal_like(source: torch.Tensor, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
-    mean, std = source.float().mean(), source.float().std()
+    values = source.float()  # one fp32 copy (none for fp32), not one per statistic
+    mean, std = values.mean(), values.std()
     return (torch.randn(shape, generator=gen) * std + mean).to(source.dtype)

@@ -39,9 +39,9 @@ class MoeProducer:
         if match is None:
             return self.dense.read([name])[name]
         layer = int(match[1])
-        fc1 = self.dense.layout.params[f"decoder.layers.{layer}.mlp.linear_fc1.weight"]
+        _, dtype = self.dense.layout.params[f"decoder.layers.{layer}.mlp.linear_fc1.weight"]
         return mlp_tensor(match[2], lambda key: self._dense(f"decoder.layers.{layer}.mlp.{key}"), self.plan,
-                          self.hidden, fc1[1], self.seed, layer)
+                          self.hidden, dtype, self.seed, layer)
 
 
 def compare(dense: CheckpointReader, moe: CheckpointReader, tokens: torch.Tensor, rt) -> dict:
