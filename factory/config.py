@@ -6,146 +6,46 @@ before any process group or file is touched.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError
-from factory.data.config import DataConfig
-from factory.data.pack_config import BlendConfig, PackConfig
-from factory.data.synth.config import SynthConfig
-from factory.launch.config import LaunchConfig
-from factory.model.config import ModelConfig
-from factory.posttrain.config import DpoConfig, EvalConfig, SftConfig
-from factory.runtime.config import ParallelConfig, RuntimeConfig
-from factory.train.config import TrainConfig
-from factory.convert.config import ExportConfig, ImportConfig
-from factory.schema import Section, rule
-from factory.upcycle.config import UpcycleConfig
-from tokenizer.config import TokenizerConfig
+from factory.registry import CHAIN
 
 INHERIT_KEY = "inherit"
+MOE_MAKERS = ("upcycle",)
+"""Sections whose stage turns the dense model into an MoE: expert parallelism then applies after it."""
 
 
-class RunConfig(Section):
-    """Names the run and where its artifacts go."""
-
-    name: str
-    """Run name, used in logs and manifests."""
-    dir: Path
-    """Root folder of the run; each stage writes to `<dir>/<stage>/` unless its section says otherwise."""
-
-
-class FactoryConfig(Section):
-    """One config drives every stage; each stage reads the sections it needs."""
-
-    run: RunConfig
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
-    model: ModelConfig | None = None
-    """Model shapes; needed by the model stages."""
-    tokenizer: TokenizerConfig | None = None
-    """Tokenizer training: inputs, MeCab pretokenization, SentencePiece options; needed by the tokenizer stage."""
-    data: DataConfig | None = None
-    """Corpora to ingest, filter and dedup into JSONL."""
-    pack: PackConfig | None = None
-    """Datasets to pack into Megatron indexed datasets."""
-    blend: BlendConfig | None = None
-    """Training mixture by curriculum phase, over the packed datasets."""
-    synth: SynthConfig | None = None
-    """Synthetic data generation (persona x seed document) against a chat endpoint."""
-    pretrain: TrainConfig | None = None
-    """Pretraining from scratch on the packed blend."""
-    cpt: TrainConfig | None = None
-    """Continued pretraining from a checkpoint (pretrain, upcycle or import output)."""
-    upcycle: UpcycleConfig | None = None
-    """Dense checkpoint -> MoE checkpoint equal to it at step 0 (copy, granular, shared, drop)."""
-    export: ExportConfig | None = None
-    """Megatron checkpoint -> Hugging Face folder (Llama, Mixtral, Qwen3-MoE, Qwen2-MoE), verified by logits."""
-    hf_import: ImportConfig | None = None
-    """Hugging Face folder -> Megatron checkpoint for cpt, verified by logits (the `import` stage)."""
-    launch: LaunchConfig | None = None
-    """How `python -m factory.launch` starts stages: torchrun locally, or an sbatch script for Slurm."""
-    sft: SftConfig | None = None
-    """Supervised fine-tuning of an HF folder with TRL (messages, ShareGPT, prompt/completion; full or LoRA)."""
-    dpo: DpoConfig | None = None
-    """Direct preference optimization of an HF folder with TRL (prompt/chosen/rejected; full or LoRA)."""
-    eval: EvalConfig | None = None
-    """Perplexity per language, generation on prompts and the code-switch rate of an HF folder or checkpoint."""
+class _StageSections(CoreConfig):
+    """Every registered stage's sections on top of the shared ones, validated together."""
 
     def problems(self, prefix: str = "") -> list[str]:
-        out = self.parallel.problems("parallel")
-        if self.model is not None:
-            out += self.model.problems("model")
-            # An upcycle section turns this dense model into an MoE: EP then applies to the stages after it.
-            out += model_parallel_problems(self.model, self.parallel, dense_ep_ok=self.upcycle is not None)
-        out += self.data.problems("data") if self.data else []
-        out += self.pack.problems("pack") if self.pack else []
-        out += self.blend.problems("blend") if self.blend else []
-        out += self.synth.problems("synth") if self.synth else []
-        out += self.pretrain.problems("pretrain") if self.pretrain else []
-        out += self.cpt.problems("cpt") if self.cpt else []
-        out += self.upcycle.problems("upcycle") if self.upcycle else []
-        out += self.export.problems("export") if self.export else []
-        out += self.hf_import.problems("hf_import") if self.hf_import else []
-        out += self.launch.problems("launch") if self.launch else []
-        out += self.sft.problems("sft") if self.sft else []
-        out += self.dpo.problems("dpo") if self.dpo else []
-        out += self.eval.problems("eval") if self.eval else []
-        if self.pretrain is not None:
-            rule(out, self.pretrain.optimizer.lr is not None, "pretrain.optimizer.lr", None,
-                 "required for pretraining (only cpt can inherit the checkpoint's LR)")
-        if self.blend is not None:
-            packed = {d.name for d in self.pack.datasets} if self.pack else set()
-            for i, phase in enumerate(self.blend.phases):
-                for e in phase.datasets:
-                    rule(out, e.dataset in packed, f"blend.phases[{i}].datasets", e.dataset,
-                         f"not a pack dataset (known: {', '.join(sorted(packed)) or 'none'})")
+        out = self.core_problems(dense_ep_ok=any(getattr(self, key, None) is not None for key in MOE_MAKERS))
+        for stage in CHAIN:
+            for spec in stage.sections:
+                section = getattr(self, spec.key)
+                out += section.problems(spec.key) if section is not None else []
+            if stage.checks is not None and stage.configured(self):
+                out += stage.checks(self)
         return out
 
-    def stage_dir(self, stage: str) -> Path:
-        return self.run.dir / stage
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+def _stage_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for stage in CHAIN:
+        for spec in stage.sections:
+            if spec.key not in fields:  # pretrain and cpt share a type, not a key
+                fields[spec.key] = (spec.type | None, Field(default=None, description=spec.help))
+    return fields
 
-    def fingerprint(self) -> str:
-        """sha256 of the resolved config, stable across key order."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-
-def model_parallel_problems(m: ModelConfig, p: ParallelConfig, dense_ep_ok: bool = False) -> list[str]:
-    """Divisibility of model shapes by the parallel layout, one line per problem."""
-    out: list[str] = []
-    tp = p.tensor
-    rule(out, m.num_attention_heads % tp == 0, "model.num_attention_heads", m.num_attention_heads,
-         f"must be divisible by parallel.tensor ({tp})")
-    rule(out, m.query_groups % tp == 0, "model.num_query_groups", m.query_groups,
-         f"must be divisible by parallel.tensor ({tp})")
-    rule(out, m.ffn_hidden_size % tp == 0, "model.ffn_hidden_size", m.ffn_hidden_size,
-         f"must be divisible by parallel.tensor ({tp})")
-    rule(out, m.num_layers % p.pipeline == 0, "model.num_layers", m.num_layers,
-         f"must be divisible by parallel.pipeline ({p.pipeline})")
-    rule(out, p.context == 1 or m.seq_length % (2 * p.context) == 0, "model.seq_length", m.seq_length,
-         f"must be divisible by 2 x parallel.context ({2 * p.context})")
-    padded = m.padded_vocab_size(tp)
-    rule(out, padded % (m.make_vocab_size_divisible_by * tp) == 0 and padded >= m.vocab_size,
-         "model.vocab_size", m.vocab_size, "padding to a multiple of make_vocab_size_divisible_by x TP failed")
-    if m.moe is None:
-        rule(out, p.expert == 1 or dense_ep_ok, "parallel.expert", p.expert, "expert parallelism needs model.moe")
-        return out
-    rule(out, m.moe.num_experts % p.expert == 0, "model.moe.num_experts", m.moe.num_experts,
-         f"must be divisible by parallel.expert ({p.expert})")
-    expert_ffn = m.moe.ffn_hidden_size or m.ffn_hidden_size
-    rule(out, expert_ffn % p.expert_tensor_size == 0, "model.moe.ffn_hidden_size", expert_ffn,
-         f"must be divisible by parallel.expert_tensor ({p.expert_tensor_size})")
-    rule(out, tp == 1 or p.sequence_parallel, "parallel.sequence_parallel", p.sequence_parallel,
-         "Megatron MoE layers with parallel.tensor > 1 need sequence_parallel=true")
-    return out
+FactoryConfig = create_model("FactoryConfig", __base__=_StageSections, __module__=__name__, **_stage_fields())
+FactoryConfig.__doc__ = "One config drives every stage; each stage reads the sections it needs."
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> FactoryConfig:

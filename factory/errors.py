@@ -1,5 +1,7 @@
 """Domain exceptions, caught once by the CLI and printed as one line each."""
 
+import sys
+
 
 class FactoryError(Exception):
     """Base of every error the factory reports to a user; exit code 1."""
@@ -15,8 +17,6 @@ class FactoryError(Exception):
 
 def report(e: FactoryError) -> int:
     """Print `e` as the CLIs do (one `label: line` per line on stderr); returns its exit code."""
-    import sys
-
     for line in e.lines():
         print(f"{e.label}: {line}", file=sys.stderr)
     return e.exit_code

@@ -7,7 +7,6 @@ State lives in `<run.dir>/pipeline.json` (per stage: fingerprint, status, manife
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import logging
@@ -18,43 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.config import FactoryConfig
+from factory import registry
+from factory.config import load_config
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError, FactoryError, report
-from factory.io import atomic_write_json, content_hash
+from factory.io import content_hash
+from factory.logs import setup_logging
+from factory.manifest import MANIFEST_NAME
+from factory.report import write_report
+from factory.run_state import load_state, now, save_state
+from factory.runner import run_stage
 
 log = logging.getLogger(__name__)
-STATE_NAME = "pipeline.json"
-
-
-@dataclass(frozen=True)
-class Step:
-    """A stage as the pipeline sees it: its config section, what it reads, what it runs after."""
-
-    section: str
-    reads: tuple[str, ...]
-    """Config sections whose values change the stage's result (hashed into its fingerprint)."""
-    after: tuple[str, ...] = ()
-    """Stages whose outputs it may read; their fingerprints are part of its own."""
-    resumes: bool = False
-    """Continues from what it finds in its output dir, so a fresh run must start from an empty one."""
-
-
-STEPS: dict[str, Step] = {
-    "tokenizer": Step("tokenizer", ("tokenizer",)),
-    "data": Step("data", ("data",)),
-    "synth": Step("synth", ("synth",), ("data",), resumes=True),
-    "pack": Step("pack", ("pack", "blend"), ("tokenizer", "data", "synth")),
-    "pretrain": Step("pretrain", ("runtime", "parallel", "model", "pretrain"), ("tokenizer", "pack"), resumes=True),
-    "upcycle": Step("upcycle", ("runtime", "model", "upcycle"), ("pretrain",)),
-    "import": Step("hf_import", ("runtime", "hf_import")),
-    "cpt": Step("cpt", ("runtime", "parallel", "model", "cpt"),
-                ("tokenizer", "pack", "pretrain", "upcycle", "import"), resumes=True),
-    "export": Step("export", ("runtime", "export"), ("tokenizer", "pretrain", "upcycle", "import", "cpt")),
-    "sft": Step("sft", ("runtime", "sft"), ("export",)),
-    "dpo": Step("dpo", ("runtime", "dpo"), ("export", "sft")),
-    "eval": Step("eval", ("runtime", "data", "eval"), ("tokenizer", "pretrain", "cpt", "export", "sft", "dpo")),
-}
-"""Every stage verb in pipeline order (each after the stages it reads from)."""
 
 
 @dataclass
@@ -67,26 +41,22 @@ class Decision:
     """For a run: start from an empty output dir (False: let a resumable stage continue)."""
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def pipeline_stages(cfg: FactoryConfig) -> list[str]:
-    """The stages whose config section is present, in pipeline order."""
-    return [name for name, step in STEPS.items() if getattr(cfg, step.section) is not None]
+def pipeline_stages(cfg: CoreConfig) -> list[str]:
+    """The stages whose config section is present, in chain order."""
+    return [s.name for s in registry.CHAIN if getattr(cfg, s.section) is not None]
 
 
-def fingerprints(cfg: FactoryConfig, stages: list[str]) -> dict[str, dict[str, Any]]:
+def fingerprints(cfg: CoreConfig, stages: list[str]) -> dict[str, dict[str, Any]]:
     """Per stage: hashes of the sections it reads, the fingerprints of its upstream stages, and their hash."""
     raw, out = cfg.to_dict(), {}
     for name in stages:
-        step = STEPS[name]
-        sections = {s: _sha(raw.get(s)) for s in step.reads}
-        after = {d: out[d]["fingerprint"] for d in step.after if d in out}
+        stage = registry.STAGES[name]
+        sections = {s: _sha(raw.get(s)) for s in stage.result_sections}
+        after = {d: out[d]["fingerprint"] for d in stage.after if d in out}
         out[name] = {"sections": sections, "after": after, "fingerprint": _sha([name, sections, after])}
     return out
 
@@ -120,7 +90,7 @@ def _staleness(rec: dict[str, Any] | None, fp: dict[str, Any]) -> tuple[str, boo
     return None
 
 
-def decide(cfg: FactoryConfig, state: dict[str, Any], start: str | None = None,
+def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
            only: str | None = None) -> list[Decision]:
     """Run or skip, and why, for every stage of the config, in order."""
     stages = pipeline_stages(cfg)
@@ -137,7 +107,7 @@ def decide(cfg: FactoryConfig, state: dict[str, Any], start: str | None = None,
             why = None if chosen else _staleness(records.get(name), fps[name])
             d = (Decision(name, "run", f"selected by {flag}") if chosen else
                  Decision(name, "hold", f"not selected by {flag}" + (f"; not up to date ({why[0]})" if why else "")))
-        elif upstream := [a for a in STEPS[name].after if a in running]:
+        elif upstream := [a for a in registry.STAGES[name].after if a in running]:
             d = Decision(name, "run", f"upstream runs: {', '.join(upstream)}")
         elif why := _staleness(records.get(name), fps[name]):
             d = Decision(name, "run", why[0], fresh=why[1])
@@ -149,26 +119,9 @@ def decide(cfg: FactoryConfig, state: dict[str, Any], start: str | None = None,
     return decisions
 
 
-def load_state(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / STATE_NAME
-    if not path.is_file():
-        return {"stages": {}}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e.msg}); delete it to re-run every stage") from None
-
-
-def _save(cfg: FactoryConfig, state: dict[str, Any]) -> None:
-    state["updated_at"] = _now()
-    atomic_write_json(cfg.run.dir / STATE_NAME, state)
-
-
-def clear_outputs(cfg: FactoryConfig, name: str) -> None:
+def clear_outputs(cfg: CoreConfig, name: str) -> None:
     """Empty a resumable stage's output dir so that it starts over instead of resuming an old run."""
-    from factory.stage import STAGES
-
-    out = STAGES[name].load().plan(cfg).output_dir
+    out = registry.STAGES[name].plan(cfg).output_dir
     if not out.exists():
         return
     run_dir = cfg.run.dir.resolve()
@@ -178,20 +131,17 @@ def clear_outputs(cfg: FactoryConfig, name: str) -> None:
     shutil.rmtree(out)
 
 
-def run_one(cfg: FactoryConfig, state: dict[str, Any], d: Decision, fp: dict[str, Any]) -> None:
+def run_one(cfg: CoreConfig, state: dict[str, Any], d: Decision, fp: dict[str, Any]) -> None:
     """Run one stage, recording its status in pipeline.json before and after."""
-    from factory.manifest import MANIFEST_NAME
-    from factory.runner import run_stage
-    from factory.stage import STAGES
-
-    rec = {**fp, "status": "running", "reason": d.reason, "started_at": _now()}
+    stage = registry.STAGES[d.stage]
+    rec = {**fp, "status": "running", "reason": d.reason, "started_at": now()}
     state["stages"][d.stage] = rec
-    _save(cfg, state)
+    save_state(cfg.run.dir, state)
     t0 = time.perf_counter()
     try:
-        if d.fresh and STEPS[d.stage].resumes:
+        if d.fresh and stage.resumes:
             clear_outputs(cfg, d.stage)
-        manifest = run_stage(d.stage, STAGES[d.stage], cfg)
+        manifest = run_stage(stage, cfg)
         rec.update(status="done", manifest=str(manifest.out_dir / MANIFEST_NAME))
     except BaseException as e:
         stopped = isinstance(e, FactoryError) and e.exit_code in (0, 75)
@@ -199,8 +149,8 @@ def run_one(cfg: FactoryConfig, state: dict[str, Any], d: Decision, fp: dict[str
                    error=str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
     finally:
-        rec.update(ended_at=_now(), wall_seconds=round(time.perf_counter() - t0, 3))
-        _save(cfg, state)
+        rec.update(ended_at=now(), wall_seconds=round(time.perf_counter() - t0, 3))
+        save_state(cfg.run.dir, state)
 
 
 def describe(decisions: list[Decision]) -> str:
@@ -208,7 +158,7 @@ def describe(decisions: list[Decision]) -> str:
     return "\n".join(f"{d.stage:<{width}}  {d.action:<4}  {d.reason}" for d in decisions)
 
 
-def run_pipeline(cfg: FactoryConfig, start: str | None = None, only: str | None = None,
+def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = None,
                  dry_run: bool = False) -> list[Decision]:
     """Decide, then run the stages that need it; raises StageFailure naming the stage that failed."""
     state = load_state(cfg.run.dir)
@@ -259,9 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
-    from factory.config import load_config
-    from factory.logs import setup_logging
-
     setup_logging(args.log_level)
     config, overrides = args.config, list(args.overrides)
     if config is None:
@@ -276,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         decisions = run_pipeline(cfg, args.start, args.only, args.dry_run)
         print(describe(decisions))
         if not args.dry_run and not args.no_report:
-            from factory.report import write_report
-
             print(f"report: {write_report(cfg)}")
     except FactoryError as e:
         return report(e)

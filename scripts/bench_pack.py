@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_pack.py CORPUS.jsonl TOKENIZER_DIR [--workers 2] [--docs-per-task 512]
 
-Times factory.data.pack.pack_jsonl alone (worker start-up, parsing, tokenizing, writing .bin/.idx), not the
+Times factory.data.pack.pack_records alone (worker start-up, parsing, tokenizing, writing .bin/.idx), not the
 interpreter's imports; `python -m factory.stage pack ...` gives the end-to-end figure. See docs/benchmarks.md.
 """
 
@@ -24,13 +24,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
-    from factory.data.pack import pack_jsonl
+    from factory.data.pack import pack_records
 
     model = args.tokenizer_dir / "tokenizer.model"
     tok = SentencePieceMegatronTokenizer(model)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        counts = pack_jsonl(args.corpus, args.text_field, Path(tmp) / "bench_text_document", model,
+        counts = pack_records(args.corpus, args.text_field, Path(tmp) / "bench_text_document", model,
                             tok.vocab_size, tok.eod, args.workers, args.docs_per_task)
         seconds = time.perf_counter() - t0
     mb = args.corpus.stat().st_size / 1e6

@@ -32,9 +32,9 @@ VARIANTS = {
 def stage(name: str, config: str, overrides: list[str]) -> dict:
     from factory.config import load_config
     from factory.runner import run_stage
-    from factory.stage import STAGES
+    from factory.registry import STAGES
 
-    return run_stage(name, STAGES[name], load_config(config, overrides)).to_dict()
+    return run_stage(STAGES[name], load_config(config, overrides)).to_dict()
 
 
 def curve(run_dir: Path) -> list[tuple[int, float]]:

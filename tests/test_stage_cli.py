@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 
-from factory.stage import STAGES, main
+from factory.registry import STAGES
+from factory.stage import main
 
-VERBS = "tokenizer data synth pack pretrain upcycle cpt export import sft dpo eval".split()
+VERBS = "tokenizer data synth pack pretrain upcycle import cpt export sft dpo eval".split()
 
 
 def test_help_lists_every_verb():

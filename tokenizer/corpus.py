@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from factory.errors import DataError
+from factory.records import read_records
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
-DATASET_BATCH = 1024
 
 
 def input_kind(path: Path) -> str | None:
@@ -47,63 +45,14 @@ def _gzip_text_bytes(path: Path) -> int:
     return round(path.stat().st_size * text / max(1, compressed))
 
 
-def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of a .txt/.jsonl file, gzip or not; decoded line by line so that text which
-    is not UTF-8 is reported at its line."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def _txt_texts(path: Path) -> Iterator[str]:
-    return (line for _, line in _numbered_lines(path))
-
-
-def _jsonl_texts(path: Path, text_field: str) -> Iterator[str]:
-    for lineno, line in _numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-        text = record.get(text_field) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            raise DataError(f"{path}:{lineno}: expected a JSON object with a string field '{text_field}'")
-        yield text
-
-
-def _dataset_texts(path: Path, text_field: str) -> Iterator[str]:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as e:
-        raise DataError(f"{path}: not a datasets folder written by save_to_disk ({e})") from None
-    splits = [loaded[k] for k in sorted(loaded)] if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    for split in splits:
-        if text_field not in split.column_names:
-            raise DataError(f"{path}: no column '{text_field}' (columns: {', '.join(split.column_names)})")
-        for batch in split.select_columns([text_field]).iter(batch_size=DATASET_BATCH):
-            yield from (t for t in batch[text_field] if isinstance(t, str))
-
-
 def iter_lines(paths: Iterable[Path], text_field: str) -> Iterator[str]:
-    """Non-empty lines of every input in order; a document's newlines separate training sentences."""
+    """Non-empty lines of every input in order; a document's newlines separate training sentences.
+
+    Malformed records stop the stage with `file:line` (factory.records, `errors="raise"`)."""
     for path in paths:
-        kind = input_kind(path)
-        if kind == "dataset":
-            texts = _dataset_texts(path, text_field)
-        elif kind == "jsonl":
-            texts = _jsonl_texts(path, text_field)
-        else:
-            texts = _txt_texts(path)
-        for text in texts:
-            yield from (line for line in text.split("\n") if line.strip())
+        fmt = {"dataset": "hf", "jsonl": "jsonl", "txt": "text"}[input_kind(path)]
+        for record in read_records(path, text_field, fmt=fmt, text_unit="line"):
+            yield from (line for line in record.text.split("\n") if line.strip())
 
 
 @dataclass

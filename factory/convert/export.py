@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from factory.convert import card, hf_config, tokenizer_files
+from factory.convert import architectures, card, hf_config, tokenizer_files
+from factory.convert.architectures import HfArchitecture
 from factory.convert.config import ProbeConfig
 from factory.convert.hf_io import StreamingShardWriter
 from factory.convert.mapping import Shapes, entries
@@ -24,6 +25,9 @@ from factory.io import atomic_dir, atomic_write_text
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.runtime.runtime import runtime_session
+from factory.train.checkpoint import read_info
+from factory.train.checkpoint_stream import CheckpointReader
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -39,19 +43,19 @@ class ExportResult:
     seconds: float
 
 
-def hf_plan(reader, arch: str, m: ModelConfig, dtype: torch.dtype) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+def hf_plan(reader, arch: HfArchitecture, m: ModelConfig, dtype: torch.dtype) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(HF name, shape, dtype) of every tensor the folder will hold, in write order, from shapes alone;
     every checkpoint parameter must be mapped by the table."""
     shapes, plan, mapped = Shapes.of(m), [], set()
-    for entry in entries(arch, m):
+    for entry in entries(arch.rules(), m):
         if entry.megatron not in reader.layout.params:
-            raise CheckpointError(f"checkpoint: tensor {entry.megatron} missing for {arch}")
+            raise CheckpointError(f"checkpoint: tensor {entry.megatron} missing for {arch.name}")
         meta = torch.empty(reader.layout.params[entry.megatron][0], device="meta")
         plan += [(name, tuple(t.shape), dtype) for name, t in zip(entry.hf, entry.transform.to_hf(meta, shapes))]
         mapped.add(entry.megatron)
     unmapped = [name for name in reader.names if name not in mapped]
     if unmapped:
-        raise CheckpointError(f"checkpoint: {len(unmapped)} tensor(s) have no {arch} mapping, e.g. {unmapped[0]}")
+        raise CheckpointError(f"checkpoint: {len(unmapped)} tensor(s) have no {arch.name} mapping, e.g. {unmapped[0]}")
     return plan
 
 
@@ -60,15 +64,11 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
                       probe: ProbeConfig | None = None, run_dir: Path | None = None,
                       name: str = "model") -> ExportResult:
     """Write `out_dir` (atomically) or raise; the folder only appears once its logits match."""
-    from factory.runtime.runtime import runtime_session
-    from factory.train.checkpoint import read_info
-    from factory.train.checkpoint_stream import CheckpointReader
-
     probe = probe or ProbeConfig()
     t0 = time.perf_counter()
     info = read_info(checkpoint)
     m = info.model
-    arch = hf_config.choose_architecture(m, architecture)
+    arch = architectures.get(hf_config.choose_architecture(m, architecture))
     tok = tokenizer_files.read(tokenizer_dir) if tokenizer_dir else None
     if tok:
         tokenizer_files.check_vocab(m.vocab_size, tok.size, f"checkpoint {info.path}")
@@ -81,7 +81,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
         progress = ByteProgress("export", writer.total_bytes)
         shapes = Shapes.of(m)
         try:
-            for entry in entries(arch, m):  # one checkpoint parameter in memory at a time
+            for entry in entries(arch.rules(), m):  # one checkpoint parameter in memory at a time
                 tensor = reader.read([entry.megatron])[entry.megatron]
                 for hf_name, out in zip(entry.hf, entry.transform.to_hf(tensor, shapes)):
                     writer.add(hf_name, out.to(DTYPES[dtype]))
@@ -96,14 +96,14 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
         if tokenizer_dir:
             tokenizer_files.copy(tokenizer_dir, tmp)
         reference = megatron_logits(reader, tokens, rt, DTYPES[dtype])
-        diff = compare(reference, hf_logits(tmp, tokens), probe.tolerance, f"export {checkpoint} -> {arch}")
+        diff = compare(reference, hf_logits(tmp, tokens), probe.tolerance, f"export {checkpoint} -> {arch.name}")
         verification = {"max_abs_logit_diff": f"{diff:.3g} (fp32, tolerance {probe.tolerance:g})",
                         "probe": f"{tokens.shape[0]} x {tokens.shape[1]} random token ids, seed {probe.seed}",
                         "dtype": dtype}
         stages = card.manifests(run_dir) if run_dir else []
-        atomic_write_text(tmp / "README.md", card.render(name, hf_config.ARCHITECTURES[arch],
+        atomic_write_text(tmp / "README.md", card.render(name, arch.hf_class,
                                                           m.model_dump(mode="json"), lineage, stages, verification))
-    return ExportResult(arch, diff, shards, writer.total_bytes, time.perf_counter() - t0)
+    return ExportResult(arch.name, diff, shards, writer.total_bytes, time.perf_counter() - t0)
 
 
 def _generation_config(tok):

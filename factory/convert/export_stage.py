@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
+from factory.convert.config import ExportConfig
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
-from factory.runner import Plan
+from factory.stage_api import Plan, SectionSpec, Stage
 
 log = logging.getLogger(__name__)
 
 
-def _section(cfg: FactoryConfig):
-    if cfg.export is None:
-        raise ConfigError("export: the config has no 'export' section")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # the TP=1 conversion model lives in one process
-        raise ConfigError("export: runs in one process (any saved TP/PP/EP loads at TP=1); launch it without torchrun")
-    return cfg.export
-
-
-def plan(cfg: FactoryConfig) -> Plan:
-    ec = _section(cfg)
+def plan(cfg: CoreConfig) -> Plan:
+    ec = STAGE.section_of(cfg)
     out = ec.output_dir or cfg.stage_dir("export") / "hf"
     tokenizer = ec.tokenizer_dir or cfg.stage_dir("tokenizer")
     missing = [f"export: input not found: {p}" for p in (ec.checkpoint, tokenizer) if not p.exists()]
@@ -35,10 +27,10 @@ def plan(cfg: FactoryConfig) -> Plan:
                        f"verified: max |logit diff| <= {ec.probe.tolerance:g} or nothing is written"])
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     from factory.convert.export import export_checkpoint
 
-    ec = _section(cfg)
+    ec = STAGE.section_of(cfg)
     tokenizer = plan.reads[1]
     manifest.add_input(ec.checkpoint, role="checkpoint")
     manifest.add_input(tokenizer, role="tokenizer")
@@ -51,3 +43,9 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
                     shards=len(result.shards), bytes=result.total_bytes, seconds=round(result.seconds, 3))
     log.info("export: %s folder at %s, max |logit diff| %.3g", result.architecture, plan.output_dir,
              result.max_abs_logit_diff)
+
+
+STAGE = Stage(
+    name="export", help="Megatron checkpoint -> Hugging Face folder, verified by logits",
+    sections=(SectionSpec("export", ExportConfig, "Megatron checkpoint -> Hugging Face folder (Llama, Mixtral, Qwen3-MoE, Qwen2-MoE), verified by logits."),),
+    plan=plan, run=run, result_sections=("runtime", "export"), after=("tokenizer", "pretrain", "upcycle", "import", "cpt"))

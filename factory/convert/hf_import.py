@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from factory.convert import hf_config, tokenizer_files
+from factory.convert.architectures import HfArchitecture
 from factory.convert.config import ProbeConfig
 from factory.convert.hf_io import LazyReader
 from factory.convert.mapping import Shapes, entries
@@ -23,6 +24,8 @@ from factory.errors import CheckpointError, ConfigError
 from factory.io import atomic_dir
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.runtime.runtime import runtime_session
+from factory.train.checkpoint_stream import CheckpointReader, Layout, save_streaming
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older exports carry; recomputed from theta
 
@@ -43,20 +46,20 @@ def read_hf_config(hf_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_tensors(reader: LazyReader, arch: str, m: ModelConfig, layout) -> dict[str, object]:
+def check_tensors(reader: LazyReader, arch: HfArchitecture, m: ModelConfig, layout) -> dict[str, object]:
     """megatron name -> table entry; every HF tensor must be used and every model parameter set."""
-    by_name = {entry.megatron: entry for entry in entries(arch, m)}
+    by_name = {entry.megatron: entry for entry in entries(arch.rules(), m)}
     unknown = [name for name in by_name if name not in layout.params]
     if unknown:
-        raise CheckpointError(f"model has no tensor {unknown[0]} ({arch} table); cannot import")
+        raise CheckpointError(f"model has no tensor {unknown[0]} ({arch.name} table); cannot import")
     unset = sorted(set(layout.params) - set(by_name))
     if unset:
-        raise CheckpointError(f"model tensors left unset by the {arch} table: {', '.join(unset[:3])}")
+        raise CheckpointError(f"model tensors left unset by the {arch.name} table: {', '.join(unset[:3])}")
     used = {k for entry in by_name.values() for k in entry.hf}
     tied_head = {"lm_head.weight"} if not m.untie_embeddings_and_output_weights else set()
     unused = sorted(k for k in set(reader.keys()) - used - tied_head if not k.endswith(_IGNORED_SUFFIXES))
     if unused:
-        raise CheckpointError(f"{reader.folder}: {len(unused)} tensor(s) have no {arch} mapping "
+        raise CheckpointError(f"{reader.folder}: {len(unused)} tensor(s) have no {arch.name} mapping "
                               f"(biases or extra modules?), e.g. {', '.join(unused[:3])}")
     missing = sorted(k for k in used if k not in reader.weight_map)
     if missing:
@@ -68,9 +71,6 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
               seq_length: int | None = None, make_vocab_size_divisible_by: int = 128,
               token_dispatcher: str = "allgather", probe: ProbeConfig | None = None) -> ImportResult:
     """Write a Megatron checkpoint at `out_root` (iteration 0) and the tokenizer at `tokenizer_out`."""
-    from factory.runtime.runtime import runtime_session
-    from factory.train.checkpoint_stream import CheckpointReader, Layout, save_streaming
-
     probe, t0 = probe or ProbeConfig(), time.perf_counter()
     arch, m = hf_config.model_config(read_hf_config(hf_dir), seq_length=seq_length,
                                      make_vocab_size_divisible_by=make_vocab_size_divisible_by,
@@ -95,9 +95,9 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
 
         with atomic_dir(out_root) as tmp:
             save_streaming(tmp, m, rt, produce, meta={"source": "hf", "hf_dir": str(hf_dir),
-                                                      "hf_architecture": hf_config.ARCHITECTURES[arch]})
+                                                      "hf_architecture": arch.hf_class})
             logits = megatron_logits(CheckpointReader(tmp, rt), tokens, rt)
-            diff = compare(hf_logits(hf_dir, tokens), logits, probe.tolerance, f"import {hf_dir} ({arch})")
+            diff = compare(hf_logits(hf_dir, tokens), logits, probe.tolerance, f"import {hf_dir} ({arch.name})")
     with atomic_dir(tokenizer_out) as tmp:
         tokenizer_files.copy(hf_dir, tmp)
-    return ImportResult(arch, m, diff, Path(out_root), time.perf_counter() - t0)
+    return ImportResult(arch.name, m, diff, Path(out_root), time.perf_counter() - t0)

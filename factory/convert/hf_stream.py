@@ -20,10 +20,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from factory.convert.hf_config import ARCHITECTURES, SUPPORTED
-from factory.convert.mapping import HF_EXPERTS
+from factory.convert.architectures import HfArchitecture, get
 from factory.errors import CheckpointError, ConfigError
-
 
 
 @dataclass(frozen=True)
@@ -45,16 +43,15 @@ def _stack_gate_up(ts: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.cat(ts[j:j + 2]) for j in range(0, len(ts), 2)])
 
 
-def _check_supported(config) -> str:
+def _check_supported(config) -> HfArchitecture:
     """The architecture of `config`; refuses what one shared decoder layer cannot reproduce."""
-    arch = config.model_type
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"model_type={arch!r}: not supported (supported: {SUPPORTED})")
+    arch = get(config.model_type, "model_type")
     layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-    if layer_types != {"full_attention"} or (arch != "qwen2_moe" and getattr(config, "sliding_window", None)):
-        raise ConfigError(f"{arch}: sliding-window attention is not supported")
+    if layer_types != {"full_attention"} or (not arch.sliding_window_needs_flag
+                                             and getattr(config, "sliding_window", None)):
+        raise ConfigError(f"{arch.name}: sliding-window attention is not supported")
     if getattr(config, "mlp_only_layers", None) or getattr(config, "decoder_sparse_step", 1) != 1:
-        raise ConfigError(f"{arch}: mlp_only_layers/decoder_sparse_step: every layer must be an MoE layer")
+        raise ConfigError(f"{arch.name}: mlp_only_layers/decoder_sparse_step: every layer must be an MoE layer")
     return arch
 
 
@@ -165,23 +162,21 @@ def _state(params: list[_Param], weights: dict[str, torch.Tensor], what: str) ->
     return state
 
 
-def _params(module: torch.nn.Module, prefix: str, arch: str) -> list[_Param]:
+def _params(module: torch.nn.Module, prefix: str, arch: HfArchitecture) -> list[_Param]:
     """Every tensor of `module` (on meta) with the checkpoint tensors under `prefix` it comes from."""
     out = []
     for name, t in module.state_dict().items():
         if name in ("mlp.experts.gate_up_proj", "mlp.experts.down_proj"):
             out.append(_expert_param(name, tuple(t.shape), prefix, arch))
         else:
-            # the checkpoint's name for the module's `mlp.` (Mixtral: `block_sparse_moe.`)
-            mlp = HF_EXPERTS[arch][0].removesuffix("experts.{e}.") if arch in HF_EXPERTS else "mlp."
-            source = mlp + name[len("mlp."):] if name.startswith("mlp.") else name
+            source = arch.mlp_prefix + name[len("mlp."):] if name.startswith("mlp.") else name
             out.append(_Param(name, (prefix + source,), tuple(t.shape), _single))
     return out
 
 
-def _expert_param(name: str, shape: tuple[int, ...], prefix: str, arch: str) -> _Param:
+def _expert_param(name: str, shape: tuple[int, ...], prefix: str, arch: HfArchitecture) -> _Param:
     """A fused [experts, rows, cols] tensor from the per-expert checkpoint tensors."""
-    expert, gate, up, down = HF_EXPERTS[arch]  # the module's fused tensors <- per-expert checkpoint ones
+    expert, gate, up, down = arch.experts  # the module's fused tensors <- per-expert checkpoint ones
     experts = range(shape[0])
     if name.endswith("gate_up_proj"):
         sources = tuple(prefix + expert.format(e=e) + f"{p}.weight" for e in experts for p in (gate, up))

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
+from factory.convert.config import ImportConfig
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
-from factory.runner import Plan
+from factory.stage_api import Plan, SectionSpec, Stage
 
 log = logging.getLogger(__name__)
 
 
-def _section(cfg: FactoryConfig):
-    if cfg.hf_import is None:
-        raise ConfigError("import: the config has no 'hf_import' section")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # the TP=1 conversion model lives in one process
-        raise ConfigError("import: runs in one process (any saved TP/PP/EP loads at TP=1); launch it without torchrun")
-    return cfg.hf_import
-
-
-def plan(cfg: FactoryConfig) -> Plan:
-    ic = _section(cfg)
+def plan(cfg: CoreConfig) -> Plan:
+    ic = STAGE.section_of(cfg)
     root = ic.output_dir or cfg.stage_dir("import") / "checkpoints"
     if not (ic.hf_dir / "config.json").is_file():
         raise ConfigError(f"hf_import.hf_dir={ic.hf_dir}: no config.json there")
@@ -30,10 +22,10 @@ def plan(cfg: FactoryConfig) -> Plan:
                 notes=[f"verified: max |logit diff| <= {ic.probe.tolerance:g} or nothing is written"])
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     from factory.convert.hf_import import import_hf
 
-    ic = _section(cfg)
+    ic = STAGE.section_of(cfg)
     root, tokenizer = plan.writes
     manifest.add_input(ic.hf_dir, role="hf_model")
     result = import_hf(ic.hf_dir, root, runtime=cfg.runtime, tokenizer_out=tokenizer, seq_length=ic.seq_length,
@@ -44,3 +36,9 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
     manifest.record(architecture=result.architecture, max_abs_logit_diff=result.max_abs_logit_diff,
                     seconds=round(result.seconds, 3))
     log.info("import: %s -> %s, max |logit diff| %.3g", result.architecture, root, result.max_abs_logit_diff)
+
+
+STAGE = Stage(
+    name="import", help="Hugging Face folder -> Megatron checkpoint, verified by logits",
+    sections=(SectionSpec("hf_import", ImportConfig, "Hugging Face folder -> Megatron checkpoint for cpt, verified by logits (the `import` stage)."),),
+    plan=plan, run=run, result_sections=("runtime", "hf_import"), after=())

@@ -1,4 +1,5 @@
-"""One declarative table per architecture, Megatron key -> HF key(s) + an invertible transform.
+"""Declarative parameter tables, Megatron key -> HF key(s) + an invertible transform (one table per
+architecture class in factory/convert/architectures).
 
 The same table drives export (Megatron -> HF) and import (HF -> Megatron): each transform implements
 both directions, so no inverse is written by hand. Keys are Megatron's GPTModel names at TP=1 with the
@@ -100,54 +101,17 @@ class Entry:
     transform: object
 
 
-L, HL = "decoder.layers.{i}.", "model.layers.{i}."
-_EMBED = [Rule("embedding.word_embeddings.weight", ("model.embed_tokens.weight",), VOCAB),
-          Rule("decoder.final_layernorm.weight", ("model.norm.weight",))]
-_OUTPUT = Rule("output_layer.weight", ("lm_head.weight",), VOCAB)
-_ATTENTION = [
-    Rule(L + "input_layernorm.weight", (HL + "input_layernorm.weight",)),
-    Rule(L + "self_attention.linear_qkv.weight",
-         tuple(HL + f"self_attn.{p}_proj.weight" for p in "qkv"), QKV_FUSED),
-    Rule(L + "self_attention.linear_proj.weight", (HL + "self_attn.o_proj.weight",)),
-    Rule(L + "pre_mlp_layernorm.weight", (HL + "post_attention_layernorm.weight",)),
-]
-_QK_NORM = [Rule(L + "self_attention.q_layernorm.weight", (HL + "self_attn.q_norm.weight",)),
-            Rule(L + "self_attention.k_layernorm.weight", (HL + "self_attn.k_norm.weight",))]
+EMBED = [Rule("embedding.word_embeddings.weight", ("model.embed_tokens.weight",), VOCAB),
+         Rule("decoder.final_layernorm.weight", ("model.norm.weight",))]
+OUTPUT = Rule("output_layer.weight", ("lm_head.weight",), VOCAB)
+"""The rules every architecture shares; the layers' rules come from its class (factory/convert/architectures)."""
 
 
-def _swiglu(meg: str, hf: str, gate: str = "gate_proj", up: str = "up_proj", down: str = "down_proj") -> list[Rule]:
-    return [Rule(meg + "linear_fc1.weight", (hf + gate + ".weight", hf + up + ".weight"), GATE_UP),
-            Rule(meg + "linear_fc2.weight", (hf + down + ".weight",))]
-
-
-_EXPERT = L + "mlp.experts.local_experts.{e}."
-HF_EXPERTS = {"mixtral": ("block_sparse_moe.experts.{e}.", "w1", "w3", "w2"),
-              "qwen3_moe": ("mlp.experts.{e}.", "gate_proj", "up_proj", "down_proj"),
-              "qwen2_moe": ("mlp.experts.{e}.", "gate_proj", "up_proj", "down_proj")}
-"""Per-expert HF checkpoint names under `model.layers.{i}.`: (prefix, gate, up, down)."""
-
-
-def _hf_experts(arch: str) -> list[Rule]:
-    prefix, gate, up, down = HF_EXPERTS[arch]
-    return _swiglu(_EXPERT, HL + prefix, gate, up, down)
-
-
-TABLES: dict[str, list[Rule]] = {
-    "llama": _ATTENTION + _swiglu(L + "mlp.", HL + "mlp."),
-    "mixtral": _ATTENTION + [Rule(L + "mlp.router.weight", (HL + "block_sparse_moe.gate.weight",))]
-    + _hf_experts("mixtral"),
-    "qwen3_moe": _ATTENTION + _QK_NORM + [Rule(L + "mlp.router.weight", (HL + "mlp.gate.weight",))]
-    + _hf_experts("qwen3_moe"),
-    "qwen2_moe": _ATTENTION + [Rule(L + "mlp.router.weight", (HL + "mlp.gate.weight",)),
-                               Rule(L + "mlp.shared_experts.gate_weight", (HL + "mlp.shared_expert_gate.weight",))]
-    + _hf_experts("qwen2_moe") + _swiglu(L + "mlp.shared_experts.", HL + "mlp.shared_expert."),
-}
-
-
-def entries(arch: str, m: ModelConfig) -> Iterator[Entry]:
-    """The table of `arch` expanded over the layers and experts of `m`, in checkpoint order."""
+def entries(layer_rules: list[Rule], m: ModelConfig) -> Iterator[Entry]:
+    """The shared rules and an architecture's `layer_rules`, expanded over the layers and experts of `m`,
+    in checkpoint order."""
     experts = m.moe.num_experts if m.moe else 0
-    rules = _EMBED + TABLES[arch] + ([_OUTPUT] if m.untie_embeddings_and_output_weights else [])
+    rules = EMBED + layer_rules + ([OUTPUT] if m.untie_embeddings_and_output_weights else [])
     for rule in rules:
         layers = range(m.num_layers) if "{i}" in rule.megatron else [None]
         for i in layers:

@@ -11,7 +11,10 @@ from pathlib import Path
 import torch
 
 from factory.convert.config import ProbeConfig
+from factory.convert.hf_io import LazyReader
+from factory.convert.hf_stream import HfLayerStream
 from factory.errors import VerificationError
+from factory.model.layer_stream import LayerStream
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,6 @@ def probe_tokens(probe: ProbeConfig, vocab_size: int, max_positions: int) -> tor
 def megatron_logits(reader, tokens: torch.Tensor, rt, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """fp32 logits of a Megatron checkpoint run layer by layer (padded vocab rows dropped); with a
     lower `dtype`, each weight is first rounded to it (the function an export in that dtype computes)."""
-    from factory.model.layer_stream import LayerStream
-
     def fill(targets: dict[str, torch.Tensor]) -> None:
         reader.read_into(targets)
         if dtype != torch.float32:
@@ -40,9 +41,6 @@ def hf_logits(folder: Path, tokens: torch.Tensor) -> torch.Tensor:
     """fp32 logits of the folder under stock transformers modules (config.json, no remote code),
     run layer by layer with the folder's own tensors."""
     from transformers import AutoConfig
-
-    from factory.convert.hf_io import LazyReader
-    from factory.convert.hf_stream import HfLayerStream
 
     stream = HfLayerStream(AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False))
     reader = LazyReader(folder)

@@ -6,11 +6,17 @@ import hashlib
 import re
 import unicodedata
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 from factory.data.config import DedupConfig
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
+
+# datasketch (and the scipy it imports) is imported where first used: the stage registry imports the data
+# stage at every start-up, and only a run with near dedup needs it.
 
 _SPACE = re.compile(r"\s+")
 
@@ -27,11 +33,15 @@ def exact_key(text: str) -> bytes:
 
 @lru_cache(maxsize=4)
 def _template(num_perm: int, seed: int) -> MinHash:
+    from datasketch import MinHash
+
     # Building the permutations is the slow part of a MinHash; share them across documents.
     return MinHash(num_perm=num_perm, seed=seed)
 
 
 def _minhash(cfg: DedupConfig, hashvalues: np.ndarray | None = None) -> MinHash:
+    from datasketch import MinHash
+
     t = _template(cfg.num_perm, cfg.seed)
     return MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashvalues=hashvalues, permutations=t.permutations,
                    scheme=t.scheme)
@@ -53,6 +63,8 @@ class Deduper:
     def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
         self.seen: set[bytes] = set()
+        from datasketch import MinHashLSH
+
         self.lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm) if cfg.near else None
 
     def check(self, key: bytes, hashvalues: np.ndarray | None, source: str) -> tuple[str, str] | None:

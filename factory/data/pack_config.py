@@ -15,13 +15,13 @@ class PackDataset(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Dataset name, used in file names and blends."""
     path: Path
-    """JSONL file (e.g. the data stage's kept.jsonl)."""
+    """Records to pack: JSONL (e.g. the data stage's kept.jsonl), text, parquet or an HF datasets folder."""
     text_field: str = "text"
-    """Field of each JSON record that holds the text."""
+    """Field of each record that holds the text."""
 
 
 class PackConfig(Section):
-    """Tokenize JSONL with the project tokenizer into Megatron `.bin/.idx` datasets."""
+    """Tokenize records with the project tokenizer into Megatron `.bin/.idx` datasets."""
 
     datasets: list[PackDataset] = Field(min_length=1)
     """Corpora to pack."""

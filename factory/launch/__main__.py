@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from factory.errors import FactoryError
-from factory.stage import STAGES
+from factory import registry
+from factory.config import load_config
+from factory.errors import ConfigError, FactoryError, report
+from factory.io import atomic_write_text
+from factory.launch.commands import local_command
+from factory.launch.slurm import array_task_problems, render
 
 
 class SubmitError(FactoryError):
@@ -20,8 +24,6 @@ class SubmitError(FactoryError):
 
 def launch_local(args: argparse.Namespace, cfg) -> int:
     """Run the stage under torchrun on this machine (one process for the non-training verbs)."""
-    from factory.launch.commands import local_command
-
     nproc = args.nproc or (cfg.launch.gpus_per_node if cfg.launch else 1)
     command = local_command(cfg, args.stage, args.config, args.overrides, nproc)
     if args.dry_run:
@@ -33,10 +35,6 @@ def launch_local(args: argparse.Namespace, cfg) -> int:
 
 def launch_slurm(args: argparse.Namespace, cfg) -> int:
     """Render the sbatch script; print it (--dry-run), write it, and submit it (--submit)."""
-    from factory.io import atomic_write_text
-    from factory.errors import ConfigError
-    from factory.launch.slurm import array_task_problems, render
-
     rendered = render(cfg, args.stage, args.config, args.overrides)
     if cfg.launch and cfg.launch.array:
         problems = array_task_problems(args.config, args.overrides, cfg.launch.array)
@@ -73,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn in LAUNCHERS.items():
         sub = launchers.add_parser(name, help=fn.__doc__, description=fn.__doc__)
         verbs = sub.add_subparsers(dest="stage", required=True, metavar="STAGE")
-        for stage, spec in STAGES.items():
-            verb = verbs.add_parser(stage, help=spec.help, description=spec.help)
+        for stage in registry.CHAIN:
+            verb = verbs.add_parser(stage.name, help=stage.help, description=stage.help)
             verb.add_argument("--config", required=True, help="YAML config (see configs/)")
             verb.add_argument("--dry-run", action="store_true", help="print what would run; run and write nothing")
             verb.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
@@ -88,14 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from factory.config import load_config
-
     try:
         return LAUNCHERS[args.launcher](args, load_config(args.config, args.overrides))
     except FactoryError as e:
-        for line in e.lines():
-            print(f"{e.label}: {line}", file=sys.stderr)
-        return e.exit_code
+        return report(e)
 
 
 if __name__ == "__main__":

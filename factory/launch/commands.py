@@ -1,22 +1,18 @@
-"""The command lines a launch runs: torchrun for the training verbs, one process for the others."""
+"""The command lines a launch runs: torchrun for the training verbs, one process for the others (per the
+registry's `Stage.launch`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from factory.config import FactoryConfig
+from factory import registry
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.launch.config import LaunchConfig
 from factory.schema import rule
+from factory.stage_api import Launch, Stage
 
-MEGATRON_STAGES = ("pretrain", "cpt")
-"""Verbs whose ranks form Megatron's parallel layout (TP/PP/CP/EP x data parallel)."""
-TRAINING_STAGES = (*MEGATRON_STAGES, "sft", "dpo")
-"""Verbs that run one process per GPU under torchrun (sft/dpo: data parallel or DeepSpeed ZeRO-3
-through `sft.deepspeed`); every other verb is one process."""
-DATA_STAGES = ("tokenizer", "data", "synth", "pack")
-"""Verbs that may run as a Slurm job array (`launch.array`)."""
 SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 """torchrun forwards these to its workers; SIGUSR1 is not among its defaults and would kill it."""
 
@@ -34,13 +30,18 @@ def torchrun_options(launch: LaunchConfig | None) -> list[str]:
             "--shutdown-timeout", str(launch.signal_seconds_before_timeout)]
 
 
-def local_command(cfg: FactoryConfig, stage: str, config: str | Path, overrides: list[str],
+def torchrun_stages() -> list[str]:
+    """Verbs that run one process per GPU under torchrun; every other verb is one process."""
+    return [s.name for s in registry.CHAIN if s.launch is not Launch.ONE_PROCESS]
+
+
+def local_command(cfg: CoreConfig, stage: str, config: str | Path, overrides: list[str],
                   nproc: int) -> list[str]:
     """The command `python -m factory.launch local` runs; validated against the parallel layout."""
-    if stage not in TRAINING_STAGES:
+    if registry.stage(stage).launch is Launch.ONE_PROCESS:
         if nproc != 1:
             raise ConfigError(f"--nproc {nproc}: stage '{stage}' runs one process "
-                              f"(torchrun is for {', '.join(TRAINING_STAGES)})")
+                              f"(torchrun is for {', '.join(torchrun_stages())})")
         return [sys.executable, *stage_args(stage, config, overrides)]
     problems = world_problems(cfg, stage, nproc)
     if problems:
@@ -49,10 +50,11 @@ def local_command(cfg: FactoryConfig, stage: str, config: str | Path, overrides:
             *torchrun_options(cfg.launch), *stage_args(stage, config, overrides)]
 
 
-def world_problems(cfg: FactoryConfig, stage: str, world: int) -> list[str]:
+def world_problems(cfg: CoreConfig, stage: str, world: int) -> list[str]:
     """Why `world` processes cannot run `stage` with this config's parallel layout and batch."""
-    train = getattr(cfg, stage, None)
-    if stage not in MEGATRON_STAGES:  # sft / dpo: every rank is a data-parallel (or ZeRO) rank
+    spec: Stage = registry.stage(stage)
+    train = getattr(cfg, spec.section, None)
+    if spec.launch is Launch.DATA_PARALLEL:  # sft / dpo: every rank is a data-parallel (or ZeRO) rank
         out: list[str] = []
         if train is not None:
             rule(out, train.global_batch_size % (train.micro_batch_size * world) == 0,

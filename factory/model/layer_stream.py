@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from factory.model.build import build_gpt_model
 from factory.model.config import ModelConfig
 
 Fill = Callable[[dict[str, torch.Tensor]], None]
@@ -24,8 +25,6 @@ class LayerStream:
     """Eval-mode, TP=1, single-process forward of `model_cfg`, fed weights by name step by step."""
 
     def __init__(self, model_cfg: ModelConfig, rt):
-        from factory.model.build import build_gpt_model
-
         self.cfg = model_cfg
         one = rt.runnable(model_cfg).model_copy(update={"num_layers": 1})
         # built on meta, then given uninitialized storage: every weight is filled before it is used,

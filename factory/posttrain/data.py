@@ -1,4 +1,4 @@
-"""SFT and DPO datasets: read JSONL/parquet/`datasets` folders, detect the layout, normalize, mix by weight.
+"""SFT and DPO datasets: read any records file or `datasets` folder, detect the layout, normalize, mix by weight.
 
 Every SFT row becomes a `messages` conversation (ShareGPT `from/value` is renamed, a prompt/completion
 pair becomes one user turn and one assistant turn) so that all datasets share the chat template and the
@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from factory.errors import DataError
 from factory.posttrain.config import DatasetSpec
+from factory.records import read_records
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +27,17 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "system": "system", "model": "assistant"}
 
 
-def read_rows(spec: DatasetSpec) -> tuple[list[str], list[dict[str, Any]]]:
-    """(column names, rows) of one dataset file or folder."""
-    from datasets import Dataset, DatasetDict, load_from_disk
-
+def read_rows(spec: DatasetSpec) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    """(column names, (source, row) pairs) of one dataset file or folder; a source is `file:line` or `file#row`."""
     path = spec.path
     if not path.exists():
         raise DataError(f"{path}: dataset not found")
-    try:
-        if path.is_dir():
-            ds = load_from_disk(str(path))
-            if isinstance(ds, DatasetDict):
-                if spec.split not in ds:
-                    raise DataError(f"{path}: no split '{spec.split}' (splits: {', '.join(ds)})")
-                ds = ds[spec.split]
-        elif path.suffix == ".parquet":
-            ds = Dataset.from_parquet(str(path))
-        elif path.suffix in (".jsonl", ".json"):
-            ds = Dataset.from_json(str(path)) if path.stat().st_size else Dataset.from_list([])
-        else:
-            raise DataError(f"{path}: unknown dataset type (expected .jsonl, .json, .parquet or a datasets folder)")
-    except DataError:
-        raise
-    except Exception as e:  # datasets raises many types for a malformed file; report one line
-        raise DataError(f"{path}: cannot read: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if len(ds) == 0:
+    split = spec.split if path.is_dir() else None
+    rows = [(r.source, r.data) for r in read_records(path, text_field=None, split=split)]
+    if not rows:
         raise DataError(f"{path}: empty dataset (no rows)")
-    return list(ds.column_names), list(ds)
+    columns = list(dict.fromkeys(key for _, row in rows for key in row))
+    return columns, rows
 
 
 def detect(columns: list[str], spec: DatasetSpec, stage: str) -> str:
@@ -89,16 +74,16 @@ def _as_turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
 def sft_row(row: dict[str, Any], layout: str, where: str) -> dict[str, Any]:
     """One row as `{"messages": [...]}` with at least one assistant turn."""
     if layout == "messages":
-        messages = _turns(row["messages"], where)
+        messages = _turns(row.get("messages"), where)
     elif layout == "sharegpt":
         messages = []
-        for m in row["conversations"] or []:
+        for m in row.get("conversations") or []:
             role = SHAREGPT_ROLES.get(str(m.get("from", "")).lower()) if isinstance(m, dict) else None
             if role is None or not isinstance(m.get("value"), str):
                 raise DataError(f"{where}: ShareGPT turns need 'from' in {sorted(SHAREGPT_ROLES)} and a string 'value'")
             messages.append({"role": role, "content": m["value"]})
     else:
-        messages = _as_turns(row["prompt"], "user", where) + _as_turns(row["completion"], "assistant", where)
+        messages = _as_turns(row.get("prompt"), "user", where) + _as_turns(row.get("completion"), "assistant", where)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: no assistant turn (nothing to train on)")
     return {"messages": messages}
@@ -133,13 +118,13 @@ def load_mixture(specs: Iterable[DatasetSpec], stage: str, seed: int):
     for spec in specs:
         columns, rows = read_rows(spec)
         loaded.append((spec, detect(columns, spec, stage), rows))
-    conversational = stage == "dpo" and any(not isinstance(rows[0]["prompt"], str) for _, _, rows in loaded)
+    conversational = stage == "dpo" and any(not isinstance(rows[0][1].get("prompt"), str) for _, _, rows in loaded)
     mixed: list[dict[str, Any]] = []
     for spec, layout, rows in loaded:
         if stage == "sft":
-            norm = [sft_row(r, layout, f"{spec.path}: row {i}") for i, r in enumerate(rows)]
+            norm = [sft_row(row, layout, source) for source, row in rows]
         else:
-            norm = [dpo_row(r, conversational, f"{spec.path}: row {i}") for i, r in enumerate(rows)]
+            norm = [dpo_row(row, conversational, source) for source, row in rows]
         taken = weighted(norm, spec.weight, rng)
         log.info("%s: %s (%s), %d rows x %g -> %d", stage, spec.path, layout, len(rows), spec.weight, len(taken))
         mixed += taken

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
 from factory.posttrain.config import DpoConfig
-from factory.posttrain.training import plan_training, section, train
-from factory.runner import Plan
+from factory.posttrain.training import plan_training, train
+from factory.stage_api import Launch, Plan, SectionSpec, Stage
 
 
-def plan(cfg: FactoryConfig) -> Plan:
-    dc = section(cfg, "dpo")
+def plan(cfg: CoreConfig) -> Plan:
+    dc = STAGE.section_of(cfg)
     ref = "the LoRA base (adapters off)" if dc.lora else "a frozen copy of the input model"
-    return plan_training(cfg, "dpo", [f"beta {dc.beta:g}, loss {dc.loss_type}, reference: {ref}"])
+    return plan_training(cfg, STAGE, [f"beta {dc.beta:g}, loss {dc.loss_type}, reference: {ref}"])
 
 
 def make_trainer(dc: DpoConfig, model, tok, data, kwargs: dict, peft=None):
@@ -23,9 +23,17 @@ def make_trainer(dc: DpoConfig, model, tok, data, kwargs: dict, peft=None):
     return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
-    dc = section(cfg, "dpo")
-    curve = train(cfg, "dpo", manifest, lambda *a: make_trainer(dc, *a))
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+    dc = STAGE.section_of(cfg)
+    curve = train(cfg, STAGE, manifest, lambda *a: make_trainer(dc, *a))
     margins = [c["rewards/margins"] for c in curve if "rewards/margins" in c]
     if margins:
         manifest.record(first_reward_margin=margins[0], last_reward_margin=margins[-1])
+
+
+STAGE = Stage(
+    name="dpo", help="direct preference optimization on TRL",
+    sections=(SectionSpec("dpo", DpoConfig, "Direct preference optimization of an HF folder with TRL "
+                          "(prompt/chosen/rejected; full or LoRA)."),),
+    plan=plan, run=run, result_sections=("runtime", "dpo"), after=("export", "sft"), launch=Launch.DATA_PARALLEL,
+    uses_gpu=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# torch (through factory.posttrain.evaluate) is imported inside run: the registry imports this module at start-up.
 import contextlib
 import dataclasses
 import json
@@ -10,24 +11,18 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.data.config import LangMixConfig
 from factory.data.langmix import LangMixDetector
 from factory.errors import ConfigError
 from factory.io import atomic_write_json, atomic_write_text
 from factory.manifest import RunManifest
-from factory.posttrain import evaluate as ev
 from factory.posttrain import model as hf
-from factory.runner import Plan
+from factory.posttrain.config import EvalConfig
+from factory.stage_api import Plan, SectionSpec, Stage
 from tokenizer.config import SpecialTokens
 
 log = logging.getLogger(__name__)
-
-
-def _section(cfg: FactoryConfig):
-    if cfg.eval is None:
-        raise ConfigError("eval: the config has no 'eval' section")
-    return cfg.eval
 
 
 def is_megatron(path: Path) -> bool:
@@ -35,8 +30,8 @@ def is_megatron(path: Path) -> bool:
     return (path / "latest_checkpointed_iteration.txt").is_file() or path.name.startswith("iter_")
 
 
-def plan(cfg: FactoryConfig) -> Plan:
-    ec = _section(cfg)
+def plan(cfg: CoreConfig) -> Plan:
+    ec = STAGE.section_of(cfg)
     model = ec.model or cfg.stage_dir("dpo") / "hf"
     out = ec.output_dir or cfg.stage_dir("eval")
     reads = [model] + [h.path for h in ec.heldout] + ([ec.prompts] if ec.prompts else [])
@@ -54,7 +49,7 @@ def plan(cfg: FactoryConfig) -> Plan:
 
 
 @contextlib.contextmanager
-def hf_folder(cfg: FactoryConfig, model: Path) -> Iterator[Path]:
+def hf_folder(cfg: CoreConfig, model: Path) -> Iterator[Path]:
     """The model as an HF folder: itself, or a temporary export of a Megatron checkpoint."""
     if not is_megatron(model):
         yield model
@@ -68,8 +63,10 @@ def hf_folder(cfg: FactoryConfig, model: Path) -> Iterator[Path]:
         yield Path(tmp) / "hf"
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
-    ec = _section(cfg)
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+    from factory.posttrain import evaluate as ev
+
+    ec = STAGE.section_of(cfg)
     model_path = plan.reads[0]
     manifest.add_input(model_path, role="model")
     with hf_folder(cfg, model_path) as folder:
@@ -81,13 +78,13 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
                                                     ec.lm_eval_tasks)}
         for h in ec.heldout:
             manifest.add_input(h.path, role=f"heldout:{h.language}")
-            texts = [str(r.get(h.text_field, "")) for r in ev.read_jsonl(h.path, h.max_docs)]
+            texts = [str(r.get(h.text_field, "")) for r in ev.read_rows(h.path, h.max_docs)]
             report["perplexity"][h.language] = ev.perplexity(model, tok, texts, ec.max_length)
             manifest.record(**{f"perplexity.{h.language}": round(report["perplexity"][h.language]["perplexity"], 4)})
         answers = []
         if ec.prompts:
             manifest.add_input(ec.prompts, role="prompts")
-            answers = ev.answer(model, tok, ev.read_jsonl(ec.prompts), ec.max_new_tokens, _stop_ids(cfg, tok))
+            answers = ev.answer(model, tok, ev.read_rows(ec.prompts), ec.max_new_tokens, _stop_ids(cfg, tok))
             cs = ev.code_switch(answers, _detector(cfg))
             report["code_switch"] = dataclasses.asdict(cs)
             manifest.record(code_switch_rate=cs.rate if cs.rate is not None else "n/a",
@@ -98,26 +95,28 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
         print(f"# {name}\n{command}")
 
 
-def _benchmark_target(cfg: FactoryConfig, model: Path) -> Path:
+def _benchmark_target(cfg: CoreConfig, model: Path) -> Path:
     """The HF folder the benchmarks load: the model itself, or the export stage's output for a checkpoint."""
     if not is_megatron(model):
         return model
     return (cfg.export.output_dir if cfg.export and cfg.export.output_dir else None) or cfg.stage_dir("export") / "hf"
 
 
-def _stop_ids(cfg: FactoryConfig, tok) -> list[int]:
+def _stop_ids(cfg: CoreConfig, tok) -> list[int]:
     """EOS and the chat turn end (generation stops at the end of the assistant's turn)."""
     end = (cfg.tokenizer.tokens if cfg.tokenizer else SpecialTokens()).chat_end
     ids = [tok.eos_token_id] + ([tok.convert_tokens_to_ids(end)] if end in tok.get_vocab() else [])
     return [i for i in ids if i is not None]
 
 
-def _detector(cfg: FactoryConfig) -> LangMixDetector:
+def _detector(cfg: CoreConfig) -> LangMixDetector:
     """The data filter's detector with the data section's thresholds (defaults without one)."""
     return LangMixDetector.from_config(cfg.data.langmix if cfg.data else LangMixConfig())
 
 
 def _write(out: Path, report: dict, answers: list[dict], manifest: RunManifest) -> None:
+    from factory.posttrain import evaluate as ev
+
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", ev.markdown(report))
@@ -129,3 +128,11 @@ def _write(out: Path, report: dict, answers: list[dict], manifest: RunManifest) 
     ppl = ", ".join(f"{k} {v['perplexity']:.2f}" for k, v in report["perplexity"].items())
     rate = report["code_switch"]["rate"] if report["code_switch"] else None
     log.info("eval: perplexity %s; code-switch rate %s; report %s", ppl or "n/a", rate, out / "report.md")
+
+
+STAGE = Stage(
+    name="eval", help="perplexity, generation and code-switch rate report",
+    sections=(SectionSpec("eval", EvalConfig, "Perplexity per language, generation on prompts and the code-switch "
+                          "rate of an HF folder or checkpoint."),),
+    plan=plan, run=run, result_sections=("runtime", "data", "eval"),
+    after=("tokenizer", "pretrain", "cpt", "export", "sft", "dpo"), uses_gpu=True)

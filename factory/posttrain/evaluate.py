@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +12,14 @@ import torch
 
 from factory.data.langmix import LangMixDetector
 from factory.errors import DataError
+from factory.records import read_records
 
 
-def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first `limit` JSON objects of a JSONL file; a one-line DataError on a malformed line."""
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            rows.append(row)
+def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The first `limit` records of a file (any format of factory.records); one-line DataError when malformed."""
+    rows = [r.data for r in islice(read_records(path, text_field=None), limit)]
     if not rows:
-        raise DataError(f"{path}: empty (no JSON lines)")
+        raise DataError(f"{path}: empty (no records)")
     return rows
 
 

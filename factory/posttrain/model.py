@@ -6,14 +6,18 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.errors import CheckpointError, ConfigError
 from factory.io import atomic_write_json, replace_dir
 from factory.posttrain.config import LoraSettings, TrainSettings
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and transformers are imported inside the functions: the stage registry imports this module at
+# every start-up.
 
 log = logging.getLogger(__name__)
 CURVE_KEYS = ("loss", "learning_rate", "grad_norm", "aux_loss", "rewards/margins", "rewards/accuracies")
@@ -41,6 +45,7 @@ def check_causal_lm(folder: Path):
 
 def describe(config) -> str:
     """Architecture and parameter count of an HF config, counted on the meta device (no memory)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -75,7 +80,7 @@ def check_assistant_markers(tok, key: str) -> None:
                           ) from None
 
 
-def device_and_dtype(cfg: FactoryConfig) -> tuple[bool, torch.dtype]:
+def device_and_dtype(cfg: CoreConfig) -> tuple[bool, torch.dtype]:
     """(use_cpu, dtype) from the runtime section, resolved by the runtime module (auto: CUDA + bf16 on GPUs)."""
     from factory.runtime.runtime import resolve_device, resolve_dtype
 
@@ -105,13 +110,15 @@ def lora_config(lora: LoraSettings | None):
                       target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
-def trainer_kwargs(cfg: FactoryConfig, tc: TrainSettings, work_dir: Path, key: str) -> dict[str, Any]:
+def trainer_kwargs(cfg: CoreConfig, tc: TrainSettings, work_dir: Path, key: str) -> dict[str, Any]:
     """TrainingArguments shared by SFTConfig and DPOConfig; the global batch sets gradient accumulation."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     per_step = tc.micro_batch_size * world
     if tc.global_batch_size % per_step:
         raise ConfigError(f"{key}.global_batch_size={tc.global_batch_size}: must be a multiple of "
                           f"micro_batch_size x world size ({tc.micro_batch_size} x {world})")
+    import torch
+
     cpu, dtype = device_and_dtype(cfg)
     return dict(
         output_dir=str(work_dir), per_device_train_batch_size=tc.micro_batch_size,

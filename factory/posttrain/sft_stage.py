@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
 from factory.posttrain.config import SftConfig
-from factory.posttrain.training import plan_training, section, train
-from factory.runner import Plan
+from factory.posttrain.training import plan_training, train
+from factory.stage_api import Launch, Plan, SectionSpec, Stage
 
 
-def plan(cfg: FactoryConfig) -> Plan:
-    sc = section(cfg, "sft")
+def plan(cfg: CoreConfig) -> Plan:
+    sc = STAGE.section_of(cfg)
     notes = [f"assistant-only loss {'on' if sc.assistant_only_loss else 'off'}, "
              f"packing {'on' if sc.packing else 'off'}, NEFTune alpha {sc.neftune_noise_alpha or 'off'}"]
-    return plan_training(cfg, "sft", notes)
+    return plan_training(cfg, STAGE, notes)
 
 
 def make_trainer(sc: SftConfig, model, tok, data, kwargs: dict, peft=None):
@@ -28,6 +28,14 @@ def make_trainer(sc: SftConfig, model, tok, data, kwargs: dict, peft=None):
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
-    sc = section(cfg, "sft")
-    train(cfg, "sft", manifest, lambda *a: make_trainer(sc, *a))
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+    sc = STAGE.section_of(cfg)
+    train(cfg, STAGE, manifest, lambda *a: make_trainer(sc, *a))
+
+
+STAGE = Stage(
+    name="sft", help="supervised fine-tuning on TRL",
+    sections=(SectionSpec("sft", SftConfig, "Supervised fine-tuning of an HF folder with TRL (messages, ShareGPT, "
+                          "prompt/completion; full or LoRA)."),),
+    plan=plan, run=run, result_sections=("runtime", "sft"), after=("export",), launch=Launch.DATA_PARALLEL,
+    uses_gpu=True)

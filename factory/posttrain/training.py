@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
 from factory.posttrain.config import TrainSettings
 from factory.posttrain.data import load_mixture
-from factory.runner import Plan
+from factory.stage_api import Plan, Stage
 
 log = logging.getLogger(__name__)
 DEFAULT_INPUT = {"sft": ("export", "hf"), "dpo": ("sft", "hf")}
@@ -30,24 +30,17 @@ class Paths:
     """Trainer checkpoints and the folder being written before it replaces `output`."""
 
 
-def section(cfg: FactoryConfig, stage: str) -> TrainSettings:
-    tc = getattr(cfg, stage)
-    if tc is None:
-        raise ConfigError(f"{stage}: the config has no '{stage}' section")
-    return tc
-
-
-def paths(cfg: FactoryConfig, stage: str) -> Paths:
-    tc = section(cfg, stage)
-    model = tc.model or cfg.stage_dir(DEFAULT_INPUT[stage][0]) / DEFAULT_INPUT[stage][1]
-    out = tc.output_dir or cfg.stage_dir(stage) / "hf"
+def paths(cfg: CoreConfig, stage: Stage) -> Paths:
+    tc: TrainSettings = stage.section_of(cfg)
+    model = tc.model or cfg.stage_dir(DEFAULT_INPUT[stage.name][0]) / DEFAULT_INPUT[stage.name][1]
+    out = tc.output_dir or cfg.stage_dir(stage.name) / "hf"
     return Paths(model=model, tokenizer=tc.tokenizer_dir or model, output=out, work=out.parent / "trainer")
 
 
-def plan_training(cfg: FactoryConfig, stage: str, notes: list[str]) -> Plan:
-    tc, p = section(cfg, stage), paths(cfg, stage)
+def plan_training(cfg: CoreConfig, stage: Stage, notes: list[str]) -> Plan:
+    tc, p = stage.section_of(cfg), paths(cfg, stage)
     reads = [p.model] + ([p.tokenizer] if p.tokenizer != p.model else []) + [d.path for d in tc.datasets]
-    missing = [f"{stage}: input not found: {r}" for r in reads if not r.exists()]
+    missing = [f"{stage.name}: input not found: {r}" for r in reads if not r.exists()]
     if missing:
         raise ConfigError(missing)
     config = hf.check_causal_lm(p.model)
@@ -55,7 +48,7 @@ def plan_training(cfg: FactoryConfig, stage: str, notes: list[str]) -> Plan:
     positions = getattr(config.get_text_config(), "max_position_embeddings", None)
     if positions and tc.max_length > positions:
         log.warning("%s.max_length=%d exceeds the model's max_position_embeddings (%d)",
-                    stage, tc.max_length, positions)
+                    stage.name, tc.max_length, positions)
         notes = [*notes, f"warning: max_length {tc.max_length} > max_position_embeddings {positions}"]
     batch = f"global batch {tc.global_batch_size} = micro {tc.micro_batch_size} x accumulation x world size"
     length = f"max_steps {tc.max_steps}" if tc.max_steps else f"{tc.epochs:g} epoch(s)"
@@ -65,24 +58,24 @@ def plan_training(cfg: FactoryConfig, stage: str, notes: list[str]) -> Plan:
                 notes=[f"LR {tc.learning_rate:g} {tc.lr_scheduler}, {length}, {batch}", lora, *notes])
 
 
-def train(cfg: FactoryConfig, stage: str, manifest: RunManifest,
+def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
           build: Callable[[Any, Any, Any, dict[str, Any], Any], Any]) -> list[dict[str, float]]:
     """Load tokenizer, model and data, build the TRL trainer with `build(model, tok, data, kwargs, peft)`,
     train, and publish the HF folder; returns the loss curve."""
-    tc, p = section(cfg, stage), paths(cfg, stage)
-    tok = hf.load_tokenizer(p.tokenizer, f"{stage}.tokenizer_dir")
-    data = load_mixture(tc.datasets, stage, cfg.runtime.seed)
+    tc, p = stage.section_of(cfg), paths(cfg, stage)
+    tok = hf.load_tokenizer(p.tokenizer, f"{stage.name}.tokenizer_dir")
+    data = load_mixture(tc.datasets, stage.name, cfg.runtime.seed)
     _, dtype = hf.device_and_dtype(cfg)
     model = hf.load_model(p.model, dtype, len(tok))
     for d in tc.datasets:
         manifest.add_input(d.path, role=f"dataset:{d.format}")
     manifest.add_input(p.model, role="model")
-    trainer = build(model, tok, data, hf.trainer_kwargs(cfg, tc, p.work, stage), hf.lora_config(tc.lora))
+    trainer = build(model, tok, data, hf.trainer_kwargs(cfg, tc, p.work, stage.name), hf.lora_config(tc.lora))
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
     final = p.work / "final"
     hf.save_trained(trainer, tok, p.model, dtype, final)
-    curve = hf.publish(trainer, final, p.output, manifest, stage)
+    curve = hf.publish(trainer, final, p.output, manifest, stage.name)
     manifest.record(train_rows=len(data), train_seconds=round(seconds, 3))
     return curve

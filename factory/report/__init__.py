@@ -5,15 +5,14 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.io import atomic_write_text
+from factory.report.sections import SECTIONS
+from factory.report.sources import collect
 
 
-def write_report(cfg: FactoryConfig) -> Path:
+def write_report(cfg: CoreConfig) -> Path:
     """Write report.md and its figures for the run in `cfg.run.dir`; returns the report's path."""
-    from factory.report.sections import SECTIONS
-    from factory.report.sources import collect
-
     out = cfg.run.dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     arts = collect(cfg.run.dir)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from factory.errors import FactoryError
+from factory.config import load_config
+from factory.errors import FactoryError, report
+from factory.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,15 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the run's YAML config (its run.dir is read)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     args = parser.parse_args(argv)
-    from factory.config import load_config
-    from factory.report import write_report
-
     try:
         print(f"report: {write_report(load_config(args.config, args.overrides))}")
     except FactoryError as e:
-        for line in e.lines():
-            print(f"{e.label}: {line}", file=sys.stderr)
-        return e.exit_code
+        return report(e)
     return 0
 
 

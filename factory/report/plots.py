@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -44,8 +45,6 @@ def training_curves(curves: dict[str, Curve], key: str, ylabel: str, path: Path)
 
 def expert_load(records: Curve, path: Path) -> Path:
     """Per layer, the share of routed tokens each expert received at each logged step."""
-    import numpy as np
-
     layers = sorted({k for r in records for k in r.get("moe_tokens_per_expert", {})}, key=lambda s: (len(s), s))
     steps = [r for r in records if r.get("moe_tokens_per_expert")]
     fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers) + 1, 3.2), squeeze=False,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factory import registry
+from factory.records import read_jsonl
 from factory.report import plots
-from factory.report.sources import Artifacts, read_json, read_jsonl
+from factory.report.sources import Artifacts, read_json
 
 
 def _table(header: list[str], rows: list[list[object]]) -> list[str]:
@@ -26,9 +28,7 @@ def _missing(what: str) -> list[str]:
 def stages(arts: Artifacts, out: Path) -> list[str]:
     lines = ["## Stages", ""]
     records = (arts.pipeline or {}).get("stages", {})
-    from factory.pipeline import STEPS
-
-    names = [s for s in STEPS if s in records or s in arts.manifests]
+    names = [s.name for s in registry.CHAIN if s.name in records or s.name in arts.manifests]
     rows = []
     for name in names:
         rec, man = records.get(name, {}), arts.manifests.get(name, {})

@@ -8,16 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from factory.manifest import MANIFEST_NAME
+from factory.run_state import STATE_NAME
 
 
 def read_json(path: Path) -> Any | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @dataclass
@@ -44,8 +39,6 @@ class Artifacts:
 
 def collect(run_dir: Path) -> Artifacts:
     """Manifests named by pipeline.json, then any `<run_dir>/*/manifest.json` or one level deeper."""
-    from factory.pipeline import STATE_NAME
-
     arts = Artifacts(run_dir, pipeline=read_json(run_dir / STATE_NAME))
     paths = sorted(run_dir.glob(f"*/{MANIFEST_NAME}")) + sorted(run_dir.glob(f"*/*/{MANIFEST_NAME}"))
     recorded = [Path(r["manifest"]) for r in (arts.pipeline or {}).get("stages", {}).values() if r.get("manifest")]

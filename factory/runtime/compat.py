@@ -22,6 +22,14 @@ is only ever called by the runtime when CUDA is absent. Each item has a test in 
    on `torch.cuda.current_stream()`: a stream that never has pending work stands in for it.
 9. `clip_grad_by_total_norm_fp32` asserts CUDA gradients; on CPU the same in-place scaling runs
    without the assert.
+
+Why the patches are process-wide and never undone, rather than scoped to a runtime session: every
+patched function, left as it is, can only raise in a process without CUDA ("Torch not compiled with
+CUDA"), so a patch never changes a call that worked before it; megatron-core looks these functions up
+at call time from objects that outlive a session (models, optimizers, the RNG tracker instance, the
+dist_checkpointing writers a stage keeps between saves), so undoing them at the end of a session would
+turn those objects' next call into a crash; and applying them once per process keeps the pipeline's
+and the tests' many sessions in one interpreter identical. They are never applied where CUDA exists.
 """
 
 from __future__ import annotations

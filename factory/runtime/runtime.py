@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import random
+import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -156,8 +157,6 @@ def _init_process_group(device: torch.device, cfg: RuntimeConfig) -> tuple[int, 
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
 from torch.distributed.checkpoint.planner import LoadPlan, WriteItemType
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
-from factory.errors import CheckpointError
+from factory.errors import CheckpointError, FactoryError
 from factory.io import atomic_write_text
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
@@ -245,8 +245,6 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
 
 def _cause(e: BaseException) -> BaseException:
     """The first FactoryError torch DCP wrapped (it reports failures per rank), else `e`."""
-    from factory.errors import FactoryError
-
     failures = getattr(e, "failures", {})  # rank -> (exception, traceback)
     inner = [exc for exc, _ in failures.values() if isinstance(exc, FactoryError)]
     return inner[0] if inner else e

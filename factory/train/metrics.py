@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from factory.errors import ConfigError
+from factory.io import atomic_write_text
+from factory.records import read_jsonl
 
 log = logging.getLogger("factory.train")
 
@@ -40,9 +42,8 @@ class MetricsWriter:
         """Forget records past `iteration` (they are recomputed after a resume)."""
         if not self.enabled or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["iteration"] <= iteration]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in read_jsonl(self.path) if r.get("iteration", 0) <= iteration]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -1,14 +1,38 @@
-"""The MoE model config an upcycle produces from a dense checkpoint's config, with fit checks."""
+"""The MoE an upcycle produces from a dense checkpoint: its model config, the per-layer ExpertPlan, fit checks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory.errors import CheckpointError, ConfigError
 from factory.model.config import ModelConfig
 from factory.upcycle.config import UpcycleConfig
 from factory.upcycle.routing import expert_scale
-from factory.upcycle.transform import ExpertPlan
+
+
+@dataclass(frozen=True)
+class ExpertPlan:
+    """How one dense FFN becomes an MoE layer (the same for every layer)."""
+
+    num_experts: int
+    granularity: int
+    alpha: float
+    """Factor on each routed expert's linear_fc2 (see routing.py)."""
+    shared_size: int = 0
+    """Leading intermediate neurons that become the shared expert (0: none)."""
+    shared_gate: bool = False
+    """Zero gate weight (sigmoid = 1/2) and the shared linear_fc2 doubled: exact, powers of two."""
+    router_zero: bool = False
+    router_std: float = 0.02
+    drop_fraction: float = 0.0
+    noise_std: float = 0.0
+
+    def routed_ffn(self, ffn: int) -> int:
+        """Intermediate size of one routed expert for a dense FFN of `ffn` neurons."""
+        return (ffn - self.shared_size) // self.granularity
+
+
 
 # Dense shape fields a `model:` section must share with the checkpoint it describes.
 _SHAPE_KEYS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "query_groups",

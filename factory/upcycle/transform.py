@@ -9,32 +9,11 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-
-@dataclass(frozen=True)
-class ExpertPlan:
-    """How one dense FFN becomes an MoE layer (the same for every layer)."""
-
-    num_experts: int
-    granularity: int
-    alpha: float
-    """Factor on each routed expert's linear_fc2 (see routing.py)."""
-    shared_size: int = 0
-    """Leading intermediate neurons that become the shared expert (0: none)."""
-    shared_gate: bool = False
-    """Zero gate weight (sigmoid = 1/2) and the shared linear_fc2 doubled: exact, powers of two."""
-    router_zero: bool = False
-    router_std: float = 0.02
-    drop_fraction: float = 0.0
-    noise_std: float = 0.0
-
-    def routed_ffn(self, ffn: int) -> int:
-        """Intermediate size of one routed expert for a dense FFN of `ffn` neurons."""
-        return (ffn - self.shared_size) // self.granularity
+from factory.upcycle.target import ExpertPlan
 
 
 def split_fc1(fc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

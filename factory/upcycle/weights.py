@@ -12,8 +12,10 @@ import re
 
 import torch
 
+from factory.model.layer_stream import LayerStream
 from factory.train.checkpoint_stream import CheckpointReader
-from factory.upcycle.transform import ExpertPlan, mlp_tensor
+from factory.upcycle.target import ExpertPlan
+from factory.upcycle.transform import mlp_tensor
 
 log = logging.getLogger(__name__)
 _MLP = re.compile(r"^decoder\.layers\.(\d+)\.mlp\.(.+)$")
@@ -46,8 +48,6 @@ class MoeProducer:
 
 def compare(dense: CheckpointReader, moe: CheckpointReader, tokens: torch.Tensor, rt) -> dict:
     """Logit and per-layer hidden-state differences of the two checkpoints on `tokens`."""
-    from factory.model.layer_stream import LayerStream
-
     ref, ref_hidden = LayerStream(dense.info.model, rt).forward(tokens, dense.read_into)
     out, out_hidden = LayerStream(moe.info.model, rt).forward(tokens, moe.read_into)
     diff = (out - ref).abs()

@@ -12,7 +12,7 @@ import pytest
 from factory.config import validate_config
 from factory.errors import ConfigError, DataError
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 
 DOCS = [
     "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた事だけは記憶している。",
@@ -47,7 +47,7 @@ def _jsonl(path):
 
 def test_counts_add_up_and_every_rejection_is_recorded_with_its_reason(tmp_path):
     ja, en = _write_inputs(tmp_path)
-    manifest = run_stage("data", STAGES["data"], _config(tmp_path, ja, en))
+    manifest = run_stage(STAGES["data"], _config(tmp_path, ja, en))
     out = tmp_path / "out"
     kept, rejected = _jsonl(out / "kept.jsonl"), _jsonl(out / "rejected.jsonl")
     assert [r["text"] for r in kept] == DOCS + [ENGLISH, "A second English paragraph that is long enough to keep."]
@@ -69,17 +69,17 @@ def test_counts_add_up_and_every_rejection_is_recorded_with_its_reason(tmp_path)
 def test_too_many_malformed_lines_fail_and_leave_nothing_behind(tmp_path):
     ja, en = _write_inputs(tmp_path, bad_lines=4)
     with pytest.raises(DataError, match=rf"{ja}: 4 of 13 records malformed .* first: {ja}:10: invalid JSON"):
-        run_stage("data", STAGES["data"], _config(tmp_path, ja, en))
+        run_stage(STAGES["data"], _config(tmp_path, ja, en))
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_section_or_input_is_a_config_error(tmp_path):
     ja, en = _write_inputs(tmp_path)
     with pytest.raises(ConfigError, match="not found: .*nope.jsonl"):
-        run_stage("data", STAGES["data"], _config(tmp_path, tmp_path / "nope.jsonl", en))
+        run_stage(STAGES["data"], _config(tmp_path, tmp_path / "nope.jsonl", en))
     bare = validate_config({"run": {"name": "t", "dir": str(tmp_path)}})
     with pytest.raises(ConfigError, match="no 'data' section"):
-        run_stage("data", STAGES["data"], bare)
+        run_stage(STAGES["data"], bare)
 
 
 def test_cli_end_to_end_with_two_workers(tmp_path):

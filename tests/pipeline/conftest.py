@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from factory import stage as stage_cli
+from factory import registry
 from factory.config import load_config
-from factory.pipeline import STEPS
-from factory.runner import Plan
+from factory.stage_api import Plan, Stage
 
 
 class FakeStages:
@@ -27,7 +26,9 @@ class FakeStages:
         for path in self.sources.values():
             path.write_text("some text\n", encoding="utf-8")
 
-    def spec(self, name: str) -> SimpleNamespace:
+    def stage(self, real: Stage) -> Stage:
+        name = real.name
+
         def plan(cfg) -> Plan:
             return Plan(output_dir=cfg.run.dir / name)
 
@@ -35,9 +36,9 @@ class FakeStages:
             self.calls.append(name)
             if name in self.fail:
                 raise self.fail[name]
-            reads = [cfg.run.dir / d / "out.txt" for d in STEPS[name].after if (cfg.run.dir / d).exists()]
+            reads = [cfg.run.dir / d / "out.txt" for d in real.after if (cfg.run.dir / d).exists()]
             reads += [self.sources[name]] if name in self.sources else []
-            h = hashlib.sha256(json.dumps(cfg.to_dict()[STEPS[name].section], sort_keys=True).encode())
+            h = hashlib.sha256(json.dumps(cfg.to_dict()[real.section], sort_keys=True).encode())
             for path in reads:
                 manifest.add_input(path)
                 h.update(path.read_bytes())
@@ -45,14 +46,15 @@ class FakeStages:
             (plan.output_dir / "out.txt").write_text(h.hexdigest(), encoding="utf-8")
             manifest.add_output(plan.output_dir / "out.txt")
 
-        module = SimpleNamespace(plan=plan, run=run)
-        return SimpleNamespace(help=name, module=name, load=lambda: module)
+        return dataclasses.replace(real, plan=plan, run=run)
 
 
 @pytest.fixture
 def fakes(tmp_path, monkeypatch) -> FakeStages:
     f = FakeStages(tmp_path)
-    monkeypatch.setattr(stage_cli, "STAGES", {name: f.spec(name) for name in stage_cli.STAGES})
+    chain = tuple(f.stage(s) for s in registry.CHAIN)
+    monkeypatch.setattr(registry, "CHAIN", chain)
+    monkeypatch.setattr(registry, "STAGES", {s.name: s for s in chain})
     return f
 
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from factory.errors import DataError
-from factory.pipeline import STATE_NAME, STEPS, decide, load_state, run_pipeline
-from factory.stage import STAGES
+from factory.pipeline import decide, run_pipeline
+from factory.registry import CHAIN, STAGES, chain_problems
+from factory.run_state import STATE_NAME, load_state
 
 ALL = ["tokenizer", "data", "pack", "pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"]
 
@@ -16,10 +17,11 @@ def actions(cfg) -> dict[str, str]:
 
 
 def test_every_verb_has_a_pipeline_step_after_its_upstream_stages():
-    assert set(STEPS) == set(STAGES)
-    order = list(STEPS)
-    for name, step in STEPS.items():
+    assert set(s.name for s in CHAIN) == set(STAGES)
+    order = [s.name for s in CHAIN]
+    for name, step in STAGES.items():
         assert all(order.index(dep) < order.index(name) for dep in step.after), name
+    assert chain_problems(CHAIN) == []
 
 
 def test_first_run_runs_all_in_order_then_a_rerun_skips_all(fakes, demo_config):

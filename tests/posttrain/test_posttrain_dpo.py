@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from factory.posttrain.config import DatasetSpec
 from factory.posttrain.data import load_mixture
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from tests.posttrain.conftest import DPO_DATA, copy_model, post_config
 
 BETA = 0.1
@@ -44,7 +44,7 @@ def test_dpo_lora_on_moe_grows_the_reward_margin_and_output_loads(mixtral_dir, t
     cfg = post_config(tmp_path, dpo={"datasets": DPO_DATA, "learning_rate": 2e-2, "lr_scheduler": "constant",
                                      "max_steps": 6, "global_batch_size": 4, "micro_batch_size": 4,
                                      "max_length": 128, "beta": BETA, "lora": {"r": 8, "alpha": 16, "dropout": 0}})
-    manifest = run_stage("dpo", STAGES["dpo"], cfg).to_dict()
+    manifest = run_stage(STAGES["dpo"], cfg).to_dict()
     out = tmp_path / "dpo" / "hf"
     m = manifest["metrics"]
     assert m["steps"] == 6 and m["last_reward_margin"] > m["first_reward_margin"], m

@@ -9,7 +9,7 @@ from transformers import BertConfig
 
 from factory.errors import CheckpointError, ConfigError, DataError, FactoryError
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from tests.posttrain.conftest import DPO_DATA, SFT_DATA, copy_model, post_config
 
 TRAIN = {"learning_rate": 1e-3, "max_steps": 1, "global_batch_size": 1, "max_length": 64}
@@ -18,7 +18,7 @@ TRAIN = {"learning_rate": 1e-3, "max_steps": 1, "global_batch_size": 1, "max_len
 def _error(tmp_path, stage: str, model, datasets) -> FactoryError:
     cfg = post_config(tmp_path, **{stage: {**TRAIN, "model": str(model), "datasets": datasets}})
     with pytest.raises(FactoryError) as info:
-        run_stage(stage, STAGES[stage], cfg)
+        run_stage(STAGES[stage], cfg)
     assert len(info.value.lines()) == 1, info.value.lines()
     return info.value
 

@@ -8,7 +8,7 @@ import math
 from factory.data.langmix import LangMixDetector
 from factory.posttrain.evaluate import code_switch
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from tests.posttrain.conftest import DEMO_DATA, copy_model, post_config
 
 
@@ -17,7 +17,7 @@ def test_eval_reports_perplexity_per_language_and_code_switch_rate(llama_dir, tm
     heldout = [{"path": str(DEMO_DATA / f"heldout-{lang}.jsonl"), "language": lang} for lang in ("ja", "en")]
     cfg = post_config(tmp_path, eval={"heldout": heldout, "prompts": str(DEMO_DATA / "prompts.jsonl"),
                                       "max_new_tokens": 8})
-    manifest = run_stage("eval", STAGES["eval"], cfg).to_dict()
+    manifest = run_stage(STAGES["eval"], cfg).to_dict()
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     for lang in ("ja", "en"):
         p = report["perplexity"][lang]
@@ -52,7 +52,7 @@ def test_eval_exports_a_megatron_checkpoint_first(tmp_path):
     heldout = tmp_path / "en.jsonl"
     heldout.write_text('{"text": "w1 w2 w3 w4 w5 w6"}\n{"text": "w7 w8 w9"}\n')
     cfg = post_config(tmp_path, eval={"model": str(ckpt), "heldout": [{"path": str(heldout), "language": "en"}]})
-    manifest = run_stage("eval", STAGES["eval"], cfg).to_dict()
+    manifest = run_stage(STAGES["eval"], cfg).to_dict()
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["model"] == str(ckpt) and report["perplexity"]["en"]["tokens"] == (6 - 1) + (3 - 1)
     assert manifest["metrics"]["perplexity.en"] > 1 and tokenizer.is_dir()

@@ -12,7 +12,7 @@ from factory.posttrain.config import SftConfig
 from factory.posttrain.data import load_mixture
 from factory.posttrain.sft_stage import make_trainer
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from tests.posttrain.conftest import SFT_DATA, copy_model, post_config
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -23,7 +23,7 @@ def test_sft_on_moe_folder_lowers_loss_and_output_loads(mixtral_dir, tmp_path):
     cfg = post_config(tmp_path, sft={"datasets": SFT_DATA, "learning_rate": 1e-2, "lr_scheduler": "constant",
                                      "max_steps": 6, "global_batch_size": 2, "micro_batch_size": 2, "max_length": 128,
                                      "packing": True, "neftune_noise_alpha": 5})
-    manifest = run_stage("sft", STAGES["sft"], cfg).to_dict()
+    manifest = run_stage(STAGES["sft"], cfg).to_dict()
     out = tmp_path / "sft" / "hf"
     assert manifest["inputs"][-1]["path"] == str(model_in)
     m = manifest["metrics"]

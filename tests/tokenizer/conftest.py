@@ -10,7 +10,7 @@ import pytest
 
 from factory.config import validate_config
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mixed_ja_en.txt"
 # Tricky text the tokenizer must give back exactly: whitespace runs, tabs, newlines, full/half-width forms,
@@ -50,7 +50,7 @@ def tokenizer_config(inputs: list[Path], out: Path, **options):
 
 def train(inputs: list[Path], out: Path, **options) -> dict:
     """Run the tokenizer stage; returns report.json."""
-    run_stage("tokenizer", STAGES["tokenizer"], tokenizer_config(inputs, out, **options))
+    run_stage(STAGES["tokenizer"], tokenizer_config(inputs, out, **options))
     return json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 

@@ -12,27 +12,29 @@ import pytest
 from factory.config import validate_config
 from factory.errors import ConfigError, DataError
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from tests.tokenizer.conftest import tokenizer_config, train
-from tokenizer.stage import OUTPUTS, plan
+from tokenizer.tokenizer_stage import OUTPUTS, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_missing_section_is_a_config_error():
     cfg = validate_config({"run": {"name": "t", "dir": "runs/t"}})
-    with pytest.raises(ConfigError, match="no `tokenizer:` section"):
+    with pytest.raises(ConfigError, match="no 'tokenizer' section"):
         plan(cfg)
 
 
 def test_every_input_problem_is_reported_together(tmp_path):
     (tmp_path / "table.csv").write_text("a,b\n")
-    cfg = tokenizer_config([tmp_path / "missing.txt", tmp_path / "table.csv"], tmp_path / "out", vocab_size=10)
-    with pytest.raises(ConfigError) as info:
-        plan(cfg)
+    inputs = [tmp_path / "missing.txt", tmp_path / "table.csv"]
+    with pytest.raises(ConfigError) as info:  # section rules fail when the config loads, like every section's
+        tokenizer_config(inputs, tmp_path / "out", vocab_size=10)
+    assert [line.split(": ")[1].split(":")[0] for line in info.value.lines()] == ["tokenizer.vocab_size=10"]
+    with pytest.raises(ConfigError) as info:  # inputs are checked when the stage plans
+        plan(tokenizer_config(inputs, tmp_path / "out"))
     assert [line.split(":")[0] for line in info.value.lines()] == [
-        f"tokenizer.inputs[0]={tmp_path / 'missing.txt'}", f"tokenizer.inputs[1]={tmp_path / 'table.csv'}",
-        "tokenizer.vocab_size=10"]
+        f"tokenizer.inputs[0]={tmp_path / 'missing.txt'}", f"tokenizer.inputs[1]={tmp_path / 'table.csv'}"]
     with pytest.raises(ConfigError, match="tokenizer.inputs: empty"):
         plan(tokenizer_config([], tmp_path / "out"))
 
@@ -50,13 +52,13 @@ def test_failed_run_keeps_the_previous_output(trained, corpus, tmp_path):
     out, _ = trained()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ConfigError, match="supports at most"):
-        run_stage("tokenizer", STAGES["tokenizer"], tokenizer_config([corpus], out, vocab_size=100_000))
+        run_stage(STAGES["tokenizer"], tokenizer_config([corpus], out, vocab_size=100_000))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_outputs_manifest_and_no_leftover_training_text(corpus, tmp_path):
     out = tmp_path / "tok"
-    manifest = run_stage("tokenizer", STAGES["tokenizer"], tokenizer_config([corpus], out))
+    manifest = run_stage(STAGES["tokenizer"], tokenizer_config([corpus], out))
     assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "manifest.json"])
     written = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert written["inputs"][0]["path"] == str(corpus) and len(written["inputs"][0]["sha256"]) == 64

@@ -28,7 +28,7 @@ def packed_data(tmp_path_factory) -> Path:
     import sentencepiece as spm
 
     from factory.runner import run_stage
-    from factory.stage import STAGES
+    from factory.registry import STAGES
 
     root = tmp_path_factory.mktemp("packed")
     (root / "tokenizer").mkdir()
@@ -44,7 +44,7 @@ def packed_data(tmp_path_factory) -> Path:
     cfg = validate_config({"run": {"name": "pack", "dir": str(root)},
                            "pack": {"datasets": [{"name": "docs", "path": str(docs)}], "num_workers": 1},
                            "blend": {"phases": [{"name": "main", "datasets": [{"dataset": "docs", "weight": 1}]}]}})
-    run_stage("pack", STAGES["pack"], cfg)
+    run_stage(STAGES["pack"], cfg)
     return root
 
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from factory.train import checkpoint as ckpt
-from factory.train.engine import PlannedRestart
+from factory.train.control import PlannedRestart
 from factory.train.fault import EXIT_HUNG, EXIT_RESTART, SlowdownDetector
 from tests.train.conftest import losses, train_config
 
@@ -57,14 +57,14 @@ def test_slowdown_detector_needs_a_sustained_drop():
 def test_planned_restart_saves_then_exits_75(packed_data, tmp_path):
     cfg = train_config(packed_data, tmp_path, train_iters=4, fault={"restart_every_hours": 1e-9})
     with pytest.raises(PlannedRestart, match="planned restart") as err:
-        run_stage("pretrain", STAGES["pretrain"], cfg)
+        run_stage(STAGES["pretrain"], cfg)
     assert err.value.exit_code == EXIT_RESTART
     assert ckpt.latest_iteration(tmp_path / "pretrain" / "checkpoints") == 1
 
 
 def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(packed_data, tmp_path):
     straight = train_config(packed_data, tmp_path / "straight", train_iters=6)
-    run_stage("pretrain", STAGES["pretrain"], straight)
+    run_stage(STAGES["pretrain"], straight)
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(train_config(packed_data, tmp_path / "killed", train_iters=6).to_dict()))
     # The real save of iteration 4 completes its files, then the process is killed before the rename.
@@ -94,7 +94,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(packed_data, t
     root = tmp_path / "killed" / "pretrain" / "checkpoints"
     assert ckpt.latest_iteration(root) == 2 and (root / ".iter_0000004.partial").is_dir()
     assert ckpt.read_info(root).iteration == 2
-    run_stage("pretrain", STAGES["pretrain"], train_config(packed_data, tmp_path / "killed", train_iters=6))
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path / "killed", train_iters=6))
     assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
     assert not (root / ".iter_0000004.partial").exists()
     assert json.loads((root.parent / "manifest.json").read_text())["metrics"]["steps"] == 6

@@ -8,13 +8,13 @@ import pytest
 
 from factory.errors import CheckpointError, ConfigError
 from factory.runner import run_stage
-from factory.stage import STAGES
+from factory.registry import STAGES
 from factory.train import checkpoint as ckpt
 from tests.train.conftest import losses, train_config
 
 
 def _run(cfg, stage="pretrain"):
-    return run_stage(stage, STAGES[stage], cfg)
+    return run_stage(STAGES[stage], cfg)
 
 
 def test_pretrain_learns_and_writes_megatron_layout(packed_data, tmp_path):
@@ -76,7 +76,7 @@ def test_moe_logs_per_layer_expert_load(packed_data, tmp_path):
 
 
 def test_lr_schedules(packed_data, tmp_path):
-    from factory.train.engine import build_scheduler
+    from factory.train.setup import build_scheduler
 
     class Opt:
         param_groups = [{"lr": 0.0, "weight_decay": 0.0}]

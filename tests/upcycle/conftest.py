@@ -54,8 +54,8 @@ def upcycle_config(run_dir: Path, source: Path, model: dict | None = None, **sec
 def run_upcycle(run_dir: Path, source: Path, **section) -> dict:
     """Run the stage in-process; returns the manifest as written."""
     from factory.runner import run_stage
-    from factory.stage import STAGES
+    from factory.registry import STAGES
 
     cfg = upcycle_config(run_dir, source, **section)
-    manifest = run_stage("upcycle", STAGES["upcycle"], cfg)
+    manifest = run_stage(STAGES["upcycle"], cfg)
     return json.loads((manifest.out_dir / "manifest.json").read_text())

@@ -5,7 +5,8 @@ import torch
 
 from factory.model.config import MoEConfig
 from factory.upcycle.routing import exactness_problem, expert_scale
-from factory.upcycle.transform import ExpertPlan, mlp_keys, mlp_tensor
+from factory.upcycle.target import ExpertPlan
+from factory.upcycle.transform import mlp_keys, mlp_tensor
 
 
 def _moe(**kw) -> MoEConfig:

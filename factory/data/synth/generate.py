@@ -14,6 +14,7 @@ from factory.data.synth.client import ChatClient, bounded_map
 from factory.data.synth.config import SeedDocs, SynthConfig
 from factory.data.synth.prompts import TEMPLATES
 from factory.errors import DataError
+from factory.records import read_records
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +51,19 @@ def load_personas(sc: SynthConfig) -> list[str]:
 
 
 def load_seeds(sd: SeedDocs) -> list[tuple[str, str]]:
-    """(id, text) of each seed document; malformed lines and duplicate ids are errors naming file:line."""
+    """(id, text) of each seed document; malformed records and duplicate ids are errors naming file:line."""
     seeds: dict[str, str] = {}
-    if not sd.path.is_file():
+    if not sd.path.exists():
         raise DataError(f"{sd.path}: seed documents not found")
-    with sd.path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if sd.limit is not None and len(seeds) >= sd.limit:
-                break
-            if not line.strip():
-                continue
-            rec = _json_object(line, f"{sd.path}:{n}")
-            doc_id, text = rec.get(sd.id_field), rec.get(sd.text_field)
-            if doc_id is None or not isinstance(text, str):
-                raise DataError(f"{sd.path}:{n}: expected string '{sd.text_field}' and an '{sd.id_field}' field")
-            if str(doc_id) in seeds:
-                raise DataError(f"{sd.path}:{n}: duplicate {sd.id_field} {doc_id!r}")
-            seeds[str(doc_id)] = text
+    for rec in read_records(sd.path, sd.text_field):
+        if sd.limit is not None and len(seeds) >= sd.limit:
+            break
+        doc_id = rec.data.get(sd.id_field)
+        if doc_id is None:
+            raise DataError(f"{rec.source}: no '{sd.id_field}' field")
+        if str(doc_id) in seeds:
+            raise DataError(f"{rec.source}: duplicate {sd.id_field} {doc_id!r}")
+        seeds[str(doc_id)] = rec.text
     return list(seeds.items())
 
 
@@ -95,18 +92,14 @@ class JsonlLog:
             return set()
         self._drop_torn_tail()
         ids: set[str] = set()
-        with self.path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                rec = _json_object(line, f"{self.path}:{n}")
-                if "id" not in rec:
-                    raise DataError(f"{self.path}:{n}: record has no 'id'")
-                ids.add(rec["id"])
+        for rec in read_records(self.path, text_field=None, fmt="jsonl"):
+            if rec.id is None:
+                raise DataError(f"{rec.source}: record has no 'id'")
+            ids.add(rec.id)
         return ids
 
     def records(self) -> Iterator[dict[str, Any]]:
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)
+        return (rec.data for rec in read_records(self.path, text_field=None, fmt="jsonl"))
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -116,6 +109,7 @@ class JsonlLog:
             os.fsync(f.fileno())
 
     def _drop_torn_tail(self) -> None:
+        """Cut a torn last line before appending (the reader skips it; the next line must not join it)."""
         with self.path.open("rb+") as f:
             data = f.read()
             keep = data.rfind(b"\n") + 1
@@ -152,13 +146,3 @@ def _record(job: Job, text: str, model: str) -> dict[str, Any]:
     return {"id": job.id, "text": text, "prompt": job.messages[-1]["content"], "task": job.task,
             "persona": job.persona, "seed_id": job.seed_id, "sample": job.sample, "group": job.group,
             "template": job.template, "model": model}
-
-
-def _json_object(line: str, where: str) -> dict[str, Any]:
-    try:
-        rec = json.loads(line)
-    except ValueError as e:
-        raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-    if not isinstance(rec, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    return rec

@@ -155,7 +155,7 @@ def test_malformed_seed_line_names_file_and_line(seeds_file):
     with seeds_file.open("a", encoding="utf-8") as f:
         f.write('{"doc": "d9", "body": \n')
     sc = synth_config(seeds_file, "http://127.0.0.1:9/v1")
-    with pytest.raises(DataError, match=rf"{seeds_file.name}:4: not valid JSON"):
+    with pytest.raises(DataError, match=rf"{seeds_file.name}:4: invalid JSON"):
         load_seeds(sc.seeds)
 
 

@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError, DataError
 from factory.io import atomic_dir, atomic_write_json
 from factory.manifest import RunManifest
-from factory.runner import Plan
+from factory.stage_api import Plan, SectionSpec, Stage
 from tokenizer import hf
 from tokenizer.config import TokenizerConfig
 from tokenizer.corpus import Sampler, input_bytes, input_kind, iter_lines
@@ -26,12 +26,10 @@ TRAIN_TEXT = "train.txt"
 """Pretokenized training text, written inside the temp output folder and removed before it is committed."""
 
 
-def section(cfg: FactoryConfig) -> TokenizerConfig:
-    """The validated `tokenizer:` section; every problem with it is reported at once."""
-    tc = cfg.tokenizer
-    if tc is None:
-        raise ConfigError("tokenizer: the config has no `tokenizer:` section; add one with `inputs: [FILE, ...]`")
-    problems = _input_problems(tc.inputs) + tc.problems("tokenizer")
+def section(cfg: CoreConfig) -> TokenizerConfig:
+    """The `tokenizer:` section with its inputs and dictionary checked; every problem is reported at once."""
+    tc = STAGE.section_of(cfg)
+    problems = _input_problems(tc.inputs)
     if tc.dictionary == "ipadic" and not _importable("ipadic"):
         problems.append("tokenizer.dictionary=ipadic: the `ipadic` package is not installed")
     if problems:
@@ -58,7 +56,7 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def plan(cfg: FactoryConfig) -> Plan:
+def plan(cfg: CoreConfig) -> Plan:
     tc = section(cfg)
     out = tc.output_dir or cfg.stage_dir("tokenizer")
     budget = "all" if tc.sample_bytes is None else f"a ~{tc.sample_bytes:,}-byte sample"
@@ -71,7 +69,7 @@ def plan(cfg: FactoryConfig) -> Plan:
     return Plan(output_dir=out, reads=list(tc.inputs), writes=[out / name for name in OUTPUTS], notes=notes)
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     tc = section(cfg)
     if tc.normalization == "nfkc":
         log.warning("tokenizer.normalization=nfkc: exact round-trip is lost; the report counts the failures")
@@ -134,3 +132,10 @@ def _log_summary(report: dict[str, Any]) -> None:
     log.info("tokenizer: held-out %d lines: %s; boundary crossing %s; round-trip failures %d; "
              "HF/SP id mismatches %d; training %.1fs", held["lines"], langs or "-", held["boundary_crossing_rate"],
              held["round_trip_failures"], held["hf_sp_id_mismatches"], timing["training_seconds"])
+
+
+STAGE = Stage(
+    name="tokenizer", help="train a MeCab-pretokenized SentencePiece tokenizer + HF export + report",
+    sections=(SectionSpec("tokenizer", TokenizerConfig, "Tokenizer training: add one with `inputs: [FILE, ...]`; "
+                          "MeCab pretokenization and SentencePiece options"),),
+    plan=plan, run=run, result_sections=("tokenizer",), job_array=True)

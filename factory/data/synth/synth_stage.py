@@ -7,22 +7,22 @@ from __future__ import annotations
 
 import os
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.data.synth.client import ChatClient
 from factory.data.synth.config import SynthConfig
 from factory.data.synth.generate import JsonlLog, generate
 from factory.data.synth.judge import judge_pairs
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
-from factory.runner import Plan
+from factory.stage_api import Plan, SectionSpec, Stage
 
 SAMPLES = "samples.jsonl"
 PAIRS = "preference.jsonl"
 UNDECIDED = "preference_undecided.jsonl"
 
 
-def plan(cfg: FactoryConfig) -> Plan:
-    sc = _section(cfg)
+def plan(cfg: CoreConfig) -> Plan:
+    sc = STAGE.section_of(cfg)
     out = sc.output_dir or cfg.stage_dir("synth")
     reads = [sc.seeds.path] + ([sc.personas_file] if sc.personas_file else [])
     problems = [f"synth: input not found: {p}" for p in reads if not p.is_file()]
@@ -36,8 +36,8 @@ def plan(cfg: FactoryConfig) -> Plan:
     return Plan(output_dir=out, reads=reads, writes=writes, notes=notes)
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
-    sc = _section(cfg)
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+    sc = STAGE.section_of(cfg)
     for path in plan.reads:
         manifest.add_input(path, role="personas" if path == sc.personas_file else "seeds")
     samples = JsonlLog(plan.output_dir / SAMPLES)
@@ -59,7 +59,8 @@ def _client(sc: SynthConfig, base_url: str) -> ChatClient:
                       backoff_max=sc.backoff_max_seconds)
 
 
-def _section(cfg: FactoryConfig) -> SynthConfig:
-    if cfg.synth is None:
-        raise ConfigError("synth: the config has no 'synth' section")
-    return cfg.synth
+STAGE = Stage(
+    name="synth", help="generate synthetic data (persona x seed document) from a chat endpoint",
+    sections=(SectionSpec("synth", SynthConfig,
+                          "Synthetic data generation (persona x seed document) against a chat endpoint."),),
+    plan=plan, run=run, result_sections=("synth",), after=("data",), resumes=True, job_array=True)

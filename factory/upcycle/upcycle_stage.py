@@ -15,40 +15,35 @@ process (the stage is bound by disk bandwidth).
 
 from __future__ import annotations
 
+# torch and megatron are imported inside plan/run: the registry imports every stage module at start-up.
 import logging
 import time
 from pathlib import Path
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
 from factory.manifest import RunManifest
-from factory.runner import Plan
-from factory.train import checkpoint as ckpt
+from factory.stage_api import Plan, SectionSpec, Stage
 from factory.upcycle.config import UpcycleConfig
 from factory.upcycle.target import check_fits, expert_plan, moe_model
 
 log = logging.getLogger(__name__)
 
 
-def _section(cfg: FactoryConfig) -> UpcycleConfig:
-    if cfg.upcycle is None:
-        raise ConfigError("upcycle: the config has no 'upcycle' section")
-    return cfg.upcycle
+def source_path(cfg: CoreConfig) -> Path:
+    return STAGE.section_of(cfg).source or cfg.stage_dir("pretrain") / "checkpoints"
 
 
-def source_path(cfg: FactoryConfig) -> Path:
-    return _section(cfg).source or cfg.stage_dir("pretrain") / "checkpoints"
+def output_root(cfg: CoreConfig) -> Path:
+    return STAGE.section_of(cfg).output_dir or cfg.stage_dir("upcycle") / "checkpoints"
 
 
-def output_root(cfg: FactoryConfig) -> Path:
-    return _section(cfg).output_dir or cfg.stage_dir("upcycle") / "checkpoints"
-
-
-def plan(cfg: FactoryConfig) -> Plan:
+def plan(cfg: CoreConfig) -> Plan:
     from factory.model.build import parameter_counts
+    from factory.train import checkpoint as ckpt
 
-    uc, out = _section(cfg), output_root(cfg)
+    uc, out = STAGE.section_of(cfg), output_root(cfg)
     info = ckpt.read_info(source_path(cfg))
     check_fits(info.model, cfg.model, info.path)
     target = moe_model(info.model, uc)
@@ -63,13 +58,14 @@ def plan(cfg: FactoryConfig) -> Plan:
         f"MoE parameters:   {parameter_counts(target).describe()}"])
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     from factory.runtime.config import ParallelConfig
     from factory.runtime.runtime import runtime_session
+    from factory.train import checkpoint as ckpt
     from factory.train.checkpoint_stream import CheckpointReader, save_streaming
     from factory.upcycle.weights import MoeProducer, compare, probe_tokens
 
-    uc = _section(cfg)
+    uc = STAGE.section_of(cfg)
     info = ckpt.read_info(source_path(cfg))
     target, xplan = moe_model(info.model, uc), expert_plan(info.model, uc)
     manifest.add_input(info.path, role="dense_checkpoint")
@@ -95,8 +91,9 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
     manifest.add_output(plan.output_dir, role="moe_checkpoint")
 
 
-def lineage_meta(info: ckpt.CheckpointInfo, uc: UpcycleConfig) -> dict:
-    """The MoE checkpoint's `factory` metadata: a fresh run that inherits tokens seen and the final LR."""
+def lineage_meta(info, uc: UpcycleConfig) -> dict:
+    """The MoE checkpoint's `factory` metadata (from the dense CheckpointInfo): a fresh run that inherits tokens
+    seen and the final LR."""
     src = info.factory
     tokens = int(src.get("tokens_seen", 0))
     upcycle = {"mode": uc.mode, "granularity": uc.granularity, "router_init": uc.router_init,
@@ -109,3 +106,10 @@ def lineage_meta(info: ckpt.CheckpointInfo, uc: UpcycleConfig) -> dict:
     if src.get("final_lr"):
         meta["final_lr"] = src["final_lr"]
     return meta
+
+
+STAGE = Stage(
+    name="upcycle", help="turn a dense checkpoint into a verified-equal MoE checkpoint",
+    sections=(SectionSpec("upcycle", UpcycleConfig,
+                          "Dense checkpoint -> MoE checkpoint equal to it at step 0 (copy, granular, shared, drop)."),),
+    plan=plan, run=run, result_sections=("runtime", "model", "upcycle"), after=("pretrain",))

@@ -11,25 +11,23 @@ from collections import Counter
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
-from factory.config import FactoryConfig
+from factory.config_base import CoreConfig
 from factory.data.config import DataConfig, DataInput
 from factory.data.dedup import Deduper, exact_key, signature
 from factory.data.filters import build_filters, first_rejection
-from factory.data.records import ErrorBudget, Record, iter_records
 from factory.errors import ConfigError
 from factory.io import atomic_dir
 from factory.manifest import RunManifest
-from factory.runner import Plan
+from factory.records import ErrorBudget, Record, read_records
+from factory.stage_api import Plan, SectionSpec, Stage
 
 log = logging.getLogger(__name__)
 KEPT, REJECTED = "kept.jsonl", "rejected.jsonl"
 _STATE: dict = {}  # per worker process: the DataConfig and its two filter chains
 
 
-def plan(cfg: FactoryConfig) -> Plan:
-    dc = cfg.data
-    if dc is None:
-        raise ConfigError("data: the config has no 'data' section")
+def plan(cfg: CoreConfig) -> Plan:
+    dc = STAGE.section_of(cfg)
     missing = [f"data.inputs: not found: {i.path}" for i in dc.inputs if not i.path.exists()]
     if missing:
         raise ConfigError(missing)
@@ -37,10 +35,10 @@ def plan(cfg: FactoryConfig) -> Plan:
     return Plan(output_dir=out, reads=[i.path for i in dc.inputs], writes=[out / KEPT, out / REJECTED])
 
 
-def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     from rich.progress import Progress
 
-    dc = cfg.data
+    dc = STAGE.section_of(cfg)
     counts: Counter[str] = Counter({name: 0 for name in reason_names(dc)})
     with atomic_dir(plan.output_dir) as tmp, open(tmp / KEPT, "w", encoding="utf-8") as kept, \
             open(tmp / REJECTED, "w", encoding="utf-8") as rejected, _screener(dc) as screen, \
@@ -72,7 +70,7 @@ def reason_names(dc: DataConfig) -> list[str]:
 
 
 def _records(inp: DataInput, dc: DataConfig) -> Iterator[Record]:
-    return iter_records(inp.path, inp.text_field or dc.text_field, inp.format, dc.text_unit)
+    return read_records(inp.path, inp.text_field or dc.text_field, inp.format, dc.text_unit, errors="yield")
 
 
 def _batches(records: Iterator[Record], size: int, japanese: bool) -> Iterator[tuple[list[Record], bool]]:
@@ -127,3 +125,9 @@ def _record(manifest: RunManifest, counts: Counter[str]) -> None:
                     **{f"rejected.{name}": n for name, n in counts.items()})
     log.info("data: %d in, %d kept, %d rejected (%s)", kept + rejected, kept, rejected,
              ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none")
+
+
+STAGE = Stage(
+    name="data", help="ingest, filter and dedup corpora into JSONL",
+    sections=(SectionSpec("data", DataConfig, "Corpora to ingest, filter and dedup into JSONL."),),
+    plan=plan, run=run, result_sections=("data",), job_array=True)

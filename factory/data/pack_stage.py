@@ -1,0 +1,104 @@
+"""The `pack` stage: records (JSONL, text, parquet, HF folders) -> Megatron indexed datasets (.bin/.idx), EOD
+appended, plus blend.json (the training mixture by phase)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from factory.config_base import CoreConfig
+from factory.data.pack import pack_records
+from factory.data.pack_config import BlendConfig, PackConfig
+from factory.errors import ConfigError
+from factory.io import atomic_dir, atomic_write_json
+from factory.manifest import RunManifest
+from factory.schema import rule
+from factory.stage_api import Plan, SectionSpec, Stage
+
+log = logging.getLogger(__name__)
+
+
+def plan(cfg: CoreConfig) -> Plan:
+    pc = STAGE.section_of(cfg)
+    out = pc.output_dir or cfg.stage_dir("pack")
+    model = tokenizer_model_path(cfg)
+    reads = [model] + [d.path for d in pc.datasets]
+    missing = [str(p) for p in reads if not p.exists()]
+    if missing:
+        raise ConfigError([f"pack: input not found: {m}" for m in missing])
+    writes = [out / f"{d.name}_text_document.{ext}" for d in pc.datasets for ext in ("bin", "idx")]
+    if cfg.blend is not None:
+        writes.append(out / "blend.json")
+    return Plan(output_dir=out, reads=reads, writes=writes)
+
+
+def tokenizer_model_path(cfg: CoreConfig) -> Path:
+    return (STAGE.section_of(cfg).tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"
+
+
+def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
+
+    pc = STAGE.section_of(cfg)
+    model_path = tokenizer_model_path(cfg)
+    try:
+        tok = SentencePieceMegatronTokenizer(model_path)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise ConfigError(f"pack: cannot use tokenizer {model_path}: {e}") from None
+    manifest.add_input(model_path, role="tokenizer")
+    totals: dict[str, dict[str, int]] = {}
+    t0 = time.perf_counter()
+    with atomic_dir(plan.output_dir) as tmp:
+        for ds in pc.datasets:
+            manifest.add_input(ds.path, role=f"dataset:{ds.name}")
+            totals[ds.name] = pack_records(ds.path, ds.text_field, tmp / f"{ds.name}_text_document",
+                                           model_path, tok.vocab_size, tok.eod if pc.append_eod else None,
+                                           pc.num_workers, pc.docs_per_task)
+        atomic_write_json(tmp / "token_counts.json", totals)
+        if cfg.blend is not None:
+            atomic_write_json(tmp / "blend.json", resolve_blend(cfg, plan.output_dir, totals))
+    seconds = time.perf_counter() - t0
+    tokens = sum(t["tokens"] for t in totals.values())
+    for name, t in totals.items():
+        manifest.record(**{f"{name}.documents": t["documents"], f"{name}.tokens": t["tokens"]})
+    manifest.record(tokens=tokens, documents=sum(t["documents"] for t in totals.values()),
+                    seconds=round(seconds, 3), tokens_per_s=round(tokens / max(seconds, 1e-9)))
+    for p in plan.writes:
+        manifest.add_output(p)
+    log.info("pack: %d tokens in %.1fs (%.0f tokens/s)", tokens, seconds, tokens / max(seconds, 1e-9))
+
+
+def resolve_blend(cfg: CoreConfig, out_dir: Path, totals: dict[str, dict[str, int]]) -> dict:
+    """Megatron blend spec per phase: path prefixes and normalized weights (repeat -> tokens x repeat)."""
+    phases = []
+    for phase in cfg.blend.phases:
+        raw = [e.weight if e.weight is not None else totals[e.dataset]["tokens"] * e.repeat
+               for e in phase.datasets]
+        total = sum(raw)
+        phases.append({
+            "name": phase.name,
+            "prefixes": [str(out_dir / f"{e.dataset}_text_document") for e in phase.datasets],
+            "weights": [w / total for w in raw],
+        })
+    return {"phases": phases}
+
+
+def blend_problems(cfg: CoreConfig) -> list[str]:
+    """Every blend entry names a dataset of the pack section."""
+    out: list[str] = []
+    blend, pack = cfg.blend, cfg.pack
+    packed = {d.name for d in pack.datasets} if pack else set()
+    for i, phase in enumerate(blend.phases if blend else []):
+        for entry in phase.datasets:
+            rule(out, entry.dataset in packed, f"blend.phases[{i}].datasets", entry.dataset,
+                 f"not a pack dataset (known: {', '.join(sorted(packed)) or 'none'})")
+    return out
+
+
+STAGE = Stage(
+    name="pack", help="tokenize and pack records into Megatron indexed datasets + blends",
+    sections=(SectionSpec("pack", PackConfig, "Datasets to pack into Megatron indexed datasets."),
+              SectionSpec("blend", BlendConfig, "Training mixture by curriculum phase, over the packed datasets.")),
+    plan=plan, run=run, result_sections=("pack", "blend"), after=("tokenizer", "data", "synth"), job_array=True,
+    checks=blend_problems)

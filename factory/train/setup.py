@@ -1,0 +1,162 @@
+"""Setting up a training run: where it starts, its learning rates, model + optimizer + schedule, and data.
+
+A run starts from one of three points: its own latest checkpoint (a resume: model, optimizer, schedule,
+data position and RNG come back), another run's checkpoint (cpt: `cpt.init_from`, weights and optionally
+the optimizer), or the model config (pretrain from scratch).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from factory.config_base import model_parallel_problems
+from factory.errors import CheckpointError, ConfigError
+from factory.model.build import build_gpt_model
+from factory.model.config import ModelConfig
+from factory.runtime.config import ParallelConfig
+from factory.train import checkpoint as ckpt
+from factory.train.config import TrainConfig
+from factory.train.state import TrainState
+
+log = logging.getLogger("factory.train")
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """The model a run trains and the checkpoint it loads first."""
+
+    model: ModelConfig
+    source: ckpt.CheckpointInfo | None
+    """Checkpoint to load: the run's own (resuming) or another run's (continuing); None from scratch."""
+    resuming: bool
+
+
+def start_point(stage: str, train_config: TrainConfig, model: ModelConfig | None, parallel: ParallelConfig,
+                ckpt_root: Path, default_source: Path) -> StartPoint:
+    """Resume when `ckpt_root` holds a checkpoint; else cpt continues `init_from`, pretrain starts fresh."""
+    if ckpt.latest_iteration(ckpt_root) is not None:
+        info = ckpt.read_info(ckpt_root)
+        if stage == "pretrain" and model is not None:
+            check_same_model(model, info)
+        point = StartPoint(info.model, info, resuming=True)
+    elif stage == "cpt":
+        info = ckpt.read_info(train_config.init_from or default_source)
+        point = StartPoint(info.model, info, resuming=False)
+    elif model is None:
+        raise ConfigError("pretrain: the config has no 'model' section")
+    else:
+        point = StartPoint(model, None, resuming=False)
+    problems = model_parallel_problems(point.model, parallel)
+    if problems:
+        raise ConfigError(problems)
+    return point
+
+
+def check_same_model(model: ModelConfig, info: ckpt.CheckpointInfo) -> None:
+    ours, theirs = model.model_dump(), info.model.model_dump()
+    diffs = [f"model.{k}: config {ours[k]!r} vs checkpoint {theirs[k]!r}" for k in ours if ours[k] != theirs.get(k)]
+    if diffs:
+        raise CheckpointError("\n".join([f"{info.path}: checkpoint was written for another model"] + diffs))
+
+
+def learning_rates(stage: str, train_config: TrainConfig, start: StartPoint) -> tuple[float, float]:
+    """(peak, min) LR: a resume keeps its run's range; a new run takes the config's, or inherits the
+    starting checkpoint's last LR as its peak (cpt after upcycling)."""
+    if start.resuming:
+        return start.source.factory["peak_lr"], start.source.factory["min_lr"]
+    lr = train_config.optimizer.lr
+    if lr is None:
+        lr = start.source.factory.get("final_lr") if start.source is not None else None
+        if not lr:
+            raise ConfigError(f"{stage}.optimizer.lr: not set, and the starting checkpoint "
+                              "records no final learning rate to inherit")
+        log.info("%s: peak LR %.3e inherited from the starting checkpoint's last LR", stage, lr)
+    min_lr = train_config.optimizer.min_lr if train_config.optimizer.min_lr is not None else float(lr) / 10
+    if min_lr > float(lr):
+        raise ConfigError(f"{stage}.optimizer.min_lr={min_lr}: exceeds the peak LR {lr}")
+    return float(lr), min_lr
+
+
+def micro_batches_per_rank(stage: str, train_config: TrainConfig, data_parallel_size: int) -> int:
+    per_step = train_config.micro_batch_size * data_parallel_size
+    if train_config.global_batch_size % per_step:
+        raise ConfigError(f"{stage}.global_batch_size={train_config.global_batch_size}: must be divisible by "
+                          f"micro_batch_size x data-parallel size ({train_config.micro_batch_size} x "
+                          f"{data_parallel_size})")
+    return train_config.global_batch_size // per_step
+
+
+def load_tokenizer(stage: str, tokenizer_dir: Path, model: ModelConfig):
+    """Megatron's view of the SentencePiece tokenizer (EOD id for the datasets); checked against the vocab."""
+    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
+
+    path = tokenizer_dir / "tokenizer.model"
+    if not path.is_file():
+        raise ConfigError(f"{stage}.tokenizer_dir: {path} not found (run the tokenizer stage first)")
+    tokenizer = SentencePieceMegatronTokenizer(path)
+    if tokenizer.vocab_size > model.vocab_size:
+        raise ConfigError(f"model.vocab_size={model.vocab_size}: smaller than the tokenizer's "
+                          f"{tokenizer.vocab_size} pieces ({path})")
+    return tokenizer, path
+
+
+def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: float, min_lr: float):
+    """(GPTModel, its DDP wrapper, Megatron optimizer); distributed optimizer where the runtime supports it."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+    opt = train_config.optimizer
+    distributed = opt.distributed and runtime.supports_distributed_optimizer
+    with runtime.compute_context():
+        model = build_gpt_model(model_cfg, runtime)
+        model.config.calculate_per_token_loss = True
+        model.config.finalize_model_grads_func = finalize_model_grads
+        ddp = DistributedDataParallel(model.config, DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True, use_distributed_optimizer=distributed), model)
+        optimizer = get_megatron_optimizer(OptimizerConfig(
+            optimizer="adam", lr=lr, min_lr=min_lr, weight_decay=opt.weight_decay, adam_beta1=opt.adam_beta1,
+            adam_beta2=opt.adam_beta2, adam_eps=opt.adam_eps, clip_grad=opt.clip_grad,
+            bf16=runtime.dtype == torch.bfloat16, params_dtype=runtime.dtype,
+            use_distributed_optimizer=distributed), [ddp])
+        model.config.grad_scale_func = optimizer.scale_loss
+    return model, ddp, optimizer
+
+
+def build_scheduler(optimizer, train_config: TrainConfig, lr: float, min_lr: float):
+    """Megatron's OptimizerParamScheduler for `train_config.schedule`, stepped once per iteration."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    s, wd = train_config.schedule, train_config.optimizer.weight_decay
+    return OptimizerParamScheduler(
+        optimizer, init_lr=0.0, max_lr=lr, min_lr=min_lr, lr_warmup_steps=s.warmup_iters,
+        lr_decay_steps=s.decay_iters or train_config.train_iters,
+        lr_decay_style={"wsd": "WSD"}.get(s.style, s.style), start_wd=wd, end_wd=wd,
+        wd_incr_steps=train_config.train_iters, wd_incr_style="constant",
+        use_checkpoint_opt_param_scheduler=False, override_opt_param_scheduler=True,
+        wsd_decay_steps=s.wsd_decay_iters, lr_wsd_decay_style=s.wsd_decay_style)
+
+
+def restore(stage: str, start: StartPoint, ckpt_root: Path, model, optimizer, scheduler, runtime, *,
+            keep_optimizer: bool, lr: float, min_lr: float) -> TrainState:
+    """Load the start point's checkpoint into the built objects; returns where the run stands."""
+    if start.source is None:
+        return TrainState()
+    if start.resuming:
+        info = ckpt.load(ckpt_root, model, runtime, optimizer=optimizer)
+        scheduler.load_state_dict(info.scheduler)
+        log.info("%s: resuming at iteration %d (%d samples consumed)", stage, info.iteration, info.consumed_samples)
+        return TrainState.resumed(info.iteration, info.consumed_samples, info.factory)
+    source = start.source
+    ckpt.load(source.path, model, runtime, optimizer=optimizer if keep_optimizer else None, restore_rng=False)
+    if keep_optimizer:
+        for group in optimizer.param_groups:  # the new run's LR range from here on
+            group.update(max_lr=lr, min_lr=min_lr)
+    else:
+        optimizer.reload_model_params()
+    log.info("%s: starting from %s (%s optimizer state)", stage, source.path, "keeping" if keep_optimizer else "fresh")
+    return TrainState.started_from(str(source.path), source.factory)

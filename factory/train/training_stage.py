@@ -1,0 +1,71 @@
+"""The `pretrain` and `cpt` stages: one training engine (factory/train/engine.py), two config sections."""
+
+from __future__ import annotations
+
+# torch and megatron are imported inside plan/run: the registry imports every stage module at start-up.
+from factory.config_base import CoreConfig
+from factory.manifest import RunManifest
+from factory.schema import rule
+from factory.stage_api import Launch, Plan, SectionSpec, Stage
+from factory.train.config import TrainConfig
+
+
+def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
+    from factory.train import checkpoint as ckpt
+    from factory.train.flops import flops_per_token
+
+    tc: TrainConfig = stage.section_of(cfg)
+    out = tc.output_dir or cfg.stage_dir(stage.name)
+    blend = tc.blend_file or cfg.stage_dir("pack") / "blend.json"
+    reads = [blend, (tc.tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"]
+    notes = [f"parallel: {cfg.parallel.describe()}; data-parallel size = world / "
+             f"{cfg.parallel.model_parallel_size} (model-parallel ranks)",
+             f"batch: global {tc.global_batch_size} x seq = tokens per step; micro-batch {tc.micro_batch_size}",
+             f"schedule: {tc.schedule.style}, warmup {tc.schedule.warmup_iters}, {tc.train_iters} iterations"]
+    resume = ckpt.latest_iteration(out / "checkpoints")
+    model = cfg.model
+    if resume is not None:
+        notes.append(f"resumes from {out / 'checkpoints'} iteration {resume}")
+    elif stage is CPT:
+        source = tc.init_from or cfg.stage_dir("pretrain") / "checkpoints"
+        reads.append(source)
+        notes.append(f"starts from {source} ({'fresh' if tc.reset_optimizer else 'kept'} optimizer state)")
+        if source.exists():
+            model = ckpt.read_info(source).model
+    if model is not None:
+        seq = model.seq_length
+        notes.append(f"tokens: {tc.train_iters * tc.global_batch_size * seq:,} "
+                     f"({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops_per_token(model):.3e}")
+    return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes)
+
+
+def run_training(cfg: CoreConfig, plan: Plan, manifest: RunManifest, stage: Stage) -> None:
+    from factory.train.engine import train
+
+    manifest.record(**train(cfg, stage.name, stage.section_of(cfg), plan.output_dir, manifest))
+
+
+def pretrain_problems(cfg: CoreConfig) -> list[str]:
+    out: list[str] = []
+    rule(out, cfg.pretrain.optimizer.lr is not None, "pretrain.optimizer.lr", None,
+         "required for pretraining (only cpt can inherit the checkpoint's LR)")
+    return out
+
+
+PRETRAIN = Stage(
+    name="pretrain", help="pretrain a dense or MoE model on Megatron-Core",
+    sections=(SectionSpec("pretrain", TrainConfig, "Pretraining from scratch on the packed blend."),),
+    plan=lambda cfg: plan_training(cfg, PRETRAIN),
+    run=lambda cfg, plan, manifest: run_training(cfg, plan, manifest, PRETRAIN),
+    result_sections=("runtime", "parallel", "model", "pretrain"), after=("tokenizer", "pack"), resumes=True,
+    launch=Launch.MEGATRON, uses_gpu=True, checks=pretrain_problems)
+
+CPT = Stage(
+    name="cpt", help="continue pretraining from a checkpoint",
+    sections=(SectionSpec("cpt", TrainConfig,
+                          "Continued pretraining from a checkpoint (pretrain, upcycle or import output)."),),
+    plan=lambda cfg: plan_training(cfg, CPT),
+    run=lambda cfg, plan, manifest: run_training(cfg, plan, manifest, CPT),
+    result_sections=("runtime", "parallel", "model", "cpt"),
+    after=("tokenizer", "pack", "pretrain", "upcycle", "import"), resumes=True, launch=Launch.MEGATRON,
+    uses_gpu=True)
