@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.registry import CHAIN
+from factory.schema import section_type
 
 INHERIT_KEY = "inherit"
 MOE_MAKERS = ("upcycle",)
@@ -134,13 +135,5 @@ def _known_keys(loc: list[str]) -> list[str]:
     cls: type[BaseModel] | None = FactoryConfig
     for part in loc:
         field = cls.model_fields.get(part) if cls else None
-        cls = _section_type(field.annotation) if field else None
+        cls = section_type(field.annotation) if field else None
     return sorted(cls.model_fields) if cls else []
-
-
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    candidates = getattr(annotation, "__args__", (annotation,))
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-    return None

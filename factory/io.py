@@ -1,17 +1,20 @@
-"""Atomic writes and content hashes for artifacts."""
+"""Atomic writes of artifacts (file and folder), and folder sizes."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import datetime
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-_CHUNK = 1 << 20
+from factory.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -78,41 +81,25 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     replace_dir(tmp, path)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def content_hash(path: str | Path) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, sorted).
-
-    A directory written by a stage is identified by its manifest.json, which already records what
-    produced it; hashing that instead of every shard keeps multi-GB checkpoints cheap to fingerprint.
-    """
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    if not path.is_dir():
-        raise FileNotFoundError(path)
-    if (path / "manifest.json").is_file():
-        return file_sha256(path / "manifest.json")
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(b"\0")
-        h.update(file_sha256(f).encode())
-    return h.hexdigest()
-
-
 def tree_bytes(path: str | Path) -> int:
     """Total size in bytes of a file or all files under a directory."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def move_aside(path: Path, run_dir: Path | None = None) -> Path:
+    """Rename `path` to `<path>.prev-<UTC time>` (never deleting it); refuses a folder holding `run_dir`."""
+    resolved = path.resolve()
+    if run_dir is not None and (resolved == run_dir.resolve() or resolved in run_dir.resolve().parents):
+        raise ConfigError(f"{path}: holds the run folder {run_dir}; give the stage its own output_dir")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.prev-{stamp}")
+    os.replace(path, target)
+    _fsync_dir(path.parent)
+    log.warning("moved %s aside to %s (%.3g GB, kept)", path, target, tree_bytes(target) / 1e9)
+    return target
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import importlib.metadata
 import os
 import platform
@@ -12,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from factory.io import atomic_write_json, content_hash, tree_bytes
+from factory.identity import identity
+from factory.io import atomic_write_json, tree_bytes
 
 MANIFEST_NAME = "manifest.json"
 TRACKED_PACKAGES = ("jp-model-factory", "torch", "megatron-core", "transformers", "trl", "peft",
@@ -29,6 +31,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a process launched alone: the one that fingerprints and writes."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -43,13 +50,17 @@ class RunManifest:
         self.inputs: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
         self.metrics: dict[str, float | int | str] = {}
+        self.history: list[dict[str, Any]] = []
+        """Earlier runs this one continued (a resumed stage), oldest first."""
         self.started_at = _now()
         self._t0 = time.perf_counter()
+        self._stored: dict[str, Any] | None = None
 
     def add_input(self, path: str | Path, role: str = "") -> None:
-        """Record an input with its content hash (a stage dir is identified by its manifest)."""
+        """Record an input with its identity (factory/identity.py); only rank 0 computes it."""
         path = Path(path)
-        self.inputs.append({"path": str(path), "role": role, "sha256": content_hash(path)})
+        fingerprint = identity(path) if is_main_process() else None
+        self.inputs.append({"path": str(path), "role": role, "sha256": fingerprint})
 
     def add_output(self, path: str | Path, role: str = "") -> None:
         path = Path(path)
@@ -58,7 +69,27 @@ class RunManifest:
     def record(self, **metrics: float | int | str) -> None:
         self.metrics.update(metrics)
 
+    @classmethod
+    def read(cls, path: Path) -> RunManifest:
+        """An earlier run's manifest, as it was written."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = cls(data["stage"], data["config"], Path(path).parent)
+        manifest._stored = data
+        return manifest
+
+    def continues(self, earlier: dict[str, Any]) -> None:
+        """This run continued `earlier` (a manifest dict): keep its metrics where this run has none, and its run
+        in `history`, so that no figure of an earlier run is lost."""
+        run = {k: earlier.get(k) for k in ("started_at", "ended_at", "wall_seconds", "host", "world_size")}
+        run["steps_this_run"] = earlier.get("metrics", {}).get("steps_this_run")
+        self.history = list(earlier.get("history", [])) + [run]
+        kept = {k: v for k, v in earlier.get("metrics", {}).items() if v is not None}
+        self.metrics = {**kept, **{k: v for k, v in self.metrics.items() if v is not None}}
+
     def to_dict(self) -> dict[str, Any]:
+        if self._stored is not None:
+            return self._stored
+        wall = round(time.perf_counter() - self._t0, 3)
         return {
             "stage": self.stage,
             "config": self.config,
@@ -68,13 +99,17 @@ class RunManifest:
             "versions": package_versions(),
             "started_at": self.started_at,
             "ended_at": _now(),
-            "wall_seconds": round(time.perf_counter() - self._t0, 3),
+            "wall_seconds": wall,
+            "wall_seconds_total": round(wall + sum(r.get("wall_seconds") or 0 for r in self.history), 3),
+            "history": self.history,
             "host": socket.gethostname(),
             "world_size": int(os.environ.get("WORLD_SIZE", 1)),
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         }
 
     def write(self) -> Path:
+        """Write manifest.json (rank 0 only: every rank of a launch holds the same record)."""
         path = self.out_dir / MANIFEST_NAME
-        atomic_write_json(path, self.to_dict())
+        if is_main_process():
+            atomic_write_json(path, self.to_dict())
         return path

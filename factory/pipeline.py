@@ -7,10 +7,8 @@ State lives in `<run.dir>/pipeline.json` (per stage: fingerprint, status, manife
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +19,9 @@ from factory import registry
 from factory.config import load_config
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError, FactoryError, report
-from factory.io import content_hash
+from factory.fingerprint import changed_keys, stage_fingerprint
+from factory.identity import identity
+from factory.io import move_aside
 from factory.logs import setup_logging
 from factory.manifest import MANIFEST_NAME
 from factory.report import write_report
@@ -37,12 +37,9 @@ class Decision:
     action: str
     """run | skip | hold (not selected by --from/--only)"""
     reason: str
-    fresh: bool = True
-    """For a run: start from an empty output dir (False: let a resumable stage continue)."""
-
-
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    fresh: bool = False
+    """For a run: the earlier output was made with other result keys or inputs, so it cannot be continued; a
+    resumable stage then needs `--fresh STAGE`, which moves that output aside before starting over."""
 
 
 def pipeline_stages(cfg: CoreConfig) -> list[str]:
@@ -51,29 +48,27 @@ def pipeline_stages(cfg: CoreConfig) -> list[str]:
 
 
 def fingerprints(cfg: CoreConfig, stages: list[str]) -> dict[str, dict[str, Any]]:
-    """Per stage: hashes of the sections it reads, the fingerprints of its upstream stages, and their hash."""
-    raw, out = cfg.to_dict(), {}
+    """Per stage, in chain order: its fingerprint record (factory/fingerprint.py)."""
+    out: dict[str, dict[str, Any]] = {}
     for name in stages:
-        stage = registry.STAGES[name]
-        sections = {s: _sha(raw.get(s)) for s in stage.result_sections}
-        after = {d: out[d]["fingerprint"] for d in stage.after if d in out}
-        out[name] = {"sections": sections, "after": after, "fingerprint": _sha([name, sections, after])}
+        out[name] = stage_fingerprint(cfg, registry.STAGES[name], out)
     return out
 
 
-def _changed(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-
-
 def _staleness(rec: dict[str, Any] | None, fp: dict[str, Any]) -> tuple[str, bool] | None:
-    """Why a stage must run (and whether from scratch), or None when it is up to date."""
+    """Why a stage must run and whether its earlier output is of another config (fresh), or None when up to date."""
     if rec is None:
         return "no record of a previous run", False
+    if "values" not in rec:
+        return "recorded by an older version of the factory; continuing it", False
     if rec.get("fingerprint") != fp["fingerprint"]:
-        keys = _changed(rec.get("sections", {}), fp["sections"])
+        keys = changed_keys(rec["values"], fp["values"])
         if keys:
             return f"config changed: {', '.join(keys)}", True
-        return f"upstream changed: {', '.join(_changed(rec.get('after', {}), fp['after']))}", True
+        return f"upstream changed: {', '.join(changed_keys(rec.get('after', {}), fp['after']))}", True
+    if keys := changed_keys(rec.get("continues", {}), fp["continues"]):
+        old, new = rec.get("continues", {}), fp["continues"]
+        return "continues: " + ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys), False
     if rec.get("status") != "done":
         return f"last run {rec.get('status')}; continuing it", False
     manifest = Path(rec.get("manifest", ""))
@@ -85,7 +80,7 @@ def _staleness(rec: dict[str, Any] | None, fp: dict[str, Any]) -> tuple[str, boo
             return f"output missing: {out['path']}", True
     for inp in data.get("inputs", []):
         path = Path(inp["path"])
-        if not path.exists() or content_hash(path) != inp["sha256"]:
+        if not path.exists() or identity(path) != inp["sha256"]:
             return f"input changed: {path}", True
     return None
 
@@ -101,15 +96,15 @@ def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
     decisions: list[Decision] = []
     running: set[str] = set()
     for i, name in enumerate(stages):
+        why = _staleness(records.get(name), fps[name])
         if only is not None or start is not None:
             chosen = name == only if only is not None else i >= stages.index(start)
             flag = "--only" if only is not None else "--from"
-            why = None if chosen else _staleness(records.get(name), fps[name])
-            d = (Decision(name, "run", f"selected by {flag}") if chosen else
+            d = (Decision(name, "run", f"selected by {flag}", fresh=bool(why and why[1])) if chosen else
                  Decision(name, "hold", f"not selected by {flag}" + (f"; not up to date ({why[0]})" if why else "")))
         elif upstream := [a for a in registry.STAGES[name].after if a in running]:
-            d = Decision(name, "run", f"upstream runs: {', '.join(upstream)}")
-        elif why := _staleness(records.get(name), fps[name]):
+            d = Decision(name, "run", f"upstream runs: {', '.join(upstream)}", fresh=True)
+        elif why:
             d = Decision(name, "run", why[0], fresh=why[1])
         else:
             d = Decision(name, "skip", "up to date")
@@ -119,19 +114,33 @@ def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
     return decisions
 
 
-def clear_outputs(cfg: CoreConfig, name: str) -> None:
-    """Empty a resumable stage's output dir so that it starts over instead of resuming an old run."""
-    out = registry.STAGES[name].plan(cfg).output_dir
-    if not out.exists():
-        return
-    run_dir = cfg.run.dir.resolve()
-    if out.resolve() == run_dir or out.resolve() in run_dir.parents:
-        raise ConfigError(f"{name}: output dir {out} holds the run folder; give the stage its own output_dir")
-    log.info("pipeline: %s: removing %s (an earlier run with another config; starting fresh)", name, out)
-    shutil.rmtree(out)
+def output_folder(cfg: CoreConfig, name: str) -> Path:
+    """Where a resumable stage keeps what it continues from: its section's output_dir or <run.dir>/<stage>."""
+    stage = registry.STAGES[name]
+    return getattr(stage.section_of(cfg), "output_dir", None) or cfg.stage_dir(name)
 
 
-def run_one(cfg: CoreConfig, state: dict[str, Any], d: Decision, fp: dict[str, Any]) -> None:
+def fresh_starts(cfg: CoreConfig, decisions: list[Decision], fresh: set[str]) -> list[str]:
+    """Resumable stages that must start over on an earlier output; a ConfigError unless each is in `fresh`."""
+    blocked, allowed = [], []
+    for d in decisions:
+        if d.action != "run" or not d.fresh or not registry.STAGES[d.stage].resumes:
+            continue
+        out = output_folder(cfg, d.stage)
+        if not (out.is_dir() and any(out.iterdir())):
+            continue
+        if d.stage in fresh:
+            allowed.append(d.stage)
+        else:
+            blocked.append(f"{d.stage}: {d.reason}; its earlier output {out} cannot be continued with this config. "
+                           f"Nothing was run or deleted: pass --fresh {d.stage} to move it aside (to "
+                           f"{out.name}.prev-<UTC time>) and start over, or restore the earlier config")
+    if blocked:
+        raise ConfigError(blocked)
+    return allowed
+
+
+def run_one(cfg: CoreConfig, state: dict[str, Any], d: Decision, fp: dict[str, Any], start_over: bool) -> None:
     """Run one stage, recording its status in pipeline.json before and after."""
     stage = registry.STAGES[d.stage]
     rec = {**fp, "status": "running", "reason": d.reason, "started_at": now()}
@@ -139,8 +148,9 @@ def run_one(cfg: CoreConfig, state: dict[str, Any], d: Decision, fp: dict[str, A
     save_state(cfg.run.dir, state)
     t0 = time.perf_counter()
     try:
-        if d.fresh and stage.resumes:
-            clear_outputs(cfg, d.stage)
+        if start_over:
+            moved = move_aside(output_folder(cfg, d.stage), cfg.run.dir)
+            rec["moved_aside"] = str(moved)
         manifest = run_stage(stage, cfg)
         rec.update(status="done", manifest=str(manifest.out_dir / MANIFEST_NAME))
     except BaseException as e:
@@ -159,10 +169,17 @@ def describe(decisions: list[Decision]) -> str:
 
 
 def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = None,
-                 dry_run: bool = False) -> list[Decision]:
-    """Decide, then run the stages that need it; raises StageFailure naming the stage that failed."""
+                 dry_run: bool = False, fresh: set[str] | frozenset[str] = frozenset()) -> list[Decision]:
+    """Decide, then run the stages that need it; raises StageFailure naming the stage that failed.
+
+    Before anything runs, a resumable stage that would have to start over on an earlier output is refused
+    unless it is in `fresh`, whose earlier outputs are then moved aside (never deleted)."""
     state = load_state(cfg.run.dir)
     decisions = decide(cfg, state, start, only)
+    unknown = sorted(set(fresh) - {d.stage for d in decisions})
+    if unknown:
+        raise ConfigError(f"--fresh {','.join(unknown)}: not a stage of this config")
+    start_over = set(fresh_starts(cfg, decisions, set(fresh)))
     if dry_run:
         return decisions
     fps = fingerprints(cfg, pipeline_stages(cfg))
@@ -171,7 +188,7 @@ def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = N
         log.info("pipeline: [%d/%d] %s: %s (%s)", i, len(decisions), d.stage, d.action, d.reason)
         if d.action == "run":
             try:
-                run_one(cfg, state, d, fps[d.stage])
+                run_one(cfg, state, d, fps[d.stage], d.stage in start_over)
             except FactoryError as e:
                 raise StageFailure(d.stage, e.lines(), e.exit_code, e.label) from e
             except Exception as e:
@@ -201,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--from", dest="start", metavar="STAGE", help="run STAGE and every later stage, no skipping")
     which.add_argument("--only", metavar="STAGE", help="run STAGE alone, no skipping")
+    p.add_argument("--fresh", action="append", default=[], metavar="STAGE",
+                   help="let a resumable stage (pretrain, cpt, synth) whose result keys or inputs changed start over: "
+                        "its earlier output is moved aside to <folder>.prev-<UTC time>, never deleted (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list each stage with run/skip and why; run nothing")
     p.add_argument("--no-report", action="store_true", help="do not write <run.dir>/report afterwards")
     p.add_argument("--log-level", default="INFO")
@@ -220,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         cfg = load_config(config, overrides)
-        decisions = run_pipeline(cfg, args.start, args.only, args.dry_run)
+        fresh = {name for value in args.fresh for name in value.split(",") if name}
+        decisions = run_pipeline(cfg, args.start, args.only, args.dry_run, fresh)
         print(describe(decisions))
         if not args.dry_run and not args.no_report:
             print(f"report: {write_report(cfg)}")

@@ -9,7 +9,7 @@ import yaml
 
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
-from factory.manifest import RunManifest
+from factory.manifest import MANIFEST_NAME, RunManifest
 from factory.stage_api import Launch, Plan, Stage
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,14 @@ def run_stage(stage: Stage, cfg: CoreConfig, dry_run: bool = False) -> RunManife
     if dry_run:
         print(describe_dry_run(stage, cfg, plan))
         return None
+    earlier = plan.output_dir / MANIFEST_NAME
+    if plan.complete and earlier.is_file():
+        log.info("%s; nothing to do, %s kept as it is", plan.complete, earlier)
+        return RunManifest.read(earlier)
     manifest = RunManifest(stage.name, cfg.to_dict(), plan.output_dir)
     stage.run(cfg, plan, manifest)
+    if stage.resumes and earlier.is_file():
+        manifest.continues(RunManifest.read(earlier).to_dict())
     path = manifest.write()
     log.info("%s: done in %.1fs; manifest %s", stage.name, manifest.to_dict()["wall_seconds"], path)
     return manifest

@@ -27,6 +27,9 @@ class Plan:
     reads: list[Path] = field(default_factory=list)
     writes: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    complete: str = ""
+    """Set when the output already is what the config asks for (a finished training run): why. The runner
+    then runs nothing and keeps the earlier manifest."""
 
 
 class Launch(enum.Enum):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from factory.io import _umask, atomic_dir, atomic_write_json, content_hash
+from factory.io import _umask, atomic_dir, atomic_write_json
 from factory.manifest import RunManifest
 
 
@@ -27,17 +27,6 @@ def test_atomic_write_json_leaves_no_temp(tmp_path):
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": "日本語"}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
     assert ((tmp_path / "x.json").stat().st_mode & 0o777) == 0o666 & ~_umask()
-
-
-def test_content_hash_files_and_dirs(tmp_path):
-    d = tmp_path / "d"
-    (d / "sub").mkdir(parents=True)
-    (d / "sub" / "f").write_text("x")
-    h1 = content_hash(d)
-    (d / "sub" / "f").write_text("y")
-    assert content_hash(d) != h1
-    (d / "manifest.json").write_text("{}")  # a stage dir is identified by its manifest
-    assert content_hash(d) == content_hash(d / "manifest.json")
 
 
 def test_manifest_contents(tmp_path):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from factory.schema import Section, rule
+from factory.schema import OPERATIONAL, Section, rule
 
 BYTE_PIECES = 256
 
@@ -85,7 +85,7 @@ class TokenizerConfig(Section):
     """Share of characters covered by pieces (SentencePiece accepts 0.98-1); the rarest rest fall back to bytes."""
     tokens: SpecialTokens = Field(default_factory=SpecialTokens)
     """Control pieces, chat-template tokens and user-defined symbols."""
-    num_workers: int = Field(default=1, ge=1)
+    num_workers: Annotated[int, OPERATIONAL] = Field(default=1, ge=1)
     """Processes for MeCab pretokenization and threads for SentencePiece training."""
 
     def problems(self, prefix: str) -> list[str]:

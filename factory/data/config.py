@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from factory.schema import Section, rule
+from factory.schema import OPERATIONAL, Section, rule
 
 Format = Literal["auto", "jsonl", "parquet", "text", "hf"]
 
@@ -92,13 +92,13 @@ class DataConfig(Section):
     """How plain text files split into documents: blank-line separated paragraphs, or lines."""
     output_dir: Path | None = None
     """Defaults to `<run.dir>/data`."""
-    num_workers: int = Field(default=2, ge=1)
+    num_workers: Annotated[int, OPERATIONAL] = Field(default=2, ge=1)
     """Worker processes that run the filters and MinHash signatures."""
-    docs_per_task: int = Field(default=256, ge=1)
+    docs_per_task: Annotated[int, OPERATIONAL] = Field(default=256, ge=1)
     """Documents sent to a worker at a time (bounds memory)."""
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     """Fail when more than this share of an input's records is malformed."""
-    report_errors: int = Field(default=5, ge=0)
+    report_errors: Annotated[int, OPERATIONAL] = Field(default=5, ge=0)
     """Malformed records reported with file:line (all are counted and kept in rejected.jsonl)."""
     filters: FilterConfig = Field(default_factory=FilterConfig)
     langmix: LangMixConfig = Field(default_factory=LangMixConfig)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Annotated
+
 from pydantic import Field
 
-from factory.schema import Section, rule
+from factory.schema import OPERATIONAL, Section, rule
 
 
 class PackDataset(Section):
@@ -29,9 +31,9 @@ class PackConfig(Section):
     """Folder with tokenizer.model; defaults to the tokenizer stage's output (`<run.dir>/tokenizer`)."""
     output_dir: Path | None = None
     """Defaults to `<run.dir>/pack`."""
-    num_workers: int = Field(default=2, ge=1)
+    num_workers: Annotated[int, OPERATIONAL] = Field(default=2, ge=1)
     """Tokenizer worker processes."""
-    docs_per_task: int = Field(default=512, ge=1)
+    docs_per_task: Annotated[int, OPERATIONAL] = Field(default=512, ge=1)
     """Documents sent to a worker at a time (bounds memory)."""
     append_eod: bool = True
     """Append the end-of-document token to every document."""

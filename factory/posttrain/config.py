@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from factory.schema import Section, rule
+from factory.schema import OPERATIONAL, Section, rule
 
 SFT_FORMATS = ("auto", "messages", "sharegpt", "prompt_completion")
 DPO_FORMATS = ("auto", "preference")
@@ -75,14 +75,14 @@ class TrainSettings(Section):
     """Train LoRA adapters instead of all weights (merged at save)."""
     router_aux_loss_coef: float | None = Field(default=None, ge=0)
     """MoE load-balancing loss weight; None keeps the model config's own (router logits are always on)."""
-    deepspeed: Path | None = None
+    deepspeed: Annotated[Path | None, OPERATIONAL] = None
     """DeepSpeed JSON config (configs/deepspeed/zero3.json: ZeRO-3) for multi-GPU runs under torchrun
     (`python -m factory.launch`); needs `pip install deepspeed` on the GPU nodes."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Annotated[bool, OPERATIONAL] = False
     """Recompute activations in the backward pass (saves memory on GPUs, slows CPU runs)."""
-    logging_steps: int = Field(default=1, ge=1)
+    logging_steps: Annotated[int, OPERATIONAL] = Field(default=1, ge=1)
     """Log (and record in the loss curve) every this many steps."""
-    save_steps: int | None = Field(default=None, ge=1)
+    save_steps: Annotated[int | None, OPERATIONAL] = Field(default=None, ge=1)
     """Save a resumable trainer checkpoint every this many steps under `<stage>/trainer/`."""
 
     def problems(self, prefix: str) -> list[str]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.config_base import CoreConfig
 from factory.errors import CheckpointError, ConfigError
-from factory.io import atomic_write_json, replace_dir
+from factory.io import atomic_write_json, move_aside
 from factory.posttrain.config import LoraSettings, TrainSettings
 
 if TYPE_CHECKING:
@@ -155,11 +155,14 @@ def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: 
 
 
 def publish(trainer, final: Path, out: Path, manifest, stage: str) -> list[dict[str, float]]:
-    """Move `final` to `out` (main process), write loss_curve.json and record the curve's ends."""
+    """Move `final` to `out` (main process; an earlier model there is moved aside, never deleted), write
+    loss_curve.json and record the curve's ends."""
     curve = loss_curve(trainer.state.log_history)
     if trainer.accelerator.is_main_process:
         atomic_write_json(final / "loss_curve.json", curve)
-        replace_dir(final, out)
+        if out.exists():
+            move_aside(out)
+        os.replace(final, out)
     trainer.accelerator.wait_for_everyone()
     manifest.add_output(out, role="hf_model")
     if curve:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from factory.schema import Section, rule
+from factory.schema import OPERATIONAL, Section, rule
 
 
 class ParallelConfig(Section):
@@ -66,5 +66,5 @@ class RuntimeConfig(Section):
     """Base seed for Python, NumPy, torch and Megatron's model-parallel RNG tracker."""
     deterministic: bool = False
     """Ask torch for deterministic kernels."""
-    distributed_timeout_minutes: int = Field(default=10, ge=1)
+    distributed_timeout_minutes: Annotated[int, OPERATIONAL] = Field(default=10, ge=1)
     """Collective timeout."""

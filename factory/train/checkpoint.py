@@ -29,6 +29,7 @@ import torch
 from factory.errors import CheckpointError
 from factory.io import atomic_write_text
 from factory.model.config import ModelConfig
+from factory.train import integrity
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,30 @@ def latest_iteration(root: Path) -> int | None:
     if not iteration_dir(root, iteration).is_dir():
         raise CheckpointError(f"{tracker}: names iteration {iteration} but {iteration_dir(root, iteration)} is missing")
     return iteration
+
+
+def newest_intact(root: Path) -> Path:
+    """The newest iteration folder of `root` whose files match their integrity record, starting from the one
+    the tracker names; each damaged one is skipped with a warning naming the file."""
+    root = Path(root)
+    try:
+        latest = latest_iteration(root)
+    except CheckpointError as e:
+        log.warning("checkpoint: %s; looking for an earlier intact iteration", e)
+        latest = None
+    found = sorted((int(m.group(1)) for p in root.iterdir() if (m := _ITER_RE.match(p.name))), reverse=True)
+    for it in [i for i in found if latest is None or i <= latest]:
+        folder = iteration_dir(root, it)
+        damage = integrity.problems(folder)
+        if not damage:
+            try:
+                read_info(folder)
+            except CheckpointError as e:
+                damage = [str(e)]
+        if not damage:
+            return folder
+        log.warning("checkpoint: %s is damaged (%s); falling back to the previous iteration", folder, damage[0])
+    raise CheckpointError(f"{root}: no intact checkpoint (every iteration folder is damaged or unreadable)")
 
 
 def resolve(path: Path) -> Path:
@@ -92,6 +117,9 @@ def read_info(path: Path) -> CheckpointInfo:
     from megatron.core import dist_checkpointing
 
     ckpt = resolve(path)
+    damage = integrity.problems(ckpt, checksums=False)  # sizes only: cheap enough for every plan
+    if damage:
+        raise CheckpointError("\n".join([f"checkpoint {ckpt} is damaged: {damage[0]}"] + damage[1:]))
     try:
         common = dist_checkpointing.load_common_state_dict(str(ckpt))
     except Exception as e:  # noqa: BLE001 - any read failure is reported as one line
@@ -175,6 +203,8 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
     with rt.compute_context():
         dist_checkpointing.save(state, str(tmp))
     _barrier()
+    integrity.record(tmp)
+    _barrier()
     if rt.is_main:
         if final.exists():
             shutil.rmtree(final)
@@ -186,11 +216,14 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
     return final
 
 
-def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> CheckpointInfo:
-    """Load model (and optimizer, RNG) from a checkpoint saved with any parallel layout."""
+def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, verify: bool = True) -> CheckpointInfo:
+    """Load model (and optimizer, RNG) from a checkpoint saved with any parallel layout; its files are checked
+    against the save's integrity record first (`verify=False` when the caller just did)."""
     from megatron.core import dist_checkpointing
 
     info = read_info(path)
+    if verify:
+        integrity.verify(info.path)
     if optimizer is not None and not info.has_optimizer:
         raise CheckpointError(f"{info.path}: has no optimizer state to resume from")
     model_sd = model.sharded_state_dict()
@@ -200,6 +233,10 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> 
     same_world = info.factory.get("world_size") == rt.world_size
     if restore_rng and same_world:
         state["rng_state"] = _rng_object(rt)
+    elif restore_rng:
+        log.warning("checkpoint: %s was saved by %s ranks and loads on %d: per-rank RNG state not restored "
+                    "(dropout and other random draws differ from an uninterrupted run)",
+                    info.path, info.factory.get("world_size"), rt.world_size)
     try:
         with rt.compute_context():
             loaded = dist_checkpointing.load(state, str(info.path))

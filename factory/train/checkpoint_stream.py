@@ -35,6 +35,7 @@ from factory.io import atomic_write_text
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
 from factory.train import checkpoint as ckpt
+from factory.train import integrity
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class CheckpointReader:
 
     def __init__(self, path: Path, rt):
         self.info = ckpt.read_info(path)
+        integrity.verify(self.info.path)
         self.layout = Layout(self.info.model, rt)
         self._storage = dcp.FileSystemReader(str(self.info.path))
         self._metadata = self._storage.read_metadata()
@@ -234,6 +236,7 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     finally:
         planner.progress.close()
     save_config(CheckpointingConfig("torch_dist", 1), str(tmp))
+    integrity.record(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from factory.schema import Section, rule
+from factory.schema import CONTINUES, OPERATIONAL, Section, rule
 
 
 class OptimizerConfig(Section):
@@ -71,7 +71,7 @@ class FaultConfig(Section):
 class TrainConfig(Section):
     """One training run on megatron.core: data, batch, optimizer, schedule, checkpoints, logging."""
 
-    train_iters: int = Field(ge=1)
+    train_iters: Annotated[int, CONTINUES] = Field(ge=1)
     """Optimizer steps."""
     global_batch_size: int = Field(ge=1)
     """Sequences per optimizer step (all data-parallel ranks, all micro-batches)."""
@@ -79,8 +79,8 @@ class TrainConfig(Section):
     """Sequences per forward pass per rank; global / (micro x DP) micro-batches are accumulated."""
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    fault: FaultConfig = Field(default_factory=FaultConfig)
+    checkpoint: Annotated[CheckpointConfig, OPERATIONAL] = Field(default_factory=CheckpointConfig)
+    fault: Annotated[FaultConfig, OPERATIONAL] = Field(default_factory=FaultConfig)
     phase: str | None = None
     """Blend phase to train on (see the blend section); defaults to the first phase."""
     blend_file: Path | None = None
@@ -97,15 +97,15 @@ class TrainConfig(Section):
     """Weight of the output z-loss, coeff * logsumexp(logits)^2 (PaLM; Tanuki used it)."""
     seed: int | None = None
     """Data shuffling seed; defaults to runtime.seed."""
-    log_interval: int = Field(default=1, ge=1)
+    log_interval: Annotated[int, OPERATIONAL] = Field(default=1, ge=1)
     """Iterations between log lines."""
-    eval_interval: int | None = Field(default=None, ge=1)
+    eval_interval: Annotated[int | None, OPERATIONAL] = Field(default=None, ge=1)
     """Iterations between validation-loss evaluations (also run at the end when set)."""
-    eval_iters: int = Field(default=1, ge=1)
+    eval_iters: Annotated[int, OPERATIONAL] = Field(default=1, ge=1)
     """Global batches per evaluation."""
-    tensorboard: bool = True
+    tensorboard: Annotated[bool, OPERATIONAL] = True
     """Write TensorBoard event files to `<output>/tensorboard`."""
-    wandb_project: str | None = None
+    wandb_project: Annotated[str | None, OPERATIONAL] = None
     """Log to Weights & Biases under this project (needs `wandb` installed)."""
     output_dir: Path | None = None
     """Defaults to `<run.dir>/<stage>`; checkpoints go to `<output>/checkpoints`."""

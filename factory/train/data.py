@@ -7,11 +7,13 @@ consecutive samples at offsets r*M + k*M*DP. Resuming only needs `consumed_sampl
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from factory.errors import ConfigError, DataError
@@ -68,3 +70,28 @@ def micro_batches(dataset, start_sample: int, micro_batch_size: int, dp_rank: in
         items = [dataset[i] for i in range(first, first + micro_batch_size)]
         yield {key: torch.stack([torch.as_tensor(it[key]) for it in items])
                for key in ("tokens", "labels", "loss_mask", "position_ids")}
+
+
+def batch_fingerprint(dataset, end_sample: int, global_batch_size: int) -> str:
+    """sha256 of the token ids of the global batch that ends at `end_sample` (the last one a run consumed)."""
+    h = hashlib.sha256()
+    for i in range(max(0, end_sample - global_batch_size), end_sample):
+        h.update(np.asarray(dataset[i]["tokens"], dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+IDENTITY_KEYS = {"blend": "blend", "phase": "phase", "seed": "seed", "split": "split", "seq_length": "model.seq_length"}
+"""What a run's training data is built from (blend = the sha256 of the pack stage's blend.json), with the config
+key each comes from."""
+
+
+def identity_problems(saved: dict, current: dict, boundary_matches: bool) -> list[str]:
+    """Why a resume would read other samples than the run it continues: one line per differing key. A larger
+    train_iters is fine as long as the last consumed global batch is still the same data."""
+    out = [f"{key} {saved.get(name)!r} when the run started, {current.get(name)!r} now"
+           for name, key in IDENTITY_KEYS.items() if saved.get(name) != current.get(name)]
+    if not out and saved.get("train_samples") != current.get("train_samples") and not boundary_matches:
+        out.append(f"train_iters: a dataset built for {current.get('train_samples')} samples (was "
+                   f"{saved.get('train_samples')}) orders them differently, so the samples already consumed "
+                   "would not be the ones the run continues from")
+    return out

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from factory.config_base import CoreConfig
+from factory.identity import identity
 from factory.manifest import RunManifest
 from factory.runtime.runtime import runtime_session
 from factory.train import checkpoint as ckpt
 from factory.train import setup
 from factory.train.config import TrainConfig
 from factory.train.control import RunControl
-from factory.train.data import build_datasets, read_blend
+from factory.train.data import batch_fingerprint, build_datasets, read_blend
 from factory.train.loop import TrainLoop, TrainParts
 from factory.train.metrics import MetricsWriter
 from factory.train.state import TrainState
@@ -42,6 +43,12 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
         blend = read_blend(blend_path, train_config.phase)
         manifest.add_input(tokenizer_path, role="tokenizer")
         manifest.add_input(blend_path, role="blend")
+        seed = train_config.seed if train_config.seed is not None else cfg.runtime.seed
+        train_samples = train_config.train_iters * train_config.global_batch_size
+        data_identity = {"blend": identity(blend_path), "phase": blend.name, "seed": seed,
+                         "split": train_config.split, "seq_length": start.model.seq_length,
+                         "train_samples": train_samples}
+        setup.check_resumed_data(stage, start, data_identity)  # before anything is built
 
         keep_optimizer = start.source is not None and not start.resuming and not train_config.reset_optimizer
         # Megatron matches saved optimizer param groups by their LR settings: build with the source's.
@@ -49,21 +56,23 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
             if keep_optimizer else (lr, min_lr)
         model, ddp, optimizer = setup.build_model(start.model, runtime, train_config, *built_lr)
         scheduler = setup.build_scheduler(optimizer, train_config, lr, min_lr)
-        state = setup.restore(stage, start, ckpt_root, model, optimizer, scheduler, runtime,
+        state = setup.restore(stage, start, model, optimizer, scheduler, runtime,
                               keep_optimizer=keep_optimizer, lr=lr, min_lr=min_lr)
         if start.source is not None and not start.resuming:
             manifest.add_input(start.source.path, role="init_checkpoint")
 
-        seed = train_config.seed if train_config.seed is not None else cfg.runtime.seed
-        train_samples = train_config.train_iters * train_config.global_batch_size
         valid_samples = train_config.eval_iters * train_config.global_batch_size if train_config.eval_interval else 0
         train_data, valid_data, _ = build_datasets(blend, tokenizer, start.model.seq_length, train_config.split,
                                                    seed, (train_samples, valid_samples, 0), out_dir / "data_cache")
-        state.data = {"blend_file": str(blend_path), "phase": blend.name, "seed": seed, "split": train_config.split,
-                      "seq_length": start.model.seq_length, "train_samples": train_samples}
+        gbs = train_config.global_batch_size
+        if start.resuming and state.data.get("batch") is not None:
+            boundary = batch_fingerprint(train_data, state.consumed_samples, gbs) == state.data["batch"]
+            setup.check_resumed_data(stage, start, data_identity, boundary)
+        state.data = data_identity
 
         def save(current: TrainState) -> None:
-            tokens_per_iter = train_config.global_batch_size * start.model.seq_length
+            current.data["batch"] = batch_fingerprint(train_data, current.consumed_samples, gbs)
+            tokens_per_iter = gbs * start.model.seq_length
             meta = current.meta(stage, tokens_per_iter, scheduler.get_lr(optimizer.param_groups[0]), blend.name)
             meta.update(peak_lr=lr, min_lr=min_lr)
             ckpt.save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,

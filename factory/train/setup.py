@@ -20,6 +20,7 @@ from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint as ckpt
 from factory.train.config import TrainConfig
+from factory.train.data import identity_problems
 from factory.train.state import TrainState
 
 log = logging.getLogger("factory.train")
@@ -38,8 +39,8 @@ class StartPoint:
 def start_point(stage: str, train_config: TrainConfig, model: ModelConfig | None, parallel: ParallelConfig,
                 ckpt_root: Path, default_source: Path) -> StartPoint:
     """Resume when `ckpt_root` holds a checkpoint; else cpt continues `init_from`, pretrain starts fresh."""
-    if ckpt.latest_iteration(ckpt_root) is not None:
-        info = ckpt.read_info(ckpt_root)
+    if ckpt_root.is_dir() and any(ckpt_root.glob("iter_*")):
+        info = ckpt.read_info(ckpt.newest_intact(ckpt_root))
         if stage == "pretrain" and model is not None:
             check_same_model(model, info)
         point = StartPoint(info.model, info, resuming=True)
@@ -67,7 +68,12 @@ def learning_rates(stage: str, train_config: TrainConfig, start: StartPoint) -> 
     """(peak, min) LR: a resume keeps its run's range; a new run takes the config's, or inherits the
     starting checkpoint's last LR as its peak (cpt after upcycling)."""
     if start.resuming:
-        return start.source.factory["peak_lr"], start.source.factory["min_lr"]
+        peak, low = start.source.factory["peak_lr"], start.source.factory["min_lr"]
+        for key, asked, kept in (("lr", train_config.optimizer.lr, peak), ("min_lr", train_config.optimizer.min_lr, low)):
+            if asked is not None and asked != kept:
+                log.warning("%s.optimizer.%s=%g differs from the resumed run's %g; the run keeps %g (a new "
+                            "schedule is a cpt from this checkpoint)", stage, key, asked, kept, kept)
+        return peak, low
     lr = train_config.optimizer.lr
     if lr is None:
         lr = start.source.factory.get("final_lr") if start.source is not None else None
@@ -141,13 +147,13 @@ def build_scheduler(optimizer, train_config: TrainConfig, lr: float, min_lr: flo
         wsd_decay_steps=s.wsd_decay_iters, lr_wsd_decay_style=s.wsd_decay_style)
 
 
-def restore(stage: str, start: StartPoint, ckpt_root: Path, model, optimizer, scheduler, runtime, *,
+def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime, *,
             keep_optimizer: bool, lr: float, min_lr: float) -> TrainState:
     """Load the start point's checkpoint into the built objects; returns where the run stands."""
     if start.source is None:
         return TrainState()
     if start.resuming:
-        info = ckpt.load(ckpt_root, model, runtime, optimizer=optimizer)
+        info = ckpt.load(start.source.path, model, runtime, optimizer=optimizer, verify=False)
         scheduler.load_state_dict(info.scheduler)
         log.info("%s: resuming at iteration %d (%d samples consumed)", stage, info.iteration, info.consumed_samples)
         return TrainState.resumed(info.iteration, info.consumed_samples, info.factory)
@@ -160,3 +166,22 @@ def restore(stage: str, start: StartPoint, ckpt_root: Path, model, optimizer, sc
         optimizer.reload_model_params()
     log.info("%s: starting from %s (%s optimizer state)", stage, source.path, "keeping" if keep_optimizer else "fresh")
     return TrainState.started_from(str(source.path), source.factory)
+
+
+def check_resumed_data(stage: str, start: StartPoint, current: dict, boundary_matches: bool | None = None) -> None:
+    """Refuse a resume whose data identity differs from the checkpoint's (blend, phase, seed, split, sequence
+    length; or a train_iters whose dataset no longer ends the consumed samples with the same batch)."""
+    if not start.resuming:
+        return
+    saved = start.source.factory.get("data")
+    if not saved:
+        log.warning("%s: %s records no data identity (an older checkpoint); resuming without checking it",
+                    stage, start.source.path)
+        return
+    problems = identity_problems(saved, current, True if boundary_matches is None else boundary_matches)
+    if problems:
+        raise ConfigError([f"{stage}: resuming {start.source.path} (consumed_samples "
+                           f"{start.source.consumed_samples}) would read other samples than the run it continues:"]
+                          + [f"  {p}" for p in problems]
+                          + [f"  restore the config, or continue these weights on the new data with cpt "
+                             f"(cpt.init_from={start.source.path})"])

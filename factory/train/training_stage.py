@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # torch and megatron are imported inside plan/run: the registry imports every stage module at start-up.
 from factory.config_base import CoreConfig
+from factory.errors import ConfigError
 from factory.manifest import RunManifest
 from factory.schema import rule
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
@@ -12,6 +13,7 @@ from factory.train.config import TrainConfig
 
 def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     from factory.train import checkpoint as ckpt
+    from factory.train import integrity
     from factory.train.flops import flops_per_token
 
     tc: TrainConfig = stage.section_of(cfg)
@@ -24,8 +26,15 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
              f"schedule: {tc.schedule.style}, warmup {tc.schedule.warmup_iters}, {tc.train_iters} iterations"]
     resume = ckpt.latest_iteration(out / "checkpoints")
     model = cfg.model
+    complete = ""
+    if resume is not None and resume > tc.train_iters:
+        raise ConfigError(f"{stage.name}.train_iters={tc.train_iters}: below iteration {resume}, which its checkpoint "
+                          f"{out / 'checkpoints'} already reached; set train_iters >= {resume} to continue the run")
     if resume is not None:
         notes.append(f"resumes from {out / 'checkpoints'} iteration {resume}")
+        intact = not integrity.problems(ckpt.iteration_dir(out / "checkpoints", resume), checksums=False)
+        if resume == tc.train_iters and intact:
+            complete = f"{stage.name}: already at iteration {resume} of {tc.train_iters} ({out / 'checkpoints'})"
     elif stage is CPT:
         source = tc.init_from or cfg.stage_dir("pretrain") / "checkpoints"
         reads.append(source)
@@ -36,7 +45,8 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
         seq = model.seq_length
         notes.append(f"tokens: {tc.train_iters * tc.global_batch_size * seq:,} "
                      f"({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops_per_token(model):.3e}")
-    return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes)
+    return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes,
+                complete=complete)
 
 
 def run_training(cfg: CoreConfig, plan: Plan, manifest: RunManifest, stage: Stage) -> None:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from factory.errors import DataError
+from factory.errors import ConfigError, DataError
 from factory.pipeline import decide, run_pipeline
 from factory.registry import CHAIN, STAGES, chain_problems
 from factory.run_state import STATE_NAME, load_state
@@ -36,21 +36,51 @@ def test_first_run_runs_all_in_order_then_a_rerun_skips_all(fakes, demo_config):
     assert {d.action for d in decisions} == {"skip"}
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("sft.max_steps=9", ["sft", "dpo", "eval"]),
-    ("pretrain.train_iters=61", ["pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"]),
-    ("upcycle.router_init=zero", ["upcycle", "cpt", "export", "sft", "dpo", "eval"]),
-    ("eval.max_new_tokens=8", ["eval"]),
-    ("tokenizer.vocab_size=4000", ["tokenizer", "pack", "pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"]),
+@pytest.mark.parametrize("override, expected, fresh", [
+    ("sft.max_steps=9", ["sft", "dpo", "eval"], set()),
+    ("upcycle.router_init=zero", ["upcycle", "cpt", "export", "sft", "dpo", "eval"], {"cpt"}),
+    ("eval.max_new_tokens=8", ["eval"], set()),
+    ("tokenizer.vocab_size=4000", ["tokenizer", "pack", "pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"],
+     {"pretrain", "cpt"}),
 ])
-def test_a_changed_key_reruns_its_stage_and_the_stages_after_it_only(fakes, demo_config, override, expected):
+def test_a_changed_key_reruns_its_stage_and_the_stages_after_it_only(fakes, demo_config, override, expected, fresh):
     run_pipeline(demo_config())
     fakes.calls.clear()
     cfg = demo_config(override)
     reason = next(d.reason for d in decide(cfg, load_state(cfg.run.dir)) if d.stage == expected[0])
-    assert reason == f"config changed: {override.split('.')[0]}"
-    run_pipeline(cfg)
+    assert reason == f"config changed: {override.split('=')[0]}"
+    run_pipeline(cfg, fresh=fresh)
     assert fakes.calls == expected
+    for stage in fresh:  # the earlier output of each resumable stage that started over is kept, moved aside
+        moved, = cfg.run.dir.glob(f"{stage}.prev-*")
+        assert (moved / "out.txt").is_file() and (cfg.run.dir / stage / "out.txt").is_file()
+
+
+@pytest.mark.parametrize("override", [
+    "pretrain.log_interval=3", "pretrain.tensorboard=false", "pretrain.wandb_project=x", "pretrain.eval_iters=3",
+    "pretrain.fault.hang_timeout_minutes=5", "pretrain.checkpoint.keep_last=5", "cpt.checkpoint.save_interval=7",
+    "runtime.distributed_timeout_minutes=30", "tokenizer.num_workers=2", "data.num_workers=1", "pack.docs_per_task=9",
+    "sft.logging_steps=3", "sft.gradient_checkpointing=true"])
+def test_operational_keys_rerun_nothing_and_delete_nothing(fakes, demo_config, override):
+    run_pipeline(demo_config())
+    before = sorted(p.relative_to(demo_config().run.dir) for p in demo_config().run.dir.rglob("*"))
+    fakes.calls.clear()
+    decisions = run_pipeline(demo_config(override))
+    assert fakes.calls == [] and {d.action for d in decisions} == {"skip"}
+    after = sorted(p.relative_to(demo_config().run.dir) for p in demo_config().run.dir.rglob("*"))
+    assert before == after
+
+
+def test_a_larger_train_iters_continues_the_run(fakes, demo_config):
+    run_pipeline(demo_config())
+    fakes.calls.clear()
+    cfg = demo_config("pretrain.train_iters=61")
+    decisions = {d.stage: d for d in decide(cfg, load_state(cfg.run.dir))}
+    assert decisions["pretrain"].reason == "continues: pretrain.train_iters 60 -> 61"
+    assert not decisions["pretrain"].fresh
+    run_pipeline(cfg, fresh={"cpt"})  # cpt continued an upcycle of the shorter run: it starts over
+    assert fakes.calls == ["pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"]
+    assert not list(cfg.run.dir.glob("pretrain.prev-*")) and list(cfg.run.dir.glob("cpt.prev-*"))
 
 
 def test_a_deleted_output_or_changed_input_reruns_that_stage_and_its_dependents(fakes, demo_config):
@@ -58,12 +88,12 @@ def test_a_deleted_output_or_changed_input_reruns_that_stage_and_its_dependents(
     run_pipeline(cfg)
     (cfg.run.dir / "cpt" / "out.txt").unlink()
     fakes.calls.clear()
-    run_pipeline(cfg)
+    run_pipeline(cfg, fresh={"cpt"})
     assert fakes.calls == ["cpt", "export", "sft", "dpo", "eval"]
     fakes.sources["data"].write_text("other text\n", encoding="utf-8")
     assert actions(cfg)["data"] == "run" and actions(cfg)["tokenizer"] == "skip"
     fakes.calls.clear()
-    run_pipeline(cfg)
+    run_pipeline(cfg, fresh={"pretrain", "cpt"})
     assert fakes.calls == [s for s in ALL if s != "tokenizer"]
 
 
@@ -98,10 +128,26 @@ def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_from_it(fa
     assert (cfg.run.dir / "cpt" / "partial").exists(), "a failed resumable stage must be resumed, not cleared"
 
 
-def test_a_resumable_stage_whose_config_changed_starts_from_an_empty_folder(fakes, demo_config):
+def test_a_resumable_stage_whose_result_keys_changed_is_refused_then_moved_aside_with_fresh(fakes, demo_config):
     run_pipeline(demo_config())
-    stale = demo_config().run.dir / "pretrain" / "stale-checkpoint"
-    stale.write_text("from the old config")
-    run_pipeline(demo_config("pretrain.optimizer.lr=1e-3"))
-    assert not stale.exists()
-    assert (stale.parent / "out.txt").is_file()
+    run_dir = demo_config().run.dir
+    checkpoint = run_dir / "pretrain" / "stale-checkpoint"
+    checkpoint.write_text("a month of training")
+    fakes.calls.clear()
+    with pytest.raises(ConfigError) as info:
+        run_pipeline(demo_config("pretrain.optimizer.lr=1e-3"))
+    assert info.value.problems[0].startswith("pretrain: config changed: pretrain.optimizer.lr; its earlier output "
+                                             f"{run_dir / 'pretrain'} cannot be continued with this config. "
+                                             "Nothing was run or deleted: pass --fresh pretrain")
+    assert fakes.calls == [] and checkpoint.read_text() == "a month of training"
+    run_pipeline(demo_config("pretrain.optimizer.lr=1e-3"), fresh={"pretrain", "cpt"})
+    moved, = run_dir.glob("pretrain.prev-*")
+    assert (moved / "stale-checkpoint").read_text() == "a month of training"
+    assert (run_dir / "pretrain" / "out.txt").is_file() and not checkpoint.exists()
+    state = load_state(run_dir)["stages"]["pretrain"]
+    assert state["moved_aside"] == str(moved)
+
+
+def test_fresh_names_only_stages_of_the_config(fakes, demo_config):
+    with pytest.raises(ConfigError, match="--fresh synth: not a stage of this config"):
+        run_pipeline(demo_config(), fresh={"synth"})

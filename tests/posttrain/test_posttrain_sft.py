@@ -71,3 +71,15 @@ def test_labels_are_minus_100_exactly_outside_assistant_replies(llama_dir, tmp_p
         assert all(lab == i for lab, i in zip(labels, example["input_ids"]) if lab != -100)
         checked += sum(inside)
     assert checked > 100  # assistant tokens were found and kept, not everything masked
+
+
+def test_a_second_sft_run_keeps_the_first_model_aside(llama_dir, tmp_path):
+    copy_model(llama_dir, tmp_path / "export" / "hf")
+    section = {"datasets": SFT_DATA, "learning_rate": 1e-3, "max_steps": 1, "global_batch_size": 1,
+               "max_length": 64}
+    run_stage(STAGES["sft"], post_config(tmp_path, sft=section))
+    first = (tmp_path / "sft" / "hf" / "model.safetensors").read_bytes()
+    run_stage(STAGES["sft"], post_config(tmp_path, sft={**section, "learning_rate": 5e-3}))
+    moved, = (tmp_path / "sft").glob("hf.prev-*")
+    assert (moved / "model.safetensors").read_bytes() == first
+    assert (tmp_path / "sft" / "hf" / "model.safetensors").read_bytes() != first

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from factory.schema import Section, rule
+from factory.schema import OPERATIONAL, Section, rule
 
 TaskType = Literal["qa", "summary", "rewrite", "dialogue"]
 
@@ -47,7 +47,7 @@ class SynthConfig(Section):
     """Endpoint root including `/v1`, e.g. `http://127.0.0.1:8000/v1` (vLLM, SGLang, hosted APIs)."""
     model: str
     """Model name sent in each request and recorded in each record."""
-    api_key_env: str | None = None
+    api_key_env: Annotated[str | None, OPERATIONAL] = None
     """Environment variable holding the API key (sent as a Bearer token); None: no key."""
     personas: list[str] = Field(default_factory=list)
     """Inline personas, e.g. '地方の高校で物理を教える教師'."""
@@ -59,15 +59,15 @@ class SynthConfig(Section):
     """Task types: qa, summary, rewrite, dialogue."""
     samples_per_prompt: int = Field(default=1, ge=1)
     """Samples per (persona, seed document, task); 2 or more for preference pairs."""
-    concurrency: int = Field(default=8, ge=1)
+    concurrency: Annotated[int, OPERATIONAL] = Field(default=8, ge=1)
     """Requests in flight at once."""
-    max_retries: int = Field(default=5, ge=0)
+    max_retries: Annotated[int, OPERATIONAL] = Field(default=5, ge=0)
     """Retries per request on connection errors, timeouts, 429 and 5xx, then the run stops."""
-    backoff_seconds: float = Field(default=1.0, ge=0)
+    backoff_seconds: Annotated[float, OPERATIONAL] = Field(default=1.0, ge=0)
     """First retry delay; doubles on each retry (with jitter), capped by `backoff_max_seconds`."""
-    backoff_max_seconds: float = Field(default=60.0, ge=0)
+    backoff_max_seconds: Annotated[float, OPERATIONAL] = Field(default=60.0, ge=0)
     """Longest delay between retries."""
-    timeout_seconds: float = Field(default=120.0, gt=0)
+    timeout_seconds: Annotated[float, OPERATIONAL] = Field(default=120.0, gt=0)
     """Per-request timeout."""
     temperature: float = Field(default=0.8, ge=0)
     """Sampling temperature."""

@@ -1,0 +1,62 @@
+"""Checkpoint integrity: saves record every file's size and checksum; a damaged file is named on load, and
+resume falls back to the newest intact iteration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factory.errors import CheckpointError
+from factory.registry import STAGES
+from factory.runner import run_stage
+from factory.train import checkpoint as ckpt
+from factory.train import integrity
+from tests.train.conftest import losses, train_config
+
+
+def _shard(folder):
+    return max((p for p in folder.glob("*.distcp")), key=lambda p: p.stat().st_size)
+
+
+def test_a_save_records_every_file_and_a_load_names_the_damaged_one(packed_data, tmp_path):
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path, train_iters=2))
+    folder = tmp_path / "pretrain" / "checkpoints" / "iter_0000002"
+    record = json.loads((folder / integrity.INTEGRITY).read_text())
+    names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != integrity.INTEGRITY}
+    assert set(record["files"]) == names and integrity.problems(folder) == []
+    shard = _shard(folder)
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    shard.write_bytes(bytes(data))
+    assert integrity.problems(folder, checksums=False) == []
+    with pytest.raises(CheckpointError, match=rf"checkpoint {folder} is damaged: {shard}: checksum differs"):
+        integrity.verify(folder)
+
+
+def test_resume_falls_back_past_a_truncated_newest_iteration(packed_data, tmp_path, caplog):
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path / "straight", train_iters=6))
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path, train_iters=4))
+    newest = tmp_path / "pretrain" / "checkpoints" / "iter_0000004"
+    shard = _shard(newest)
+    with open(shard, "r+b") as f:
+        f.truncate(shard.stat().st_size // 2)
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path, train_iters=6))
+    assert any(f"{newest} is damaged ({shard}: " in r.getMessage() for r in caplog.records)
+    assert losses(tmp_path) == losses(tmp_path / "straight")  # resumed at 2 and retrained 3..6 exactly
+    assert ckpt.latest_iteration(tmp_path / "pretrain" / "checkpoints") == 6
+
+
+def test_export_from_a_damaged_checkpoint_names_the_file(packed_data, tmp_path):
+    from factory.convert.export import export_checkpoint
+    from factory.runtime.config import RuntimeConfig
+
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path, train_iters=2))
+    folder = tmp_path / "pretrain" / "checkpoints" / "iter_0000002"
+    shard = _shard(folder)
+    with open(shard, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(CheckpointError, match=rf"damaged: {shard}: 100 bytes, the save wrote \d+ \(truncated"):
+        export_checkpoint(folder, tmp_path / "hf", runtime=RuntimeConfig(device="cpu", precision="fp32"),
+                          tokenizer_dir=packed_data / "tokenizer")
+    assert not (tmp_path / "hf").exists()
