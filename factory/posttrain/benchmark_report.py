@@ -13,13 +13,16 @@ def number(value: Any, digits: int = 3) -> str:
 
 
 def verdict(score: dict[str, Any]) -> str:
-    """How a score stands against chance: `near chance` when within NEAR_CHANCE standard errors."""
-    value, chance, stderr = score["value"], score["chance"], score["stderr"]
-    if value is None or chance is None:
+    """How a score stands against its baselines: within NEAR_CHANCE standard errors of uniform guessing is
+    `near chance`, of always giving the most frequent answer `majority-class level`."""
+    value, stderr = score["value"], score["stderr"] or 0.0
+    if value is None or score["chance"] is None:
         return ""
-    if stderr and abs(value - chance) <= NEAR_CHANCE * stderr:
+    if abs(value - score["chance"]) <= NEAR_CHANCE * stderr:
         return "near chance"
-    return "above chance" if value > chance else "below chance"
+    if score.get("majority") is not None and abs(value - score["majority"]) <= NEAR_CHANCE * stderr:
+        return "majority-class level"
+    return "above chance" if value > score["chance"] else "below chance"
 
 
 def harness_table(scores: list[dict[str, Any]]) -> list[str]:
