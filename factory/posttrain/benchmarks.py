@@ -75,7 +75,7 @@ def _on_model(cfg: FactoryConfig, folder: Path, model_name: str, model_key: str,
         questions = mt_bench.load_questions(ec.data_dir, ec.mt_bench.questions)
         prompts = mt_bench.load_judge_prompts(ec.data_dir)
         hf.load_tokenizer(folder, "eval.mt_bench")  # the answers need the chat template
-    with _judge(cfg, folder, model_name) as judge:  # a judge that is down fails the stage here
+    with _judge(cfg, folder, model_name) as judge:  # a judge that is down fails before any benchmark work
         if ec.harness:
             scores = _harness_scores(cfg, folder, loaded)
             report["harness"] = [dataclasses.asdict(s) for s in scores]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,25 @@ def eval_data(tmp_path) -> Path:
 
 def shared_eval_data() -> Path:
     """The shared eval data folder beside the repository (FACTORY_EVAL_DATA overrides where it is)."""
-    import os
-
     return Path(os.environ.get("FACTORY_EVAL_DATA", "../shared/eval-data"))
+
+
+class ScriptedJudge:
+    """A judge backend: rates first turns 8 and second turns 4, and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def complete(self, messages, max_tokens, temperature, seed):
+        from factory.data.synth.server import Completion
+
+        self.calls += 1
+        rating = 4 if messages[0]["content"] == "judge turn 2" else 8
+        return Completion(f"Fine. Rating: [[{rating}]]", 10, 5, "stop")
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
