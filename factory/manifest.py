@@ -15,7 +15,7 @@ from typing import Any
 from factory.io import atomic_write_json, content_hash, tree_bytes
 
 MANIFEST_NAME = "manifest.json"
-TRACKED_PACKAGES = ("jp-model-factory", "torch", "megatron-core", "transformers", "trl", "peft",
+TRACKED_PACKAGES = ("jp-model-factory", "torch", "megatron-core", "transformers", "trl", "peft", "lm-eval",
                     "datasets", "sentencepiece", "fugashi", "safetensors", "transformer-engine")
 
 
