@@ -27,7 +27,7 @@ STAGES: dict[str, StageSpec] = {
                         module="factory.convert.import_stage"),
     "sft": StageSpec("supervised fine-tuning on TRL", module="factory.posttrain.sft_stage"),
     "dpo": StageSpec("direct preference optimization on TRL", module="factory.posttrain.dpo_stage"),
-    "eval": StageSpec("perplexity, generation and code-switch rate report",
+    "eval": StageSpec("perplexity, code-switch rate, JGLUE (lm-evaluation-harness), Japanese MT-Bench",
                       module="factory.posttrain.eval_stage"),
 }
 
