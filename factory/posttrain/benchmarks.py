@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ from factory.data.synth.generate import JsonlLog
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
+from factory.posttrain import mt_bench
 from factory.posttrain.checkpoint_eval import score_checkpoints, sweep_points
 from factory.posttrain.config import EvalConfig
 from factory.posttrain.evaluate import stop_ids
 from factory.posttrain.jglue import TASKS
+from factory.runtime.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 ANSWERS = "mt_bench/answers.jsonl"
@@ -41,6 +44,10 @@ def plan_reads(ec: EvalConfig) -> tuple[list[Path], list[str]]:
         reads += [ec.data_dir / "japanese_mt_bench" / name for name in
                   ("question.jsonl", "reference_answer_gpt-4.jsonl", "judge_prompts.jsonl")]
         judge = ec.mt_bench.judge
+        if judge.serve not in (None, "self"):
+            reads.append(Path(judge.serve))
+        if judge.api_key_env and not os.environ.get(judge.api_key_env):
+            raise ConfigError(f"eval.mt_bench.judge.api_key_env={judge.api_key_env}: environment variable is not set")
         count = len(ec.mt_bench.questions) if isinstance(ec.mt_bench.questions, list) else ec.mt_bench.questions
         notes.append(f"Japanese MT-Bench: {count or 80} questions; judge "
                      + (f"{judge.serve} served on 127.0.0.1" if judge.serve else f"{judge.model} at {judge.base_url}"))
@@ -68,8 +75,6 @@ def run(cfg: FactoryConfig, folder: Path, model_path: Path, manifest: RunManifes
 
 def _on_model(cfg: FactoryConfig, folder: Path, model_name: str, model_key: str, manifest: RunManifest,
               out: Path) -> dict[str, Any]:
-    from factory.posttrain import mt_bench
-
     ec, report, loaded = cfg.eval, {}, _LazyModel(cfg, folder)
     if ec.mt_bench:  # inputs first: a missing question or template fails before any work
         questions = mt_bench.load_questions(ec.data_dir, ec.mt_bench.questions)
@@ -99,9 +104,7 @@ def _on_model(cfg: FactoryConfig, folder: Path, model_name: str, model_key: str,
 def _judge(cfg: FactoryConfig, folder: Path, model_name: str):
     if cfg.eval.mt_bench is None:
         return contextlib.nullcontext(None)
-    from factory.posttrain.mt_bench import judge_endpoint
-
-    return judge_endpoint(cfg.eval.mt_bench.judge, folder, model_name)
+    return mt_bench.judge_endpoint(cfg.eval.mt_bench.judge, folder, model_name)
 
 
 class _LazyModel:
@@ -112,8 +115,6 @@ class _LazyModel:
 
     def get(self):
         if self._pair is None:
-            from factory.runtime.runtime import resolve_device
-
             from transformers import AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
@@ -124,8 +125,7 @@ class _LazyModel:
 
 
 def _harness_scores(cfg: FactoryConfig, folder: Path, loaded: _LazyModel | None = None) -> list:
-    from factory.posttrain import harness
-    from factory.runtime.runtime import resolve_device
+    from factory.posttrain import harness  # lm-eval is imported only when a harness section runs
 
     ec = cfg.eval
     backend = harness.choose_backend(ec.harness, resolve_device(cfg.runtime).type)
@@ -144,6 +144,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _score_metrics(s) -> dict[str, Any]:
+    """A TaskScore as flat manifest metrics."""
     base = f"{s.task}.{s.metric}"
     metrics = {base: s.value if s.value is not None else "n/a", f"{base}_stderr": s.stderr if s.stderr is not None
                else "n/a", f"{s.task}.examples": s.examples, f"{s.task}.num_fewshot": s.num_fewshot}
