@@ -118,8 +118,8 @@ def parse_rating(judgement: str) -> float | None:
 @torch.no_grad()
 def _reply(model, tok, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
            stop_ids: list[int]) -> str:
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-    ids = ids.to(model.device)
+    encoded = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = encoded["input_ids"].to(model.device)
     context = getattr(model.config, "max_position_embeddings", None) or ids.shape[1] + max_new_tokens
     new = min(max_new_tokens, context - 1)
     ids = ids[:, -(context - new):]  # a conversation longer than the context keeps its latest turn

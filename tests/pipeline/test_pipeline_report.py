@@ -62,13 +62,13 @@ def test_report_benchmarks_section_plots_checkpoint_scores_against_tokens(tmp_pa
     run = tmp_path / "run"
     cfg = load_config("configs/demo-cpu.yaml", [f"run.dir={run}"])
     manifest(run, "eval", {"jcommonsenseqa.acc": 0.25})
+    points = (("pretrain (dense)", 40, 40960, 0.21), ("pretrain (dense)", 60, 61440, 0.24), ("cpt (MoE)", 10, 71680, 0.3))
     checkpoints = [{"label": label, "iteration": it, "tokens": tokens, "moe": label.endswith("(MoE)"),
-                    "scores": [_score("jcommonsenseqa", "acc", acc, 0.05, 0.2)]}
-                   for label, it, tokens, acc in (("pretrain (dense)", 40, 40960, 0.21), ("pretrain (dense)", 60, 61440, 0.24),
-                                                  ("cpt (MoE)", 10, 71680, 0.3))]
+                    "scores": [_score("jcommonsenseqa", "acc", acc, 0.05, 0.2)]} for label, it, tokens, acc in points]
     write_json(run / "eval" / "report.json", {
         "model": "runs/x/dpo/hf",
-        "harness": [_score("jcommonsenseqa", "acc", 0.25, 0.1, 0.2, 0.3), _score("jnli", "acc", 0.75, 0.1, 1 / 3, 0.75)],
+        "harness": [_score("jcommonsenseqa", "acc", 0.25, 0.1, 0.2, 0.3),
+                    _score("jnli", "acc", 0.75, 0.1, 1 / 3, 0.75)],
         "mt_bench": {"judge_model": "gpt-4", "judged": 4, "rated": 3, "overall": 5.5, "turn1": 6.0, "turn2": 5.0,
                      "categories": {"math": 4.0, "writing": 7.0}},
         "checkpoints": checkpoints})

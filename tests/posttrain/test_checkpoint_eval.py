@@ -31,11 +31,13 @@ def save_iterations(root, base: dict, iterations: dict[int, int]) -> None:
 
 def test_missing_folders_and_iterations_are_listed_together(tmp_path):
     (tmp_path / "ckpt" / "iter_0000010").mkdir(parents=True)
-    series = [CheckpointSeries(path=tmp_path / "nowhere"), CheckpointSeries(path=tmp_path / "ckpt", iterations=[10, 20])]
+    series = [CheckpointSeries(path=tmp_path / "nowhere"),
+              CheckpointSeries(path=tmp_path / "ckpt", iterations=[10, 20])]
     with pytest.raises(ConfigError) as info:
         sweep_points(series)
-    assert info.value.lines() == [f"eval.checkpoints[0].path: {tmp_path / 'nowhere'}: no such checkpoint folder",
-                                  f"eval.checkpoints[1].iterations: [20] not found in {tmp_path / 'ckpt'} (present: 10)"]
+    assert info.value.lines() == [
+        f"eval.checkpoints[0].path: {tmp_path / 'nowhere'}: no such checkpoint folder",
+        f"eval.checkpoints[1].iterations: [20] not found in {tmp_path / 'ckpt'} (present: 10)"]
 
 
 def test_dense_and_moe_iterations_are_exported_and_scored_with_their_tokens(tmp_path):

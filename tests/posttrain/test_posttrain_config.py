@@ -50,8 +50,9 @@ def test_section_rules_collect_every_problem(tmp_path):
 
 def test_benchmark_rules_name_the_key(tmp_path):
     with pytest.raises(ConfigError) as info:
-        post_config(tmp_path, eval={"harness": {"tasks": ["jnli", "jglue_qa", "jnli"]},
-                                    "mt_bench": {"questions": [], "judge": {"serve": "self", "base_url": "http://x/v1"}}})
+        post_config(tmp_path, eval={
+            "harness": {"tasks": ["jnli", "jglue_qa", "jnli"]},
+            "mt_bench": {"questions": [], "judge": {"serve": "self", "base_url": "http://x/v1"}}})
     assert [p.split(": ", 1)[1] for p in info.value.problems] == [
         "eval.data_dir=None: required by harness, mt_bench and checkpoints (the folder with jglue/ and "
         "japanese_mt_bench/)",
