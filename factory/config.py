@@ -75,7 +75,8 @@ class FactoryConfig(Section):
     dpo: DpoConfig | None = None
     """Direct preference optimization of an HF folder with TRL (prompt/chosen/rejected; full or LoRA)."""
     eval: EvalConfig | None = None
-    """Perplexity per language, generation on prompts and the code-switch rate of an HF folder or checkpoint."""
+    """Perplexity, code-switch rate, JGLUE (lm-evaluation-harness) and Japanese MT-Bench of an HF folder or
+    checkpoint, and checkpoints scored by iteration."""
 
     def problems(self, prefix: str = "") -> list[str]:
         out = self.parallel.problems("parallel")
