@@ -20,6 +20,7 @@ import torch
 
 from factory.data.synth.client import ChatClient, EndpointError, bounded_map
 from factory.data.synth.generate import JsonlLog, record_id
+from factory.data.synth.server import ChatServer, HFBackend
 from factory.errors import DataError
 from factory.posttrain.benchmark_config import JudgeConfig, MtBenchConfig
 
@@ -195,8 +196,6 @@ def judge_endpoint(judge: JudgeConfig, model_folder: Path, model_name: str) -> I
     key = os.environ.get(judge.api_key_env) if judge.api_key_env else None
     with contextlib.ExitStack() as stack:
         if judge.serve is not None:
-            from factory.data.synth.server import ChatServer, HFBackend
-
             folder = model_folder if judge.serve == "self" else Path(judge.serve)
             name = judge.model or (model_name if judge.serve == "self" else str(folder))
             server = ChatServer(HFBackend(folder, judge.max_tokens), port=0, model_name=name)
