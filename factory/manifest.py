@@ -17,7 +17,7 @@ from factory.identity import identity
 from factory.io import atomic_write_json, tree_bytes
 
 MANIFEST_NAME = "manifest.json"
-TRACKED_PACKAGES = ("jp-model-factory", "torch", "megatron-core", "transformers", "trl", "peft",
+TRACKED_PACKAGES = ("jp-model-factory", "torch", "megatron-core", "transformers", "trl", "peft", "lm-eval",
                     "datasets", "sentencepiece", "fugashi", "safetensors", "transformer-engine")
 
 

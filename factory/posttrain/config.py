@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from factory.posttrain.benchmark_config import CheckpointSeries, HarnessConfig, MtBenchConfig
 from factory.schema import OPERATIONAL, Section, rule
 
 SFT_FORMATS = ("auto", "messages", "sharegpt", "prompt_completion")
@@ -139,7 +140,8 @@ class HeldoutSpec(Section):
 
 
 class EvalConfig(Section):
-    """Perplexity per language, generation on prompts, code-switch rate; prints the GPU benchmark commands."""
+    """Perplexity per language, generation on prompts, code-switch rate, JGLUE (lm-evaluation-harness),
+    Japanese MT-Bench and checkpoints by iteration; prints the llm-jp-eval hand-off command."""
 
     model: Path | None = None
     """HF folder or Megatron checkpoint root; defaults to the dpo output (`<run.dir>/dpo/hf`)."""
@@ -157,9 +159,25 @@ class EvalConfig(Section):
     """Tokens per document for perplexity (longer ones are cut)."""
     lm_eval_tasks: str = "japanese_leaderboard"
     """lm-evaluation-harness tasks in the printed command."""
+    data_dir: Path | None = None
+    """Eval data folder with `jglue/` (JGLUE v1.3 validation files) and `japanese_mt_bench/` (questions,
+    reference answers, FastChat judge prompts); needed by harness, mt_bench and checkpoints."""
+    harness: HarnessConfig | None = None
+    """JGLUE tasks through lm-evaluation-harness."""
+    mt_bench: MtBenchConfig | None = None
+    """Japanese MT-Bench with an LLM judge."""
+    checkpoints: list[CheckpointSeries] = Field(default_factory=list)
+    """Megatron checkpoints scored with the harness tasks at chosen iterations (score against tokens)."""
 
     def problems(self, prefix: str) -> list[str]:
         out: list[str] = []
-        rule(out, bool(self.heldout) or self.prompts is not None, prefix, "{}",
-             "needs heldout text or a prompts file (nothing to measure)")
+        benchmarks = self.harness is not None or self.mt_bench is not None
+        rule(out, bool(self.heldout) or self.prompts is not None or benchmarks, prefix, "{}",
+             "needs heldout text, a prompts file, harness or mt_bench (nothing to measure)")
+        rule(out, self.data_dir is not None or not (benchmarks or self.checkpoints), f"{prefix}.data_dir", None,
+             "required by harness, mt_bench and checkpoints (the folder with jglue/ and japanese_mt_bench/)")
+        rule(out, self.harness is not None or not self.checkpoints, f"{prefix}.checkpoints", "[...]",
+             "needs a harness section (the tasks each checkpoint is scored on)")
+        out += self.harness.problems(f"{prefix}.harness") if self.harness else []
+        out += self.mt_bench.problems(f"{prefix}.mt_bench") if self.mt_bench else []
         return out

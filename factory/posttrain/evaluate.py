@@ -1,4 +1,4 @@
-"""Measurements of the eval stage: perplexity, greedy answers, code-switch rate, and the GPU benchmark commands."""
+"""Measurements of the eval stage: perplexity, greedy answers, code-switch rate, and the GPU hand-off commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import torch
 
 from factory.data.langmix import LangMixDetector
 from factory.errors import DataError
+from factory.posttrain.benchmark_report import markdown_lines
 from factory.records import read_records
+from tokenizer.config import SpecialTokens
 
 
 def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -55,6 +57,13 @@ def answer(model, tok, rows: list[dict[str, Any]], max_new_tokens: int, stop_ids
     return out
 
 
+def stop_ids(cfg, tok) -> list[int]:
+    """EOS and the chat turn end (generation stops at the end of the assistant's turn)."""
+    end = (cfg.tokenizer.tokens if cfg.tokenizer else SpecialTokens()).chat_end
+    ids = [tok.eos_token_id] + ([tok.convert_tokens_to_ids(end)] if end in tok.get_vocab() else [])
+    return [i for i in ids if i is not None]
+
+
 @dataclass(frozen=True)
 class CodeSwitch:
     """Share of Japanese answers with spans of unexpected scripts or languages."""
@@ -76,7 +85,8 @@ def code_switch(answers: list[dict[str, Any]], detector: LangMixDetector, keep: 
 
 
 def benchmark_commands(model_dir: Path, name: str, lm_eval_tasks: str) -> dict[str, str]:
-    """Commands to run on a GPU node against the HF folder (printed, never run here)."""
+    """Commands to run on a GPU node against the HF folder (printed, never run here): llm-jp-eval, and the
+    whole Japanese leaderboard of lm-evaluation-harness (its other tasks load their data from the hub)."""
     m = str(model_dir.resolve())
     return {
         "llm-jp-eval": (f"python scripts/evaluate_llm.py -cn config.yaml model.pretrained_model_name_or_path={m} "
@@ -85,16 +95,14 @@ def benchmark_commands(model_dir: Path, name: str, lm_eval_tasks: str) -> dict[s
                         f"# in a checkout of github.com/llm-jp/llm-jp-eval"),
         "lm-evaluation-harness": (f"lm_eval --model hf --model_args pretrained={m},dtype=bfloat16 "
                                   f"--tasks {lm_eval_tasks} --batch_size auto --output_path results/{name}"),
-        "japanese-mt-bench": (f"python gen_model_answer.py --bench-name japanese_mt_bench --model-path {m} "
-                              f"--model-id {name} && python gen_judgment.py --bench-name japanese_mt_bench "
-                              f"--model-list {name} && python show_result.py --bench-name japanese_mt_bench "
-                              f"--model-list {name} # in fastchat/llm_judge of a FastChat fork with japanese_mt_bench"),
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     """report.md: the same figures as report.json, for people."""
-    lines = [f"# Eval: {report['model']}", "", "| language | perplexity | tokens | documents |", "|---|---|---|---|"]
+    lines = [f"# Eval: {report['model']}", ""]
+    if report["perplexity"]:
+        lines += ["| language | perplexity | tokens | documents |", "|---|---|---|---|"]
     for lang, p in report["perplexity"].items():
         lines.append(f"| {lang} | {p['perplexity']:.3f} | {p['tokens']} | {p['documents']} |")
     cs = report.get("code_switch")
@@ -102,6 +110,7 @@ def markdown(report: dict[str, Any]) -> str:
         rate = "n/a" if cs["rate"] is None else f"{cs['rate']:.1%}"
         lines += ["", f"Code-switch rate: {rate} ({cs['flagged']} of {cs['japanese_answers']} Japanese answers)"]
         lines += [f"- {e['answer'][:80]!r}: {'; '.join(e['findings'])}" for e in cs["examples"]]
-    lines += ["", "## Benchmarks to run on a GPU node", ""]
+    lines += [""] + markdown_lines(report)
+    lines += ["## Hand-off commands for a GPU node (not run here)", ""]
     lines += [f"- {k}: `{v}`" for k, v in report["commands"].items()]
     return "\n".join(lines) + "\n"

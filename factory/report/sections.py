@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factory import registry
+from factory.posttrain import benchmark_report
 from factory.records import read_jsonl
 from factory.report import plots
 from factory.report.sources import Artifacts, read_json
@@ -141,6 +142,29 @@ def evaluation(arts: Artifacts, out: Path) -> list[str]:
     return lines + ([f"Full report with generations: `{report}`.", ""] if report else [])
 
 
+def benchmarks(arts: Artifacts, out: Path) -> list[str]:
+    lines = ["## Benchmarks", ""]
+    path = arts.file("eval", "report.json")
+    rep = read_json(path) if path else None
+    if not rep or not any(rep.get(k) for k in ("harness", "mt_bench", "checkpoints")):
+        return lines + _missing("eval benchmarks (eval.harness, eval.mt_bench, eval.checkpoints)")
+    if rep.get("harness"):
+        lines += [f"JGLUE v1.3 validation through lm-evaluation-harness on `{rep['model']}`. Chance is uniform "
+                  f"guessing, majority class always giving the most frequent answer of the examples scored; `near "
+                  f"chance` means within {benchmark_report.NEAR_CHANCE:g} standard errors of chance.", ""]
+        lines += benchmark_report.harness_table(rep["harness"])
+    if rep.get("mt_bench"):
+        lines += ["### Japanese MT-Bench", ""] + benchmark_report.mt_bench_lines(rep["mt_bench"])
+    if rep.get("checkpoints"):
+        plots.scores_vs_tokens(rep["checkpoints"], out / "scores_vs_tokens.png")
+        lines += ["### Checkpoints: scores against tokens seen", "",
+                  "Each checkpoint exported to a temporary HF folder (verified by logits) and scored with the "
+                  "same tasks; dense and MoE series share the axis.", "",
+                  "![scores against tokens](scores_vs_tokens.png)", ""]
+        lines += benchmark_report.checkpoint_table(rep["checkpoints"])
+    return lines
+
+
 def hf_folder(arts: Artifacts, out: Path) -> list[str]:
     lines = ["## Hugging Face folder", ""]
     if "export" not in arts.dirs:
@@ -150,4 +174,4 @@ def hf_folder(arts: Artifacts, out: Path) -> list[str]:
                     f"{m.get('bytes', 0) / 1e6:.1f} MB; loads with `AutoModelForCausalLM.from_pretrained`.", ""]
 
 
-SECTIONS = (stages, tokenizer, data, training, verification, hf_folder, posttrain, evaluation)
+SECTIONS = (stages, tokenizer, data, training, verification, hf_folder, posttrain, evaluation, benchmarks)

@@ -51,3 +51,30 @@ def test_report_reads_every_figure_from_the_artifacts(tmp_path):
     assert "| sft | 2 | 8.5 | 7.25 | - |" in text
     assert "_tokenizer report.json: not found in this run._" in text
     assert "_eval manifest: not found in this run._" in text
+
+
+def _score(task, metric, value, stderr, chance, majority=None):
+    return {"task": task, "metric": metric, "value": value, "stderr": stderr, "examples": 20, "num_fewshot": 0,
+            "chance": chance, "majority": majority}
+
+
+def test_report_benchmarks_section_plots_checkpoint_scores_against_tokens(tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config("configs/demo-cpu.yaml", [f"run.dir={run}"])
+    manifest(run, "eval", {"jcommonsenseqa.acc": 0.25})
+    points = (("pretrain (dense)", 40, 40960, 0.21), ("pretrain (dense)", 60, 61440, 0.24), ("cpt (MoE)", 10, 71680, 0.3))
+    checkpoints = [{"label": label, "iteration": it, "tokens": tokens, "moe": label.endswith("(MoE)"),
+                    "scores": [_score("jcommonsenseqa", "acc", acc, 0.05, 0.2)]} for label, it, tokens, acc in points]
+    write_json(run / "eval" / "report.json", {
+        "model": "runs/x/dpo/hf",
+        "harness": [_score("jcommonsenseqa", "acc", 0.25, 0.1, 0.2, 0.3),
+                    _score("jnli", "acc", 0.75, 0.1, 1 / 3, 0.75)],
+        "mt_bench": {"judge_model": "gpt-4", "judged": 4, "rated": 3, "overall": 5.5, "turn1": 6.0, "turn2": 5.0,
+                     "categories": {"math": 4.0, "writing": 7.0}},
+        "checkpoints": checkpoints})
+    text = write_report(cfg).read_text()
+    assert (run / "report" / "scores_vs_tokens.png").stat().st_size > 1000 and "(scores_vs_tokens.png)" in text
+    assert "| jcommonsenseqa | acc | 0.250 | 0.100 | 20 | 0 | 0.200 | 0.300 | near chance |" in text
+    assert "| jnli | acc | 0.750 | 0.100 | 20 | 0 | 0.333 | 0.750 | majority-class level |" in text
+    assert "Judge: `gpt-4`; 3 of 4 judgements gave a rating" in text and "| writing | 7.00 |" in text
+    assert "| cpt (MoE) | 10 | 71,680 | 0.300 ± 0.050 |" in text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,86 @@ def post_config(run_dir: Path, **sections) -> object:
 
 SFT_DATA = [{"path": str(DEMO_DATA / "sft.jsonl")}, {"path": str(DEMO_DATA / "sft-sharegpt.jsonl"), "weight": 2}]
 DPO_DATA = [{"path": str(DEMO_DATA / "dpo.jsonl")}]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+JCQA_ROWS = [{"q_id": i, "question": q, **{f"choice{k}": c for k, c in enumerate(choices)}, "label": label}
+             for i, (q, choices, label) in enumerate([
+                 ("田んぼが広がる風景を何という？", ["畑", "海", "田園", "地方", "牧場"], 2),
+                 ("ふたつをくっつけるのは？", ["接着剤", "船", "炎症", "ドリル", "営業"], 0),
+                 ("雨の日に差すものは？", ["靴", "傘", "帽子", "机", "皿"], 1),
+                 ("魚が泳ぐ場所は？", ["空", "山", "川", "森", "砂漠"], 2),
+                 ("夜空に光るものは？", ["石", "土", "木", "草", "星"], 4)])]
+JNLI_ROWS = [{"sentence_pair_id": str(i), "sentence1": s1, "sentence2": s2, "label": label}
+             for i, (s1, s2, label) in enumerate([
+                 ("キリンが木の間から顔を出しています。", "キリンがいます。", "neutral"),
+                 ("男性が自転車に乗っています。", "男性が乗り物に乗っています。", "entailment"),
+                 ("犬が芝生の上で寝ています。", "犬が走っています。", "neutral"),
+                 ("女性が傘を差しています。", "女性は何も持っていません。", "contradiction")])]
+JSTS_ROWS = [{"sentence_pair_id": str(i), "sentence1": f"文{i}です。", "sentence2": f"文{i}でした。", "label": score}
+             for i, score in enumerate([1.0, 2.0, 3.0, 4.0])]
+JSQUAD = {"data": [{"title": "梅雨", "paragraphs": [{
+    "context": "梅雨 [SEP] 梅雨は、北海道と小笠原諸島を除く日本、東アジアの広範囲でみられる雨季の一種である。",
+    "qas": [{"id": "q0", "question": "梅雨がないのは北海道とどこか。", "answers": [{"text": "小笠原諸島"}, {"text": "小笠原"}]},
+            {"id": "q1", "question": "梅雨とは何季の一種か？", "answers": [{"text": "雨季"}]},
+            {"id": "q2", "question": "梅雨はどのあたりで見られるか？", "answers": [{"text": "東アジア"}]}]}]}]}
+MT_QUESTIONS = [{"question_id": 1, "category": "writing", "turns": ["旅行の計画を書いてください。", "もっと短くしてください。"]},
+                {"question_id": 2, "category": "math", "turns": ["1+1は？", "それを3倍すると？"]}]
+MT_REFERENCES = [{"question_id": 2, "model_id": "reference", "choices": [{"index": 0, "turns": ["2です。", "6です。"]}]}]
+# Judge prompts in FastChat's layout (name, system_prompt, prompt_template with its fields), worded for the tests.
+MT_JUDGE_PROMPTS = [
+    {"name": "single-v1", "type": "single", "system_prompt": "judge", "output_format": "[[rating]]",
+     "prompt_template": "single turn\nQ: {question}\nA: {answer}"},
+    {"name": "single-math-v1", "type": "single", "system_prompt": "judge", "output_format": "[[rating]]",
+     "prompt_template": "single turn with reference\nQ: {question}\nREF: {ref_answer_1}\nA: {answer}"},
+    {"name": "single-v1-multi-turn", "type": "single", "system_prompt": "judge turn 2", "output_format": "[[rating]]",
+     "prompt_template": "multi turn\nQ1: {question_1}\nA1: {answer_1}\nQ2: {question_2}\nA2: {answer_2}"},
+    {"name": "single-math-v1-multi-turn", "type": "single", "system_prompt": "judge turn 2",
+     "output_format": "[[rating]]", "prompt_template": "multi turn with reference\nQ1: {question_1}\n"
+     "REF1: {ref_answer_1}\nQ2: {question_2}\nREF2: {ref_answer_2}\nA1: {answer_1}\nA2: {answer_2}"},
+]
+
+
+@pytest.fixture
+def eval_data(tmp_path) -> Path:
+    """An eval data folder in the shared folder's layout, with a handful of rows per task (written here)."""
+    root = tmp_path / "eval-data"
+    write_jsonl(root / "jglue" / "jcommonsenseqa-valid-v1.3.json", JCQA_ROWS)
+    write_jsonl(root / "jglue" / "jnli-valid-v1.3.json", JNLI_ROWS)
+    write_jsonl(root / "jglue" / "jsts-valid-v1.3.json", JSTS_ROWS)
+    (root / "jglue" / "jsquad-valid-v1.3.json").write_text(json.dumps(JSQUAD, ensure_ascii=False), encoding="utf-8")
+    write_jsonl(root / "japanese_mt_bench" / "question.jsonl", MT_QUESTIONS)
+    write_jsonl(root / "japanese_mt_bench" / "reference_answer_gpt-4.jsonl", MT_REFERENCES)
+    write_jsonl(root / "japanese_mt_bench" / "judge_prompts.jsonl", MT_JUDGE_PROMPTS)
+    return root
+
+
+def shared_eval_data() -> Path:
+    """The shared eval data folder beside the repository (FACTORY_EVAL_DATA overrides where it is)."""
+    return Path(os.environ.get("FACTORY_EVAL_DATA", "../shared/eval-data"))
+
+
+class ScriptedJudge:
+    """A judge backend: rates first turns 8 and second turns 4, and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def complete(self, messages, max_tokens, temperature, seed):
+        from factory.data.synth.server import Completion
+
+        self.calls += 1
+        rating = 4 if messages[0]["content"] == "judge turn 2" else 8
+        return Completion(f"Fine. Rating: [[{rating}]]", 10, 5, "stop")
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -45,4 +45,28 @@ def test_section_rules_collect_every_problem(tmp_path):
         "sft.datasets[1].format=preference: not a format of this stage "
         "(allowed: auto, messages, sharegpt, prompt_completion)",
         "dpo.datasets[1].format=messages: not a format of this stage (allowed: auto, preference)",
-        "eval={}: needs heldout text or a prompts file (nothing to measure)"]
+        "eval={}: needs heldout text, a prompts file, harness or mt_bench (nothing to measure)"]
+
+
+def test_benchmark_rules_name_the_key(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        post_config(tmp_path, eval={
+            "harness": {"tasks": ["jnli", "jglue_qa", "jnli"]},
+            "mt_bench": {"questions": [], "judge": {"serve": "self", "base_url": "http://x/v1"}}})
+    assert [p.split(": ", 1)[1] for p in info.value.problems] == [
+        "eval.data_dir=None: required by harness, mt_bench and checkpoints (the folder with jglue/ and "
+        "japanese_mt_bench/)",
+        "eval.harness.tasks=jglue_qa: not a task (supported: jcommonsenseqa, jnli, jsts, jsquad)",
+        "eval.harness.tasks=['jnli', 'jglue_qa', 'jnli']: tasks must be unique",
+        "eval.mt_bench.judge=base_url=http://x/v1, serve=self: give exactly one of base_url (an endpoint) or "
+        "serve (a local HF folder)",
+        "eval.mt_bench.judge.model=None: required with base_url (the judge model's name)",
+        "eval.mt_bench.questions=[]: must name at least one question"]
+
+
+def test_demo_eval_runs_jglue_and_mt_bench_on_the_shared_eval_data():
+    ec = load_config("configs/demo-cpu.yaml").eval
+    assert ec.data_dir == Path("../shared/eval-data")  # beside the repository, as the CI clone has it
+    assert ec.harness.tasks == ["jcommonsenseqa", "jnli"] and ec.harness.limit
+    assert ec.mt_bench.judge.serve == "self" and len(ec.mt_bench.questions) == 3
+    assert [c.path.parent.name for c in ec.checkpoints] == ["pretrain", "cpt"]

@@ -1,15 +1,20 @@
-"""The eval stage: perplexity per language, generation, code-switch rate, the printed benchmark commands."""
+"""The eval stage: perplexity per language, generation, code-switch rate, JGLUE through lm-evaluation-harness
+and Japanese MT-Bench into the manifest and reports, the printed hand-off commands, and its bad input."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import yaml
+
 from factory.data.langmix import LangMixDetector
+from factory.data.synth.server import ChatServer
 from factory.posttrain.evaluate import code_switch
 from factory.runner import run_stage
 from factory.registry import STAGES
-from tests.posttrain.conftest import DEMO_DATA, copy_model, post_config
+from factory.stage import main
+from tests.posttrain.conftest import DEMO_DATA, ScriptedJudge, copy_model, free_port, post_config
 
 
 def test_eval_reports_perplexity_per_language_and_code_switch_rate(llama_dir, tmp_path, capsys):
@@ -28,7 +33,7 @@ def test_eval_reports_perplexity_per_language_and_code_switch_rate(llama_dir, tm
     generations = (tmp_path / "eval" / "generations.jsonl").read_text().splitlines()
     assert len(generations) == 6
     printed = capsys.readouterr().out
-    for tool in ("lm_eval --model hf", "evaluate_llm.py", "--bench-name japanese_mt_bench"):
+    for tool in ("lm_eval --model hf", "evaluate_llm.py"):
         assert tool in printed and tool in (tmp_path / "eval" / "report.md").read_text()
     assert str((tmp_path / "dpo" / "hf").resolve()) in report["commands"]["lm-evaluation-harness"]
 
@@ -57,3 +62,49 @@ def test_eval_exports_a_megatron_checkpoint_first(tmp_path):
     assert report["model"] == str(ckpt) and report["perplexity"]["en"]["tokens"] == (6 - 1) + (3 - 1)
     assert manifest["metrics"]["perplexity.en"] > 1 and tokenizer.is_dir()
     assert str((tmp_path / "export" / "hf").resolve()) in report["commands"]["lm-evaluation-harness"]
+
+
+def test_eval_writes_jglue_and_mt_bench_scores_to_the_manifest_and_reports(llama_dir, eval_data, tmp_path):
+    judge = ScriptedJudge()
+    with ChatServer(judge, model_name="scripted-judge").running() as url:
+        cfg = post_config(tmp_path, eval={
+            "model": str(llama_dir), "data_dir": str(eval_data),
+            "harness": {"tasks": ["jcommonsenseqa", "jnli"], "num_fewshot": 1, "limit": 3},
+            "mt_bench": {"max_new_tokens": 4, "judge": {"base_url": url, "model": "scripted-judge"}}})
+        metrics = run_stage(STAGES["eval"], cfg).to_dict()["metrics"]
+    for task, chance in (("jcommonsenseqa", 0.2), ("jnli", 1 / 3)):
+        assert metrics[f"{task}.acc"] in (0.0, 1 / 3, 2 / 3, 1.0) and metrics[f"{task}.examples"] == 3
+        assert isinstance(metrics[f"{task}.acc_stderr"], float) and metrics[f"{task}.num_fewshot"] == 1
+        assert metrics[f"{task}.acc_chance"] == chance
+    assert (metrics["mt_bench.overall"], metrics["mt_bench.turn1"], metrics["mt_bench.turn2"]) == (6.0, 8.0, 4.0)
+    assert metrics["mt_bench.judge_model"] == "scripted-judge" and metrics["mt_bench.judged"] == 4
+    assert (metrics["mt_bench.writing"], metrics["mt_bench.math"]) == (6.0, 6.0) and judge.calls == 1 + 4
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert [(s["task"], s["metric"]) for s in report["harness"]] == [("jcommonsenseqa", "acc"), ("jnli", "acc")]
+    text = (tmp_path / "eval" / "report.md").read_text()
+    assert "## JGLUE (lm-evaluation-harness)" in text and "| jcommonsenseqa | acc |" in text
+    assert "Judge: `scripted-judge`; 4 of 4 judgements gave a rating" in text and "| **overall** | **6.00** |" in text
+
+
+def _cli(tmp_path, capsys, llama_dir, **eval_section) -> tuple[int, list[str]]:
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"run": {"name": "t", "dir": str(tmp_path / "run")},
+                                      "runtime": {"device": "cpu", "precision": "fp32"},
+                                      "eval": {"model": str(llama_dir), **eval_section}}))
+    rc = main(["eval", "--config", str(config)])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def test_bad_benchmark_input_is_one_line(llama_dir, eval_data, tmp_path, capsys):
+    rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(tmp_path / "absent"), harness={})
+    assert rc == 2 and err == [f"error: eval.data_dir: {tmp_path / 'absent'}: eval data folder not found (expected "
+                               "jglue/ and japanese_mt_bench/ inside; point eval.data_dir at it)"]
+    rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(eval_data), harness={"tasks": ["jcqa"]})
+    assert rc == 2 and err == [f"error: {tmp_path / 'eval.yaml'}: eval.harness.tasks=jcqa: not a task (supported: "
+                               "jcommonsenseqa, jnli, jsts, jsquad)"]
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(eval_data), harness={"limit": 1}, mt_bench={
+        "judge": {"base_url": url, "model": "gpt-4", "max_retries": 0}})
+    assert rc == 1 and len(err) == 1
+    assert err[0].startswith(f"error: eval.mt_bench.judge: the judge at {url} does not answer: ")
+    assert not (tmp_path / "run" / "eval" / "report.json").exists()

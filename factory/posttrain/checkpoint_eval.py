@@ -1,0 +1,97 @@
+"""Megatron checkpoints in the eval stage: the temporary verified HF export, and the series of iterations
+scored with the harness tasks (the points of the report's score-against-tokens plot, dense and MoE)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from factory.config_base import CoreConfig
+from factory.errors import ConfigError
+from factory.posttrain.benchmark_config import CheckpointSeries
+
+log = logging.getLogger(__name__)
+_ITER = re.compile(r"^iter_(\d{7})$")
+
+
+def is_megatron(path: Path) -> bool:
+    """A Megatron checkpoint root or one iter_NNNNNNN folder (exported to HF before evaluation)."""
+    return (path / "latest_checkpointed_iteration.txt").is_file() or path.name.startswith("iter_")
+
+
+@contextlib.contextmanager
+def hf_folder(cfg: CoreConfig, model: Path) -> Iterator[Path]:
+    """The model as an HF folder: itself, or a temporary export of a Megatron checkpoint (verified by logits)."""
+    if not is_megatron(model):
+        yield model
+        return
+    from factory.convert.export import export_checkpoint
+
+    tokenizer = cfg.eval.tokenizer_dir or cfg.stage_dir("tokenizer")
+    with tempfile.TemporaryDirectory(prefix="eval-export-") as tmp:
+        export_checkpoint(model, Path(tmp) / "hf", runtime=cfg.runtime, tokenizer_dir=tokenizer,
+                          run_dir=cfg.run.dir, name=cfg.run.name)
+        yield Path(tmp) / "hf"
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One checkpoint iteration to score."""
+
+    series: int
+    """Index into eval.checkpoints."""
+    iteration: int
+    folder: Path
+
+
+def _present(root: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER.match(p.name)))
+
+
+def sweep_points(series: list[CheckpointSeries]) -> list[SweepPoint]:
+    """Every (series, iteration) to score; one ConfigError listing each missing folder or iteration."""
+    points, problems = [], []
+    for i, s in enumerate(series):
+        key = f"eval.checkpoints[{i}]"
+        if not s.path.is_dir():
+            problems.append(f"{key}.path: {s.path}: no such checkpoint folder")
+            continue
+        present = _present(s.path)
+        wanted = present if s.iterations == "all" else list(s.iterations)
+        missing = [it for it in wanted if it not in present]
+        if missing or not wanted:
+            problems.append(f"{key}.iterations: {missing or 'all'} not found in {s.path} "
+                            f"(present: {', '.join(map(str, present)) or 'none'})")
+        points += [SweepPoint(i, it, s.path / f"iter_{it:07d}") for it in wanted if it in present]
+    if problems:
+        raise ConfigError(problems)
+    return points
+
+
+def series_label(series: CheckpointSeries, moe: bool) -> str:
+    """The configured label, or the stage folder and the model kind, e.g. `cpt (MoE)`."""
+    return series.label or f"{series.path.parent.name} ({'MoE' if moe else 'dense'})"
+
+
+def score_checkpoints(cfg: CoreConfig, score: Callable[[Path], list[Any]]) -> list[dict[str, Any]]:
+    """Export each sweep point to a temporary HF folder and `score` it; one row per checkpoint iteration."""
+    from factory.train.checkpoint import read_info
+
+    rows = []
+    for point in sweep_points(cfg.eval.checkpoints):
+        series = cfg.eval.checkpoints[point.series]
+        info = read_info(point.folder)
+        tokens = info.factory.get("tokens_seen", info.consumed_samples * info.model.seq_length)
+        log.info("eval: scoring %s at iteration %d (%s tokens seen)", series.path, point.iteration, f"{tokens:,}")
+        with hf_folder(cfg, point.folder) as folder:
+            scores = score(folder)
+        rows.append({"label": series_label(series, info.model.moe is not None), "checkpoint": str(point.folder),
+                     "iteration": point.iteration, "tokens": tokens, "moe": info.model.moe is not None,
+                     "scores": [dataclasses.asdict(s) for s in scores]})
+    return rows
