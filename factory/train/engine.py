@@ -353,8 +353,8 @@ class _Loop:
             bar.close()
             if watchdog:
                 watchdog.stop()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            for s, handler in previous.items():  # once stopping, late duplicates must not kill the exit
+                signal.signal(s, signal.SIG_IGN if t.stop_requested else handler)
         return _summary(last, tokens_per_s, progress, start_iter, self.tokens_per_iter)
 
     def _record(self, step: dict, progress: Progress, tps: float, peak: float | None) -> dict[str, Any]:
