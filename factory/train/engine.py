@@ -29,9 +29,9 @@ from factory.train.flops import flops_per_token
 from factory.train.metrics import MetricsWriter, format_line
 from factory.train.moe_stats import ExpertLoad, imbalance
 from factory.train.step import make_forward_step
+from factory.train.stop import STOP_SIGNALS, received_while_starting
 
 log = logging.getLogger("factory.train")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class TrainingInterrupted(FactoryError):
@@ -294,6 +294,7 @@ class _Loop:
         t, tc, rt = self.t, self.t.tc, self.t.rt
         fault = tc.fault
         previous = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+        t.stop_requested = t.stop_requested or received_while_starting()
         watchdog = Watchdog(60 * fault.hang_timeout_minutes).start() if fault.hang_timeout_minutes else None
         slowdown = (SlowdownDetector(fault.restart_on_slowdown, 60 * fault.slowdown_minutes)
                     if fault.restart_on_slowdown else None)

@@ -41,6 +41,9 @@ def plan_training(cfg: FactoryConfig, stage: str) -> Plan:
 
 
 def run_training(cfg: FactoryConfig, plan: Plan, manifest: RunManifest, stage: str) -> None:
-    from factory.train.engine import train
+    from factory.train import stop
 
-    manifest.record(**train(cfg, stage, manifest))
+    with stop.listening():  # from before the engine's imports: a stop signal during start-up is kept
+        from factory.train.engine import train
+
+        manifest.record(**train(cfg, stage, manifest))

@@ -10,6 +10,7 @@ the PIDs it started (SIGTERM, then SIGKILL). Clients find the cluster through `e
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 CLIENTS = ("sbatch", "scancel", "scontrol", "squeue", "sinfo")
 PACKAGE_PID_FILES = ("/run/munge/munged.pid", "/run/slurmctld.pid", "/run/slurmd.pid")
 """Where the packages' own services write their PIDs, should an install start them."""
+PR_SET_PDEATHSIG = 1
 KILL_WAIT = 30
 """Seconds between the SIGTERM of a cancelled or timed-out job and its SIGKILL (the save window)."""
 CONF = """\
@@ -106,6 +108,11 @@ def _stop_started_services(before: dict[str, int | None]) -> None:
                 pass
 
 
+def _die_with_parent() -> None:
+    """In the daemon before exec: SIGTERM when the process that started it dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -174,10 +181,10 @@ class LocalSlurm:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def _daemon(self, command: list[str]) -> None:
-        out = open(self.root / "log" / f"{Path(command[0]).name}.out", "w")
-        with out:
+        with open(self.root / "log" / f"{Path(command[0]).name}.out", "w") as out:
             self.daemons.append(subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, start_new_session=True))
+                                                 stdin=subprocess.DEVNULL, start_new_session=True,
+                                                 preexec_fn=_die_with_parent))
 
     def _run(self, *command: str) -> subprocess.CompletedProcess:
         return subprocess.run(command, env=self.env, capture_output=True, text=True)
