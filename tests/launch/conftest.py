@@ -22,4 +22,4 @@ def slurm(tmp_path_factory) -> LocalSlurm:
         yield cluster
     finally:
         cluster.stop()
-        pass  # shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
