@@ -20,7 +20,6 @@ from factory.launch.commands import (DATA_STAGES, MEGATRON_STAGES, TRAINING_STAG
                                      torchrun_options, world_problems)
 from factory.launch.config import ArrayConfig, LaunchConfig
 
-
 SLURM_SIGNALS_TO_HANDLE = "SIGINT,SIGHUP,SIGQUIT"
 """Signals torchrun forwards under Slurm. SIGTERM and SIGUSR1 are left to the workers, which Slurm signals
 directly; torchrun ignores them (`IGNORE_STOP_SIGNALS`), so it neither exits 1 after a clean save nor

@@ -141,5 +141,6 @@ def test_sbatch_options_from_the_command_line_are_written_into_the_script(tmp_pa
 
 def test_local_nproc_is_one_on_a_cpu_partition(tmp_path, capsys):
     config = _config(tmp_path)
-    assert main(["local", "pretrain", "--config", str(config), "launch.gpus_per_node=0", "parallel.pipeline=1", "--dry-run"]) == 0
+    assert main(["local", "pretrain", "--config", str(config), "launch.gpus_per_node=0", "parallel.pipeline=1",
+                 "--dry-run"]) == 0
     assert "--nproc-per-node 1 " in capsys.readouterr().out
