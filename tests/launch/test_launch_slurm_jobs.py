@@ -30,6 +30,13 @@ TIME_LIMIT_ITERS = 3000
 even on a fast, idle machine (~20 ms per iteration)."""
 SAVE_INTERVAL = 50
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""Left in this process's environment by in-process training tests; a job or run started from here must
+not inherit them (sbatch exports the submitter's environment)."""
+
+
+def _environment(base: dict[str, str]) -> dict[str, str]:
+    return {**{k: v for k, v in base.items() if k not in DISTRIBUTED_ENV}, "OMP_NUM_THREADS": "1"}
 
 
 def _config(packed: Path, folder: Path, name: str, iters: int, **launch) -> Path:
@@ -46,7 +53,7 @@ class Job:
     """One job submitted with `factory.launch slurm --submit`: its Slurm fields, log and checkpoints."""
 
     def __init__(self, slurm, config: Path):
-        self.env = {**slurm.env, "OMP_NUM_THREADS": "1"}
+        self.env = _environment(slurm.env)
         raw = yaml.safe_load(config.read_text())
         done = subprocess.run([sys.executable, "-m", "factory.launch", "slurm", "pretrain", "--config", str(config),
                                "--submit"], cwd=ROOT, env=self.env, capture_output=True, text=True)
@@ -100,15 +107,13 @@ class Job:
         return self.state()
 
     def worker_pid(self) -> int:
-        """The training worker among the job's processes (torchrun's child, which has LOCAL_RANK)."""
-        lines = self._slurm("scontrol", "listpids", self.id).stdout.splitlines()[1:]
-        for pid in (int(line.split()[0]) for line in lines):
-            try:
-                if "LOCAL_RANK" in psutil.Process(pid).environ():
-                    return pid
-            except psutil.Error:
-                continue
-        raise AssertionError(f"job {self.id}: no training worker among {lines}")
+        """The training worker: the child of the step's task (torchrun) that runs `factory.stage`."""
+        rows = [line.split() for line in self._slurm("scontrol", "listpids", self.id).stdout.splitlines()[1:]]
+        tasks = [int(row[0]) for row in rows if row[2] != "batch" and row[3] != "-"]
+        assert len(tasks) == 1, rows
+        workers = [p for p in psutil.Process(tasks[0]).children() if "factory.stage" in p.cmdline()]
+        assert len(workers) == 1, [p.cmdline() for p in psutil.Process(tasks[0]).children()]
+        return workers[0].pid
 
     def _slurm(self, *command: str, check: bool = False) -> subprocess.CompletedProcess:
         done = subprocess.run(command, env=self.env, capture_output=True, text=True)
@@ -132,7 +137,7 @@ def reference(packed_data, tmp_path_factory):  # noqa: F811
         log = (folder / "reference.log").open("w")
         runs[iters] = folder / "reference", log, subprocess.Popen(
             [sys.executable, "-m", "factory.stage", "pretrain", "--config", str(config)], cwd=ROOT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=log)
+            env=_environment(os.environ), stdout=log, stderr=log)
 
     def curve(iters: int) -> list[float]:
         run_dir, log, proc = runs[iters]
