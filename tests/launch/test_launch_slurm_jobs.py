@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ITERS = 400
 """Iterations of the signalled jobs: long enough to be signalled after their first periodic checkpoint."""
 TIME_LIMIT_ITERS = 3000
-"""Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (20-50 s in),
-even on a fast, idle machine (~20 ms per iteration)."""
+"""Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (20-50 s in)
+unless an iteration takes under ~15 ms (34 ms on the shared 2-core build machine)."""
 SAVE_INTERVAL = 50
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
