@@ -9,8 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "scripts" / "slurm"
-COMMON = ["launch.venv=.venv", "launch.cpus_per_task=64", "launch.extra_sbatch=[--exclusive]"]
-"""Every template: the repository's .venv, 8 CPU cores per GPU, whole nodes."""
+COMMON = ["launch.venv=.venv", "launch.cpus_per_task=64"]
+"""Every template: the repository's .venv, 8 CPU cores per GPU (whole nodes: the GPU default)."""
 TEMPLATES = {
     "tanuki-8b-1node.sbatch": ("pretrain", "configs/tanuki-8b.yaml", ["launch.nodes=1"]),
     "tanuki-8b-4nodes.sbatch": ("pretrain", "configs/tanuki-8b.yaml", ["launch.nodes=4"]),

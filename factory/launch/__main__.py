@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -24,7 +25,7 @@ class SubmitError(FactoryError):
 
 def launch_local(args: argparse.Namespace, cfg) -> int:
     """Run the stage under torchrun on this machine (one process for the non-training verbs)."""
-    nproc = args.nproc or (cfg.launch.gpus_per_node if cfg.launch else 1)
+    nproc = args.nproc or (cfg.launch.processes_per_node if cfg.launch else 1)
     command = local_command(cfg, args.stage, args.config, args.overrides, nproc)
     if args.dry_run:
         print(shlex.join(command))
@@ -33,8 +34,25 @@ def launch_local(args: argparse.Namespace, cfg) -> int:
     os.execv(command[0], command)  # signals reach torchrun directly; it forwards them to the workers
 
 
+SBATCH_FLAGS = {"partition": "-p", "account": "-A", "qos": "-q", "constraint": "-C", "reservation": None}
+"""sbatch options `factory.launch slurm` takes on its command line; each sets the `launch.` key of its name."""
+
+
+def sbatch_overrides(args: argparse.Namespace, cfg) -> list[str]:
+    """`launch.*` overrides for the sbatch options given on the command line (`--sbatch` appends)."""
+    out = [f"launch.{key}={json.dumps(getattr(args, key))}" for key in SBATCH_FLAGS if getattr(args, key)]
+    if args.sbatch:
+        extra = [*(cfg.launch.extra_sbatch if cfg.launch else []), *args.sbatch]
+        out.append(f"launch.extra_sbatch={json.dumps(extra)}")
+    return out
+
+
 def launch_slurm(args: argparse.Namespace, cfg) -> int:
     """Render the sbatch script; print it (--dry-run), write it, and submit it (--submit)."""
+    extra = sbatch_overrides(args, cfg)
+    if extra:  # written into the script, so a resubmission or a requeue runs with the same options
+        args.overrides = [*args.overrides, *extra]
+        cfg = load_config(args.config, args.overrides)
     rendered = render(cfg, args.stage, args.config, args.overrides)
     if cfg.launch and cfg.launch.array:
         problems = array_task_problems(args.config, args.overrides, cfg.launch.array)
@@ -81,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 verb.add_argument("--output", help="script path (default: <run.dir>/launch/<stage>.sbatch)")
                 verb.add_argument("--submit", action="store_true", help="submit the script with sbatch")
+                for key, short in SBATCH_FLAGS.items():
+                    flags = [f"--{key}", *([short] if short else [])]
+                    verb.add_argument(*flags, metavar=key.upper(), help=f"#SBATCH --{key} (sets launch.{key})")
+                verb.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                                  help="one more #SBATCH option, given as --sbatch=--mem=0 (repeatable; "
+                                       "appended to launch.extra_sbatch)")
     return parser
 
 

@@ -23,10 +23,10 @@ def stage_args(stage: str, config: str | Path, overrides: list[str]) -> list[str
     return ["-m", "factory.stage", stage, "--config", str(config), *kept]
 
 
-def torchrun_options(launch: LaunchConfig | None) -> list[str]:
+def torchrun_options(launch: LaunchConfig | None, signals: str = SIGNALS_TO_HANDLE) -> list[str]:
     """Restart and signal options shared by local and Slurm torchrun lines."""
     launch = launch or LaunchConfig()
-    return ["--max-restarts", str(launch.max_restarts), "--signals-to-handle", SIGNALS_TO_HANDLE,
+    return ["--max-restarts", str(launch.max_restarts), "--signals-to-handle", signals,
             "--shutdown-timeout", str(launch.signal_seconds_before_timeout)]
 
 

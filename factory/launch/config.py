@@ -37,16 +37,25 @@ class LaunchConfig(Section):
 
     nodes: int = Field(default=1, ge=1)
     """Nodes of the Slurm job (training verbs); data verbs run one task per array element."""
-    gpus_per_node: int = Field(default=8, ge=1)
-    """GPUs per node; torchrun starts one process per GPU (`--nproc-per-node`)."""
+    gpus_per_node: int = Field(default=8, ge=0)
+    """GPUs per node (`#SBATCH --gpus-per-node`); 0 for a CPU partition (no GPU request at all)."""
+    nproc_per_node: int | None = Field(default=None, ge=1)
+    """Processes torchrun starts per node (`--nproc-per-node`); defaults to one per GPU, 1 without GPUs."""
     cpus_per_task: int | None = Field(default=None, ge=1)
     """`#SBATCH --cpus-per-task`; the Slurm default when unset."""
+    exclusive: bool | None = None
+    """`#SBATCH --exclusive` (whole nodes) for the training verbs; defaults to true on GPU nodes
+    (`gpus_per_node` > 0), false on a CPU partition, where jobs may share a node."""
     partition: str | None = None
-    """`#SBATCH --partition`; omitted when unset (or pass `sbatch -p` at submit time)."""
+    """`#SBATCH --partition`; omitted when unset (`--partition` of `factory.launch slurm` sets it)."""
     account: str | None = None
-    """`#SBATCH --account`; omitted when unset (or pass `sbatch -A` at submit time)."""
+    """`#SBATCH --account`; omitted when unset (`--account` of `factory.launch slurm`)."""
     qos: str | None = None
-    """`#SBATCH --qos`; omitted when unset."""
+    """`#SBATCH --qos`; omitted when unset (`--qos`)."""
+    constraint: str | None = None
+    """`#SBATCH --constraint` (node features, e.g. h100); omitted when unset (`--constraint`)."""
+    reservation: str | None = None
+    """`#SBATCH --reservation`; omitted when unset (`--reservation`)."""
     time: str = "1-00:00:00"
     """Wall-time limit, "HH:MM:SS" or "D-HH:MM:SS" (YAML reads an unquoted 12:00:00 as seconds: accepted)."""
     job_name: str | None = None
@@ -63,11 +72,13 @@ class LaunchConfig(Section):
     """Extra environment variables exported before `srun` (cluster fabric: NCCL_IB_HCA, UCX_NET_DEVICES...)."""
     nccl_env: dict[str, str] = Field(default_factory=lambda: dict(NCCL_ENV))
     """NCCL / CUDA variables exported before `srun`; setting this replaces the defaults (add to `env` instead)."""
-    rdzv_port: int = Field(default=29500, ge=1024, le=65535)
-    """Port of the c10d rendezvous on the first node of the allocation."""
+    rdzv_port: int | None = Field(default=None, ge=1024, le=65535)
+    """Port of the c10d rendezvous on the first node of the allocation; by default derived from the job
+    id (10000 + id mod 20000, below Linux's ephemeral ports), so jobs sharing a node never meet."""
     signal_seconds_before_timeout: int = Field(default=300, ge=10, le=65535)
     """Slurm sends SIGUSR1 to the batch shell this long before the time limit (`--signal=B:USR1@N`); the
-    training saves a checkpoint and exits, and torchrun waits this long for it before killing workers."""
+    training saves a checkpoint and exits, then the job requeues. Also torchrun's `--shutdown-timeout`: how
+    long it waits for the workers it signals (a local launch's stop, a restart) before killing them."""
     requeue: bool = True
     """`#SBATCH --requeue`, and the script requeues itself after the pre-timeout save, so the job goes on
     in a new allocation from the latest checkpoint."""
@@ -75,7 +86,7 @@ class LaunchConfig(Section):
     """Worker-group restarts inside one allocation (torchrun `--max-restarts`): after a crash, a hang
     (exit 124) or a planned restart (exit 75), every node restarts its workers, which resume."""
     extra_sbatch: list[str] = Field(default_factory=list)
-    """More `#SBATCH` options, verbatim (e.g. --exclusive, --mem=0, --constraint=h100)."""
+    """More `#SBATCH` options, verbatim (e.g. --mem=0, --gres=..., --exclude=...); `--sbatch OPTION`."""
     array: ArrayConfig | None = None
     """Job array for the data verbs (tokenizer, data, synth, pack)."""
 
@@ -109,10 +120,24 @@ class LaunchConfig(Section):
              self.container_mounts, "needs launch.container_image")
         for key in [*self.env, *self.nccl_env]:
             rule(out, _ENV_NAME.match(key) is not None, f"{prefix}.env", key, "not a valid variable name")
+        if self.nproc_per_node is not None and self.gpus_per_node:
+            rule(out, self.nproc_per_node <= self.gpus_per_node, f"{prefix}.nproc_per_node", self.nproc_per_node,
+                 f"more processes than GPUs per node ({self.gpus_per_node})")
         for option in self.extra_sbatch:
             rule(out, option.startswith("-") and "\n" not in option, f"{prefix}.extra_sbatch", option,
                  "expected one sbatch option such as --exclusive")
         return out
+
+
+    @property
+    def processes_per_node(self) -> int:
+        """torchrun's `--nproc-per-node`: `nproc_per_node`, else one per GPU, else 1."""
+        return self.nproc_per_node or self.gpus_per_node or 1
+
+    @property
+    def whole_nodes(self) -> bool:
+        """Whether training jobs ask for `--exclusive` nodes."""
+        return self.gpus_per_node > 0 if self.exclusive is None else self.exclusive
 
 
 def time_seconds(text: str) -> int:

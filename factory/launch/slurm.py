@@ -1,10 +1,11 @@
-"""Render a stage's sbatch script: srun + torchrun with c10d rendezvous, pre-timeout save and requeue.
+"""Render a stage's sbatch script: srun + torchrun with c10d rendezvous, saves on stop signals, requeue.
 
-Signal flow (see docs/launch.md): Slurm sends SIGUSR1 to the batch shell `signal_seconds_before_timeout`
-before the limit (`--signal=B:USR1@N`); the shell's trap passes it to srun, which forwards it to every
-torchrun; torchrun (`--signals-to-handle ...SIGUSR1`) forwards it to its workers and waits for them;
-the training saves a checkpoint and exits; the shell then runs `scontrol requeue` and the next
-allocation resumes from that checkpoint with the same command.
+Signal flow (measured on a real Slurm, see docs/launch.md): a plain `scancel`, a preemption or the time
+limit signal every process of the job; the workers save a checkpoint and exit inside `KillWait`, torchrun
+ignores SIGTERM/SIGUSR1 (it would otherwise count them as its own failure) and srun waits for the step.
+`--signal=B:USR1@N` before the time limit, and `scancel -b -s SIG`, reach the batch shell only: its trap
+passes the signal to the training step with `scancel --signal`, waits for the save, and after a SIGUSR1
+runs `scontrol requeue`; the next allocation resumes from that checkpoint with the same command.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from factory.errors import ConfigError
 from factory.launch.commands import stage_args, torchrun_options, world_problems
 from factory.launch.config import ArrayConfig, LaunchConfig
 from factory.stage_api import Launch
+
+SLURM_SIGNALS_TO_HANDLE = "SIGINT,SIGHUP,SIGQUIT"
+"""Signals torchrun forwards under Slurm. SIGTERM and SIGUSR1 are left to the workers, which Slurm signals
+directly; torchrun ignores them (`IGNORE_STOP_SIGNALS`), so it neither exits 1 after a clean save nor
+kills workers still saving when a second signal ends its wait."""
+IGNORE_STOP_SIGNALS = ["bash", "-c", 'trap "" TERM USR1; exec "$@"', "bash"]
+"""Runs torchrun with SIGTERM and SIGUSR1 ignored; its workers install their own handlers."""
+DERIVED_PORT = "$((10000 + SLURM_JOB_ID % 20000))"
+"""The rendezvous port when `launch.rdzv_port` is unset: one per job, below Linux's ephemeral ports."""
 
 
 class Shell(str):
@@ -63,8 +73,10 @@ def array_task_problems(config: str | Path, overrides: list[str], array: ArrayCo
 def _problems(cfg: CoreConfig, launch: LaunchConfig, stage: str) -> list[str]:
     spec = registry.stage(stage)
     if spec.launch is not Launch.ONE_PROCESS:
-        world = launch.nodes * launch.gpus_per_node
-        where = f"launch.nodes x launch.gpus_per_node = {launch.nodes} x {launch.gpus_per_node}"
+        world = launch.nodes * launch.processes_per_node
+        per_node = "launch.gpus_per_node" if launch.nproc_per_node is None and launch.gpus_per_node else \
+            "launch.nproc_per_node"
+        where = f"launch.nodes x {per_node} = {launch.nodes} x {launch.processes_per_node}"
         return [f"{where}: {p}" for p in world_problems(cfg, stage, world)]
     if launch.array is not None and not spec.job_array:
         arrays = ", ".join(s.name for s in registry.CHAIN if s.job_array)
@@ -72,12 +84,15 @@ def _problems(cfg: CoreConfig, launch: LaunchConfig, stage: str) -> list[str]:
     return []
 
 
-def _sbatch(launch: LaunchConfig, name: str, nodes: int, tasks: str, gpus: int, log: str) -> list[str]:
+def _sbatch(launch: LaunchConfig, name: str, nodes: int, tasks: str, gpus: int, log: str,
+            whole_nodes: bool = False) -> list[str]:
     opts = [f"--job-name={name}", f"--nodes={nodes}", tasks]
     opts += [f"--gpus-per-node={gpus}"] if gpus else []
     opts += [f"--cpus-per-task={launch.cpus_per_task}"] if launch.cpus_per_task else []
-    opts += [f"--{key}={value}" for key, value in
-             (("partition", launch.partition), ("account", launch.account), ("qos", launch.qos)) if value]
+    opts += ["--exclusive"] if whole_nodes else []
+    named = (("partition", launch.partition), ("account", launch.account), ("qos", launch.qos),
+             ("constraint", launch.constraint), ("reservation", launch.reservation))
+    opts += [f"--{key}={value}" for key, value in named if value]
     opts += [f"--time={launch.time}", f"--output={log}", "--open-mode=append"]
     opts += ["--requeue" if launch.requeue else "--no-requeue"]
     return [f"#SBATCH {o}" for o in opts]
@@ -119,49 +134,60 @@ def _display(words: list[str], values: dict[str, str]) -> str:
 
 
 def _training(cfg: CoreConfig, launch: LaunchConfig, stage: str, worker: list[str], head: list[str]) -> Rendered:
-    n, g = launch.nodes, launch.gpus_per_node
-    world, name = n * g, launch.job_name or f"{cfg.run.name}-{stage}"
+    n, g, p = launch.nodes, launch.gpus_per_node, launch.processes_per_node
+    world, name = n * p, launch.job_name or f"{cfg.run.name}-{stage}"
     log = f"{launch.output_dir or cfg.run.dir / 'logs'}/%x-%j.out"
     layout = (f"{cfg.parallel.describe()}, data parallel {world // cfg.parallel.model_parallel_size}"
               if registry.stage(stage).launch is Launch.MEGATRON else "data parallel (ZeRO-3 with `deepspeed` set)")
-    head += [f"# {cfg.run.name} {stage}: {n} node(s) x {g} GPUs = {world} ranks, {layout}."]
-    sbatch = _sbatch(launch, name, n, "--ntasks-per-node=1", g, log)
+    per = f"{g} GPUs" if g else f"{p} CPU process{'es' if p > 1 else ''}"
+    head += [f"# {cfg.run.name} {stage}: {n} node(s) x {per} = {world} ranks, {layout}."]
+    sbatch = _sbatch(launch, name, n, "--ntasks-per-node=1", g, log, launch.whole_nodes)
     sbatch.insert(-1, f"#SBATCH --signal=B:USR1@{launch.signal_seconds_before_timeout}")
     sbatch += [f"#SBATCH {o}" for o in launch.extra_sbatch]
-    torchrun = [["torchrun", "--nnodes", Shell('"$SLURM_NNODES"'), "--nproc-per-node", str(g)],
+    torchrun = [["torchrun", "--nnodes", Shell('"$SLURM_NNODES"'), "--nproc-per-node", str(p)],
                 ["--rdzv-backend", "c10d", "--rdzv-endpoint", Shell('"$MASTER_ADDR:$MASTER_PORT"'),
-                 "--rdzv-id", Shell('"$SLURM_JOB_ID"')], torchrun_options(launch), worker]
+                 "--rdzv-id", Shell('"$SLURM_JOB_ID"')], torchrun_options(launch, SLURM_SIGNALS_TO_HANDLE), worker]
+    port = str(launch.rdzv_port) if launch.rdzv_port else DERIVED_PORT
     body = [
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        f"export MASTER_ADDR MASTER_PORT={launch.rdzv_port}",
+        f"MASTER_PORT={port}" + ("" if launch.rdzv_port else "  # per job: jobs sharing a node never meet"),
+        "export MASTER_ADDR MASTER_PORT",
         'echo "$(date -Is) job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0}: $SLURM_NNODES nodes, '
         'rendezvous $MASTER_ADDR:$MASTER_PORT"',
         "",
-        "# SIGUSR1 (pre-timeout, --signal=B:USR1@N) or SIGTERM: pass it to srun, which forwards it to every",
-        "# torchrun and its workers; the training saves a checkpoint and exits; this shell waits for that.",
-        'stop_signal=""',
-        'on_signal() { stop_signal=$1; echo "$(date -Is) SIG$1: saving a checkpoint, then stopping";',
-        '  [ -n "${srun_pid:-}" ] && kill -s "$1" "$srun_pid"; }',
+        "# A plain scancel, a preemption or the time limit signal every process of the job: the workers save a",
+        "# checkpoint and exit within KillWait (torchrun ignores SIGTERM/SIGUSR1; srun waits for the step).",
+        "# SIGUSR1 before the time limit (--signal=B:USR1@N) and `scancel -b -s SIG` reach this shell only: it",
+        "# passes them to the training step with `scancel --signal` (signalling srun would make it kill the",
+        "# step), waits for the save, and after SIGUSR1 requeues the job. SIGTERM means stop: no requeue.",
+        'stop=""',
+        "on_signal() {",
+        '  echo "$(date -Is) SIG$1: the training saves a checkpoint, then stops"',
+        '  [ "$stop" = TERM ] || stop=$1',
+        '  scancel --signal="$1" "$SLURM_JOB_ID" 2>/dev/null  # fails when Slurm itself is ending the job',
+        "}",
         "trap 'on_signal USR1' USR1",
         "trap 'on_signal TERM' TERM",
         "",
-        _command([_srun(launch, "--kill-on-bad-exit=1"), *torchrun]) + " &",
+        _command([_srun(launch, "--kill-on-bad-exit=1"), IGNORE_STOP_SIGNALS, *torchrun]) + " &",
         "srun_pid=$!",
         'while kill -0 "$srun_pid" 2>/dev/null; do wait "$srun_pid"; done',
         'wait "$srun_pid"; rc=$?',
     ]
     if launch.requeue:
-        body += ['if [ "$stop_signal" = USR1 ]; then',
+        body += ['if [ "$stop" = USR1 ]; then',
                  '  echo "$(date -Is) requeueing job $SLURM_JOB_ID: it resumes from the latest checkpoint"',
                  "  trap - USR1 TERM", '  scontrol requeue "$SLURM_JOB_ID"', "fi"]
     body.append('exit "$rc"')
     script = "\n".join(head + sbatch + _environment(launch) + body) + "\n"
-    values = {'"$SLURM_NNODES"': str(n), '"$MASTER_ADDR:$MASTER_PORT"': f"<node 0>:{launch.rdzv_port}",
+    values = {'"$SLURM_NNODES"': str(n), '"$MASTER_ADDR:$MASTER_PORT"': f"<node 0>:{launch.rdzv_port or '<port>'}",
               '"$SLURM_JOB_ID"': "<job id>", '"$PWD"': "<submit dir>"}
     run = _display([w for group in torchrun for w in group], values)
     per_node = [f"node {i} (SLURM_NODEID={i}{', rendezvous host' if i == 0 else ''}): {run}" for i in range(n)]
-    per_node.append(f"ranks: the c10d rendezvous gives each node a group rank k; its {g} workers are "
-                    f"global ranks k*{g}..k*{g}+{g - 1} of {world}")
+    per_node.append(f"ranks: the c10d rendezvous gives each node a group rank k; its {p} workers are "
+                    f"global ranks k*{p}..k*{p}+{p - 1} of {world}")
+    if not launch.rdzv_port:
+        per_node.append("rendezvous port: 10000 + job id mod 20000")
     return Rendered(script, per_node)
 
 
@@ -171,7 +197,8 @@ def _single(cfg: CoreConfig, launch: LaunchConfig, stage: str, worker: list[str]
     log = f"{launch.output_dir or cfg.run.dir / 'logs'}/%x-" + ("%A_%a.out" if array else "%j.out")
     each = f" per array task ({len(array.tasks)} tasks)." if array else "."
     head += [f"# {cfg.run.name} {stage}: one process{each}"]
-    sbatch = _sbatch(launch, name, 1, "--ntasks=1", 1 if registry.stage(stage).uses_gpu else 0, log)
+    gpus = 1 if registry.stage(stage).uses_gpu and launch.gpus_per_node else 0
+    sbatch = _sbatch(launch, name, 1, "--ntasks=1", gpus, log)
     if array:
         throttle = f"%{array.max_parallel}" if array.max_parallel else ""
         sbatch.append(f"#SBATCH --array=0-{len(array.tasks) - 1}{throttle}")

@@ -144,16 +144,21 @@ def _init_process_group(device: torch.device, cfg: RuntimeConfig) -> tuple[int, 
     if torch.distributed.is_initialized():
         return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), torch.distributed.get_world_size()
     env = os.environ
-    if "RANK" not in env:  # a plain single process: make it a world of one
-        env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(_free_port()))
-        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    if "RANK" not in env:  # a plain single process: a world of one, for the life of the session only
+        one = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
+               "LOCAL_RANK": "0"}
+        _SESSION_ENV.update({k: v for k, v in one.items() if k not in env})
+        env.update(_SESSION_ENV)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.distributed.init_process_group(
         backend=backend, timeout=datetime.timedelta(minutes=cfg.distributed_timeout_minutes))
     return int(env["RANK"]), int(env["LOCAL_RANK"]), int(env["WORLD_SIZE"])
+
+
+_SESSION_ENV: dict[str, str] = {}
+"""torch.distributed variables a single-process session set, removed again at its shutdown."""
 
 
 def _free_port() -> int:
@@ -201,6 +206,9 @@ def shutdown_runtime() -> None:
         parallel_state.destroy_model_parallel()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    for key in _SESSION_ENV:  # what a later process started from this one must not inherit
+        os.environ.pop(key, None)
+    _SESSION_ENV.clear()
     compat.reset_megatron_globals()
 
 

@@ -12,12 +12,17 @@ data position and lineage, which our own stages read back (`read_info`) without 
 
 An iteration folder is written under a temporary name and renamed when complete; the tracker file
 is rewritten after that, so a crash at any point leaves the previous checkpoint current.
+
+Saves are synchronous and start no helper process (`_write_results_in_this_process`), so a stop signal
+sent to the whole process group (torchrun's `os.killpg`, Slurm's signal to every process of a step)
+cannot break the save it asks for.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -200,6 +205,7 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
         state["opt_param_scheduler"] = scheduler.state_dict()
     state["factory"] = {**(meta or {}), "model": model_cfg.model_dump(mode="json"),
                         "has_optimizer": optimizer is not None, "world_size": rt.world_size}
+    _write_results_in_this_process()
     with rt.compute_context():
         dist_checkpointing.save(state, str(tmp))
     _barrier()
@@ -214,6 +220,21 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
     _barrier()
     log.info("checkpoint: saved iteration %d to %s", iteration, final)
     return final
+
+
+def _write_results_in_this_process() -> None:
+    """Give Megatron's torch_dist writer an in-process queue for its write results.
+
+    By default the writer gets that queue from a multiprocessing manager, a helper process it spawns at
+    the first save and keeps. The helper sits in the training process's group, so SIGUSR1/SIGTERM sent
+    to the group kill it, and the save the signal asks for dies with BrokenPipeError. A synchronous save
+    runs the writer (and its threads) in this process, where a plain queue serves it; the factory never
+    uses Megatron's asynchronous save, the one case that needs a queue shared across processes. A fresh
+    queue per save also means a save that failed half-way leaves no stale result for the next one.
+    """
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    filesystem_async._results_queue = queue.Queue()
 
 
 def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, verify: bool = True) -> CheckpointInfo:

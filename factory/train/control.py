@@ -13,9 +13,9 @@ import torch
 from factory.errors import FactoryError
 from factory.train.config import FaultConfig
 from factory.train.fault import EXIT_RESTART, SlowdownDetector, Watchdog
+from factory.train.stop import STOP_SIGNALS, received_while_starting
 
 log = logging.getLogger("factory.train")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class TrainingInterrupted(FactoryError):
@@ -60,6 +60,7 @@ class RunControl:
 
     def __enter__(self) -> RunControl:
         self._previous = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+        self.stop_requested = self.stop_requested or received_while_starting()
         if self.watchdog:
             self.watchdog.start()
         return self
@@ -67,8 +68,8 @@ class RunControl:
     def __exit__(self, *exc) -> None:
         if self.watchdog:
             self.watchdog.stop()
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+        for s, handler in self._previous.items():  # once stopping, late duplicates must not kill the exit
+            signal.signal(s, signal.SIG_IGN if self.stop_requested else handler)
 
     def beat(self) -> None:
         """A step (or a checkpoint write) finished: the process is alive."""

@@ -50,9 +50,12 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
 
 
 def run_training(cfg: CoreConfig, plan: Plan, manifest: RunManifest, stage: Stage) -> None:
-    from factory.train.engine import train
+    from factory.train import stop
 
-    manifest.record(**train(cfg, stage.name, stage.section_of(cfg), plan.output_dir, manifest))
+    with stop.listening():  # from before the engine's imports: a stop signal during start-up is kept
+        from factory.train.engine import train
+
+        manifest.record(**train(cfg, stage.name, stage.section_of(cfg), plan.output_dir, manifest))
 
 
 def pretrain_problems(cfg: CoreConfig) -> list[str]:

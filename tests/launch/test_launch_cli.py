@@ -124,3 +124,23 @@ def test_sft_trainer_arguments_carry_the_deepspeed_config(tmp_path):
     kwargs = trainer_kwargs(cfg, cfg.sft, tmp_path, "sft")
     assert kwargs["deepspeed"] == "configs/deepspeed/zero3.json"
     assert json.loads(Path(kwargs["deepspeed"]).read_text())["zero_optimization"]["stage"] == 3
+
+
+def test_sbatch_options_from_the_command_line_are_written_into_the_script(tmp_path, capsys):
+    config = _config(tmp_path)
+    assert main(["slurm", "pretrain", "--config", str(config), "-p", "cpu", "--account", "12345", "-q", "low",
+                 "-C", "avx512", "--reservation", "maint", "--sbatch=--mem=0", "--sbatch=--exclude=n1",
+                 "launch.gpus_per_node=0", "launch.nproc_per_node=2", "launch.extra_sbatch=[--hint=nomultithread]",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for line in ("--partition=cpu", "--account=12345", "--qos=low", "--constraint=avx512", "--reservation=maint",
+                 "--hint=nomultithread", "--mem=0", "--exclude=n1"):
+        assert f"#SBATCH {line}\n" in out
+    assert "--gpus-per-node" not in out and 'launch.partition="cpu"' in out.splitlines()[1]
+
+
+def test_local_nproc_is_one_on_a_cpu_partition(tmp_path, capsys):
+    config = _config(tmp_path)
+    assert main(["local", "pretrain", "--config", str(config), "launch.gpus_per_node=0", "parallel.pipeline=1",
+                 "--dry-run"]) == 0
+    assert "--nproc-per-node 1 " in capsys.readouterr().out

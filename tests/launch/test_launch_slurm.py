@@ -1,12 +1,12 @@
-"""The sbatch renderer: golden files, committed templates, bash syntax, and the signal/requeue flow."""
+"""The sbatch renderer: golden files, committed templates, bash syntax, CPU partitions, sbatch options.
+
+The rendered scripts run on a real Slurm in test_launch_slurm_jobs.py."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,11 @@ CASES = {
                    "time": "0-04:00:00", "container_image": "nvcr.io#nvidia/pytorch:25.01-py3",
                    "container_mounts": ["/lustre:/lustre"], "env": {"NCCL_SOCKET_IFNAME": "ib0"},
                    "requeue": False, "signal_seconds_before_timeout": 120, "max_restarts": 0}},
+    "pretrain-cpu": {
+        "run": {"name": "g", "dir": "runs/g"}, "model": MODEL, "pretrain": {**TRAIN, "global_batch_size": 4},
+        "launch": {"gpus_per_node": 0, "nproc_per_node": 2, "venv": ".venv", "partition": "cpu",
+                   "constraint": "avx512", "reservation": "maint", "time": "00:30:00", "rdzv_port": 29400,
+                   "signal_seconds_before_timeout": 60, "extra_sbatch": ["--mem=8G"]}},
     "data-array": {
         "run": {"name": "g", "dir": "runs/g"},
         "launch": {"venv": "/opt/venv", "cpus_per_task": 16, "output_dir": "/logs",
@@ -104,39 +109,39 @@ def test_array_only_for_data_verbs():
         render(validate_config(CASES["data-array"]), "upcycle", "c.yaml", [])
 
 
-def _fake_cluster(tmp_path: Path) -> dict[str, str]:
-    """srun that execs its command, torchrun that 'saves' on a signal, scontrol that logs requeues."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    scripts = {
-        "srun": 'while [[ $1 == --* ]]; do shift; done; exec "$@"',
-        "torchrun": 'echo "$@" > "$LOG/args"; trap \'echo USR1 > "$LOG/saved"; exit 0\' USR1\n'
-                    'trap \'echo TERM > "$LOG/saved"; exit 0\' TERM; touch "$LOG/started"\n'
-                    'while :; do sleep 0.05; done',
-        "scontrol": 'case $1 in show) echo node-a; echo node-b ;; requeue) echo "$2" > "$LOG/requeued" ;; esac',
-    }
-    for name, body in scripts.items():
-        (bin_dir / name).write_text("#!/bin/bash\n" + body + "\n")
-        (bin_dir / name).chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path),
-            "SLURM_JOB_ID": "77", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node-[a-b]"}
+def _script(case: str, **launch) -> str:
+    raw = {**CASES[case], "launch": {**CASES[case]["launch"], **launch}}
+    return render(validate_config(raw), "pretrain", "c.yaml", []).script
 
 
-@pytest.mark.parametrize("sig,requeued", [(signal.SIGUSR1, True), (signal.SIGTERM, False)])
-def test_signal_reaches_the_training_then_the_job_requeues(tmp_path, sig, requeued):
-    raw = {**CASES["pretrain-container"], "launch": {"nodes": 2, "gpus_per_node": 4}}
-    script = tmp_path / "job.sbatch"
-    script.write_text(render(validate_config(raw), "pretrain", "c.yaml", []).script)
-    job = subprocess.Popen(["bash", str(script)], env=_fake_cluster(tmp_path), cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 20
-    while not (tmp_path / "started").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    job.send_signal(sig)
-    out, _ = job.communicate(timeout=20)
-    assert job.returncode == 0, out
-    assert (tmp_path / "saved").read_text().strip() == sig.name[3:]
-    assert (tmp_path / "requeued").exists() == requeued
-    if requeued:
-        assert (tmp_path / "requeued").read_text().strip() == "77"
-    assert "--rdzv-endpoint node-a:29500 --rdzv-id 77" in (tmp_path / "args").read_text()
+def test_gpu_jobs_take_whole_nodes_and_cpu_jobs_request_no_gpu():
+    gpu, cpu = _script("pretrain-container"), _script("pretrain-cpu")
+    assert "#SBATCH --exclusive" in gpu and "#SBATCH --gpus-per-node=4" in gpu
+    assert "--exclusive" not in cpu and "--gpus" not in cpu and "--nproc-per-node 2" in cpu
+    assert "#SBATCH --exclusive" not in _script("pretrain-container", exclusive=False)
+    assert "#SBATCH --exclusive" in _script("pretrain-cpu", exclusive=True)
+
+
+def test_rendezvous_port_is_per_job_unless_set():
+    assert "MASTER_PORT=$((10000 + SLURM_JOB_ID % 20000))" in _script("pretrain-container")
+    assert "MASTER_PORT=29400\n" in _script("pretrain-cpu")
+    port = subprocess.run(["bash", "-c", "SLURM_JOB_ID=123456; echo $((10000 + SLURM_JOB_ID % 20000))"],
+                          capture_output=True, text=True).stdout
+    assert port.strip() == "13456"
+
+
+def test_torchrun_leaves_stop_signals_to_the_workers():
+    script = _script("pretrain-container")
+    assert "bash -c 'trap \"\" TERM USR1; exec \"$@\"' bash \\\n    torchrun" in script
+    assert "--signals-to-handle SIGINT,SIGHUP,SIGQUIT " in script
+    assert 'scancel --signal="$1" "$SLURM_JOB_ID"' in script and "kill -s" not in script
+
+
+def test_more_processes_than_gpus_is_refused():
+    with pytest.raises(ConfigError, match=r"launch.nproc_per_node=8: more processes than GPUs per node \(4\)"):
+        _script("pretrain-container", nproc_per_node=8)
+
+
+def test_single_process_verbs_request_no_gpu_on_a_cpu_partition():
+    rendered = render(validate_config(CASES["pretrain-cpu"]), "export", "c.yaml", [])
+    assert "--gpus" not in rendered.script and "#SBATCH --partition=cpu" in rendered.script

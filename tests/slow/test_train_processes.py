@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -38,6 +39,13 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return proc
 
 
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def _kill_when(proc: subprocess.Popen, metrics: Path, lines: int, sig: int) -> None:
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -46,7 +54,7 @@ def _kill_when(proc: subprocess.Popen, metrics: Path, lines: int, sig: int) -> N
             break
         time.sleep(0.05)
     proc.wait(timeout=300)
-    try:  # orphans of a killed run (dist_checkpointing's helper processes) go with it
+    try:  # anything the killed run left in its group goes with it
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -93,3 +101,40 @@ def test_two_processes_match_one(packed_data, tmp_path, moe, overrides):
     _run(_stage(one, stage="cpt"))
     _run(_stage(two, *overrides, nproc=2, stage="cpt"))
     assert losses(tmp_path / "two", "cpt") == pytest.approx(losses(tmp_path / "one", "cpt"), abs=1e-5)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 300) -> int:
+    """The first periodic checkpoint's iteration, once its tracker is written."""
+    tracker = root / "latest_checkpointed_iteration.txt"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not tracker.exists():
+        time.sleep(0.05)
+    assert tracker.exists(), "no periodic checkpoint before the run ended"
+    return int(tracker.read_text())
+
+
+def test_usr1_to_the_process_group_after_a_periodic_checkpoint_saves_and_exits_0(packed_data, tmp_path):
+    """As torchrun and Slurm deliver it: to every process of the group; then SIGTERM every 0.1 s until the
+    process ends, so further signals land in the save and in the exit."""
+    config = _write(train_config(packed_data, tmp_path, train_iters=2000, checkpoint={"save_interval": 2}),
+                    tmp_path / "c.yaml")
+    root = tmp_path / "pretrain/checkpoints"
+    log = tmp_path / "usr1.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(_stage(config), cwd=ROOT, env=ENV, stdout=out, stderr=out, start_new_session=True)
+        try:
+            first = _wait_for_checkpoint(proc, root)
+            os.killpg(proc.pid, signal.SIGUSR1)
+            deadline = time.time() + 300
+            while proc.poll() is None and time.time() < deadline:  # more signals during the save and the exit
+                time.sleep(0.1)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        finally:
+            _kill_group(proc.pid)
+    text = log.read_text()
+    assert proc.returncode == 0 and "stopped: pretrain: stopped by signal" in text, text[-3000:]
+    saved = int((root / "latest_checkpointed_iteration.txt").read_text())
+    assert first < saved < 2000 and f"stopped by signal at iteration {saved}" in text, text[-3000:]
+    assert not list(root.glob(".*.partial"))

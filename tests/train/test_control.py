@@ -12,16 +12,23 @@ from factory.train.config import FaultConfig
 from factory.train.control import PlannedRestart, RunControl, TrainingInterrupted
 
 
-def test_a_stop_signal_turns_the_next_verdict_into_a_stop_and_handlers_come_back():
+def test_a_stop_signal_turns_the_next_verdict_into_a_stop_and_later_ones_are_ignored():
     before = signal.getsignal(signal.SIGUSR1)
-    with RunControl(FaultConfig(), torch.device("cpu")) as control:
-        assert not control.verdict().leave
-        os.kill(os.getpid(), signal.SIGUSR1)
-        verdict = control.verdict()
-        assert verdict.stop and not verdict.restart
-        with pytest.raises(TrainingInterrupted, match="pretrain: stopped by signal at iteration 7; checkpoint saved"):
-            control.raise_for(verdict, "pretrain", 7, "/run/checkpoints")
-    assert signal.getsignal(signal.SIGUSR1) is before
+    with RunControl(FaultConfig(), torch.device("cpu")):
+        pass
+    assert signal.getsignal(signal.SIGUSR1) is before  # no stop asked for: the handlers come back
+    try:
+        with RunControl(FaultConfig(), torch.device("cpu")) as control:
+            assert not control.verdict().leave
+            os.kill(os.getpid(), signal.SIGUSR1)
+            verdict = control.verdict()
+            assert verdict.stop and not verdict.restart
+            with pytest.raises(TrainingInterrupted, match="pretrain: stopped by signal at iteration 7; checkpoint"):
+                control.raise_for(verdict, "pretrain", 7, "/run/checkpoints")
+        # once stopping, a late duplicate (Slurm and torchrun both deliver) must not kill the clean exit
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, before)
 
 
 def test_age_and_slowdown_ask_for_a_planned_restart():

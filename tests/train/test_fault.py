@@ -83,7 +83,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(packed_data, t
             sys.exit(main(["pretrain", "--config", {str(config)!r}]))
     """))
     log = tmp_path / "killed.log"
-    with log.open("w") as out:  # a file, not a pipe: the orphaned checkpoint helper may keep a pipe open
+    with log.open("w") as out:  # a file, not a pipe: nothing left behind can hold it open
         proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=ENV, stdout=out, stderr=out,
                                 start_new_session=True)
         try:

@@ -1,0 +1,213 @@
+"""The rendered sbatch scripts on a real Slurm (slurmctld + slurmd + munge): signals, time limit, cancel, requeue.
+
+Each job is `python -m factory.launch slurm pretrain --submit` of the tiny training run on a CPU partition
+(`launch.gpus_per_node: 0`: torchrun with one worker), submitted from the repository root as a user would.
+Loss curves are compared with uninterrupted runs of the same config, trained beside the jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.train.conftest import losses, packed_data, train_config  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+ITERS = 400
+"""Iterations of the signalled jobs: long enough to be signalled after their first periodic checkpoint."""
+TIME_LIMIT_ITERS = 3000
+"""Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (20-50 s in)
+unless an iteration takes under ~15 ms (34 ms on the shared 2-core build machine)."""
+SAVE_INTERVAL = 50
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""Left in this process's environment by in-process training tests; a job or run started from here must
+not inherit them (sbatch exports the submitter's environment)."""
+
+
+def _environment(base: dict[str, str]) -> dict[str, str]:
+    return {**{k: v for k, v in base.items() if k not in DISTRIBUTED_ENV}, "OMP_NUM_THREADS": "1"}
+
+
+def _config(packed: Path, folder: Path, name: str, iters: int, **launch) -> Path:
+    raw = train_config(packed, folder / name, train_iters=iters, checkpoint={"save_interval": SAVE_INTERVAL}).to_dict()
+    raw["launch"] = {"gpus_per_node": 0, "venv": str(ROOT / ".venv"), "output_dir": str(folder / "logs"),
+                     "job_name": name, "time": "00:10:00", "signal_seconds_before_timeout": 30,
+                     "max_restarts": 1, **launch}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class Job:
+    """One job submitted with `factory.launch slurm --submit`: its Slurm fields, log and checkpoints."""
+
+    def __init__(self, slurm, config: Path):
+        self.env = _environment(slurm.env)
+        raw = yaml.safe_load(config.read_text())
+        done = subprocess.run([sys.executable, "-m", "factory.launch", "slurm", "pretrain", "--config", str(config),
+                               "--submit"], cwd=ROOT, env=self.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        self.id = re.search(r"Submitted batch job (\d+)", done.stdout).group(1)
+        self.run_dir = Path(raw["run"]["dir"])
+        self.log_path = Path(raw["launch"]["output_dir"]) / f"{raw['launch']['job_name']}-{self.id}.out"
+        self.tracker = self.run_dir / "pretrain" / "checkpoints" / "latest_checkpointed_iteration.txt"
+
+    def info(self) -> dict[str, str]:
+        out = self._slurm("scontrol", "show", "job", "-o", self.id).stdout
+        return dict(re.findall(r"(\w+)=(\S*)", out))
+
+    def state(self) -> str:
+        return self.info().get("JobState", "")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log yet)"
+
+    def checkpoint(self) -> int | None:
+        return int(self.tracker.read_text()) if self.tracker.exists() else None
+
+    def wait(self, ready, what: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if ready():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"job {self.id}: {what} not within {timeout:.0f}s; {self.info()}\n{self.log()[-4000:]}")
+
+    def wait_for_checkpoint(self) -> int:
+        self.wait(lambda: self.checkpoint() is not None or self.state() in ENDED, "a periodic checkpoint")
+        assert self.state() == "RUNNING", f"the job ended before its first checkpoint\n{self.log()[-4000:]}"
+        return self.checkpoint()
+
+    def scancel(self, *options: str) -> None:
+        self._slurm("scancel", *options, self.id, check=True)
+
+    def start_requeued(self, *updates: str) -> None:
+        """Slurm holds a requeued job ~2 minutes (BeginTime); start it once slurmd accepts its new credential.
+
+        slurmd refuses a credential issued in the same second as the revocation of the previous run's
+        ("Job credential revoked"), so the start waits 2 s past the requeue.
+        """
+        self.wait(lambda: self.info().get("Restarts") == "1" and self.state() == "PENDING", "the requeue")
+        time.sleep(2)
+        self._slurm("scontrol", "update", f"jobid={self.id}", "starttime=now", *updates, check=True)
+
+    def wait_until_ended(self) -> str:
+        self.wait(lambda: self.state() in ENDED, "the end")
+        return self.state()
+
+    def worker_pid(self) -> int:
+        """The training worker: the child of the step's task (torchrun) that runs `factory.stage`."""
+        rows = [line.split() for line in self._slurm("scontrol", "listpids", self.id).stdout.splitlines()[1:]]
+        tasks = [int(row[0]) for row in rows if row[2] != "batch" and row[3] != "-"]
+        assert len(tasks) == 1, rows
+        workers = [p for p in psutil.Process(tasks[0]).children() if "factory.stage" in p.cmdline()]
+        assert len(workers) == 1, [p.cmdline() for p in psutil.Process(tasks[0]).children()]
+        return workers[0].pid
+
+    def _slurm(self, *command: str, check: bool = False) -> subprocess.CompletedProcess:
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True)
+        assert not check or done.returncode == 0, f"{' '.join(command)}: {done.stderr}"
+        return done
+
+
+def _stopped_at(job: Job) -> int:
+    found = re.findall(r"stopped by signal at iteration (\d+)", job.log())
+    assert len(found) == 1, job.log()[-4000:]
+    return int(found[0])
+
+
+@pytest.fixture(scope="module")
+def reference(packed_data, tmp_path_factory):  # noqa: F811
+    """The loss curve of an uninterrupted run, by iterations; both runs train beside the jobs from the start."""
+    runs = {}
+    for iters in (TIME_LIMIT_ITERS, ITERS):
+        folder = tmp_path_factory.mktemp(f"reference-{iters}")
+        config = _config(packed_data, folder, "reference", iters)
+        log = (folder / "reference.log").open("w")
+        runs[iters] = folder / "reference", log, subprocess.Popen(
+            [sys.executable, "-m", "factory.stage", "pretrain", "--config", str(config)], cwd=ROOT,
+            env=_environment(os.environ), stdout=log, stderr=log)
+
+    def curve(iters: int) -> list[float]:
+        run_dir, log, proc = runs[iters]
+        assert proc.wait(timeout=600) == 0, Path(log.name).read_text()[-3000:]
+        return losses(run_dir)
+
+    yield curve
+    for _, log, proc in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_usr1_to_the_batch_shell_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path,  # noqa: F811
+                                                                          reference):
+    job = Job(slurm, _config(packed_data, tmp_path, "usr1", ITERS))
+    first = job.wait_for_checkpoint()
+    job.scancel("--batch", "--signal=USR1")
+    job.start_requeued()
+    assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
+    stopped = _stopped_at(job)
+    assert first < stopped < ITERS and f"resuming at iteration {stopped} " in job.log(), job.log()[-4000:]
+    assert "SIGUSR1: the training saves a checkpoint" in job.log() and "restart 1:" in job.log()
+    assert losses(job.run_dir) == reference(ITERS)
+
+
+def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path,  # noqa: F811
+                                                                    reference):
+    """--time=1 with --signal=B:USR1@10: Slurm signals the batch shell 20-50 s in (when at most 10 s + its
+    30 s check period remain)."""
+    job = Job(slurm, _config(packed_data, tmp_path, "timelimit", TIME_LIMIT_ITERS, time="00:01:00",
+                             signal_seconds_before_timeout=10))
+    job.start_requeued("timelimit=10")  # the rest of the run fits in one allocation
+    assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
+    stopped = _stopped_at(job)
+    assert 0 < stopped < TIME_LIMIT_ITERS and f"resuming at iteration {stopped} " in job.log(), job.log()[-4000:]
+    assert "SIGUSR1: the training saves a checkpoint" in job.log() and "restart 1:" in job.log()
+    assert losses(job.run_dir) == reference(TIME_LIMIT_ITERS)
+
+
+@pytest.mark.parametrize("options,state", [((), "CANCELLED"), (("--batch", "--signal=TERM"), "COMPLETED")],
+                         ids=["scancel", "scancel-batch-term"])
+def test_cancel_saves_a_checkpoint_and_does_not_requeue(slurm, packed_data, tmp_path, options, state):  # noqa: F811
+    job = Job(slurm, _config(packed_data, tmp_path, "cancel", ITERS))
+    first = job.wait_for_checkpoint()
+    job.scancel(*options)
+    assert job.wait_until_ended() == state, job.log()[-4000:]
+    stopped = _stopped_at(job)
+    assert first < stopped < ITERS and job.checkpoint() == stopped, job.log()[-4000:]
+    assert job.info()["Restarts"] == "0" and job.info()["ExitCode"] == "0:0" and "requeueing" not in job.log()
+
+
+def test_two_jobs_on_one_node_both_finish(slurm, packed_data, tmp_path):  # noqa: F811
+    jobs = [Job(slurm, _config(packed_data, tmp_path, name, 100)) for name in ("first", "second")]
+    jobs[0].wait(lambda: all(j.state() == "RUNNING" for j in jobs), "both jobs running at once")
+    assert [j.wait_until_ended() for j in jobs] == ["COMPLETED", "COMPLETED"], jobs[1].log()[-4000:]
+    assert [j.checkpoint() for j in jobs] == [100, 100]
+    ports = {re.search(r"rendezvous \S+:(\d+)", j.log()).group(1) for j in jobs}
+    assert len(ports) == 2, ports
+
+
+def test_sigkill_of_a_worker_restarts_it_from_the_last_checkpoint(slurm, packed_data, tmp_path,  # noqa: F811
+                                                                 reference):
+    job = Job(slurm, _config(packed_data, tmp_path, "sigkill", ITERS))
+    first = job.wait_for_checkpoint()
+    metrics = job.run_dir / "pretrain" / "metrics.jsonl"
+    job.wait(lambda: len(metrics.read_text().splitlines()) >= first + 5, "steps past the checkpoint")
+    psutil.Process(job.worker_pid()).send_signal(signal.SIGKILL)  # in the middle of a step
+    last = job.checkpoint()
+    assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
+    assert f"resuming at iteration {last} " in job.log() and job.info()["Restarts"] == "0", job.log()[-4000:]
+    assert losses(job.run_dir) == reference(ITERS)
