@@ -10,6 +10,7 @@ from typing import Any
 from factory.errors import ConfigError, FactoryError
 from tokenizer.config import TokenizerConfig
 from tokenizer.pretokenize import DELIMITER
+from tokenizer.scores import quantize_scores
 
 MAX_SENTENCE_BYTES = 1 << 16
 """Longer training lines are skipped by SentencePiece; delimiters add 3 bytes per piece."""
@@ -36,7 +37,8 @@ def trainer_args(tc: TokenizerConfig, text: Path, model_prefix: Path) -> dict[st
 
 
 def train(tc: TokenizerConfig, text: Path, model_prefix: Path) -> float:
-    """Train `<model_prefix>.model` and `.vocab` from `text`; returns the seconds it took."""
+    """Train `<model_prefix>.model` and `.vocab` from `text`; returns the seconds it took. Unigram scores
+    are put on a grid (tokenizer.scores) so the HF export gives SentencePiece's ids."""
     import sentencepiece as spm
 
     t0 = time.perf_counter()
@@ -44,6 +46,8 @@ def train(tc: TokenizerConfig, text: Path, model_prefix: Path) -> float:
         spm.SentencePieceTrainer.train(**trainer_args(tc, text, model_prefix))
     except RuntimeError as e:
         raise explain(str(e), tc) from None
+    if tc.model_type == "unigram":
+        quantize_scores(Path(f"{model_prefix}.model"))
     return time.perf_counter() - t0
 
 
