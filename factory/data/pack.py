@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import time
-from itertools import chain, islice
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +21,7 @@ from factory.manifest import RunManifest
 from factory.runner import Plan
 
 log = logging.getLogger(__name__)
-_SP = None  # the worker's SentencePiece processor
+_ENCODER = None  # the worker's factory.data.encode.DocumentEncoder
 _JOB = None  # the worker's (path, text field, EOD id or None, token dtype)
 
 
@@ -44,14 +46,19 @@ def tokenizer_model_path(cfg: FactoryConfig) -> Path:
 
 
 def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
-    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
+    import sentencepiece as spm
+
+    from factory.data.encode import eod_id
 
     pc = cfg.pack
     model_path = tokenizer_model_path(cfg)
     try:
-        tok = SentencePieceMegatronTokenizer(model_path)
-    except (ValueError, OSError, RuntimeError) as e:
+        sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    except (OSError, RuntimeError) as e:
         raise ConfigError(f"pack: cannot use tokenizer {model_path}: {e}") from None
+    eod = eod_id(sp)
+    if eod is None and pc.append_eod:
+        raise ConfigError(f"pack: cannot use tokenizer {model_path}: it defines neither <EOD> nor </s>")
     manifest.add_input(model_path, role="tokenizer")
     totals: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
@@ -59,8 +66,8 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
         for ds in pc.datasets:
             manifest.add_input(ds.path, role=f"dataset:{ds.name}")
             totals[ds.name] = pack_jsonl(ds.path, ds.text_field, tmp / f"{ds.name}_text_document",
-                                         model_path, tok.vocab_size, tok.eod if pc.append_eod else None,
-                                         pc.num_workers, pc.docs_per_task)
+                                         model_path, sp.vocab_size(), eod if pc.append_eod else None,
+                                         pc.num_workers, pc.task_bytes)
         atomic_write_json(tmp / "token_counts.json", totals)
         if cfg.blend is not None:
             atomic_write_json(tmp / "blend.json", resolve_blend(cfg, plan.output_dir, totals))
@@ -75,73 +82,91 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
     log.info("pack: %d tokens in %.1fs (%.0f tokens/s)", tokens, seconds, tokens / max(seconds, 1e-9))
 
 
-def _parse(path: str, field: str, lineno: int, line: str) -> str:
-    try:
-        text = json.loads(line)[field]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}:{lineno}: expected a JSON object with a '{field}' string ({e})") from None
-    if not isinstance(text, str):
-        raise DataError(f"{path}:{lineno}: '{field}' is {type(text).__name__}, expected a string")
-    return text
-
-
-def _line_batches(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
-    """(number of the first line, raw lines): JSON is parsed in the workers, not here."""
-    with open(path, encoding="utf-8") as f:
+def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, whole lines of about `size` bytes): JSON is parsed in the workers."""
+    with open(path, "rb") as f:
         first = 1
-        while lines := list(islice(f, size)):
-            yield first, lines
-            first += len(lines)
+        while chunk := f.read(size):
+            if not chunk.endswith(b"\n"):
+                chunk += f.readline()
+            yield first, chunk
+            first += chunk.count(b"\n")
 
 
 def _init_worker(model_path: str, path: str, field: str, eod: int | None, dtype: type) -> None:
-    import sentencepiece as spm
+    from factory.data.encode import DocumentEncoder
 
-    global _SP, _JOB
-    _SP = spm.SentencePieceProcessor(model_file=model_path)
+    global _ENCODER, _JOB
+    _ENCODER = DocumentEncoder(Path(model_path))
     _JOB = (path, field, eod, dtype)
 
 
-def _encode(task: tuple[int, list[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse and tokenize a batch of lines; returns all its tokens (EOD appended) and each document's length."""
+def _encode(task: tuple[int, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Parse and tokenize a chunk of lines; returns all its tokens (EOD appended) and each document's length."""
+    from factory.data.encode import parse_texts, with_eod
+
     path, field, eod, dtype = _JOB
-    first, lines = task
-    texts = [_parse(path, field, lineno, line) for lineno, line in enumerate(lines, first) if line.strip()]
-    docs = [ids for ids in _SP.encode(texts, num_threads=1) if ids]  # empty text: nothing to learn, not even an EOD
-    if eod is not None:
-        for ids in docs:
-            ids.append(eod)
-    lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-    tokens = np.fromiter(chain.from_iterable(docs), dtype=dtype, count=int(lengths.sum()))
-    return tokens, lengths
+    first, chunk = task
+    tokens, lengths = _ENCODER.encode(parse_texts(chunk, field, path, first))
+    return with_eod(tokens, lengths, eod, dtype)
+
+
+def _in_order(pool: ProcessPoolExecutor, tasks: Iterator[tuple[int, bytes]], window: int) -> Iterator:
+    """Results of `tasks` in order, at most `window` in flight, so memory stays bounded on any input."""
+    pending: deque[Future] = deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(_encode, task))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool as e:
+        raise DataError(f"pack: a tokenizer worker process died ({e})") from None
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def add_documents(builder, tokens: np.ndarray, lengths: np.ndarray) -> None:
+    """Append a batch of documents, one sequence each, to a megatron.core IndexedDatasetBuilder in one write
+    (what add_document does per document)."""
+    first = len(builder.sequence_lengths)
+    builder.data_file.write(tokens.tobytes(order="C"))
+    builder.sequence_lengths.extend(lengths.tolist())
+    builder.document_indices.extend(range(first + 1, first + len(lengths) + 1))
 
 
 def pack_jsonl(path: Path, field: str, prefix: Path, model_path: Path, vocab_size: int,
-               eod: int | None, workers: int, docs_per_task: int) -> dict[str, int]:
+               eod: int | None, workers: int, task_bytes: int) -> dict[str, int]:
     """Tokenize one JSONL file into `prefix.bin/.idx`; returns document and token counts."""
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
     from rich.progress import Progress
 
-    dtype = DType.optimal_dtype(vocab_size)
-    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
     documents = tokens = 0
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker,
-                  initargs=(str(model_path), str(path), field, eod, dtype)) as pool, \
+    # spawn, not fork: the parent may hold threads (progress bar, tokenizer pools) that fork would copy mid-lock.
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(str(model_path), str(path), field, eod, _token_dtype(vocab_size))) as pool, \
             Progress(transient=True) as progress:
         task = progress.add_task(f"pack {path.name} (documents)", total=None)
-        for batch, lengths in pool.imap(_encode, _line_batches(path, docs_per_task)):
-            offset = 0
-            for n in lengths.tolist():
-                builder.add_document(batch[offset:offset + n], [n])
-                offset += n
+        results = _in_order(pool, _chunks(path, task_bytes), 2 * workers)
+        first = next(results, None)  # the workers start on the first chunks while megatron.core imports
+        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+        builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=_token_dtype(vocab_size))
+        for batch, lengths in chain([first] if first is not None else [], results):
+            add_documents(builder, batch, lengths)
             documents += len(lengths)
             tokens += batch.size
             progress.update(task, advance=len(lengths))
-    builder.finalize(f"{prefix}.idx")
+        builder.finalize(f"{prefix}.idx")
     if documents == 0:
         raise DataError(f"{path}: no documents to pack")
     return {"documents": documents, "tokens": tokens}
+
+
+def _token_dtype(vocab_size: int) -> type:
+    """megatron.core's DType.optimal_dtype, without importing megatron.core in the workers."""
+    return np.uint16 if vocab_size < 65500 else np.int32
 
 
 def resolve_blend(cfg: FactoryConfig, out_dir: Path, totals: dict[str, dict[str, int]]) -> dict:

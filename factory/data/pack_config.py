@@ -31,8 +31,8 @@ class PackConfig(Section):
     """Defaults to `<run.dir>/pack`."""
     num_workers: int = Field(default=2, ge=1)
     """Tokenizer worker processes."""
-    docs_per_task: int = Field(default=512, ge=1)
-    """Documents sent to a worker at a time (bounds memory)."""
+    task_bytes: int = Field(default=4 << 20, ge=1)
+    """JSONL bytes (whole lines) sent to a worker at a time; 2 x num_workers chunks are in flight at most."""
     append_eod: bool = True
     """Append the end-of-document token to every document."""
 

@@ -37,7 +37,7 @@ def _jsonl(path: Path, texts: list[str]) -> Path:
 def _config(tmp_path, tokenizer_dir, datasets, blend=None):
     raw = {**TINY_DENSE, "run": {"name": "t", "dir": str(tmp_path / "run")},
            "pack": {"datasets": datasets, "tokenizer_dir": str(tokenizer_dir), "num_workers": 2,
-                    "docs_per_task": 2}}
+                    "task_bytes": 64}}
     if blend:
         raw["blend"] = blend
     return validate_config(raw)
