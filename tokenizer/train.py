@@ -9,11 +9,10 @@ from typing import Any
 
 from factory.errors import ConfigError, FactoryError
 from tokenizer.config import TokenizerConfig
-from tokenizer.pretokenize import DELIMITER
 from tokenizer.scores import quantize_scores
 
 MAX_SENTENCE_BYTES = 1 << 16
-"""Longer training lines are skipped by SentencePiece; delimiters add 3 bytes per piece."""
+"""Longer training lines are skipped by SentencePiece."""
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
@@ -31,8 +30,6 @@ def trainer_args(tc: TokenizerConfig, text: Path, model_prefix: Path) -> dict[st
         user_defined_symbols=t.special() + t.user_defined,
         max_sentence_length=MAX_SENTENCE_BYTES, num_threads=tc.num_workers, minloglevel=2,
     )
-    if tc.granularity != "none":
-        args["pretokenization_delimiter"] = DELIMITER
     return args
 
 
