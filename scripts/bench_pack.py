@@ -1,17 +1,66 @@
-"""Throughput of the pack stage's tokenizing loop on one JSONL file: prints documents, tokens, seconds, tokens/s.
+"""Benchmark (not a test): pack against the raw encode speed of its tokenizer and Megatron-LM's preprocess_data.py.
 
-    .venv/bin/python scripts/bench_pack.py CORPUS.jsonl TOKENIZER_DIR [--workers 2] [--docs-per-task 512]
+    .venv/bin/python scripts/bench_pack.py CORPUS.jsonl TOKENIZER_DIR [--workers 2] [--megatron-lm DIR] [--repeat 2]
 
-Times factory.data.pack.pack_jsonl alone (worker start-up, parsing, tokenizing, writing .bin/.idx), not the
-interpreter's imports; `python -m factory.stage pack ...` gives the end-to-end figure. See docs/benchmarks.md.
+On one corpus and one tokenizer.model, in one run (each step --repeat times, best wall time kept; gigatoken's
+pretoken cache lives as long as the process, so its repeats run warm):
+- SentencePiece batch encode (`encode(texts, num_threads=workers)`) of the already parsed texts;
+- gigatoken batch encode of the same texts (BPE models only; all cores);
+- `factory.data.pack.pack_jsonl`: reading the JSONL, parsing, encoding, writing .bin/.idx, worker start-up;
+- the pack stage as a process (`python -m factory.stage pack`), interpreter and imports included;
+- Megatron-LM's tools/preprocess_data.py as a process (with --megatron-lm, a Megatron-LM checkout; its
+  megatron.core is the venv's), whose token ids are compared with pack's (EOD aside: it appends </s>).
+Prints tokens/s and the ratios; docs/benchmarks.md records the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def megatron_run(megatron_lm: Path, corpus: Path, model: Path, workers: int, out: Path) -> list[str]:
+    shim = out / "shim"
+    shim.mkdir(exist_ok=True)
+    # megatron.training uses typing.override (Python 3.12); a no-op stands in on 3.11.
+    (shim / "sitecustomize.py").write_text("import typing\nif not hasattr(typing, 'override'):\n"
+                                           "    typing.override = lambda f: f\n")
+    return [sys.executable, str(megatron_lm / "tools" / "preprocess_data.py"), "--input", str(corpus),
+            "--output-prefix", str(out / "mlm"), "--tokenizer-type", "SentencePieceTokenizer",
+            "--tokenizer-model", str(model), "--workers", str(workers), "--append-eod", "--log-interval", "1000000"]
+
+
+def stage_run(corpus: Path, tokenizer_dir: Path, workers: int, run_dir: Path) -> list[str]:
+    datasets = json.dumps([{"name": "bench", "path": str(corpus)}])
+    return [sys.executable, "-m", "factory.stage", "pack", "--config", str(ROOT / "configs" / "demo-cpu.yaml"),
+            f"pack.datasets={datasets}", f"pack.tokenizer_dir={tokenizer_dir}", f"pack.num_workers={workers}",
+            f"run.dir={run_dir}", "blend=null"]
+
+
+def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, **(env or {})},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -20,22 +69,60 @@ def main() -> None:
     ap.add_argument("tokenizer_dir", type=Path, help="folder with tokenizer.model")
     ap.add_argument("--text-field", default="text")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--docs-per-task", type=int, default=512)
+    ap.add_argument("--megatron-lm", type=Path, help="Megatron-LM checkout (tools/preprocess_data.py)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each step; the fastest is kept")
     args = ap.parse_args()
 
-    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
+    import sentencepiece as spm
+
+    from factory.data.encode import DocumentEncoder, eod_id, uses_gigatoken
     from factory.data.pack import pack_jsonl
 
-    model = args.tokenizer_dir / "tokenizer.model"
-    tok = SentencePieceMegatronTokenizer(model)
+    corpus, model = args.corpus.resolve(), (args.tokenizer_dir / "tokenizer.model").resolve()
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    with open(corpus, encoding="utf-8") as f:
+        texts = [json.loads(line)[args.text_field] for line in f if line.strip()]
+    docs = sum(1 for t in texts if t)
+    rows = []
+
+    seconds, encoded = best(lambda: sp.encode(texts, num_threads=args.workers), args.repeat)
+    tokens = sum(map(len, encoded)) + docs  # + one EOD per non-empty document, as pack writes
+    rows.append((f"SentencePiece batch encode, {args.workers} threads", seconds))
+    if uses_gigatoken(model):
+        import gigatoken
+
+        seconds, _ = best(lambda: gigatoken.Tokenizer.from_sentencepiece(str(model)).encode_batch(texts), args.repeat)
+        rows.append(("gigatoken batch encode, all cores", seconds))
+    limit = min(s for _, s in rows)
+    print(f"{corpus.name}: {corpus.stat().st_size / 1e6:.1f} MB, {len(texts):,} documents, {tokens:,} tokens "
+          f"(EOD included); tokenizer {model} ({DocumentEncoder(model).backend} in pack); "
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        counts = pack_jsonl(args.corpus, args.text_field, Path(tmp) / "bench_text_document", model,
-                            tok.vocab_size, tok.eod, args.workers, args.docs_per_task)
-        seconds = time.perf_counter() - t0
-    mb = args.corpus.stat().st_size / 1e6
-    print(f"{args.corpus.name}: {mb:.1f} MB, {counts['documents']} documents, {counts['tokens']} tokens, "
-          f"{args.workers} workers, {seconds:.2f} s, {counts['tokens'] / seconds:,.0f} tokens/s")
+        tmp = Path(tmp)
+        seconds, counts = best(lambda: pack_jsonl(corpus, args.text_field, tmp / "pack_text_document", model,
+                                                  sp.vocab_size(), eod_id(sp), args.workers, 4 << 20), args.repeat)
+        assert counts["tokens"] == tokens, (counts, tokens)
+        rows.append((f"pack_jsonl, {args.workers} workers", seconds))
+        pack_phase = seconds
+        seconds, _ = best(lambda: timed_process(stage_run(corpus, args.tokenizer_dir.resolve(), args.workers,
+                                                          tmp / "run")), args.repeat)
+        rows.append((f"pack stage process, {args.workers} workers", seconds))
+        stage = seconds
+        if args.megatron_lm:
+            cmd = megatron_run(args.megatron_lm.resolve(), corpus, model, args.workers, tmp)
+            seconds, _ = best(lambda: timed_process(cmd, {"PYTHONPATH": str(tmp / "shim")}), args.repeat)
+            rows.append((f"Megatron-LM preprocess_data.py process, {args.workers} workers", seconds))
+            ours = np.fromfile(tmp / "pack_text_document.bin", dtype=np.uint16 if sp.vocab_size() < 65500 else np.int32)
+            theirs = np.fromfile(tmp / "mlm_text_document.bin", dtype=ours.dtype)
+            same = ours.size == theirs.size and np.array_equal(np.where(ours == eod_id(sp), -1, ours),
+                                                               np.where(theirs == sp.eos_id(), -1, theirs))
+            print(f"token ids equal to Megatron-LM's (EOD aside): {same}\n")
+    print("| step | seconds | tokens/s |\n|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {tokens / seconds:,.0f} |")
+    print(f"\npack_jsonl / raw encode limit: {limit / pack_phase:.0%}")
+    if args.megatron_lm:
+        print(f"pack stage process / Megatron-LM process: {rows[-1][1] / stage:.2f}x")
 
 
 if __name__ == "__main__":

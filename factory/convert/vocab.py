@@ -50,14 +50,12 @@ def extended_model(base, japanese, max_new_pieces: int) -> tuple[object, list[st
 
     normal = model_pb2.ModelProto.SentencePiece.NORMAL
     known = {p.piece for p in base.pieces}
-    score = min((p.score for p in base.pieces if p.type == normal), default=0.0)
+    scores = new_scores(min((p.score for p in base.pieces if p.type == normal), default=0.0), max_new_pieces)
     extended, added = model_pb2.ModelProto(), []
     extended.CopyFrom(base)
 
     def add(piece: str) -> None:
-        nonlocal score
-        score -= 1.0  # below every earlier piece: merged after all of them
-        extended.pieces.add(piece=piece, score=score, type=normal)
+        extended.pieces.add(piece=piece, score=scores[len(added)], type=normal)
         known.add(piece)
         added.append(piece)
 
@@ -73,6 +71,21 @@ def extended_model(base, japanese, max_new_pieces: int) -> tuple[object, list[st
         if len(text) > 1 and any(text[:i] in known and text[i:] in known for i in range(1, len(text))):
             add(text)
     return extended, added
+
+
+def new_scores(lowest: float, count: int) -> list[float]:
+    """`count` scores below `lowest`, strictly decreasing in float32 (SentencePiece's precision): base models
+    park pieces far down (Mistral's whitespace runs at -1e9, where float32 steps are 64), and two new pieces
+    of equal score would be merged by position in SentencePiece but by rank in HF."""
+    import numpy as np
+
+    step = 1.0
+    while True:
+        scores = np.float32(lowest) - np.float32(step) * np.arange(1, count + 1, dtype=np.float64)
+        scores = scores.astype(np.float32)
+        if count == 0 or (scores[0] < np.float32(lowest) and np.all(np.diff(scores) < 0)):
+            return scores.tolist()
+        step *= 2
 
 
 def decompositions(base, added: list[str]) -> dict[int, list[int]]:
@@ -148,21 +161,24 @@ def _text_lines(section: VocabExtensionConfig) -> list[str]:
     return lines
 
 
-def check_ids(base, extended, folder: Path, lines: list[str]) -> dict[str, float | int]:
-    """Ids of old and extended tokenizers on `lines`: unchanged where no new piece is used, HF equal to
-    SentencePiece; returns characters per token before and after (all lines and Japanese lines)."""
+def check_ids(base, extended, base_folder: Path, folder: Path, lines: list[str]) -> dict[str, float | int]:
+    """Ids of old and extended tokenizers on `lines`: unchanged where no new piece is used, and HF equal to
+    SentencePiece wherever the base's HF files agreed with its tokenizer.model; returns characters per
+    token before and after (all lines and Japanese lines)."""
     from transformers import AutoTokenizer
 
     old, new = _processor(base), _processor(extended)
+    base_hf = AutoTokenizer.from_pretrained(base_folder, local_files_only=True)
     hf = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     first_new = len(base.pieces)
     before, after = old.encode(lines), new.encode(lines)
     served = hf(lines, add_special_tokens=False)["input_ids"]
+    base_agrees = [a == b for a, b in zip(before, base_hf(lines, add_special_tokens=False)["input_ids"])]
     changed = [line for line, a, b in zip(lines, before, after) if a != b and max(b, default=0) < first_new]
     if changed:
         raise VerificationError(f"vocab extension: {len(changed)} line(s) without new pieces changed ids, "
                                 f"e.g. {changed[0][:60]!r}; nothing was written")
-    differ = [line for line, a, b in zip(lines, after, served) if a != b]
+    differ = [line for line, a, b, agreed in zip(lines, after, served, base_agrees) if agreed and a != b]
     if differ:
         raise VerificationError(f"vocab extension: the HF tokenizer and SentencePiece disagree on {len(differ)} "
                                 f"line(s), e.g. {differ[0][:60]!r}; nothing was written")
@@ -173,7 +189,8 @@ def check_ids(base, extended, folder: Path, lines: list[str]) -> dict[str, float
             "chars_per_token_after": round(chars / max(1, sum(map(len, after))), 4),
             "ja_chars_per_token_before": round(ja_chars / max(1, sum(len(before[i]) for i in japanese)), 4),
             "ja_chars_per_token_after": round(ja_chars / max(1, sum(len(after[i]) for i in japanese)), 4),
-            "lines_checked": len(lines), "lines_with_new_pieces": sum(max(b, default=0) >= first_new for b in after)}
+            "lines_checked": len(lines), "lines_with_new_pieces": sum(max(b, default=0) >= first_new for b in after),
+            "base_hf_sp_mismatches": base_agrees.count(False)}
 
 
 def extend(base_root: Path, base_tokenizer: Path, out_root: Path, out_tokenizer: Path,
@@ -194,7 +211,7 @@ def extend(base_root: Path, base_tokenizer: Path, out_root: Path, out_tokenizer:
     with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_root) as root, \
             atomic_dir(out_tokenizer) as tokenizer:
         write_hf_tokenizer(base_tokenizer, tokenizer, extended, added)
-        result.figures.update(check_ids(base, extended, tokenizer, lines))
+        result.figures.update(check_ids(base, extended, base_tokenizer, tokenizer, lines))
         reader = CheckpointReader(base_root, rt)
         old_model = reader.info.model
         model = old_model.model_copy(update={"vocab_size": max(old_model.vocab_size, result.size)})
