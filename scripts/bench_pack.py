@@ -6,7 +6,7 @@ On one corpus and one tokenizer.model, in one run (each step --repeat times, bes
 pretoken cache lives as long as the process, so its repeats run warm):
 - SentencePiece batch encode (`encode(texts, num_threads=workers)`) of the already parsed texts;
 - gigatoken batch encode of the same texts (BPE models only; all cores);
-- `factory.data.pack.pack_jsonl`: reading the JSONL, parsing, encoding, writing .bin/.idx, worker start-up;
+- `factory.data.pack.pack_jsonl`: reading the JSONL, parsing, encoding, writing .bin/.idx, loading the tokenizer;
 - the pack stage as a process (`python -m factory.stage pack`), interpreter and imports included;
 - Megatron-LM's tools/preprocess_data.py as a process (with --megatron-lm, a Megatron-LM checkout; its
   megatron.core is the venv's), whose token ids are compared with pack's (EOD aside: it appends </s>).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,13 +30,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def best(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its finished children (workers, subprocesses)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def best(fn, repeat: int) -> tuple[tuple[float, float], object]:
+    """((wall seconds, CPU seconds), result) of the fastest of `repeat` calls."""
+    runs, out = [], None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+        runs.append((time.perf_counter() - t0, cpu_seconds() - c0))
+    return min(runs), out
 
 
 def megatron_run(megatron_lm: Path, corpus: Path, model: Path, workers: int, out: Path) -> list[str]:
@@ -77,6 +85,9 @@ def main() -> None:
 
     from factory.data.encode import DocumentEncoder, eod_id, uses_gigatoken
     from factory.data.pack import pack_jsonl
+    from factory.data.pack_config import PackConfig
+
+    task_bytes = PackConfig.model_fields["task_bytes"].default
 
     corpus, model = args.corpus.resolve(), (args.tokenizer_dir / "tokenizer.model").resolve()
     sp = spm.SentencePieceProcessor(model_file=str(model))
@@ -91,22 +102,24 @@ def main() -> None:
     if uses_gigatoken(model):
         import gigatoken
 
-        seconds, _ = best(lambda: gigatoken.Tokenizer.from_sentencepiece(str(model)).encode_batch(texts), args.repeat)
+        tokenizer = gigatoken.Tokenizer.from_sentencepiece(str(model))  # loading is not encoding
+        seconds, _ = best(lambda: tokenizer.encode_batch(texts), args.repeat)
         rows.append(("gigatoken batch encode, all cores", seconds))
-    limit = min(s for _, s in rows)
+    limit = min(wall for _, (wall, _) in rows)
+    cpu_limit = min(cpu for _, (_, cpu) in rows)
     print(f"{corpus.name}: {corpus.stat().st_size / 1e6:.1f} MB, {len(texts):,} documents, {tokens:,} tokens "
           f"(EOD included); tokenizer {model} ({DocumentEncoder(model).backend} in pack); "
           f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         seconds, counts = best(lambda: pack_jsonl(corpus, args.text_field, tmp / "pack_text_document", model,
-                                                  sp.vocab_size(), eod_id(sp), args.workers, 4 << 20), args.repeat)
+                                                  sp.vocab_size(), eod_id(sp), args.workers, task_bytes), args.repeat)
         assert counts["tokens"] == tokens, (counts, tokens)
-        rows.append((f"pack_jsonl, {args.workers} workers", seconds))
+        rows.append((f"pack_jsonl, {args.workers} threads", seconds))
         pack_phase = seconds
         seconds, _ = best(lambda: timed_process(stage_run(corpus, args.tokenizer_dir.resolve(), args.workers,
                                                           tmp / "run")), args.repeat)
-        rows.append((f"pack stage process, {args.workers} workers", seconds))
+        rows.append((f"pack stage process, {args.workers} threads", seconds))
         stage = seconds
         if args.megatron_lm:
             cmd = megatron_run(args.megatron_lm.resolve(), corpus, model, args.workers, tmp)
@@ -117,12 +130,14 @@ def main() -> None:
             same = ours.size == theirs.size and np.array_equal(np.where(ours == eod_id(sp), -1, ours),
                                                                np.where(theirs == sp.eos_id(), -1, theirs))
             print(f"token ids equal to Megatron-LM's (EOD aside): {same}\n")
-    print("| step | seconds | tokens/s |\n|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} | {tokens / seconds:,.0f} |")
-    print(f"\npack_jsonl / raw encode limit: {limit / pack_phase:.0%}")
+    print("| step | wall s | tokens/s | CPU s | tokens per CPU-second |\n|---|---|---|---|---|")
+    for name, (wall, cpu) in rows:
+        print(f"| {name} | {wall:.2f} | {tokens / wall:,.0f} | {cpu:.2f} | {tokens / cpu:,.0f} |")
+    print(f"\npack_jsonl / raw encode limit: {limit / pack_phase[0]:.0%} wall, {cpu_limit / pack_phase[1]:.0%} CPU")
     if args.megatron_lm:
-        print(f"pack stage process / Megatron-LM process: {rows[-1][1] / stage:.2f}x")
+        megatron = rows[-1][1]
+        print(f"pack stage process vs Megatron-LM process: {megatron[0] / stage[0]:.2f}x wall, "
+              f"{megatron[1] / stage[1]:.2f}x CPU")
 
 
 if __name__ == "__main__":

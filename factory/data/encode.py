@@ -5,6 +5,7 @@ returned as one flat token array plus each document's length."""
 from __future__ import annotations
 
 import json
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def eod_id(sp) -> int | None:
     return next((i for p in EOD_PIECES if (i := piece_id(sp, p)) is not None), None)
 
 
-def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
+def parse_texts(chunk: bytes, field: str, path: str, first_line: int, threads: bool = True):
     """The `field` strings of a chunk of JSONL lines (blank lines skipped) as a pyarrow string array. Any
     line pyarrow cannot read is found again line by line, so the error names its file and line."""
     import pyarrow as pa
@@ -36,7 +37,7 @@ def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
     options = pj.ParseOptions(explicit_schema=pa.schema([(field, pa.string())]), unexpected_field_behavior="ignore")
     try:
         column = pj.read_json(pa.BufferReader(chunk), parse_options=options,
-                              read_options=pj.ReadOptions(use_threads=False, block_size=max(len(chunk), 1 << 20)))
+                              read_options=pj.ReadOptions(use_threads=threads, block_size=1 << 20))
         texts = column.column(field).combine_chunks()
         texts.validate(full=True)  # pyarrow leaves bytes that are not UTF-8 in strings; gigatoken trusts them
         if texts.null_count == 0:
@@ -86,20 +87,31 @@ def uses_gigatoken(model_file: Path) -> bool:
     return proto.trainer_spec.model_type == model_pb2.TrainerSpec.BPE and proto.trainer_spec.byte_fallback
 
 
-class DocumentEncoder:
-    """Encodes string arrays with `backend` ('gigatoken' or 'sentencepiece'), single-threaded: pack runs one
-    encoder per worker process."""
+def gigatoken_json(model_file: Path) -> str | None:
+    """gigatoken's tokenizer.json for `model_file`, None when SentencePiece itself encodes."""
+    if not uses_gigatoken(model_file):
+        return None
+    from gigatoken._load.sentencepiece import sentencepiece_to_tokenizer_json
 
-    def __init__(self, model_file: Path):
+    return sentencepiece_to_tokenizer_json(Path(model_file).read_bytes())
+
+
+class DocumentEncoder:
+    """Encodes string arrays with `backend` ('gigatoken' or 'sentencepiece') on `threads` threads
+    (gigatoken: its pool of one thread per core whenever threads > 1)."""
+
+    def __init__(self, model_file: Path, threads: int = 1):
         import sentencepiece as spm
 
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
-        self.backend = "gigatoken" if uses_gigatoken(model_file) else "sentencepiece"
+        self.threads = threads
+        converted = gigatoken_json(model_file)
+        self.backend = "gigatoken" if converted else "sentencepiece"
         self._gigatoken = None
-        if self.backend == "gigatoken":
+        if converted:
             import gigatoken
 
-            self._gigatoken = gigatoken.Tokenizer.from_sentencepiece(str(model_file))
+            self._gigatoken = gigatoken.Tokenizer.from_json(converted)
         # Literal "<s>" in text is characters to SentencePiece but the control id to gigatoken.
         self._control = np.array([i for i in range(self.sp.get_piece_size())
                                   if self.sp.is_control(i) or self.sp.is_unknown(i)], dtype=np.uint32)
@@ -108,11 +120,11 @@ class DocumentEncoder:
     def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (uint32, documents back to back) and the token count of every document, empty ones too."""
         if self._gigatoken is None:
-            docs = self.sp.encode(texts.to_pylist(), num_threads=1)
+            docs = self.sp.encode(texts.to_pylist(), num_threads=self.threads)
             lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-            tokens = np.fromiter((i for ids in docs for i in ids), dtype=np.uint32, count=int(lengths.sum()))
+            tokens = np.fromiter(chain.from_iterable(docs), dtype=np.uint32, count=int(lengths.sum()))
             return tokens, lengths
-        encoded = self._gigatoken.encode_batch(_awkward_strings(texts), parallel=False).layout
+        encoded = self._gigatoken.encode_batch(_awkward_strings(texts), parallel=self.threads > 1).layout
         offsets, tokens = np.asarray(encoded.offsets.data, dtype=np.int64), np.asarray(encoded.content.data)
         tokens, lengths = tokens[offsets[0]:offsets[-1]], np.diff(offsets)
         if np.isin(tokens, self._control).any():

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from itertools import chain
 from pathlib import Path
 from typing import Iterator
-
-import numpy as np
 
 from factory.config import FactoryConfig
 from factory.errors import ConfigError, DataError
@@ -21,8 +14,6 @@ from factory.manifest import RunManifest
 from factory.runner import Plan
 
 log = logging.getLogger(__name__)
-_ENCODER = None  # the worker's factory.data.encode.DocumentEncoder
-_JOB = None  # the worker's (path, text field, EOD id or None, token dtype)
 
 
 def plan(cfg: FactoryConfig) -> Plan:
@@ -83,7 +74,7 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
 
 
 def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
-    """(number of the first line, whole lines of about `size` bytes): JSON is parsed in the workers."""
+    """(number of the first line, whole lines of about `size` bytes)."""
     with open(path, "rb") as f:
         first = 1
         while chunk := f.read(size):
@@ -93,80 +84,32 @@ def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
             first += chunk.count(b"\n")
 
 
-def _init_worker(model_path: str, path: str, field: str, eod: int | None, dtype: type) -> None:
-    from factory.data.encode import DocumentEncoder
-
-    global _ENCODER, _JOB
-    _ENCODER = DocumentEncoder(Path(model_path))
-    _JOB = (path, field, eod, dtype)
-
-
-def _encode(task: tuple[int, bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Parse and tokenize a chunk of lines; returns all its tokens (EOD appended) and each document's length."""
-    from factory.data.encode import parse_texts, with_eod
-
-    path, field, eod, dtype = _JOB
-    first, chunk = task
-    tokens, lengths = _ENCODER.encode(parse_texts(chunk, field, path, first))
-    return with_eod(tokens, lengths, eod, dtype)
-
-
-def _in_order(pool: ProcessPoolExecutor, tasks: Iterator[tuple[int, bytes]], window: int) -> Iterator:
-    """Results of `tasks` in order, at most `window` in flight, so memory stays bounded on any input."""
-    pending: deque[Future] = deque()
-    try:
-        for task in tasks:
-            pending.append(pool.submit(_encode, task))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    except BrokenProcessPool as e:
-        raise DataError(f"pack: a tokenizer worker process died ({e})") from None
-    finally:
-        for future in pending:
-            future.cancel()
-
-
-def add_documents(builder, tokens: np.ndarray, lengths: np.ndarray) -> None:
-    """Append a batch of documents, one sequence each, to a megatron.core IndexedDatasetBuilder in one write
-    (what add_document does per document)."""
-    first = len(builder.sequence_lengths)
-    builder.data_file.write(tokens.tobytes(order="C"))
-    builder.sequence_lengths.extend(lengths.tolist())
-    builder.document_indices.extend(range(first + 1, first + len(lengths) + 1))
-
-
 def pack_jsonl(path: Path, field: str, prefix: Path, model_path: Path, vocab_size: int,
-               eod: int | None, workers: int, task_bytes: int) -> dict[str, int]:
-    """Tokenize one JSONL file into `prefix.bin/.idx`; returns document and token counts."""
+               eod: int | None, threads: int, task_bytes: int) -> dict[str, int]:
+    """Tokenize one JSONL file into `prefix.bin/.idx`, a chunk of `task_bytes` at a time: pyarrow parses it
+    and gigatoken or SentencePiece encodes it on every core (both release the GIL), one write appends it.
+    Returns document and token counts."""
     from rich.progress import Progress
 
-    documents = tokens = 0
-    # spawn, not fork: the parent may hold threads (progress bar, tokenizer pools) that fork would copy mid-lock.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(str(model_path), str(path), field, eod, _token_dtype(vocab_size))) as pool, \
-            Progress(transient=True) as progress:
-        task = progress.add_task(f"pack {path.name} (documents)", total=None)
-        results = _in_order(pool, _chunks(path, task_bytes), 2 * workers)
-        first = next(results, None)  # the workers start on the first chunks while megatron.core imports
-        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from factory.data.encode import DocumentEncoder, parse_texts, with_eod
+    from factory.data.indexed import IndexedDatasetWriter, token_dtype
 
-        builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=_token_dtype(vocab_size))
-        for batch, lengths in chain([first] if first is not None else [], results):
-            add_documents(builder, batch, lengths)
+    documents = tokens = 0
+    encoder = DocumentEncoder(model_path, threads)
+    writer = IndexedDatasetWriter(prefix, token_dtype(vocab_size))
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"pack {path.name}", total=path.stat().st_size)
+        for first, chunk in _chunks(path, task_bytes):
+            batch, lengths = with_eod(*encoder.encode(parse_texts(chunk, field, str(path), first)), eod,
+                                      token_dtype(vocab_size))
+            writer.add_documents(batch, lengths)
             documents += len(lengths)
             tokens += batch.size
-            progress.update(task, advance=len(lengths))
-        builder.finalize(f"{prefix}.idx")
+            progress.update(task, advance=len(chunk))
+    writer.finalize()
     if documents == 0:
         raise DataError(f"{path}: no documents to pack")
     return {"documents": documents, "tokens": tokens}
-
-
-def _token_dtype(vocab_size: int) -> type:
-    """megatron.core's DType.optimal_dtype, without importing megatron.core in the workers."""
-    return np.uint16 if vocab_size < 65500 else np.int32
 
 
 def resolve_blend(cfg: FactoryConfig, out_dir: Path, totals: dict[str, dict[str, int]]) -> dict:

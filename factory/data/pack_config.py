@@ -30,9 +30,9 @@ class PackConfig(Section):
     output_dir: Path | None = None
     """Defaults to `<run.dir>/pack`."""
     num_workers: int = Field(default=2, ge=1)
-    """Tokenizer worker processes."""
-    task_bytes: int = Field(default=4 << 20, ge=1)
-    """JSONL bytes (whole lines) sent to a worker at a time; 2 x num_workers chunks are in flight at most."""
+    """Threads of SentencePiece's encode (unigram); gigatoken (BPE) and pyarrow use one thread per core."""
+    task_bytes: int = Field(default=16 << 20, ge=1)
+    """JSONL bytes (whole lines) parsed, encoded and written at a time (bounds memory)."""
     append_eod: bool = True
     """Append the end-of-document token to every document."""
 

@@ -1,5 +1,5 @@
 """pack's document encoders: gigatoken (BPE) and SentencePiece (unigram) give SentencePiece's ids; JSONL chunks
-parsed by pyarrow with errors named by line; batched index writes equal Megatron's per-document writes."""
+parsed by pyarrow with errors named by line, in chunks of whole lines."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import sentencepiece as spm
 
 from factory.data.encode import DocumentEncoder, parse_texts, with_eod
-from factory.data.pack import _chunks, add_documents
+from factory.data.pack import _chunks
 from factory.errors import DataError, VerificationError
 from tests.tokenizer.conftest import TRICKY, fixture_lines
 
@@ -82,24 +82,3 @@ def test_chunks_hold_whole_lines_and_count_them(tmp_path):
     assert all(c.endswith(b"\n") for _, c in chunks)
     firsts = [first for first, _ in chunks]
     assert firsts == [1] + [1 + sum(c.count(b"\n") for _, c in chunks[:i]) for i in range(1, len(chunks))]
-
-
-def test_batched_index_writes_equal_megatron_per_document_writes(tmp_path):
-    from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 40, size=200)
-    tokens = rng.integers(0, 60000, size=int(lengths.sum())).astype(np.uint16)
-    one = IndexedDatasetBuilder(str(tmp_path / "one.bin"), dtype=np.uint16)
-    for doc in np.split(tokens, np.cumsum(lengths)[:-1]):
-        one.add_document(doc, [len(doc)])
-    one.finalize(str(tmp_path / "one.idx"))
-    batched = IndexedDatasetBuilder(str(tmp_path / "batched.bin"), dtype=np.uint16)
-    half = 120  # two batches: documents 0-119, then the rest
-    cut = int(lengths[:half].sum())
-    add_documents(batched, tokens[:cut], lengths[:half])
-    add_documents(batched, tokens[cut:], lengths[half:])
-    batched.finalize(str(tmp_path / "batched.idx"))
-    for ext in ("bin", "idx"):
-        assert (tmp_path / f"one.{ext}").read_bytes() == (tmp_path / f"batched.{ext}").read_bytes()
-    assert len(IndexedDataset(str(tmp_path / "batched"))) == 200
