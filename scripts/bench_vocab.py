@@ -57,7 +57,8 @@ def main() -> None:
     from factory.stage import STAGES
 
     print("| max new pieces | added | vocab | chars/token before -> after | ja chars/token before -> after | "
-          "lines using new pieces | max logit diff (old ids) | extension s |\n|---|---|---|---|---|---|---|---|")
+          "lines using new pieces | base HF != SP lines | max logit diff (old ids) | extension s |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = base_folder(args.base_model, Path(tmp) / "base")
         for budget in args.max_new_pieces:
@@ -71,7 +72,8 @@ def main() -> None:
             print(f"| {budget:,} | {m['vocab_added']:,} | {m['vocab_base']:,} -> {m['vocab_extended']:,} | "
                   f"{m['chars_per_token_before']} -> {m['chars_per_token_after']} | "
                   f"{m['ja_chars_per_token_before']} -> {m['ja_chars_per_token_after']} | "
-                  f"{m['lines_with_new_pieces']:,} of {m['lines_checked']:,} | {m['max_abs_logit_diff_old_ids']:.2g} | "
+                  f"{m['lines_with_new_pieces']:,} of {m['lines_checked']:,} | {m['base_hf_sp_mismatches']:,} | "
+                  f"{m['max_abs_logit_diff_old_ids']:.2g} | "
                   f"{m['extend_seconds']:.1f} |", flush=True)
 
 
