@@ -52,6 +52,8 @@ def run(cfg: FactoryConfig, plan: Plan, manifest: RunManifest) -> None:
 
         result, extension = import_extended(convert, ic, root, tokenizer, cfg.runtime)
         manifest.add_input(ic.extend_vocab.tokenizer_dir, role="vocab_pieces")
+        for path in ic.extend_vocab.text:
+            manifest.add_input(path, role="vocab_text")
         manifest.record(**extension.metrics())
     manifest.add_output(root, role="checkpoint")
     manifest.add_output(tokenizer, role="tokenizer")

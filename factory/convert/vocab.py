@@ -45,7 +45,7 @@ def _processor(proto):
 def extended_model(base, japanese, max_new_pieces: int) -> tuple[object, list[str]]:
     """`base` (a SentencePiece BPE ModelProto) with up to `max_new_pieces` Japanese pieces of `japanese`
     appended, in the Japanese model's order; each piece's missing characters come first, so every new
-    piece is a merge of two symbols already in the vocabulary (which the HF conversion needs)."""
+    piece is a merge of two symbols already in the vocabulary, as HF's BPE merges need."""
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
     normal = model_pb2.ModelProto.SentencePiece.NORMAL

@@ -28,7 +28,7 @@ def eod_id(sp) -> int | None:
     return next((i for p in EOD_PIECES if (i := piece_id(sp, p)) is not None), None)
 
 
-def parse_texts(chunk: bytes, field: str, path: str, first_line: int, threads: bool = True):
+def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
     """The `field` strings of a chunk of JSONL lines (blank lines skipped) as a pyarrow string array. Any
     line pyarrow cannot read is found again line by line, so the error names its file and line."""
     import pyarrow as pa
@@ -37,7 +37,7 @@ def parse_texts(chunk: bytes, field: str, path: str, first_line: int, threads: b
     options = pj.ParseOptions(explicit_schema=pa.schema([(field, pa.string())]), unexpected_field_behavior="ignore")
     try:
         column = pj.read_json(pa.BufferReader(chunk), parse_options=options,
-                              read_options=pj.ReadOptions(use_threads=threads, block_size=1 << 20))
+                              read_options=pj.ReadOptions(use_threads=True, block_size=1 << 20))
         texts = column.column(field).combine_chunks()
         texts.validate(full=True)  # pyarrow leaves bytes that are not UTF-8 in strings; gigatoken trusts them
         if texts.null_count == 0:
@@ -87,31 +87,21 @@ def uses_gigatoken(model_file: Path) -> bool:
     return proto.trainer_spec.model_type == model_pb2.TrainerSpec.BPE and proto.trainer_spec.byte_fallback
 
 
-def gigatoken_json(model_file: Path) -> str | None:
-    """gigatoken's tokenizer.json for `model_file`, None when SentencePiece itself encodes."""
-    if not uses_gigatoken(model_file):
-        return None
-    from gigatoken._load.sentencepiece import sentencepiece_to_tokenizer_json
-
-    return sentencepiece_to_tokenizer_json(Path(model_file).read_bytes())
-
-
 class DocumentEncoder:
-    """Encodes string arrays with `backend` ('gigatoken' or 'sentencepiece') on `threads` threads
-    (gigatoken: its pool of one thread per core whenever threads > 1)."""
+    """Encodes pyarrow string arrays with `backend` ('gigatoken' or 'sentencepiece'): SentencePiece on
+    `threads` threads, gigatoken on its pool of one thread per core whenever threads > 1."""
 
     def __init__(self, model_file: Path, threads: int = 1):
         import sentencepiece as spm
 
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
         self.threads = threads
-        converted = gigatoken_json(model_file)
-        self.backend = "gigatoken" if converted else "sentencepiece"
+        self.backend = "gigatoken" if uses_gigatoken(model_file) else "sentencepiece"
         self._gigatoken = None
-        if converted:
+        if self.backend == "gigatoken":
             import gigatoken
 
-            self._gigatoken = gigatoken.Tokenizer.from_json(converted)
+            self._gigatoken = gigatoken.Tokenizer.from_sentencepiece(str(model_file))
         # Literal "<s>" in text is characters to SentencePiece but the control id to gigatoken.
         self._control = np.array([i for i in range(self.sp.get_piece_size())
                                   if self.sp.is_control(i) or self.sp.is_unknown(i)], dtype=np.uint32)
