@@ -96,6 +96,9 @@ def move_aside(path: Path, run_dir: Path | None = None) -> Path:
         raise ConfigError(f"{path}: holds the run folder {run_dir}; give the stage its own output_dir")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.prev-{stamp}")
+    n = 1
+    while target.exists():  # two moves within one second
+        target, n = path.with_name(f"{path.name}.prev-{stamp}-{n}"), n + 1
     os.replace(path, target)
     _fsync_dir(path.parent)
     log.warning("moved %s aside to %s (%.3g GB, kept)", path, target, tree_bytes(target) / 1e9)

@@ -107,11 +107,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, str, bool]]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            ended = raw.endswith(b"\n")
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n"), "", ended
-            except UnicodeDecodeError as e:
-                yield lineno, None, f"not UTF-8 ({e.reason} at byte {e.start})", ended
+            yield lineno, *decode_line(raw), raw.endswith(b"\n")
 
 
 def _short(raw: str) -> str:
@@ -120,21 +116,41 @@ def _short(raw: str) -> str:
 
 def _jsonl(path: Path, text_field: str | None) -> Iterator[Record]:
     for lineno, line, bad_bytes, ended in _lines(path):
-        source = f"{path}:{lineno}"
-        if bad_bytes:
-            yield Record(source, None, bad_bytes, "encoding")
-            continue
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if not ended:
-                log.warning("%s: last line is incomplete (a write cut short); ignored", source)
-                return
-            yield Record(source, _short(line), f"invalid JSON ({e.msg} at column {e.colno})", "json")
-            continue
-        yield _from_object(obj, text_field, source, line)
+        record = jsonl_record(line, bad_bytes, text_field, f"{path}:{lineno}", ended)
+        if record is TORN:
+            return
+        if record is not None:
+            yield record
+
+
+TORN = Record("", None, "torn")
+"""What `jsonl_record` returns for a torn last line (a writer cut short): skipped, with one warning."""
+
+
+def jsonl_record(line: str | None, bad_bytes: str, text_field: str | None, source: str,
+                 ended: bool = True) -> Record | None:
+    """One JSONL line as a Record (None for a blank line, TORN for a torn last line); shared with the pack
+    stage's fast path so that every reader words its errors the same way."""
+    if bad_bytes:
+        return Record(source, None, bad_bytes, "encoding")
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        if not ended:
+            log.warning("%s: last line is incomplete (a write cut short); ignored", source)
+            return TORN
+        return Record(source, _short(line), f"invalid JSON ({e.msg} at column {e.colno})", "json")
+    return _from_object(obj, text_field, source, line)
+
+
+def decode_line(raw: bytes) -> tuple[str | None, str]:
+    """(text, "") or (None, why the bytes are not UTF-8)."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n"), ""
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 ({e.reason} at byte {e.start})"
 
 
 def _from_object(obj: Any, text_field: str | None, source: str, raw: str) -> Record:

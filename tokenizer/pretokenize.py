@@ -1,4 +1,5 @@
-"""MeCab pretokenization: whitespace-preserving morphemes (or bunsetsu-like chunks) joined by U+E000."""
+"""MeCab pretokenization: lines cut into whitespace-preserving morphemes (or bunsetsu), one piece per line
+of SentencePiece training text, so no learned piece crosses them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 from factory.errors import FactoryError
 
 DELIMITER = "\ue000"
-"""Private-use character between pieces; SentencePiece's pretokenization_delimiter removes it."""
+"""Private-use character MeCab prints after each piece."""
 BATCH_CHARS = 1 << 16
 _POS = "\ue001"
 _EOS = "\ue002"
@@ -28,8 +29,10 @@ _RC = "".join(f"node-format-{name} = {fmt}\nunk-format-{name} = {fmt}\neos-forma
 DICTIONARIES = {"unidic-lite": "unidic_lite", "ipadic": "ipadic"}
 """MeCab dictionaries by config name -> the Python package that ships them."""
 _ATTACH_POS1 = {"助詞", "助動詞", "接尾辞"}
-_ATTACH_POS2 = {"接尾", "非自立", "非自立可能", "読点", "句点"}
+_ATTACH_POS2 = {"接尾", "非自立", "非自立可能", "読点", "句点", "括弧閉"}
 _PREFIX_POS1 = {"接頭辞", "接頭詞"}
+_NOUN = "名詞"
+_SYMBOL_POS1 = {"補助記号", "記号"}
 
 
 def make_tagger(dictionary: str, output: str = "pieces"):
@@ -56,20 +59,23 @@ def _exact(pieces: list[str], line: str) -> list[str]:
 
 
 def _bunsetsu(tagged: list[str]) -> list[str]:
-    """Bunsetsu-like chunks: particles, auxiliaries, suffixes, dependent words and 、。 join the word
-    before them; a prefix joins the word after it; whitespace always starts a new chunk."""
+    """Bunsetsu: particles, auxiliaries, suffixes, dependent words, 、。 and closing brackets join the word
+    before them; prefixes and opening brackets join the word after them; nouns join the noun before them
+    (compounds such as 設定ファイル) and symbols the symbol before them; whitespace starts a new chunk."""
     chunks: list[str] = []
-    after_prefix = False
+    before = ("", "")
     for item in tagged:
         text, _, pos = item.partition(_POS)
         pos1, _, pos2 = pos.partition(",")
         attach = chunks and not text[0].isspace() and (
-            after_prefix or pos1 in _ATTACH_POS1 or pos2 in _ATTACH_POS2)
+            before[0] in _PREFIX_POS1 or before[1] == "括弧開" or pos1 in _ATTACH_POS1 or pos2 in _ATTACH_POS2
+            or before[0] == pos1 == _NOUN
+            or (before[0] in _SYMBOL_POS1 and pos1 in _SYMBOL_POS1 and pos2 != "括弧開"))
         if attach:
             chunks[-1] += text
         else:
             chunks.append(text)
-        after_prefix = pos1 in _PREFIX_POS1
+        before = (pos1, pos2)
     return chunks
 
 
@@ -87,9 +93,11 @@ class Segmenter:
         parts = self._tagger.parse(line)[:-1].split(DELIMITER)[:-1]
         return _exact(_bunsetsu(parts) if self._bunsetsu else parts, line)
 
-    def delimited(self, lines: list[str]) -> str:
-        """Lines with their pieces joined by DELIMITER, one per line, as SentencePiece reads them."""
-        return "".join(DELIMITER.join(self.pieces(line)) + "\n" for line in lines)
+    def training_text(self, lines: list[str]) -> str:
+        """Every piece of every line on a line of its own: SentencePiece then learns no piece that crosses
+        two, and, unlike its pretokenization_delimiter, estimates pieces as well as on raw text (on held-out
+        text: +17% ja / +20% en chars per token for morphemes, docs/stages/tokenizer.md)."""
+        return "".join(piece + "\n" for line in lines for piece in self.pieces(line))
 
 
 def batches(lines: Iterable[str], max_chars: int = BATCH_CHARS) -> Iterator[list[str]]:
@@ -114,16 +122,16 @@ def _init_worker(dictionary: str, granularity: str) -> None:
 
 
 def _work(batch: list[str]) -> str:
-    return _worker.delimited(batch)
+    return _worker.training_text(batch)
 
 
-def parallel_delimited(line_batches: Iterable[list[str]], dictionary: str, granularity: str,
+def parallel_training_text(line_batches: Iterable[list[str]], dictionary: str, granularity: str,
                        workers: int) -> Iterator[str]:
-    """Delimited text of each batch, in order. At most 2 x workers batches are in flight, so memory
+    """Training text of each batch, in order. At most 2 x workers batches are in flight, so memory
     stays bounded however large the input; workers=1 runs in this process."""
     if workers == 1:
         seg = Segmenter(dictionary, granularity)
-        yield from (seg.delimited(b) for b in line_batches)
+        yield from (seg.training_text(b) for b in line_batches)
         return
     # spawn, not fork: the parent may hold threads (progress bar, tokenizers) that fork would copy mid-lock.
     # An executor, not multiprocessing.Pool: a worker that dies or fails to start raises BrokenProcessPool
@@ -166,7 +174,7 @@ class PretokenizeResult:
 
 def write_training_text(lines: Iterable[str], out: Path, dictionary: str, granularity: str, workers: int,
                         progress: Callable[[], None] = lambda: None) -> PretokenizeResult:
-    """Write `lines` to `out` as SentencePiece training text (delimited unless granularity is 'none');
+    """Write `lines` to `out` as SentencePiece training text (a piece per line unless granularity is 'none');
     `progress` is called after each batch."""
     t0 = time.perf_counter()
     result = PretokenizeResult()
@@ -174,7 +182,7 @@ def write_training_text(lines: Iterable[str], out: Path, dictionary: str, granul
     if granularity == "none":
         texts: Iterable[str] = ("".join(line + "\n" for line in batch) for batch in stream)
     else:
-        texts = parallel_delimited(stream, dictionary, granularity, workers)
+        texts = parallel_training_text(stream, dictionary, granularity, workers)
     with out.open("w", encoding="utf-8") as f:
         for text in texts:
             f.write(text)

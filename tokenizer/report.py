@@ -1,5 +1,5 @@
-"""Tokenizer quality on held-out text: compression per language, exact round-trip, morpheme-boundary
-crossing, byte fallback, and Hugging Face vs SentencePiece ids."""
+"""Tokenizer quality on held-out text: compression per language, exact round-trip, morpheme- and
+bunsetsu-boundary crossing, byte fallback, and Hugging Face vs SentencePiece ids."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from tokenizer.pretokenize import Segmenter
 
 MAX_EXAMPLES = 3
 HEADLINE = ("round_trip_failures", "hf_round_trip_failures", "hf_sp_id_mismatches", "boundary_crossing_rate",
-            "byte_fallback_rate", "chars_per_token", "bytes_per_token")
-PER_LANGUAGE = ("chars_per_token", "bytes_per_token", "boundary_crossing_rate")
+            "bunsetsu_crossing_rate", "byte_fallback_rate", "chars_per_token", "bytes_per_token")
+PER_LANGUAGE = ("chars_per_token", "bytes_per_token", "boundary_crossing_rate", "bunsetsu_crossing_rate")
 _JA = re.compile(r"[\u3041-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -51,17 +51,18 @@ class LanguageStats:
     bytes: int = 0
     tokens: int = 0
     crossing: int = 0
+    crossing_bunsetsu: int = 0
 
     def figures(self) -> dict[str, float | int | None]:
         per = (lambda x: round(x / self.tokens, 4)) if self.tokens else (lambda x: None)
         return {"lines": self.lines, "chars": self.chars, "bytes": self.bytes, "tokens": self.tokens,
                 "chars_per_token": per(self.chars), "bytes_per_token": per(self.bytes),
-                "boundary_crossing_rate": per(self.crossing)}
+                "boundary_crossing_rate": per(self.crossing), "bunsetsu_crossing_rate": per(self.crossing_bunsetsu)}
 
 
-def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str]) -> dict[str, Any]:
+def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str], bunsetsu: Segmenter) -> dict[str, Any]:
     """Encode every held-out line with SentencePiece and the HF export and compare; `segmenter` gives the
-    MeCab morpheme boundaries that tokens are checked against."""
+    MeCab morpheme boundaries that tokens are checked against, `bunsetsu` the bunsetsu boundaries."""
     protos = sp.encode(lines, return_type="proto") if lines else []
     hf_ids = hf_tok(lines, add_special_tokens=False)["input_ids"] if lines else []
     hf_text = hf_tok.batch_decode(hf_ids) if lines else []
@@ -75,8 +76,9 @@ def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str]) -> dict[str, An
         stats.chars += len(line)
         stats.bytes += len(line.encode("utf-8"))
         stats.tokens += len(ids)
-        stats.crossing += crossing_count(((p.begin, p.end) for p in proto.pieces),
-                                         interior_boundaries(segmenter.pieces(line)))
+        spans = [(p.begin, p.end) for p in proto.pieces]
+        stats.crossing += crossing_count(spans, interior_boundaries(segmenter.pieces(line)))
+        stats.crossing_bunsetsu += crossing_count(spans, interior_boundaries(bunsetsu.pieces(line)))
         byte_tokens += sum(map(sp.is_byte, ids))
         for kind, failed in (("round_trip", sp.decode(ids) != line), ("hf_round_trip", hf_line != line),
                              ("hf_sp_id_mismatch", hf != ids)):
@@ -87,7 +89,7 @@ def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str]) -> dict[str, An
 
 def _summary(langs: dict[str, LanguageStats], failures: dict[str, list[str]], byte_tokens: int) -> dict[str, Any]:
     total = LanguageStats(*(sum(getattr(s, f) for s in langs.values())
-                            for f in ("lines", "chars", "bytes", "tokens", "crossing")))
+                            for f in ("lines", "chars", "bytes", "tokens", "crossing", "crossing_bunsetsu")))
     overall = total.figures()
     return {
         "lines": total.lines,
@@ -95,6 +97,7 @@ def _summary(langs: dict[str, LanguageStats], failures: dict[str, list[str]], by
         "hf_round_trip_failures": len(failures["hf_round_trip"]),
         "hf_sp_id_mismatches": len(failures["hf_sp_id_mismatch"]),
         "boundary_crossing_rate": overall["boundary_crossing_rate"],
+        "bunsetsu_crossing_rate": overall["bunsetsu_crossing_rate"],
         "byte_fallback_rate": round(byte_tokens / total.tokens, 6) if total.tokens else None,
         "chars_per_token": overall["chars_per_token"],
         "bytes_per_token": overall["bytes_per_token"],

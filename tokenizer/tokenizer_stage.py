@@ -112,7 +112,8 @@ def build_report(tc: TokenizerConfig, out_dir: Path, sampler: Sampler, pre: Pret
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
-    heldout = evaluate(sp, hf.load(out_dir), Segmenter(tc.dictionary, "morpheme"), sampler.heldout)
+    heldout = evaluate(sp, hf.load(out_dir), Segmenter(tc.dictionary, "morpheme"), sampler.heldout,
+                       Segmenter(tc.dictionary, "bunsetsu"))
     return {
         "tokenizer": {"model_type": tc.model_type, "vocab_size": sp.vocab_size(), "granularity": tc.granularity,
                       "dictionary": tc.dictionary, "normalization": tc.normalization,

@@ -9,10 +9,10 @@ from typing import Any
 
 from factory.errors import ConfigError, FactoryError
 from tokenizer.config import TokenizerConfig
-from tokenizer.pretokenize import DELIMITER
+from tokenizer.scores import quantize_scores
 
 MAX_SENTENCE_BYTES = 1 << 16
-"""Longer training lines are skipped by SentencePiece; delimiters add 3 bytes per piece."""
+"""Longer training lines are skipped by SentencePiece."""
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
@@ -30,13 +30,12 @@ def trainer_args(tc: TokenizerConfig, text: Path, model_prefix: Path) -> dict[st
         user_defined_symbols=t.special() + t.user_defined,
         max_sentence_length=MAX_SENTENCE_BYTES, num_threads=tc.num_workers, minloglevel=2,
     )
-    if tc.granularity != "none":
-        args["pretokenization_delimiter"] = DELIMITER
     return args
 
 
 def train(tc: TokenizerConfig, text: Path, model_prefix: Path) -> float:
-    """Train `<model_prefix>.model` and `.vocab` from `text`; returns the seconds it took."""
+    """Train `<model_prefix>.model` and `.vocab` from `text`; returns the seconds it took. Unigram scores
+    are put on a grid (tokenizer.scores) so the HF export gives SentencePiece's ids."""
     import sentencepiece as spm
 
     t0 = time.perf_counter()
@@ -44,6 +43,8 @@ def train(tc: TokenizerConfig, text: Path, model_prefix: Path) -> float:
         spm.SentencePieceTrainer.train(**trainer_args(tc, text, model_prefix))
     except RuntimeError as e:
         raise explain(str(e), tc) from None
+    if tc.model_type == "unigram":
+        quantize_scores(Path(f"{model_prefix}.model"))
     return time.perf_counter() - t0
 
 

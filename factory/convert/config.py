@@ -42,6 +42,22 @@ class ExportConfig(Section):
     """Logit verification of the written folder against the checkpoint."""
 
 
+class VocabExtensionConfig(Section):
+    """Japanese pieces added to the imported model's SentencePiece BPE tokenizer, with embedding and output
+    rows initialised from the mean of the old pieces each new piece decomposes into (the Swallow route)."""
+
+    tokenizer_dir: Path
+    """Folder with the tokenizer.model whose Japanese pieces are added (e.g. the tokenizer stage's output)."""
+    max_new_pieces: int = Field(default=16000, ge=1)
+    """Most pieces to add (characters missing from the base vocabulary included)."""
+    text: list[Path] = Field(min_length=1)
+    """Held-out text (.txt, .jsonl, local datasets folders) for the id checks and the compression figures."""
+    text_field: str = "text"
+    """JSONL key / dataset column holding the text."""
+    max_lines: int = Field(default=5000, ge=1)
+    """Lines of `text` checked and measured."""
+
+
 class ImportConfig(Section):
     """Hugging Face folder -> Megatron checkpoint ready for cpt, verified by logits."""
 
@@ -57,3 +73,5 @@ class ImportConfig(Section):
     """MoE token dispatcher recorded in the model config (alltoall needs CUDA)."""
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     """Logit verification of the imported model against the HF model."""
+    extend_vocab: VocabExtensionConfig | None = None
+    """Add Japanese pieces to the tokenizer and resize the checkpoint for them (docs/stages/convert.md)."""

@@ -18,7 +18,11 @@ def plan(cfg: CoreConfig) -> Plan:
     root = ic.output_dir or cfg.stage_dir("import") / "checkpoints"
     if not (ic.hf_dir / "config.json").is_file():
         raise ConfigError(f"hf_import.hf_dir={ic.hf_dir}: no config.json there")
-    return Plan(output_dir=root.parent, reads=[ic.hf_dir], writes=[root, root.parent / "tokenizer"],
+    reads = [ic.hf_dir] + ([ic.extend_vocab.tokenizer_dir, *ic.extend_vocab.text] if ic.extend_vocab else [])
+    missing = [f"hf_import: input not found: {p}" for p in reads[1:] if not p.exists()]
+    if missing:
+        raise ConfigError(missing)
+    return Plan(output_dir=root.parent, reads=reads, writes=[root, root.parent / "tokenizer"],
                 notes=[f"verified: max |logit diff| <= {ic.probe.tolerance:g} or nothing is written"])
 
 
@@ -28,9 +32,21 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     ic = STAGE.section_of(cfg)
     root, tokenizer = plan.writes
     manifest.add_input(ic.hf_dir, role="hf_model")
-    result = import_hf(ic.hf_dir, root, runtime=cfg.runtime, tokenizer_out=tokenizer, seq_length=ic.seq_length,
-                       make_vocab_size_divisible_by=ic.make_vocab_size_divisible_by,
-                       token_dispatcher=ic.token_dispatcher, probe=ic.probe)
+    def convert(out_root, tokenizer_out):
+        return import_hf(ic.hf_dir, out_root, runtime=cfg.runtime, tokenizer_out=tokenizer_out,
+                         seq_length=ic.seq_length, make_vocab_size_divisible_by=ic.make_vocab_size_divisible_by,
+                         token_dispatcher=ic.token_dispatcher, probe=ic.probe)
+
+    if ic.extend_vocab is None:
+        result = convert(root, tokenizer)
+    else:
+        from factory.convert.vocab import import_extended
+
+        result, extension = import_extended(convert, ic, root, tokenizer, cfg.runtime)
+        manifest.add_input(ic.extend_vocab.tokenizer_dir, role="vocab_pieces")
+        for path in ic.extend_vocab.text:
+            manifest.add_input(path, role="vocab_text")
+        manifest.record(**extension.metrics())
     manifest.add_output(root, role="checkpoint")
     manifest.add_output(tokenizer, role="tokenizer")
     manifest.record(architecture=result.architecture, max_abs_logit_diff=result.max_abs_logit_diff,

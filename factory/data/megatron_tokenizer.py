@@ -6,12 +6,7 @@ from pathlib import Path
 
 from megatron.core.tokenizers import MegatronTokenizerBase
 
-EOD_PIECES = ("<EOD>", "</s>")
-
-
-def _piece_id(sp, piece: str) -> int | None:
-    pid = sp.piece_to_id(piece)
-    return pid if sp.id_to_piece(pid) == piece else None
+from factory.data.encode import eod_id, piece_id as _piece_id
 
 
 class SentencePieceMegatronTokenizer(MegatronTokenizerBase):
@@ -22,7 +17,7 @@ class SentencePieceMegatronTokenizer(MegatronTokenizerBase):
 
         super().__init__(str(model_file), {"library": "sentencepiece"})
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
-        eod = next((i for p in EOD_PIECES if (i := _piece_id(self.sp, p)) is not None), None)
+        eod = eod_id(self.sp)
         if eod is None:
             raise ValueError(f"{model_file}: the tokenizer defines neither <EOD> nor </s>")
         self._eod = eod

@@ -32,9 +32,9 @@ class PackConfig(Section):
     output_dir: Path | None = None
     """Defaults to `<run.dir>/pack`."""
     num_workers: Annotated[int, OPERATIONAL] = Field(default=2, ge=1)
-    """Tokenizer worker processes."""
-    docs_per_task: Annotated[int, OPERATIONAL] = Field(default=512, ge=1)
-    """Documents sent to a worker at a time (bounds memory)."""
+    """Threads of SentencePiece's encode (unigram); gigatoken (BPE) and pyarrow use one thread per core."""
+    task_bytes: Annotated[int, OPERATIONAL] = Field(default=16 << 20, ge=1)
+    """JSONL bytes (whole lines) parsed, encoded and written at a time (bounds memory)."""
     append_eod: bool = True
     """Append the end-of-document token to every document."""
 

@@ -38,14 +38,19 @@ def tokenizer_model_path(cfg: CoreConfig) -> Path:
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
+    import sentencepiece as spm
+
+    from factory.data.encode import eod_id
 
     pc = STAGE.section_of(cfg)
     model_path = tokenizer_model_path(cfg)
     try:
-        tok = SentencePieceMegatronTokenizer(model_path)
-    except (ValueError, OSError, RuntimeError) as e:
+        sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    except (OSError, RuntimeError) as e:
         raise ConfigError(f"pack: cannot use tokenizer {model_path}: {e}") from None
+    eod = eod_id(sp)
+    if eod is None and pc.append_eod:
+        raise ConfigError(f"pack: cannot use tokenizer {model_path}: it defines neither <EOD> nor </s>")
     manifest.add_input(model_path, role="tokenizer")
     totals: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
@@ -53,8 +58,8 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
         for ds in pc.datasets:
             manifest.add_input(ds.path, role=f"dataset:{ds.name}")
             totals[ds.name] = pack_records(ds.path, ds.text_field, tmp / f"{ds.name}_text_document",
-                                           model_path, tok.vocab_size, tok.eod if pc.append_eod else None,
-                                           pc.num_workers, pc.docs_per_task)
+                                           model_path, sp.vocab_size(), eod if pc.append_eod else None,
+                                           pc.num_workers, pc.task_bytes)
         atomic_write_json(tmp / "token_counts.json", totals)
         if cfg.blend is not None:
             atomic_write_json(tmp / "blend.json", resolve_blend(cfg, plan.output_dir, totals))

@@ -37,7 +37,7 @@ def _jsonl(path: Path, texts: list[str]) -> Path:
 def _config(tmp_path, tokenizer_dir, datasets, blend=None):
     raw = {**TINY_DENSE, "run": {"name": "t", "dir": str(tmp_path / "run")},
            "pack": {"datasets": datasets, "tokenizer_dir": str(tokenizer_dir), "num_workers": 2,
-                    "docs_per_task": 2}}
+                    "task_bytes": 64}}
     if blend:
         raw["blend"] = blend
     return validate_config(raw)
@@ -124,3 +124,22 @@ def test_llm_jp_3_mix_preset_gives_its_proportions(tmp_path):
     assert share["ja_hq"] + share["ja_web"] == pytest.approx(592e9 / total)
     assert share["ja_hq"] == pytest.approx(2 * share["ja_web"] * 200 / 192)
     assert share["en"] == pytest.approx(950e9 / total) and sum(share.values()) == pytest.approx(1.0)
+
+
+def test_pack_reads_every_format_the_data_stage_reads(tmp_path, tokenizer_dir):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    sources = {"jsonl": _jsonl(tmp_path / "a.jsonl", JA), "text": tmp_path / "a.txt",
+               "parquet": tmp_path / "a.parquet", "hf": tmp_path / "a_ds"}
+    sources["text"].write_text("\n\n".join(JA) + "\n", encoding="utf-8")  # one paragraph per document
+    pq.write_table(pa.table({"text": JA}), sources["parquet"])
+    datasets.Dataset.from_dict({"text": JA}).save_to_disk(str(sources["hf"]))
+    cfg = _config(tmp_path, tokenizer_dir, [{"name": n, "path": str(p)} for n, p in sources.items()])
+    run_stage(STAGES["pack"], cfg)
+    out = tmp_path / "run" / "pack"
+    readers = {n: IndexedDataset(str(out / f"{n}_text_document")) for n in sources}  # held: views map the files
+    docs = {n: [reader[i].tolist() for i in range(len(reader))] for n, reader in readers.items()}
+    assert docs["text"] == docs["parquet"] == docs["hf"] == docs["jsonl"]

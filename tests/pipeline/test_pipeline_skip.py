@@ -59,7 +59,7 @@ def test_a_changed_key_reruns_its_stage_and_the_stages_after_it_only(fakes, demo
 @pytest.mark.parametrize("override", [
     "pretrain.log_interval=3", "pretrain.tensorboard=false", "pretrain.wandb_project=x", "pretrain.eval_iters=3",
     "pretrain.fault.hang_timeout_minutes=5", "pretrain.checkpoint.keep_last=5", "cpt.checkpoint.save_interval=7",
-    "runtime.distributed_timeout_minutes=30", "tokenizer.num_workers=2", "data.num_workers=1", "pack.docs_per_task=9",
+    "runtime.distributed_timeout_minutes=30", "tokenizer.num_workers=2", "data.num_workers=1", "pack.task_bytes=9999",
     "sft.logging_steps=3", "sft.gradient_checkpointing=true"])
 def test_operational_keys_rerun_nothing_and_delete_nothing(fakes, demo_config, override):
     run_pipeline(demo_config())

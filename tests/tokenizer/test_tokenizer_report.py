@@ -35,6 +35,8 @@ def test_report_shows_compression_against_boundary_crossing(trained):
     assert crossing["none"] > 2 * crossing["morpheme"]
     assert compression["bunsetsu"] > compression["morpheme"]
     assert compression["none"] > compression["morpheme"]
+    for r in reports.values():  # bunsetsu boundaries are morpheme boundaries: crossing one crosses the other
+        assert r["bunsetsu_crossing_rate"] <= r["boundary_crossing_rate"]
 
 
 def test_manifest_metrics_flatten_the_headline_figures(trained):

@@ -10,7 +10,7 @@ import sentencepiece as spm
 from factory.errors import ConfigError
 from tests.tokenizer.conftest import fixture_lines
 from tokenizer.config import TokenizerConfig
-from tokenizer.pretokenize import DELIMITER, write_training_text
+from tokenizer.pretokenize import write_training_text
 from tokenizer.train import explain, train, trainer_args
 
 
@@ -46,13 +46,12 @@ def test_too_small_vocab_gives_the_smallest_size_that_trains(text, tmp_path):
     train(tc.model_copy(update={"vocab_size": smallest}), text, tmp_path / "m")
 
 
-def test_trainer_args_keep_exact_round_trip_and_the_delimiter_only_when_pretokenized(tmp_path):
+def test_trainer_args_keep_exact_round_trip_and_need_no_delimiter(tmp_path):
     args = trainer_args(TokenizerConfig(), tmp_path / "t", tmp_path / "m")
     assert args["normalization_rule_name"] == "identity"
     assert not args["add_dummy_prefix"] and not args["remove_extra_whitespaces"]
-    assert args["pretokenization_delimiter"] == DELIMITER
+    assert "pretokenization_delimiter" not in args  # pretokenized text holds one piece per line
     assert args["user_defined_symbols"] == ["<EOD>", "<|im_start|>", "<|im_end|>", "\n"]
-    assert "pretokenization_delimiter" not in trainer_args(TokenizerConfig(granularity="none"), tmp_path, tmp_path)
 
 
 def test_unrecognized_sentencepiece_errors_keep_their_first_line():
