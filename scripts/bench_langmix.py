@@ -1,0 +1,98 @@
+"""Benchmark the language-mixing detector: recall and false positives per kind, and documents/s on one core.
+
+Usage: python scripts/bench_langmix.py data/langmix/tune.jsonl [data/langmix/heldout.jsonl ...]
+         [--detector rules|lingua] [--throughput data/demo/ja.txt] [--show KIND]
+The JSONL files come from scripts/langmix_eval_set.py. `--detector lingua` measures lingua's mixed-language
+detection alone (a segment in any language but Japanese flags the text) for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+from factory.data.langmix import LangMixDetector
+
+GOAL_RECALL, GOAL_FALSE_POSITIVES = 0.95, 0.02
+
+
+def rules() -> Callable[[str], bool]:
+    return LangMixDetector().is_mixed
+
+
+def lingua() -> Callable[[str], bool]:
+    from lingua import Language, LanguageDetectorBuilder
+
+    detector = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
+
+    def is_mixed(text: str) -> bool:
+        return any(r.language != Language.JAPANESE for r in detector.detect_multiple_languages_of(text))
+
+    return is_mixed
+
+
+DETECTORS = {"rules": rules, "lingua": lingua}
+
+
+def read(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def report(path: Path, records: list[dict], is_mixed: Callable[[str], bool], show: str | None) -> None:
+    by_kind: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    start = time.process_time()
+    for r in records:
+        flagged = is_mixed(r["text"])
+        by_kind[r["kind"]].append((r["mixed"], flagged))
+        if show in (r["kind"], "errors") and flagged != r["mixed"]:
+            print(f"  {'miss' if r['mixed'] else 'false positive'} [{r['kind']}] {r['inserted'][:60]!r}: "
+                  f"{r['text'][:300]!r}")
+    seconds = time.process_time() - start
+    print(f"{path}: {len(records)} documents, {len(records) / seconds:,.0f} documents/s on one core")
+    print(f"  {'kind':<14} {'n':>4}  {'measure':<16} {'value':>6}  goal")
+    totals = {True: [0, 0], False: [0, 0]}
+    for kind, pairs in by_kind.items():
+        mixed = pairs[0][0]
+        rate = sum(flagged for _, flagged in pairs) / len(pairs)
+        totals[mixed][0] += sum(flagged for _, flagged in pairs)
+        totals[mixed][1] += len(pairs)
+        ok = rate >= GOAL_RECALL if mixed else rate <= GOAL_FALSE_POSITIVES
+        print(f"  {kind:<14} {len(pairs):>4}  {'recall' if mixed else 'false positives':<16} {rate:>6.1%}  "
+              f"{'ok' if ok else 'MISSED'}")
+    for mixed, (hits, n) in totals.items():
+        if n:
+            print(f"  {'all mixed' if mixed else 'all clean':<14} {n:>4}  "
+                  f"{'recall' if mixed else 'false positives':<16} {hits / n:>6.1%}")
+
+
+def throughput(path: Path, is_mixed: Callable[[str], bool]) -> None:
+    """Documents/s on one core over a plain-text corpus, one document a line (the demo's `text_unit: line`)."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if len(line.strip()) >= 20]
+    start = time.process_time()
+    flagged = sum(is_mixed(line) for line in lines)
+    seconds = time.process_time() - start
+    print(f"{path}: {len(lines)} lines, {flagged} flagged ({flagged / len(lines):.2%}), "
+          f"{len(lines) / seconds:,.0f} documents/s on one core")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", type=Path, nargs="*", help="JSONL files of scripts/langmix_eval_set.py")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default="rules")
+    parser.add_argument("--throughput", type=Path, help="a plain-text corpus, one document a line")
+    parser.add_argument("--show", help="print the errors of one kind (or `errors` for all)")
+    args = parser.parse_args()
+    is_mixed = DETECTORS[args.detector]()
+    for path in args.sets:
+        report(path, read(path), is_mixed, args.show)
+    if args.throughput:
+        throughput(args.throughput, is_mixed)
+
+
+if __name__ == "__main__":
+    main()
