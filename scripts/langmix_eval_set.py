@@ -30,6 +30,7 @@ _ENGLISH_RUN = re.compile(r"(?:[A-Za-z]+[,.]? ){5,}[A-Za-z]+")
 _LATIN_TOKEN = re.compile(r"[A-Za-z][\w.+/-]*")
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\u3005]")
 _KANA = re.compile(r"^[\u3040-\u30ff]+$")
+_KATAKANA = re.compile(r"[\u30a1-\u30fa]")
 
 
 def in_half(word: str, half: Half) -> bool:
@@ -126,6 +127,9 @@ class Positions:
                       and re.search(r"[\u4e00-\u9fff]", text[s:e]) for p in range(s + 1, e)]
             points += [m[i][0] for i in range(1, len(m)) if japanese[i - 1] and japanese[i]
                        and m[i - 1][2] == m[i][2] == "名詞"]
+        elif where == "compound":
+            points = [m[i][0] for i in range(1, len(m)) if japanese[i - 1] and japanese[i]
+                      and m[i - 1][2] == m[i][2] == "名詞" and _KATAKANA.search(text[m[i - 1][0]:m[i][1]])]
         elif where == "before_particle":
             points = [s for i, (s, e, pos) in enumerate(m) if pos == "助詞" and i and japanese[i - 1]]
         elif where == "after_particle":
@@ -137,7 +141,10 @@ class Positions:
             points = [0] + [i + 1 for i, c in enumerate(text) if c == "。"]
         else:
             raise ValueError(where)
-        return [p for p in sorted(set(points)) if _not_in_ascii_word(text, p)] or [len(text)]
+        points = [p for p in sorted(set(points)) if _not_in_ascii_word(text, p)]
+        if not points and where in ("compound", "kanji"):
+            return self.find(text, "kana")
+        return points or [len(text)]
 
 
 def _not_in_ascii_word(text: str, p: int) -> bool:
@@ -171,7 +178,8 @@ class Generator:
                 script = "hebrew" if "hebrew" in half.scripts else "devanagari"
             langs = half.latin if script == "latin" else half.scripts[script]
             insert = self.word(rng, rng.choice(langs))
-            return splice(text, rng.choice(find(text, half.inside)), insert), insert
+            where = rng.choice(half.inside) if len(half.inside) > 1 else half.inside[0]
+            return splice(text, rng.choice(find(text, where)), insert), insert
         pad = rng.choice(half.pad)
         if kind == "salad_script":
             langs = list(rng.choice(list(half.scripts.values())))

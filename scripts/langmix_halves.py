@@ -62,8 +62,9 @@ class Half:
     math_templates: tuple[str, ...]
     gloss_templates: tuple[str, ...]
     url_templates: tuple[str, ...]
-    inside: str
-    """Where a single foreign word goes inside a Japanese word: `kana` or `kanji` morphemes."""
+    inside: tuple[str, ...]
+    """Where a single foreign word goes inside a Japanese word: inside `kana` morphemes, between two nouns of
+    a `compound` one of which is katakana, or inside `kanji` morphemes and between any two nouns."""
     boundary: str
     """Where salads and fragments go: `before_particle` or `after_particle`."""
     pad: tuple[str, ...]
@@ -85,7 +86,7 @@ TUNE = Half(
     math_templates=("係数{g}を", "{g}の値が", "{g} = 0.5 のとき、", "{g}軸の", "{n} μm の", "角度{g}と{h}の"),
     gloss_templates=("（{word}）", "（英: {word}）", "（独: {word}）", "（ロシア語: {word}）", "（{word}、{word2}）"),
     url_templates=("{url} を参照してください。", "詳細は {url} にあります。"),
-    inside="kana", boundary="before_particle", pad=("", " "),
+    inside=("kana", "compound"), boundary="before_particle", pad=("", " "),
 )
 
 HELDOUT = Half(
@@ -105,7 +106,7 @@ HELDOUT = Half(
     gloss_templates=("({word})", "（{word}）", "（西: {word}）", "（韓国語: {word}）", "（原語 {word}）",
                      "（{word} / {word2}）"),
     url_templates=("（{url}）", "<{url}> から入手できます。", "{url}"),
-    inside="kanji", boundary="after_particle", pad=("", " ", "  "),
+    inside=("kanji",), boundary="after_particle", pad=("", " ", "  "),
 )
 
 HALVES = {half.name: half for half in (TUNE, HELDOUT)}

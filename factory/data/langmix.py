@@ -9,8 +9,8 @@ docs/stages/data.md):
    Thai, Devanagari, ...) flags the text; so does a Greek run of three letters or more (one or two are
    math symbols: α, Δt, Δφ), and `min_hanzi_only` Han characters that Japanese does not use
    (simplified Chinese 们 这 说 ..., or outside every Japanese character set).
-3. A Latin word glued without spaces inside a Japanese word (右クhelloリック, 管理hello者) flags it, unless
-   it is an acronym, an identifier or a single letter.
+3. A Latin word glued without spaces inside a Japanese word flags it (右クhelloリック, 管理hello者, and for
+   lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter.
 4. Latin spans (words between Japanese characters) score 2 per letter that only Turkish, Polish, Czech and
    their neighbours use (ş ğ ı ł ą ę ż ř ě ů ...) and 1 per other diacritic (é ö ü); Hepburn macrons
    (ō ū) count 0 and Capitalized names (Dvořák, Erdős) are not scored.
@@ -117,7 +117,7 @@ class LangMixDetector:
                 continue
             left = JAPANESE_TAIL.search(text, 0, m.start())
             right = JAPANESE_HEAD.match(text, m.end())
-            # A name (Dvořák, Writer) may take a suffix (Dvořák氏); only a cut word betrays it.
+            # A name may take a suffix or lead a compound (Dvořák氏, メインWebサイト); only a cut word betrays it.
             name = word[0].isupper()
             if inside_word(left.group() if left else "", right.group() if right else "", crossing_only=name):
                 out.append(Finding("inside a word", word))

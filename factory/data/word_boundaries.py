@@ -1,7 +1,7 @@
 """Whether a point between Japanese characters falls inside a word, by MeCab (IPADIC) morphemes.
 
 A foreign word that a writer uses in Japanese sits between words ("画像をGIMPで開く", "Linux系"); one spliced
-into the text can land inside a word ("右クhelloリック", "管理hello者", "なるはhelloず").
+into the text can land inside a word ("右クhelloリック", "管理hello者", "なるはhelloず", "設定helloファイル").
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def _tagger():
 def inside_word(left: str, right: str, crossing_only: bool = False) -> bool:
     """True when `left + right` (Japanese text around a removed span) has no word boundary between them.
 
-    That is when one morpheme crosses the junction, or when `right` starts with a bound morpheme (suffix,
-    auxiliary, dependent noun or verb) attached to a content word in `left` (unless `crossing_only`).
+    That is when one morpheme crosses the junction, or (unless `crossing_only`) when `right` starts with a
+    bound morpheme (suffix, auxiliary, dependent noun or verb) attached to a content word in `left`, or when
+    nouns on both sides make a compound (設定|ファイル).
     """
     cut, offset = len(left), 0
     before = after = None
@@ -43,7 +44,8 @@ def inside_word(left: str, right: str, crossing_only: bool = False) -> bool:
     if crossing_only or before is None or after is None:
         return False
     bound_to_left = before[0] not in _PHRASE_END or before == ("助詞", "接続助詞")
-    return after in _BOUND and bound_to_left
+    compound = before[0] == after[0] == "名詞" and "数" not in (before[1], after[1])
+    return compound or after in _BOUND and bound_to_left
 
 
 def _between_particles(left: str, right: str) -> bool:
