@@ -1,7 +1,7 @@
 """Benchmark the language-mixing detector: recall and false positives per kind, and documents/s on one core.
 
 Usage: python scripts/bench_langmix.py data/langmix/tune.jsonl [data/langmix/heldout.jsonl ...]
-         [--detector rules|lingua|cld2] [--module OLD_LANGMIX.py] [--throughput data/demo/ja.txt] [--show KIND]
+         [--detector rules|rules+lingua|lingua|cld2] [--module OLD_LANGMIX.py] [--throughput data/demo/ja.txt] [--show KIND]
 The JSONL files come from scripts/langmix_eval_set.py. `--detector lingua` (lingua-language-detector's
 mixed-language detection) and `--detector cld2` (pycld2's per-span vectors) measure a library alone for
 comparison: a span identified as any language but Japanese flags the text.
@@ -55,7 +55,31 @@ def cld2() -> Callable[[str], bool]:
     return is_mixed
 
 
-DETECTORS = {"rules": rules, "lingua": lingua, "cld2": cld2}
+def rules_and_lingua() -> Callable[[str], bool]:
+    """The rules, then lingua on each isolated lower-case Latin word they let through: a word that lingua
+    gives to another language than English with confidence >= 0.9 flags the text."""
+    import re
+
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    codes = "en de fr es it pt nl sv da nb fi pl cs sk sl hr bs sr hu ro tr vi id ms tl sq et lv lt eu ca"
+    languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in codes.split()]
+    detector = LanguageDetectorBuilder.from_languages(*languages).with_preloaded_language_models().build()
+    is_mixed = LangMixDetector().is_mixed
+
+    def hybrid(text: str) -> bool:
+        if is_mixed(text):
+            return True
+        for word in re.findall(r"(?<![\w./-])[a-zà-ÿ]{4,}(?![\w./(-])", text):
+            confidence = detector.compute_language_confidence_values(word)[0]
+            if confidence.language != Language.ENGLISH and confidence.value >= 0.9:
+                return True
+        return False
+
+    return hybrid
+
+
+DETECTORS = {"rules": rules, "lingua": lingua, "cld2": cld2, "rules+lingua": rules_and_lingua}
 
 
 def read(path: Path) -> list[dict]:

@@ -1,7 +1,8 @@
 """Generate the language-mixing evaluation set: real Japanese paragraphs, spliced or legitimately mixed.
 
 Usage: python scripts/langmix_eval_set.py ROOT OUT_DIR [--seed 0] [--per-kind 100]
-ROOT holds the unpacked Debian packages (scripts/fetch_langmix_text.sh); writes OUT_DIR/tune.jsonl and
+ROOT holds the unpacked Debian packages (scripts/fetch_langmix_text.sh: each documentation package in
+ROOT/NAME, the word and sentence packages in ROOT itself); writes OUT_DIR/tune.jsonl and
 OUT_DIR/heldout.jsonl with {"id", "half", "kind", "mixed", "text", "inserted", "source"} per line. The
 same ROOT, seed and count give the same files. Kinds are listed in docs/benchmarks.md.
 """
@@ -191,10 +192,11 @@ class Generator:
             words = [w for lang in half.latin for w in self.material.words[lang][::7] if w.isascii()]
             insert = " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
         elif kind == "fragments":
-            points = rng.sample(find(text, half.boundary), k=1)
+            candidates = find(text, half.boundary)
+            points = rng.sample(candidates, k=1)
+            points += rng.sample(candidates, k=min(rng.randint(1, 3), len(candidates)))
             fragments = []
-            for point in sorted(set(points + rng.sample(find(text, half.boundary), k=rng.randint(1, 3))),
-                                reverse=True):
+            for point in sorted(set(points), reverse=True):
                 fragment = self.salad_words(rng, [rng.choice(SHISA)], rng.randint(1, 3))
                 text, fragments = splice(text, point, f"{pad}{fragment}{pad}"), [fragment] + fragments
             return text, " | ".join(fragments)
@@ -254,8 +256,9 @@ def generate(root: Path, half: Half, seed: int, per_kind: int) -> list[dict]:
     return records
 
 
-def packages() -> list[str]:
-    return [p for half in HALVES.values() for p in half.docs] + list(WORD_PACKAGES)
+def packages(which: str) -> list[str]:
+    """Debian packages to unpack: `docs` each into ROOT/NAME, `words` all into ROOT."""
+    return [p for half in HALVES.values() for p in half.docs] if which == "docs" else list(WORD_PACKAGES)
 
 
 def main() -> None:
@@ -264,10 +267,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, nargs="?", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-kind", type=int, default=100)
-    parser.add_argument("--list-packages", action="store_true", help="print the Debian packages it reads")
+    parser.add_argument("--list-packages", choices=["docs", "words"], help="print the Debian packages it reads")
     args = parser.parse_args()
     if args.list_packages:
-        print(" ".join(packages()))
+        print(" ".join(packages(args.list_packages)))
         return
     if args.root is None or args.out is None:
         parser.error("ROOT and OUT_DIR are required")

@@ -35,9 +35,10 @@ from factory.data.writing_systems import FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, 
 _J = JAPANESE_CHARS
 _LINKS = re.compile(r"https?://[^\s（）「」、。]+|www\.[^\s（）「」、。]+|[\w.+-]+@[\w-]+\.[\w.]+")
 # A parenthesis without kana, optionally labelled in Japanese: a gloss (`（Москва）`, `（英: file system）`,
-# `（原語 Zeitgeist）`, `（北京、Běijīng）`). Kana inside means Japanese prose, which is checked.
+# `（原語 Zeitgeist）`, `（北京、Běijīng）`). Kana inside means Japanese prose, which is checked; a parenthesis
+# right after a Latin letter or digit is a call or a man page (`print('...')`, `ls(1)`).
 _KANA = "\u3040-\u30ff"
-_GLOSS = re.compile(f"[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
+_GLOSS = re.compile(f"(?<![A-Za-z0-9_.])[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
 _ACRONYM = re.compile(r"[（(][A-Za-z]{2,8}[)）]")
 _CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
 # Segments between Japanese characters and full-width punctuation: where Latin spans live.
@@ -89,7 +90,7 @@ class LangMixDetector:
         for line, code in _lines(text):
             for m in _SEGMENT.finditer(line):
                 span = m.group().strip()
-                glossed = _is_gloss(line, m) or _is_term(line, m)
+                glossed = _in_parentheses(line, m) or _is_term(line, m)
                 if not code and not glossed and diacritic_score(span) >= self.min_diacritic_score:
                     out.append(Finding("diacritics", span))
                 out += self._latin_span(line, m, code, stray)
@@ -181,7 +182,9 @@ def _enumerated(line: str, m: re.Match) -> bool:
 def _is_term(line: str, m: re.Match) -> bool:
     """A term followed by its acronym or its translation in parentheses: `bits per pixel (bpp)`,
     `Single binary package (単一バイナリーパッケージ)`."""
-    return bool(re.search(r"[(（]([A-Za-z]{2,8}[)）])?\s*$", m.group()) or re.match(r"\s*[（(]", line[m.end():]))
+    span, rest = m.group().rstrip(), line[m.end():]
+    return bool(re.search(r"[(（][A-Za-z]{2,8}[)）]$", span) or re.match(r"\s*[（(][A-Za-z]{2,8}[)）]", rest)
+                or span.endswith("(") and JAPANESE.match(rest) or re.match(f"\\s*[（(][{_J}]", rest))
 
 
 def _identifier(word: str) -> bool:
@@ -212,6 +215,12 @@ def diacritic_score(span: str) -> int:
             elif c.isalpha() and not c.isascii() and c not in MACRON and "LATIN" in unicodedata.name(c, ""):
                 score += 1
     return score
+
+
+def _in_parentheses(line: str, m: re.Match) -> bool:
+    before = line[:m.start()].rstrip()[-1:]
+    after = line[m.end():].lstrip()[:1]
+    return (before, after) in {("（", "）"), ("(", ")")} or m.group().strip()[:1] + m.group().strip()[-1:] == "()"
 
 
 def _is_gloss(line: str, m: re.Match) -> bool:
