@@ -59,7 +59,7 @@ class LangMixConfig(Section):
     """Score of a Latin span that flags it: 2 per Turkish/Polish/Czech-only letter, 1 per other diacritic."""
     min_prose_words: int = Field(default=3, ge=2)
     """Plain lowercase Latin words in one span (outside code, URLs, glosses) that flag it as prose."""
-    min_stray_words: int = Field(default=4, ge=1)
+    min_stray_words: int = Field(default=6, ge=1)
     """Distinct isolated plain lower-case Latin words (not programming vocabulary) that flag a document."""
     min_hanzi_only: int = Field(default=1, ge=1)
     """Han characters that Japanese does not use (simplified-Chinese-only, or outside every Japanese character

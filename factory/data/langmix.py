@@ -48,6 +48,7 @@ _CODE_SPAN = re.compile(r"[;=<>{}$|\\]|\w\(")
 _QUOTED = re.compile(r'^["“`\'][^"”`\']*["”`\']$')  # a quoted command or message, not a splice
 _WORD = re.compile(r"^[^\W\d_]+(?:['’][^\W\d_]+)?$")
 _GLUED = re.compile(f"(?<=[{_J}])[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+(?=[{_J}])")
+_REFERENCE = re.compile(r"\s*(?:を参照|に記載|で文書化|で説明|を見て|をご覧|を読んで|の章|の節)")
 _MAN_PAGE = re.compile(r"\w\(\d\w*\)")
 _EDGE = "\"'.,;:!?()[]{}“”‘’«»-–—…"
 
@@ -70,7 +71,7 @@ class LangMixDetector:
     min_foreign_run: int = 1
     min_diacritic_score: int = 2
     min_prose_words: int = 3
-    min_stray_words: int = 4
+    min_stray_words: int = 6
     min_hanzi_only: int = 1
 
     @classmethod
@@ -132,7 +133,8 @@ class LangMixDetector:
         if len(words) >= 4 and len(words) >= 0.6 * len(span.split()) and span[-1:] in ".!?" and \
                 any(w.islower() for w in words):
             return [Finding("sentence", span)]
-        if _CODE_SPAN.search(span) or _QUOTED.match(span) or _is_title(words) or _is_term(line, m):
+        if (_CODE_SPAN.search(span) or _QUOTED.match(span) or _is_title(words) or _is_term(line, m)
+                or _is_reference(line, m)):
             return []
         function = [w.lower() for w in words if w.lower() in FUNCTION and not w.isupper()]
         lone = [w for w in function if len(w) >= 3 and w not in AMBIGUOUS]
@@ -215,6 +217,14 @@ def diacritic_score(span: str) -> int:
             elif c.isalpha() and not c.isascii() and c not in MACRON and "LATIN" in unicodedata.name(c, ""):
                 score += 1
     return score
+
+
+def _is_reference(line: str, m: re.Match) -> bool:
+    """A title cited as it is, before a verb of reference or inside 「」: `Control files and their fields で
+    文書化`, `「The Package menu」を参照`."""
+    before = line[:m.start()].rstrip()[-1:]
+    return bool(_REFERENCE.match(line[m.end():])) or before in ("「", "『") and bool(_REFERENCE.match(
+        line[m.end():].lstrip().lstrip("」』")))
 
 
 def _in_parentheses(line: str, m: re.Match) -> bool:
