@@ -1,7 +1,8 @@
 """Benchmark the language-mixing detector: recall and false positives per kind, and documents/s on one core.
 
 Usage: python scripts/bench_langmix.py data/langmix/tune.jsonl [data/langmix/heldout.jsonl ...]
-         [--detector rules|rules+lingua|lingua|cld2] [--module OLD_LANGMIX.py] [--throughput data/demo/ja.txt] [--show KIND]
+         [--detector rules|rules+lingua|lingua|cld2] [--module OLD_LANGMIX.py] [--show KIND]
+         [--throughput data/demo/ja.txt] [--real ROOT --half tune|heldout]
 The JSONL files come from scripts/langmix_eval_set.py. `--detector lingua` (lingua-language-detector's
 mixed-language detection) and `--detector cld2` (pycld2's per-span vectors) measure a library alone for
 comparison: a span identified as any language but Japanese flags the text.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -126,6 +128,20 @@ def throughput(path: Path, is_mixed: Callable[[str], bool]) -> None:
           f"{len(lines) / seconds:,.0f} documents/s on one core")
 
 
+def real_paragraphs(root: Path, half: str, is_mixed: Callable[[str], bool]) -> None:
+    """False positives on every real paragraph of one half's documentation (no splice): the `clean` and
+    `technical` kinds' whole pools, not a sample of 100."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from langmix_eval_set import LATIN_TOKEN, load
+    from langmix_halves import HALVES
+
+    paragraphs = [text for _, text in load(root, HALVES[half]).paragraphs]
+    for kind, pool in (("clean", [t for t in paragraphs if len(LATIN_TOKEN.findall(t)) <= 4]),
+                       ("technical", [t for t in paragraphs if len(LATIN_TOKEN.findall(t)) >= 5])):
+        flagged = sum(is_mixed(text) for text in pool)
+        print(f"{half} real {kind} paragraphs: {flagged} of {len(pool)} flagged ({flagged / len(pool):.2%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", type=Path, nargs="*", help="JSONL files of scripts/langmix_eval_set.py")
@@ -133,12 +149,21 @@ def main() -> None:
     parser.add_argument("--throughput", type=Path, help="a plain-text corpus, one document a line")
     parser.add_argument("--show", help="print the errors of one kind (or `errors` for all)")
     parser.add_argument("--module", type=Path, help="with `rules`: a langmix.py of another revision")
+    parser.add_argument("--real", type=Path, metavar="ROOT", help="unpacked packages: false positives on every "
+                        "real paragraph of --half")
+    parser.add_argument("--half", default="heldout", help="with --real: tune or heldout")
     args = parser.parse_args()
+    start = time.perf_counter()
     is_mixed = rules(args.module) if args.detector == "rules" else DETECTORS[args.detector]()
+    is_mixed("読み込み")
+    print(f"{args.detector}: ready in {time.perf_counter() - start:.1f} s, "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB peak RSS")
     for path in args.sets:
         report(path, read(path), is_mixed, args.show)
     if args.throughput:
         throughput(args.throughput, is_mixed)
+    if args.real:
+        real_paragraphs(args.real, args.half, is_mixed)
 
 
 if __name__ == "__main__":

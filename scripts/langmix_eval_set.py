@@ -28,7 +28,7 @@ CLEAN_KINDS = ("clean", "technical", "names", "greek_math", "gloss", "code", "ur
 _ALLOWED = re.compile(r"^[\x20-\x7e\u3000-\u30ff\u3400-\u9fff\uff01-\uff9f\u2010-\u2027\u2190-\u21ff\u2460-\u24ff"
                       r"\u00a0\u00a9\u00ae\u00b0\u00b1\u00d7\u00f7\u2212\u25a0-\u25ff]+$")
 _ENGLISH_RUN = re.compile(r"(?:[A-Za-z]+[,.]? ){5,}[A-Za-z]+")
-_LATIN_TOKEN = re.compile(r"[A-Za-z][\w.+/-]*")
+LATIN_TOKEN = re.compile(r"[A-Za-z][\w.+/-]*")
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\u3005]")
 _KANA = re.compile(r"^[\u3040-\u30ff]+$")
 _KATAKANA = re.compile(r"[\u30a1-\u30fa]")
@@ -242,8 +242,8 @@ class Generator:
 def generate(root: Path, half: Half, seed: int, per_kind: int) -> list[dict]:
     material = load(root, half)
     generator = Generator(half, material, Positions())
-    clean = [(s, t) for s, t in material.paragraphs if len(_LATIN_TOKEN.findall(t)) <= 4]
-    technical = [(s, t) for s, t in material.paragraphs if len(_LATIN_TOKEN.findall(t)) >= 5]
+    clean = [(s, t) for s, t in material.paragraphs if len(LATIN_TOKEN.findall(t)) <= 4]
+    technical = [(s, t) for s, t in material.paragraphs if len(LATIN_TOKEN.findall(t)) >= 5]
     records = []
     for kind in MIXED_KINDS + CLEAN_KINDS:
         rng = random.Random(f"{seed}-{half.name}-{kind}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from factory.data.config import LangMixConfig
 from factory.data.langmix_words import AMBIGUOUS, COMMANDS, FUNCTION, MACRON, STRONG, TECH, TITLE_WORDS
 from factory.data.word_boundaries import inside_word
-from factory.data.writing_systems import FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, chinese_only
+from factory.data.writing_systems import ANY_FOREIGN, FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, chinese_only
 
 _J = JAPANESE_CHARS
 _LINKS = re.compile(r"https?://[^\s（）「」、。]+|www\.[^\s（）「」、。]+|[\w.+-]+@[\w-]+\.[\w.]+")
@@ -40,6 +40,9 @@ _LINKS = re.compile(r"https?://[^\s（）「」、。]+|www\.[^\s（）「」、
 _KANA = "\u3040-\u30ff"
 _GLOSS = re.compile(f"(?<![A-Za-z0-9_.])[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
 _ACRONYM = re.compile(r"[（(][A-Za-z]{2,8}[)）]")
+_ACRONYM_AFTER = re.compile(r"[(（][A-Za-z]{2,8}[)）]$")
+_ACRONYM_NEXT = re.compile(r"\s*[（(][A-Za-z]{2,8}[)）]")
+_TRANSLATION_NEXT = re.compile(f"\\s*[（(][{_J}]")
 _CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
 # Segments between Japanese characters and full-width punctuation: where Latin spans live.
 _SEGMENT = re.compile(r"[^\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\n]+")
@@ -101,12 +104,13 @@ class LangMixDetector:
 
     def _foreign_runs(self, text: str) -> list[Finding]:
         out = []
-        for m in FOREIGN_RUN.finditer(text):
+        for m in FOREIGN_RUN.finditer(text) if ANY_FOREIGN.search(text) else ():
             run = m.group()
             math = m.lastgroup == "Greek" and len(run) <= 2
             if len(run) >= self.min_foreign_run and not math:
                 out.append(Finding(m.lastgroup, run))
-        hanzi = [c for c in text if c in chinese_only()]
+        table = chinese_only()
+        hanzi = [] if table.isdisjoint(text) else [c for c in text if c in table]
         if len(hanzi) >= self.min_hanzi_only:
             out.append(Finding("Chinese-only Han", "".join(hanzi)))
         return out
@@ -185,8 +189,8 @@ def _is_term(line: str, m: re.Match) -> bool:
     """A term followed by its acronym or its translation in parentheses: `bits per pixel (bpp)`,
     `Single binary package (単一バイナリーパッケージ)`."""
     span, rest = m.group().rstrip(), line[m.end():]
-    return bool(re.search(r"[(（][A-Za-z]{2,8}[)）]$", span) or re.match(r"\s*[（(][A-Za-z]{2,8}[)）]", rest)
-                or span.endswith("(") and JAPANESE.match(rest) or re.match(f"\\s*[（(][{_J}]", rest))
+    return bool(_ACRONYM_AFTER.search(span) or _ACRONYM_NEXT.match(rest) or _TRANSLATION_NEXT.match(rest)
+                or span.endswith("(") and JAPANESE.match(rest))
 
 
 def _identifier(word: str) -> bool:

@@ -20,6 +20,7 @@ FOREIGN_SCRIPTS = {
 GREEK = "\u0370-\u03ff\u1f00-\u1fff"
 FOREIGN_RUN = re.compile("|".join(f"(?P<{name}>[{chars}]+)" for name, chars in FOREIGN_SCRIPTS.items())
                          + f"|(?P<Greek>[{GREEK}]+)")
+ANY_FOREIGN = re.compile("[" + "".join(FOREIGN_SCRIPTS.values()) + GREEK + "]")
 JAPANESE_CHARS = "\u3005\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
 JAPANESE = re.compile(f"[{JAPANESE_CHARS}]")
 """Kana and kanji: the characters a Japanese word is made of (punctuation excluded)."""
