@@ -156,14 +156,14 @@ def main() -> None:
     start = time.perf_counter()
     is_mixed = rules(args.module) if args.detector == "rules" else DETECTORS[args.detector]()
     is_mixed("読み込み")
-    print(f"{args.detector}: ready in {time.perf_counter() - start:.1f} s, "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB peak RSS")
+    print(f"{args.detector}: ready in {time.perf_counter() - start:.1f} s")
     for path in args.sets:
         report(path, read(path), is_mixed, args.show)
     if args.throughput:
         throughput(args.throughput, is_mixed)
     if args.real:
         real_paragraphs(args.real, args.half, is_mixed)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
 
 
 if __name__ == "__main__":

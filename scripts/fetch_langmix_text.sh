@@ -4,6 +4,8 @@
 # downloaded and unpacked, then scripts/langmix_eval_set.py writes OUT_DIR/tune.jsonl and OUT_DIR/heldout.jsonl.
 # The packages' licenses differ, so the generated files stay out of the repository (data/ is ignored).
 # Usage: scripts/fetch_langmix_text.sh [OUT_DIR] [--seed N] [--per-kind N]   (default data/langmix)
+# env LANGMIX_ROOT=DIR keeps the unpacked packages in DIR (for `bench_langmix.py --real DIR`); default: a
+# temporary folder, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-data/langmix}"
@@ -13,15 +15,16 @@ read -r -a docs <<< "$("$python" scripts/langmix_eval_set.py --list-packages doc
 read -r -a words <<< "$("$python" scripts/langmix_eval_set.py --list-packages words)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/debs" "$work/root"
+root="${LANGMIX_ROOT:-$work/root}"
+mkdir -p "$work/debs" "$root"
 if ! (cd "$work/debs" && apt-get download -q "${docs[@]}" "${words[@]}" >/dev/null 2>&1); then
   apt-get update -qq
   (cd "$work/debs" && apt-get download -q "${docs[@]}" "${words[@]}" >/dev/null)
 fi
 for package in "${docs[@]}"; do
-  dpkg-deb -x "$work/debs/${package}"_*.deb "$work/root/$package"
+  dpkg-deb -x "$work/debs/${package}"_*.deb "$root/$package"
 done
 for package in "${words[@]}"; do
-  dpkg-deb -x "$work/debs/${package}"_*.deb "$work/root"
+  dpkg-deb -x "$work/debs/${package}"_*.deb "$root"
 done
-"$python" scripts/langmix_eval_set.py "$work/root" "$out" "$@"
+"$python" scripts/langmix_eval_set.py "$root" "$out" "$@"
