@@ -11,6 +11,7 @@ comparison: a span identified as any language but Japanese flags the text.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import resource
@@ -36,8 +37,17 @@ def rules(module: Path | None = None) -> Callable[[str], bool]:
     return baseline.LangMixDetector().is_mixed
 
 
+def _library(name: str, package: str):
+    """Import a library measured for comparison only (not a project dependency)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise SystemExit(f"bench_langmix: `--detector` needs {package}: .venv/bin/pip install {package}") from None
+
+
 def lingua() -> Callable[[str], bool]:
-    from lingua import Language, LanguageDetectorBuilder
+    Language, LanguageDetectorBuilder = (getattr(_library("lingua", "lingua-language-detector"), n)
+                                         for n in ("Language", "LanguageDetectorBuilder"))
 
     detector = LanguageDetectorBuilder.from_all_languages().with_preloaded_language_models().build()
 
@@ -48,7 +58,7 @@ def lingua() -> Callable[[str], bool]:
 
 
 def cld2() -> Callable[[str], bool]:
-    import pycld2
+    pycld2 = _library("pycld2", "pycld2")
 
     def is_mixed(text: str) -> bool:
         _, _, _, vectors = pycld2.detect(text, returnVectors=True)
@@ -62,7 +72,9 @@ def rules_and_lingua() -> Callable[[str], bool]:
     gives to another language than English with confidence >= 0.9 flags the text."""
     import re
 
-    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+    lingua_module = _library("lingua", "lingua-language-detector")
+    IsoCode639_1, Language, LanguageDetectorBuilder = (
+        lingua_module.IsoCode639_1, lingua_module.Language, lingua_module.LanguageDetectorBuilder)
 
     codes = "en de fr es it pt nl sv da nb fi pl cs sk sl hr bs sr hu ro tr vi id ms tl sq et lv lt eu ca"
     languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in codes.split()]

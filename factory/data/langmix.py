@@ -38,7 +38,8 @@ _LINKS = re.compile(r"https?://[^\s（）「」、。]+|www\.[^\s（）「」、
 # `（原語 Zeitgeist）`, `（北京、Běijīng）`). Kana inside means Japanese prose, which is checked; a parenthesis
 # right after a Latin letter or digit is a call or a man page (`print('...')`, `ls(1)`).
 _KANA = "\u3040-\u30ff"
-_GLOSS = re.compile(f"(?<![A-Za-z0-9_.])[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
+_GLOSS = re.compile(f"(?<![A-Za-z0-9_.])[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?"
+                    f"[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
 _ACRONYM = re.compile(r"[（(][A-Za-z]{2,8}[)）]")
 _ACRONYM_AFTER = re.compile(r"[(（][A-Za-z]{2,8}[)）]$")
 _ACRONYM_NEXT = re.compile(r"\s*[（(][A-Za-z]{2,8}[)）]")
@@ -168,14 +169,20 @@ def _lines(text: str) -> list[tuple[str, bool]]:
     """(line, is code) for every line: a run of lines without Japanese is code when one of them looks like it."""
     out: list[tuple[str, bool]] = []
     block: list[str] = []
-    for line in text.splitlines() + ["終"]:
+
+    def close_block() -> None:
+        code = any(_CODE_LINE.search(b) for b in block)
+        out.extend((b, code) for b in block)
+        block.clear()
+
+    for line in text.splitlines():
         if JAPANESE.search(line):
-            code = any(_CODE_LINE.search(b) for b in block)
-            out += [(b, code) for b in block] + [(line, False)]
-            block = []
+            close_block()
+            out.append((line, False))
         else:
             block.append(line)
-    return out[:-1]  # the sentinel
+    close_block()
+    return out
 
 
 def _enumerated(line: str, m: re.Match) -> bool:
