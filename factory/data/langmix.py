@@ -1,10 +1,9 @@
 """Language-mixing detector: flags Japanese text with spliced spans of other scripts or languages.
 
-A heuristic over Unicode script runs, Latin words and their place among Japanese words (documented in
-docs/stages/data.md):
+Rules over Unicode script runs, Latin words and their place among Japanese words (docs/stages/data.md):
 
-1. URLs, e-mail addresses and glosses are removed first: a parenthesis of foreign text, optionally
-   labelled (`（Москва）`, `（英: file system）`, `（朝鮮語: 서울）`). Code is removed before the Latin rules.
+1. URLs, e-mail addresses and glosses are removed first: a parenthesis without kana, optionally labelled
+   (`（Москва）`, `（英: file system）`, `（朝鮮語: 서울）`). Code is removed before the Latin rules.
 2. A run of `min_foreign_run` letters of a script that Japanese never uses (Cyrillic, Hangul, Arabic,
    Thai, Devanagari, ...) flags the text; so does a Greek run of three letters or more (one or two are
    math symbols: α, Δt, Δφ), and `min_hanzi_only` Han characters that Japanese does not use
@@ -13,11 +12,13 @@ docs/stages/data.md):
    lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter.
 4. Latin spans (words between Japanese characters) score 2 per letter that only Turkish, Polish, Czech and
    their neighbours use (ş ğ ı ł ą ę ż ř ě ů ...) and 1 per other diacritic (é ö ü); Hepburn macrons
-   (ō ū) count 0 and Capitalized names (Dvořák, Erdős) are not scored.
-5. Outside code lines, quoted strings and Title Case names, a span with two function words of English,
-   Turkish, Polish, Czech, German, French or Spanish, or one unambiguous function word ("the",
-   "however", "jest"), reads as prose; so does a sentence (four words or more ending in . ! ?) and a span
-   of `min_prose_words` plain lower-case words, unless it is a command or a gloss in 「」『』 brackets.
+   (ō ū) count 0 and Capitalized names (Dvořák, Erdős) are not scored, nor spans in parentheses.
+5. Outside code (a run of lines without Japanese, one of which looks like code), quoted strings, Title
+   Case names, terms followed by their acronym or translation and titles cited before a verb of
+   reference: a sentence (four words or more ending in . ! ?) reads as prose, as does a span with two
+   function words of English, Turkish, Polish, Czech, German, French or Spanish, or one unambiguous
+   function word ("the", "however", "jest"), and a span of `min_prose_words` plain lower-case words,
+   unless it is a command or a gloss in 「」『』 brackets.
 6. `min_stray_words` isolated plain lower-case words (not programming vocabulary) in one document flag it.
 """
 
@@ -51,6 +52,8 @@ _CODE_LINE = re.compile(r"^\s*(?:[$#>]|>>>|\s{4}|\t)|[=;{}<>]|\w\(|\)\s*:")
 _CODE_SPAN = re.compile(r"[;=<>{}$|\\]|\w\(")
 _QUOTED = re.compile(r'^["“`\'][^"”`\']*["”`\']$')  # a quoted command or message, not a splice
 _WORD = re.compile(r"^[^\W\d_]+(?:['’][^\W\d_]+)?$")
+_JAPANESE_TAIL = re.compile(f"[{_J}]{{1,8}}$")
+_JAPANESE_HEAD = re.compile(f"[{_J}]{{1,8}}")
 _GLUED = re.compile(f"(?<=[{_J}])[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+(?=[{_J}])")
 _REFERENCE = re.compile(r"\s*(?:を参照|に記載|で文書化|で説明|を見て|をご覧|を読んで|の章|の節)")
 _MAN_PAGE = re.compile(r"\w\(\d\w*\)")
@@ -122,8 +125,8 @@ class LangMixDetector:
             word = m.group()
             if len(word) < 2 or _identifier(word):
                 continue
-            left = JAPANESE_TAIL.search(text, 0, m.start())
-            right = JAPANESE_HEAD.match(text, m.end())
+            left = _JAPANESE_TAIL.search(text, 0, m.start())
+            right = _JAPANESE_HEAD.match(text, m.end())
             # A name may take a suffix or lead a compound (Dvořák氏, メインWebサイト); only a cut word betrays it.
             name = word[0].isupper()
             if inside_word(left.group() if left else "", right.group() if right else "", crossing_only=name):
@@ -154,10 +157,6 @@ class LangMixDetector:
             if not _enumerated(line, m):
                 stray += [w for w in plain if len(w) >= 3 and w.islower()]
         return []
-
-
-JAPANESE_TAIL = re.compile(f"[{_J}]{{1,8}}$")
-JAPANESE_HEAD = re.compile(f"[{_J}]{{1,8}}")
 
 
 def _drop_gloss(m: re.Match) -> str:
