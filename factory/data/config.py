@@ -52,16 +52,18 @@ class FilterConfig(Section):
 class LangMixConfig(Section):
     """Thresholds of the language-mixing detector (see docs/stages/data.md)."""
 
-    min_foreign_run: int = Field(default=2, ge=1)
-    """Letters in a run of Greek, Cyrillic, Hangul or another non-Latin, non-Japanese script that flag it."""
+    min_foreign_run: int = Field(default=1, ge=1)
+    """Letters in a run of Cyrillic, Hangul, Arabic, Thai or another script Japanese never uses that flag it
+    (Greek flags from three letters: one or two are math symbols)."""
     min_diacritic_score: int = Field(default=2, ge=1)
     """Score of a Latin span that flags it: 2 per Turkish/Polish/Czech-only letter, 1 per other diacritic."""
     min_prose_words: int = Field(default=3, ge=2)
     """Plain lowercase Latin words in one span (outside code, URLs, glosses) that flag it as prose."""
-    min_stray_words: int = Field(default=4, ge=1)
+    min_stray_words: int = Field(default=6, ge=1)
     """Distinct isolated plain lower-case Latin words (not programming vocabulary) that flag a document."""
-    min_hanzi_only: int = Field(default=2, ge=1)
-    """Simplified-Chinese-only characters that flag a document."""
+    min_hanzi_only: int = Field(default=1, ge=1)
+    """Han characters that Japanese does not use (simplified-Chinese-only, or outside every Japanese character
+    set) that flag a document."""
 
 
 class DedupConfig(Section):

@@ -1,20 +1,25 @@
 """Language-mixing detector: flags Japanese text with spliced spans of other scripts or languages.
 
-A heuristic over Unicode script runs and their context (documented in docs/stages/data.md):
+Rules over Unicode script runs, Latin words and their place among Japanese words (docs/stages/data.md):
 
-1. URLs, e-mail addresses and labelled glosses such as `（英: ...）` or `（朝鮮語: ...）` are removed
-   first, and code fences and inline code before the Latin rules: legitimate foreign text in Japanese.
-2. Runs of a non-Latin, non-Japanese script (Greek, Cyrillic, Hangul, Arabic, Thai, ...) of at least
-   `min_foreign_run` letters flag the text. One- or two-letter upper-case Greek runs (Δ, ΔΣ) are math.
-3. Latin spans (words between Japanese characters) are scored for diacritics: 2 per letter that only
-   Turkish, Polish, Czech and their neighbours use (ş ğ ı ł ą ę ż ř ě ů ...), 1 per other diacritic
-   (é ö ü ...); Hepburn macrons (ō ū) count 0.
-4. Outside code lines, quoted strings and Title Case names, a span with two function words of English,
-   Turkish, Polish, Czech, German, French or Spanish, or one unambiguous function word ("the",
-   "however", "jest"), reads as prose. So does a span of `min_prose_words` plain lower-case words,
-   unless it is a command (`pip install ...`) or a gloss filling parentheses or 「」『』 brackets.
-5. `min_stray_words` isolated plain lower-case words (not common programming vocabulary) in one
-   document flag it; so do `min_hanzi_only` simplified-Chinese-only characters.
+1. URLs, e-mail addresses and glosses are removed first: a parenthesis without kana, optionally labelled
+   (`（Москва）`, `（英: file system）`, `（朝鮮語: 서울）`). Code is removed before the Latin rules.
+2. A run of `min_foreign_run` letters of a script that Japanese never uses (Cyrillic, Hangul, Arabic,
+   Thai, Devanagari, ...) flags the text; so does a Greek run of three letters or more (one or two are
+   math symbols: α, Δt, Δφ), and `min_hanzi_only` Han characters that Japanese does not use
+   (simplified Chinese 们 这 说 ..., or outside every Japanese character set).
+3. A Latin word glued without spaces inside a Japanese word flags it (右クhelloリック, 管理hello者, and for
+   lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter.
+4. Latin spans (words between Japanese characters) score 2 per letter that only Turkish, Polish, Czech and
+   their neighbours use (ş ğ ı ł ą ę ż ř ě ů ...) and 1 per other diacritic (é ö ü); Hepburn macrons
+   (ō ū) count 0 and Capitalized names (Dvořák, Erdős) are not scored, nor spans in parentheses.
+5. Outside code (a run of lines without Japanese, one of which looks like code), quoted strings, Title
+   Case names, terms followed by their acronym or translation and titles cited before a verb of
+   reference: a sentence (four words or more ending in . ! ?) reads as prose, as does a span with two
+   function words of English, Turkish, Polish, Czech, German, French or Spanish, or one unambiguous
+   function word ("the", "however", "jest"), and a span of `min_prose_words` plain lower-case words,
+   unless it is a command or a gloss in 「」『』 brackets.
+6. `min_stray_words` isolated plain lower-case words (not programming vocabulary) in one document flag it.
 """
 
 from __future__ import annotations
@@ -24,16 +29,22 @@ import unicodedata
 from dataclasses import dataclass
 
 from factory.data.config import LangMixConfig
+from factory.data.langmix_words import AMBIGUOUS, COMMANDS, FUNCTION, MACRON, STRONG, TECH, TITLE_WORDS
+from factory.data.word_boundaries import inside_word
+from factory.data.writing_systems import ANY_FOREIGN, FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, chinese_only
 
-_FOREIGN = {
-    "Greek": r"\u0370-\u03ff\u1f00-\u1fff", "Cyrillic": r"\u0400-\u052f",
-    "Hangul": r"\uac00-\ud7af\u1100-\u11ff\u3130-\u318f", "Arabic": r"\u0600-\u06ff", "Hebrew": r"\u0590-\u05ff",
-    "Thai": r"\u0e00-\u0e7f", "Devanagari": r"\u0900-\u097f", "Armenian": r"\u0530-\u058f",
-    "Georgian": r"\u10a0-\u10ff",
-}
-_FOREIGN_RUN = re.compile("|".join(f"(?P<{name}>[{chars}]+)" for name, chars in _FOREIGN.items()))
-_GLOSS = re.compile(r"https?://\S+|www\.\S+|[\w.+-]+@[\w-]+\.[\w.]+"
-                    r"|[（(][^()（）\n]{0,12}?(?:語|英|独|仏|伊|露|希|羅|略|略称)\s*[:：][^()（）\n]*[)）]")
+_J = JAPANESE_CHARS
+_LINKS = re.compile(r"https?://[^\s（）「」、。]+|www\.[^\s（）「」、。]+|[\w.+-]+@[\w-]+\.[\w.]+")
+# A parenthesis without kana, optionally labelled in Japanese: a gloss (`（Москва）`, `（英: file system）`,
+# `（原語 Zeitgeist）`, `（北京、Běijīng）`). Kana inside means Japanese prose, which is checked; a parenthesis
+# right after a Latin letter or digit is a call or a man page (`print('...')`, `ls(1)`).
+_KANA = "\u3040-\u30ff"
+_GLOSS = re.compile(f"(?<![A-Za-z0-9_.])[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?"
+                    f"[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
+_ACRONYM = re.compile(r"[（(][A-Za-z]{2,8}[)）]")
+_ACRONYM_AFTER = re.compile(r"[(（][A-Za-z]{2,8}[)）]$")
+_ACRONYM_NEXT = re.compile(r"\s*[（(][A-Za-z]{2,8}[)）]")
+_TRANSLATION_NEXT = re.compile(f"\\s*[（(][{_J}]")
 _CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
 # Segments between Japanese characters and full-width punctuation: where Latin spans live.
 _SEGMENT = re.compile(r"[^\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\n]+")
@@ -41,35 +52,12 @@ _CODE_LINE = re.compile(r"^\s*(?:[$#>]|>>>|\s{4}|\t)|[=;{}<>]|\w\(|\)\s*:")
 _CODE_SPAN = re.compile(r"[;=<>{}$|\\]|\w\(")
 _QUOTED = re.compile(r'^["“`\'][^"”`\']*["”`\']$')  # a quoted command or message, not a splice
 _WORD = re.compile(r"^[^\W\d_]+(?:['’][^\W\d_]+)?$")
+_JAPANESE_TAIL = re.compile(f"[{_J}]{{1,8}}$")
+_JAPANESE_HEAD = re.compile(f"[{_J}]{{1,8}}")
+_GLUED = re.compile(f"(?<=[{_J}])[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+(?=[{_J}])")
+_REFERENCE = re.compile(r"\s*(?:を参照|に記載|で文書化|で説明|を見て|をご覧|を読んで|の章|の節)")
+_MAN_PAGE = re.compile(r"\w\(\d\w*\)")
 _EDGE = "\"'.,;:!?()[]{}“”‘’«»-–—…"
-_STRONG = set("şŞğĞıİłŁąĄęĘżŻźŹśŚćĆńŃřŘěĚůŮťŤďĎňŇőŐűŰšŠčČžŽ")
-_MACRON = set("āēīōūĀĒĪŌŪâêîôû")
-_FUNCTION = set("""
-the a an of and or to in on at for with from by as is are was were be been being it its this that these those
-which who whom what when where why how not no but if then than so such can could will would should may might
-must do does did has have had you he she we they me him her us them my your his our their there here very also
-just only about into over after before because while although however therefore nevertheless moreover
-furthermore meanwhile indeed perhaps maybe actually really something nothing everything
-ve bir bu da de ile ama veya gibi daha en ne mi ki olan olarak sonra kadar ancak fakat belki
-i w z na do nie to jest ze ale jak od po za przez oraz tylko jako jednak tak czy tym ten bardzo
-v se je pro nebo jsou byl by ani jeho jejich velmi
-der die das und ist nicht mit von zu den ein eine auch sich
-le la les et est une des du que pour dans pas sur avec
-el los las y es por con para una del
-""".split())
-# Function words that double as programming keywords, operators or one-letter variables.
-_AMBIGUOUS = set("a i v w z y e to in on at as is if or no so be do by and not for with from this then "
-                 "can may has new all any else case each while when where until into".split())
-_TECH = set("""
-list dict set tuple map array string int float bool char byte void null none true false self main print
-return import class def function method var let const async await try catch except raise yield lambda
-loop for while if else switch break continue range len append push pop key value index type object file
-path dir log debug test build run install config json yaml http https api url html css sql git pip npm
-docker app web server client token model batch layer tensor loss epoch data id ok src lib bin etc
-""".split())
-_COMMANDS = set("pip pip3 git npm npx apt apt-get sudo docker python python3 conda brew cargo go make cd ls "
-                "curl wget ssh kubectl yarn uv mkdir rm cp mv cat echo export source".split())
-_HANZI_ONLY = set("们这说个么吗还没让过样种经给认对时间发现问题关进实动开长门见东车马鸟书语钱请谢应该")
 
 
 @dataclass(frozen=True)
@@ -87,11 +75,11 @@ class Finding:
 class LangMixDetector:
     """Thresholds of the heuristic; see the module docstring for the rules."""
 
-    min_foreign_run: int = 2
+    min_foreign_run: int = 1
     min_diacritic_score: int = 2
     min_prose_words: int = 3
-    min_stray_words: int = 4
-    min_hanzi_only: int = 2
+    min_stray_words: int = 6
+    min_hanzi_only: int = 1
 
     @classmethod
     def from_config(cls, cfg: LangMixConfig) -> LangMixDetector:
@@ -102,73 +90,157 @@ class LangMixDetector:
 
     def findings(self, text: str) -> list[Finding]:
         """Every rule the text trips, in order; empty for clean Japanese."""
-        text = _GLOSS.sub("\n", unicodedata.normalize("NFC", text))
+        text = _GLOSS.sub(_drop_gloss, _LINKS.sub(" ", unicodedata.normalize("NFC", text)))
         # Code is no excuse for Hangul, Greek or Polish inside Japanese text: check scripts before cutting code.
-        out = self._foreign_runs(text) + self._diacritic_spans(text)
+        out = self._foreign_runs(text) + self._glued_words(text)
         text = _CODE.sub("\n", text)
         stray: list[str] = []
-        for line in text.splitlines():
-            code = bool(_CODE_LINE.search(line)) and not _has_japanese(line)
+        for line, code in _lines(text):
             for m in _SEGMENT.finditer(line):
+                span = m.group().strip()
+                glossed = _in_parentheses(line, m) or _is_term(line, m)
+                if not code and not glossed and diacritic_score(span) >= self.min_diacritic_score:
+                    out.append(Finding("diacritics", span))
                 out += self._latin_span(line, m, code, stray)
         if len(set(stray)) >= self.min_stray_words:
             out.append(Finding("stray words", " ".join(sorted(set(stray)))))
-        hanzi = [c for c in text if c in _HANZI_ONLY]
-        if len(hanzi) >= self.min_hanzi_only:
-            out.append(Finding("simplified Chinese", "".join(hanzi)))
         return out
 
     def _foreign_runs(self, text: str) -> list[Finding]:
         out = []
-        for m in _FOREIGN_RUN.finditer(text):
+        for m in FOREIGN_RUN.finditer(text) if ANY_FOREIGN.search(text) else ():
             run = m.group()
-            math = m.lastgroup == "Greek" and len(run) <= 2 and run.isupper()
+            math = m.lastgroup == "Greek" and len(run) <= 2
             if len(run) >= self.min_foreign_run and not math:
                 out.append(Finding(m.lastgroup, run))
+        table = chinese_only()
+        hanzi = [] if table.isdisjoint(text) else [c for c in text if c in table]
+        if len(hanzi) >= self.min_hanzi_only:
+            out.append(Finding("Chinese-only Han", "".join(hanzi)))
         return out
 
-    def _diacritic_spans(self, text: str) -> list[Finding]:
-        spans = (m.group().strip() for line in text.splitlines() for m in _SEGMENT.finditer(line))
-        return [Finding("diacritics", s) for s in spans if diacritic_score(s) >= self.min_diacritic_score]
+    def _glued_words(self, text: str) -> list[Finding]:
+        out = []
+        for m in _GLUED.finditer(text):
+            word = m.group()
+            if len(word) < 2 or _identifier(word):
+                continue
+            left = _JAPANESE_TAIL.search(text, 0, m.start())
+            right = _JAPANESE_HEAD.match(text, m.end())
+            # A name may take a suffix or lead a compound (Dvořák氏, メインWebサイト); only a cut word betrays it.
+            name = word[0].isupper()
+            if inside_word(left.group() if left else "", right.group() if right else "", crossing_only=name):
+                out.append(Finding("inside a word", word))
+        return out
 
     def _latin_span(self, line: str, m: re.Match, code: bool, stray: list[str]) -> list[Finding]:
         span = m.group().strip()
         words = _words(span)
-        if code or not words or _is_title(words) or _CODE_SPAN.search(span) or _QUOTED.match(span):
+        if code or not words:
             return []
-        function = [w.lower() for w in words if w.lower() in _FUNCTION and not w.isupper()]
-        lone = [w for w in function if len(w) >= 3 and w not in _AMBIGUOUS]
+        if len(words) >= 4 and len(words) >= 0.6 * len(span.split()) and span[-1:] in ".!?" and \
+                any(w.islower() for w in words):
+            return [Finding("sentence", span)]
+        if (_CODE_SPAN.search(span) or _QUOTED.match(span) or _is_title(words) or _is_term(line, m)
+                or _is_reference(line, m)):
+            return []
+        function = [w.lower() for w in words if w.lower() in FUNCTION and not w.isupper()]
+        lone = [w for w in function if len(w) >= 3 and w not in AMBIGUOUS]
         if lone or (len(function) >= 2 and len(words) >= 2):
             return [Finding("function words", span)]
-        if _is_gloss(line, m) or span.split()[0] in _COMMANDS:
+        if _is_gloss(line, m) or span.split()[0] in COMMANDS:
             return []
         for part in span.split(","):  # "a, b, c" enumerates identifiers, it is not prose
-            plain = [w for w in _words(part) if w.islower() and len(w) >= 2 and w not in _TECH]
+            plain = [w for w in _words(part) if w.islower() and len(w) >= 2 and w not in TECH]
             if len(plain) >= self.min_prose_words:
                 return [Finding("prose", span)]
-            stray += [w for w in plain if len(w) >= 3]
+            if not _enumerated(line, m):
+                stray += [w for w in plain if len(w) >= 3 and w.islower()]
         return []
 
 
+def _drop_gloss(m: re.Match) -> str:
+    """A gloss goes; an acronym in parentheses stays, to tell `bits per pixel (bpp)` from prose."""
+    return m.group() if _ACRONYM.fullmatch(m.group()) else " "
+
+
+def _lines(text: str) -> list[tuple[str, bool]]:
+    """(line, is code) for every line: a run of lines without Japanese is code when one of them looks like it."""
+    out: list[tuple[str, bool]] = []
+    block: list[str] = []
+
+    def close_block() -> None:
+        code = any(_CODE_LINE.search(b) for b in block)
+        out.extend((b, code) for b in block)
+        block.clear()
+
+    for line in text.splitlines():
+        if JAPANESE.search(line):
+            close_block()
+            out.append((line, False))
+        else:
+            block.append(line)
+    close_block()
+    return out
+
+
+def _enumerated(line: str, m: re.Match) -> bool:
+    """A span next to 、 ・ or a parenthesis: one item of a list, not a stray word."""
+    before = line[:m.start()].rstrip()[-1:]
+    after = line[m.end():].lstrip()[:1]
+    return bool(before and before in "、・,，(（/") or bool(after and after in "、・,，)）/")
+
+
+def _is_term(line: str, m: re.Match) -> bool:
+    """A term followed by its acronym or its translation in parentheses: `bits per pixel (bpp)`,
+    `Single binary package (単一バイナリーパッケージ)`."""
+    span, rest = m.group().rstrip(), line[m.end():]
+    return bool(_ACRONYM_AFTER.search(span) or _ACRONYM_NEXT.match(rest) or _TRANSLATION_NEXT.match(rest)
+                or span.endswith("(") and JAPANESE.match(rest))
+
+
+def _identifier(word: str) -> bool:
+    """Acronyms and CamelCase identifiers (GPU, iPhone, PyTorch): technical names, not words of a language."""
+    return word.isupper() or any(c.isupper() for c in word[1:])
+
+
 def _words(span: str) -> list[str]:
-    """Latin words of a span, digits trimmed; options (-x, --flag) and identifiers are not words."""
-    tokens = [t.strip(_EDGE + "0123456789") for t in re.split(r"[\s,]+", span) if not t.startswith("-")]
+    """Latin words of a span, digits trimmed; options (-x, --flag), extensions, man pages (ls(1)) and
+    identifiers are not words."""
+    tokens = [t.strip(_EDGE + "0123456789") for t in re.split(r"[\s,]+", span)
+              if not t.startswith(("-", ".")) and not _MAN_PAGE.search(t)]
     return [t for t in tokens if _WORD.match(t)]
 
 
 def diacritic_score(span: str) -> int:
-    """2 per Turkish/Polish/Czech-only letter, 1 per other non-ASCII Latin letter, 0 for macrons."""
+    """2 per Turkish/Polish/Czech-only letter, 1 per other non-ASCII Latin letter, 0 for macrons.
+
+    Capitalized and upper-case words (Dvořák, Erdős, GÖDEL) are names and score 0.
+    """
     score = 0
-    for c in span:
-        if c in _STRONG:
-            score += 2
-        elif c.isalpha() and not c.isascii() and c not in _MACRON and "LATIN" in unicodedata.name(c, ""):
-            score += 1
+    for word in span.split():
+        if word[:1].isupper() and (word[1:].islower() or word.isupper()):
+            continue
+        for c in word:
+            if c in STRONG:
+                score += 2
+            elif c.isalpha() and not c.isascii() and c not in MACRON and "LATIN" in unicodedata.name(c, ""):
+                score += 1
     return score
 
 
-def _has_japanese(line: str) -> bool:
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in line)
+def _is_reference(line: str, m: re.Match) -> bool:
+    """A title cited as it is, before a verb of reference or inside 「」: `Control files and their fields で
+    文書化`, `「The Package menu」を参照`."""
+    before = line[:m.start()].rstrip()[-1:]
+    return bool(_REFERENCE.match(line[m.end():])) or before in ("「", "『") and bool(_REFERENCE.match(
+        line[m.end():].lstrip().lstrip("」』")))
+
+
+def _in_parentheses(line: str, m: re.Match) -> bool:
+    before = line[:m.start()].rstrip()[-1:]
+    after = line[m.end():].lstrip()[:1]
+    return (before, after) in {("（", "）"), ("(", ")")} or m.group().strip()[:1] + m.group().strip()[-1:] == "()"
 
 
 def _is_gloss(line: str, m: re.Match) -> bool:
@@ -183,7 +255,7 @@ def _is_gloss(line: str, m: re.Match) -> bool:
 
 def _is_title(words: list[str]) -> bool:
     """Title Case names and titles ("Attention Is All You Need", "Pride and Prejudice", "The Beatles")."""
-    content = [w for w in words if w.lower() not in _FUNCTION]
+    content = [w for w in words if w.lower() not in TITLE_WORDS]
     capitalized = sum(w[0].isupper() for w in words)
     return (len(words) >= 2 and bool(content) and all(w[0].isupper() for w in content)
             and capitalized >= len(words) - capitalized)

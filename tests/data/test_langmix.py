@@ -126,8 +126,9 @@ def test_thresholds_are_tunable():
 
 def test_diacritic_score_weights_letters():
     assert diacritic_score("Tōkyō") == 0
-    assert diacritic_score("Schrödinger") == 1
+    assert diacritic_score("schrödinger") == 1
     assert diacritic_score("się") == 2
+    assert diacritic_score("Schrödinger Dvořák GÖDEL") == 0  # names
 
 
 def test_labelled_glosses_urls_and_code_are_legitimate():
@@ -137,7 +138,72 @@ def test_labelled_glosses_urls_and_code_are_legitimate():
     assert detector.findings("次のように実行する。\n\n    for i in range(3): print(i)\n\n結果は0から2。") == []
 
 
-def test_scripts_inside_code_and_simplified_chinese_are_caught():
+def test_scripts_inside_code_and_chinese_only_han_are_caught():
     detector = LangMixDetector()
     assert [f.rule for f in detector.findings("例えば `print('안녕하세요')` と書く。")] == ["Hangul"]
-    assert [f.rule for f in detector.findings("東京は大きい。我们这个问题很重要。")] == ["simplified Chinese"]
+    assert [f.rule for f in detector.findings("東京は大きい。我们这个问题很重要。")] == ["Chinese-only Han"]
+
+
+# Fixed examples of every kind of the evaluation set (scripts/langmix_eval_set.py), written for this test.
+SPLICED = {
+    "word_latin": ["画像を右クhelloリックして、キャプションを選択します。", "ユーザー管理casa者だけが設定を変更できます。",
+                   "この値は等しくなるはbonjourずです。", "設定szybkoファイルを開いて編集してください。"],
+    "word_cyrillic": ["画像の解像привет度を変更します。", "ツールボックスのブラシкошкаを選びます。"],
+    "word_hangul": ["グラデーシ가ョンの塗りつぶしを適用します。", "ダイアログボック설정スが表示されます。"],
+    "word_han": ["データベ们ースを作成します。", "ファイルを保存这する前に確認してください。"],
+    "word_greek": ["テキστοストを入力します。", "ページスタιλίイルを設定します。"],
+    "word_thai": ["このツールで真っ直ぐな線が引けまเปิดす。"],
+    "word_arabic": ["矢印スタイمرحباルの保存ボタンを押します。"],
+    "word_other": ["入力支援ディレクトשלוםリへのリンクを挿入します。", "詳細は後で説नमस्तेします。"],
+    "salad_script": ["選択したハンドル Привет как дела хорошо が移動します。", "フィルター 我们说话这个问题 を適用します。"],
+    "salad_mixed": ["オブジェクトを τρίμερα pobízený проломавший 불이행한 ずつ適用します。"],
+    "salad_ascii": ["輪郭 the quick brown fox jumps を見付けるときの目安です。",
+                    "セルの内容 lorem ipsum dolor sit amet を現在のセル幅に合わせます。"],
+    "fragments": ["このフォルダーは Ωστόσο 開くダイアログ ancak bu durum から呼び出します。",
+                  "パッケージを jednak to jest インストールし、그러나 이것은 再起動します。"],
+    "sentence": ["参考文献の種類を選択します。 Der Fluch ist das Gebet des Teufels. 次に情報を追加します。",
+                 "変更記録の表示を設定します。Work consists of whatever a body is obliged to do."],
+}
+LEGITIMATE = {
+    "names": ["ドヴォルザーク（Antonín Dvořák）の交響曲第9番は有名だ。", "数学者 Erdős Pál は多くの共著論文を残した。",
+              "Gödel の不完全性定理を証明の例として取り上げる。", "Łukasiewicz 記法はポーランド記法とも呼ばれる。",
+              "Nguyễn Văn Linh は1980年代の改革を進めた。", "彼はTōkyōの研究所に移った。"],
+    "greek_math": ["係数αを0.5とし、Δtを十分小さくとる。", "角速度ωと位相差Δφの関係を示す。", "ε-δ論法で極限を定義する。",
+                   "10 μm の膜に 4.7 kΩ の抵抗をつなぐ。", "λ線とβ版の違いを説明する。"],
+    "gloss": ["モスクワ（Москва）はロシアの首都である。", "ソウル（서울）を訪れた。", "北京（北京、Běijīng）は中国の首都だ。",
+              "時代精神（独: Zeitgeist）という言葉がある。", "簡体字（中国語: 简体字）で書かれている。",
+              "ありがとう（dziękuję）とポーランド語で言う。", "「przepraszam」はポーランド語で謝罪の言葉だ。"],
+    "technical": ["設定ファイル /etc/apt/sources.list に deb http://deb.debian.org/debian bookworm main を追加する。",
+                  "色深度は bits per pixel (bpp) とも表現されます。", "s は Single binary package (単一バイナリーパッケージ) です。",
+                  "dget(1) や debuild(1) や debi(1) は devscripts パッケージが必要です。",
+                  "LibreOfficeのメインWebサイトからパッケージをダウンロードします。",
+                  "PythonやBasicからLibreOfficeのユーザープロファイルを求められます。"],
+    "code": ["次のマクロを実行します。\n    MyNumber=5      'Correct'\n    My Number=20    'Not valid, variable with space'",
+             "結果を表示します。\nSub Example\n Dim myFV As Double\n myFV = FV(0.04, 2, 750)\n"
+             " Print myFV ' returns 4234.00 currency units.\nEnd Sub"],
+    "url": ["詳細は https://opengrok.libreoffice.org/xref/help/source/text/shared/the-guide.xhp を参照してください。",
+            "バグは <https://bugs.debian.org/cgi-bin/pkgreport.cgi?package=the-package> に報告します。"],
+}
+
+
+@pytest.mark.parametrize("kind,text", [(kind, text) for kind, texts in SPLICED.items() for text in texts])
+def test_spliced_example_is_caught(kind, text):
+    assert LangMixDetector().is_mixed(text), kind
+
+
+@pytest.mark.parametrize("kind,text", [(kind, text) for kind, texts in LEGITIMATE.items() for text in texts])
+def test_legitimate_foreign_text_passes(kind, text):
+    assert LangMixDetector().findings(text) == [], kind
+
+
+def test_glued_words_name_the_rule():
+    findings = LangMixDetector().findings("画像を右クhelloリックします。")
+    assert [(f.rule, f.span) for f in findings] == [("inside a word", "hello")]
+    # A word between words is not a splice inside one; an acronym or a name inside a compound is not either.
+    assert LangMixDetector().findings("画像をGIMPで開き、電源ONボタンを押してからPython版を使う。") == []
+
+
+def test_config_builds_the_same_detector():
+    from factory.data.config import LangMixConfig
+
+    assert LangMixDetector.from_config(LangMixConfig()) == LangMixDetector()
