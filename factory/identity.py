@@ -24,6 +24,11 @@ TRACKER = "latest_checkpointed_iteration.txt"
 CHECKPOINT_METADATA = ("metadata.json", "common.pt", ".metadata")
 
 
+def is_megatron_checkpoint(path: Path) -> bool:
+    """A Megatron checkpoint root (with its tracker) or one iter_NNNNNNN folder."""
+    return (path / TRACKER).is_file() or path.name.startswith("iter_")
+
+
 def identity(path: str | Path) -> str:
     """The identity of a file or folder as described in the module docstring; FileNotFoundError if absent."""
     path = Path(path)

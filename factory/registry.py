@@ -19,7 +19,7 @@ from factory.train.training_stage import CPT, PRETRAIN
 from factory.upcycle.upcycle_stage import STAGE as UPCYCLE
 from tokenizer.tokenizer_stage import STAGE as TOKENIZER
 
-CHAIN: tuple[Stage, ...] = (TOKENIZER, DATA, SYNTH, PACK, PRETRAIN, UPCYCLE, IMPORT, CPT, EXPORT, SFT, DPO, EVAL)
+CHAIN: tuple[Stage, ...] = (TOKENIZER, DATA, PACK, PRETRAIN, SYNTH, UPCYCLE, IMPORT, CPT, EXPORT, SFT, DPO, EVAL)
 """Each stage after the stages it reads from."""
 STAGES: dict[str, Stage] = {stage.name: stage for stage in CHAIN}
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv (idempotent), fetch the demo text and run the whole CPU demo pipeline (configs/demo-cpu.yaml):
-# tokenizer, data, pack, dense pretrain, upcycle to MoE, MoE cpt, export to HF, sft, dpo, eval + report,
-# then generation from the exported folder and persona x seed synthetic data served by it.
+# tokenizer, data, pack, dense pretrain, synth (the dense model served as its own teacher), upcycle to MoE,
+# MoE cpt (main blend, then synthetic only), export to HF, sft and dpo (with synthetic rows), eval + report,
+# then generation from the exported folder.
 # Re-running skips every stage whose config and inputs are unchanged. Extra arguments go to the pipeline
 # (dotted overrides, --from STAGE, --only STAGE, --dry-run).
 set -euo pipefail
@@ -16,7 +17,5 @@ RUN_DIR=$($PY -c "import sys; from factory.config import load_config; print(load
 if [ -f "$RUN_DIR/export/hf/config.json" ]; then
   # The exported MoE as stock transformers sees it (what a user of the folder gets).
   $PY scripts/demo_generate.py "$RUN_DIR/export/hf"
-  # Synthetic data through the real synth stage, served by the exported model on a loopback endpoint.
-  $PY scripts/demo_synth.py --config "$CONFIG"
 fi
 echo "demo: report at $RUN_DIR/report/report.md; outputs and manifests under $RUN_DIR"

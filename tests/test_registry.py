@@ -61,7 +61,7 @@ def toy_tree(tmp_path_factory) -> Path:
     text = registry.read_text(encoding="utf-8")
     text = text.replace("from factory.errors import ConfigError\n",
                         "from factory.errors import ConfigError\nfrom factory.toy_stage import STAGE as TOY\n")
-    text = text.replace("(TOKENIZER, DATA, SYNTH,", "(TOKENIZER, DATA, TOY, SYNTH,")
+    text = text.replace("(TOKENIZER, DATA, PACK,", "(TOKENIZER, DATA, TOY, PACK,")
     registry.write_text(text, encoding="utf-8")
     (tree / "words.txt").write_text("abc\n", encoding="utf-8")
     (tree / "toy.yaml").write_text(f"inherit: configs/demo-cpu.yaml\nrun: {{name: toy, dir: {tree / 'run'}}}\n"

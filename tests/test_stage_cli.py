@@ -7,7 +7,7 @@ import sys
 from factory.registry import STAGES
 from factory.stage import main
 
-VERBS = "tokenizer data synth pack pretrain upcycle import cpt export sft dpo eval".split()
+VERBS = "tokenizer data pack pretrain synth upcycle import cpt export sft dpo eval".split()
 
 
 def test_help_lists_every_verb():

@@ -7,10 +7,13 @@ runs the checkpoint and the written folder layer by layer, so no whole model is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -21,6 +24,7 @@ from factory.convert.hf_io import StreamingShardWriter
 from factory.convert.mapping import Shapes, entries
 from factory.convert.verify import compare, hf_logits, megatron_logits, probe_tokens
 from factory.errors import CheckpointError
+from factory.identity import is_megatron_checkpoint
 from factory.io import atomic_dir, atomic_write_text
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
@@ -111,3 +115,16 @@ def _generation_config(tok):
 
     ids = tok.special_ids if tok else {}
     return GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
+
+
+@contextlib.contextmanager
+def as_hf_folder(model: Path, *, runtime: RuntimeConfig, tokenizer_dir: Path | None, run_dir: Path | None = None,
+                 name: str = "model") -> Iterator[Path]:
+    """`model` as an HF folder: itself, or a temporary export of a Megatron checkpoint (verified by logits)."""
+    if not is_megatron_checkpoint(model):
+        yield model
+        return
+    with tempfile.TemporaryDirectory(prefix="factory-export-") as tmp:
+        export_checkpoint(model, Path(tmp) / "hf", runtime=runtime, tokenizer_dir=tokenizer_dir, run_dir=run_dir,
+                          name=name)
+        yield Path(tmp) / "hf"

@@ -105,5 +105,5 @@ STAGE = Stage(
     name="pack", help="tokenize and pack records into Megatron indexed datasets + blends",
     sections=(SectionSpec("pack", PackConfig, "Datasets to pack into Megatron indexed datasets."),
               SectionSpec("blend", BlendConfig, "Training mixture by curriculum phase, over the packed datasets.")),
-    plan=plan, run=run, result_sections=("pack", "blend"), after=("tokenizer", "data", "synth"), job_array=True,
+    plan=plan, run=run, result_sections=("pack", "blend"), after=("tokenizer", "data"), job_array=True,
     checks=blend_problems)

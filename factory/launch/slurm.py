@@ -20,6 +20,7 @@ from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.launch.commands import stage_args, torchrun_options, world_problems
 from factory.launch.config import ArrayConfig, LaunchConfig
+from factory.launch.serving import vllm_lines
 from factory.stage_api import Launch
 
 SLURM_SIGNALS_TO_HANDLE = "SIGINT,SIGHUP,SIGQUIT"
@@ -198,13 +199,19 @@ def _single(cfg: CoreConfig, launch: LaunchConfig, stage: str, worker: list[str]
     each = f" per array task ({len(array.tasks)} tasks)." if array else "."
     head += [f"# {cfg.run.name} {stage}: one process{each}"]
     gpus = 1 if registry.stage(stage).uses_gpu and launch.gpus_per_node else 0
+    serve = getattr(getattr(cfg, "synth", None), "serve", None) if stage == "synth" else None
+    serving: list[str] = []
+    if serve is not None:
+        serving, extra = vllm_lines(serve, launch.gpus_per_node)
+        worker, gpus = [*worker, *extra], launch.gpus_per_node
+        head += [f"# the job starts vLLM on {gpus} GPU(s) and points the client at it"]
     sbatch = _sbatch(launch, name, 1, "--ntasks=1", gpus, log)
     if array:
         throttle = f"%{array.max_parallel}" if array.max_parallel else ""
         sbatch.append(f"#SBATCH --array=0-{len(array.tasks) - 1}{throttle}")
     sbatch += [f"#SBATCH {o}" for o in launch.extra_sbatch]
-    command = [_srun(launch), ["python", *worker]]
-    body: list[str] = []
+    command = [_srun(launch, *(["--overlap"] if serving else [])), ["python", *worker]]
+    body: list[str] = serving
     if array:
         body += ['case "$SLURM_ARRAY_TASK_ID" in']
         body += [f"  {i}) task=({shlex.join(t)}) ;;" for i, t in enumerate(array.tasks)]

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,24 +19,14 @@ log = logging.getLogger(__name__)
 _ITER = re.compile(r"^iter_(\d{7})$")
 
 
-def is_megatron(path: Path) -> bool:
-    """A Megatron checkpoint root or one iter_NNNNNNN folder (exported to HF before evaluation)."""
-    return (path / "latest_checkpointed_iteration.txt").is_file() or path.name.startswith("iter_")
-
-
 @contextlib.contextmanager
 def hf_folder(cfg: CoreConfig, model: Path) -> Iterator[Path]:
     """The model as an HF folder: itself, or a temporary export of a Megatron checkpoint (verified by logits)."""
-    if not is_megatron(model):
-        yield model
-        return
-    from factory.convert.export import export_checkpoint
+    from factory.convert.export import as_hf_folder  # torch: only a run pays for it
 
-    tokenizer = cfg.eval.tokenizer_dir or cfg.stage_dir("tokenizer")
-    with tempfile.TemporaryDirectory(prefix="eval-export-") as tmp:
-        export_checkpoint(model, Path(tmp) / "hf", runtime=cfg.runtime, tokenizer_dir=tokenizer,
-                          run_dir=cfg.run.dir, name=cfg.run.name)
-        yield Path(tmp) / "hf"
+    with as_hf_folder(model, runtime=cfg.runtime, tokenizer_dir=cfg.eval.tokenizer_dir or cfg.stage_dir("tokenizer"),
+                      run_dir=cfg.run.dir, name=cfg.run.name) as folder:
+        yield folder
 
 
 @dataclass(frozen=True)

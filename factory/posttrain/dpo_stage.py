@@ -35,5 +35,5 @@ STAGE = Stage(
     name="dpo", help="direct preference optimization on TRL",
     sections=(SectionSpec("dpo", DpoConfig, "Direct preference optimization of an HF folder with TRL "
                           "(prompt/chosen/rejected; full or LoRA)."),),
-    plan=plan, run=run, result_sections=("runtime", "dpo"), after=("export", "sft"), launch=Launch.DATA_PARALLEL,
+    plan=plan, run=run, result_sections=("runtime", "dpo"), after=("synth", "export", "sft"), launch=Launch.DATA_PARALLEL,
     uses_gpu=True)

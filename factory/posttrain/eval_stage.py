@@ -17,7 +17,8 @@ from factory.errors import ConfigError
 from factory.io import atomic_write_json, atomic_write_text
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
-from factory.posttrain.checkpoint_eval import hf_folder, is_megatron
+from factory.identity import is_megatron_checkpoint as is_megatron
+from factory.posttrain.checkpoint_eval import hf_folder
 from factory.posttrain.config import EvalConfig
 from factory.stage_api import Plan, SectionSpec, Stage
 

@@ -37,5 +37,5 @@ STAGE = Stage(
     name="sft", help="supervised fine-tuning on TRL",
     sections=(SectionSpec("sft", SftConfig, "Supervised fine-tuning of an HF folder with TRL (messages, ShareGPT, "
                           "prompt/completion; full or LoRA)."),),
-    plan=plan, run=run, result_sections=("runtime", "sft"), after=("export",), launch=Launch.DATA_PARALLEL,
+    plan=plan, run=run, result_sections=("runtime", "sft"), after=("synth", "export"), launch=Launch.DATA_PARALLEL,
     uses_gpu=True)

@@ -36,6 +36,12 @@ def training_curves(curves: dict[str, Curve], key: str, ylabel: str, path: Path)
     starts = [records[0]["tokens"] for records in list(curves.values())[1:] if records and "tokens" in records[0]]
     for x in starts:
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+    for stage, records in curves.items():  # blend phase switches inside a stage
+        for before, after in zip(records, records[1:]):
+            if before.get("phase") != after.get("phase") and after.get("phase") and "tokens" in before:
+                ax.axvline(before["tokens"], color="tab:purple", linestyle="--", linewidth=1)
+                ax.annotate(after["phase"], (before["tokens"], 1), xycoords=("data", "axes fraction"),
+                            rotation=90, va="top", ha="right", fontsize=7, color="tab:purple")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

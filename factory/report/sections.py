@@ -72,6 +72,18 @@ def data(arts: Artifacts, out: Path) -> list[str]:
     return lines
 
 
+def synthetic(arts: Artifacts, out: Path) -> list[str]:
+    """The synth stage's funnel: generated jobs and judged pairs, then what each training use kept."""
+    m = arts.metrics("synth")
+    if "jobs_planned" not in m:
+        return []
+    rows = [[k, m[k]] for k in ("jobs_planned", "jobs_generated", "pairs_decided", "pairs_undecided",
+                                "pretraining_candidates", "pretraining_kept", "pretraining_tokens", "sft_rows",
+                                "dpo_rows") if k in m]
+    rows += [[k, v] for k, v in m.items() if "_rejected" in k and v]
+    return ["## Synthetic data", ""] + _table(["synth", "count"], rows)
+
+
 def training(arts: Artifacts, out: Path) -> list[str]:
     lines = ["## Pretraining and continued pretraining", ""]
     curves = {s: read_jsonl(arts.dirs[s] / "metrics.jsonl") for s in ("pretrain", "cpt") if s in arts.dirs}
@@ -80,8 +92,10 @@ def training(arts: Artifacts, out: Path) -> list[str]:
         return lines + _missing("pretrain/cpt metrics.jsonl")
     plots.training_curves(curves, "loss", "loss (per token)", out / "loss.png")
     plots.training_curves(curves, "lr", "learning rate", out / "lr.png")
-    lines += ["Loss against tokens seen; a dotted line marks where a stage continues the previous one.", "",
+    lines += ["Loss against tokens seen; a dotted line marks where a stage continues the previous one, a dashed "
+              "purple line a switch of blend phase inside a stage.", "",
               "![loss](loss.png)", "", "![learning rate](lr.png)", ""]
+    lines += phase_shares(arts, curves)
     rows = []
     for s in curves:
         m = arts.metrics(s)
@@ -95,6 +109,42 @@ def training(arts: Artifacts, out: Path) -> list[str]:
         lines += ["### Expert load", "", "Share of routed tokens per expert at each logged step, one panel per layer.",
                   "", "![expert load](expert_load.png)", ""]
     return lines
+
+
+def phase_shares(arts: Artifacts, curves: dict[str, list[dict]]) -> list[str]:
+    """Per training stage and blend phase: the tokens trained and the synthetic share of the phase's blend."""
+    rows = []
+    for s, records in curves.items():
+        tokens_per_iter = _tokens_per_iter(records)
+        phases: dict[str, int] = {}
+        previous = 0
+        for r in records:
+            phases[r.get("phase", "-")] = phases.get(r.get("phase", "-"), 0) + (r["iteration"] - previous)
+            previous = r["iteration"]
+        for name, iterations in phases.items():
+            rows.append([s, name, iterations * tokens_per_iter if tokens_per_iter else "-", _synthetic_share(arts, name)])
+    if not rows:
+        return []
+    return ["### Blend phases", "", "Tokens trained per phase; the synthetic share is that of the datasets the "
+            "phase's blend draws from whose name starts with `synth` (by weight).", ""] + \
+        _table(["stage", "phase", "tokens", "synthetic share"], rows)
+
+
+def _tokens_per_iter(records: list[dict]) -> int | None:
+    pairs = [(a, b) for a, b in zip(records, records[1:]) if b["iteration"] > a["iteration"] and "tokens" in a]
+    return (pairs[0][1]["tokens"] - pairs[0][0]["tokens"]) // (pairs[0][1]["iteration"] - pairs[0][0]["iteration"]) \
+        if pairs else None
+
+
+def _synthetic_share(arts: Artifacts, phase: str) -> object:
+    for stage in ("pack", "synth"):
+        path = arts.file(stage, "blend.json")
+        blend = read_json(path) if path else None
+        for p in (blend or {}).get("phases", []):
+            if p["name"] == phase:
+                names = [Path(x).name for x in p["prefixes"]]
+                return round(sum(w for n, w in zip(names, p["weights"]) if n.startswith("synth")), 4)
+    return "-"
 
 
 def verification(arts: Artifacts, out: Path) -> list[str]:
@@ -174,4 +224,4 @@ def hf_folder(arts: Artifacts, out: Path) -> list[str]:
                     f"{m.get('bytes', 0) / 1e6:.1f} MB; loads with `AutoModelForCausalLM.from_pretrained`.", ""]
 
 
-SECTIONS = (stages, tokenizer, data, training, verification, hf_folder, posttrain, evaluation, benchmarks)
+SECTIONS = (stages, tokenizer, data, synthetic, training, verification, hf_folder, posttrain, evaluation, benchmarks)

@@ -68,6 +68,18 @@ class FaultConfig(Section):
     """... for this many minutes."""
 
 
+class PhaseSpec(Section):
+    """One phase of a multi-phase run: a blend phase trained until this run has seen `until_tokens`."""
+
+    blend_file: Path | None = None
+    """blend.json the phase reads; defaults to the section's blend_file (the pack stage's blend.json)."""
+    phase: str | None = None
+    """Phase name in that file; defaults to its first phase."""
+    until_tokens: float | None = Field(default=None, gt=0)
+    """Tokens of this run (not of its lineage) at which the next phase starts; unset for the last phase,
+    which runs to train_iters."""
+
+
 class TrainConfig(Section):
     """One training run on megatron.core: data, batch, optimizer, schedule, checkpoints, logging."""
 
@@ -82,7 +94,10 @@ class TrainConfig(Section):
     checkpoint: Annotated[CheckpointConfig, OPERATIONAL] = Field(default_factory=CheckpointConfig)
     fault: Annotated[FaultConfig, OPERATIONAL] = Field(default_factory=FaultConfig)
     phase: str | None = None
-    """Blend phase to train on (see the blend section); defaults to the first phase."""
+    """Blend phase to train on (see the blend section); defaults to the first phase. Ignored with `phases`."""
+    phases: list[PhaseSpec] = Field(default_factory=list)
+    """A schedule of blend phases switching at token counts (e.g. a main mix, then synthetic data only);
+    empty: the one phase `blend_file` / `phase`."""
     blend_file: Path | None = None
     """The pack stage's blend.json; defaults to `<run.dir>/pack/blend.json`."""
     tokenizer_dir: Path | None = None
@@ -130,4 +145,9 @@ class TrainConfig(Section):
              "expected three non-negative numbers such as 98,2,0")
         rule(out, self.eval_interval is None or (ok and float(parts[1]) > 0), f"{prefix}.eval_interval",
              self.eval_interval, "needs a validation share in split")
+        ends = [p.until_tokens for p in self.phases]
+        rule(out, all(e is not None for e in ends[:-1]), f"{prefix}.phases", ends,
+             "every phase but the last needs until_tokens")
+        known = [e for e in ends[:-1] if e is not None]
+        rule(out, known == sorted(set(known)), f"{prefix}.phases", ends, "until_tokens must increase from phase to phase")
         return out

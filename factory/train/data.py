@@ -45,6 +45,8 @@ def read_blend(path: Path, phase: str | None) -> PhaseBlend:
         for ext in (".bin", ".idx"):
             if not Path(prefix + ext).is_file():
                 raise DataError(f"{path}: phase {chosen.name} names {prefix}{ext}, which does not exist")
+        if Path(prefix + ".bin").stat().st_size == 0:
+            raise DataError(f"{path}: phase {chosen.name} names {prefix}.bin, which holds no tokens")
     return chosen
 
 
@@ -80,16 +82,23 @@ def batch_fingerprint(dataset, end_sample: int, global_batch_size: int) -> str:
     return h.hexdigest()
 
 
-IDENTITY_KEYS = {"blend": "blend", "phase": "phase", "seed": "seed", "split": "split", "seq_length": "model.seq_length"}
-"""What a run's training data is built from (blend = the sha256 of the pack stage's blend.json), with the config
-key each comes from."""
+IDENTITY_KEYS = {"seed": "seed", "split": "split", "seq_length": "model.seq_length"}
+"""What a run's training data is built from beside its phases, with the config key each comes from."""
 
 
 def identity_problems(saved: dict, current: dict, boundary_matches: bool) -> list[str]:
-    """Why a resume would read other samples than the run it continues: one line per differing key. A larger
-    train_iters is fine as long as the last consumed global batch is still the same data."""
+    """Why a resume would read other samples than the run it continues: one line per differing key or phase
+    (a phase's blend is the sha256 of its blend.json). A larger train_iters is fine as long as the last
+    consumed global batch is still the same data."""
     out = [f"{key} {saved.get(name)!r} when the run started, {current.get(name)!r} now"
            for name, key in IDENTITY_KEYS.items() if saved.get(name) != current.get(name)]
+    old, new = saved.get("phases") or [], current.get("phases") or []
+    if len(old) != len(new):
+        out.append(f"phases: {len(old)} when the run started, {len(new)} now")
+    for i, (a, b) in enumerate(zip(old, new)):
+        keys = ["name", "blend", "start"] + (["end"] if i < len(new) - 1 else [])
+        out += [f"phases[{i}] ({a.get('name')}) {k} {a.get(k)!r} when the run started, {b.get(k)!r} now"
+                for k in keys if a.get(k) != b.get(k)]
     if not out and saved.get("train_samples") != current.get("train_samples") and not boundary_matches:
         out.append(f"train_iters: a dataset built for {current.get('train_samples')} samples (was "
                    f"{saved.get('train_samples')}) orders them differently, so the samples already consumed "

@@ -1,7 +1,7 @@
 """The training engine behind `pretrain` and `cpt`: set up, then fit (torchtitan-style components).
 
-`train` reads top to bottom: runtime -> start point and learning rates -> tokenizer and blend -> model,
-optimizer and schedule -> restore -> datasets -> metrics and run control -> the step loop. A run resumes
+`train` reads top to bottom: runtime -> start point and learning rates -> tokenizer and blend phases ->
+model, optimizer and schedule -> restore -> datasets -> metrics and run control -> the step loop. A run resumes
 by itself when its checkpoint folder already holds a checkpoint.
 """
 
@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from factory.config_base import CoreConfig
-from factory.identity import identity
 from factory.manifest import RunManifest
 from factory.runtime.runtime import runtime_session
 from factory.train import checkpoint as ckpt
 from factory.train import setup
 from factory.train.config import TrainConfig
 from factory.train.control import RunControl
-from factory.train.data import batch_fingerprint, build_datasets, read_blend
 from factory.train.loop import TrainLoop, TrainParts
 from factory.train.metrics import MetricsWriter
+from factory.train.phases import (build_phase_datasets, data_identity, last_batch_fingerprint, phase_at,
+                                  plan_phases)
 from factory.train.state import TrainState
 
 log = logging.getLogger("factory.train")
@@ -39,16 +39,14 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
         n_micro = setup.micro_batches_per_rank(stage, train_config, runtime.data_parallel_size)
         tokenizer, tokenizer_path = setup.load_tokenizer(
             stage, train_config.tokenizer_dir or cfg.stage_dir("tokenizer"), start.model)
-        blend_path = train_config.blend_file or cfg.stage_dir("pack") / "blend.json"
-        blend = read_blend(blend_path, train_config.phase)
+        gbs = train_config.global_batch_size
+        phases = plan_phases(stage, train_config, cfg.stage_dir("pack") / "blend.json", gbs * start.model.seq_length)
         manifest.add_input(tokenizer_path, role="tokenizer")
-        manifest.add_input(blend_path, role="blend")
+        for phase in phases:
+            manifest.add_input(phase.blend_path, role=f"blend:{phase.name}")
         seed = train_config.seed if train_config.seed is not None else cfg.runtime.seed
-        train_samples = train_config.train_iters * train_config.global_batch_size
-        data_identity = {"blend": identity(blend_path), "phase": blend.name, "seed": seed,
-                         "split": train_config.split, "seq_length": start.model.seq_length,
-                         "train_samples": train_samples}
-        setup.check_resumed_data(stage, start, data_identity)  # before anything is built
+        identity = data_identity(phases, seed, train_config.split, start.model.seq_length, gbs)
+        setup.check_resumed_data(stage, start, identity)  # before anything is built
 
         keep_optimizer = start.source is not None and not start.resuming and not train_config.reset_optimizer
         # Megatron matches saved optimizer param groups by their LR settings: build with the source's.
@@ -61,25 +59,24 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
         if start.source is not None and not start.resuming:
             manifest.add_input(start.source.path, role="init_checkpoint")
 
-        valid_samples = train_config.eval_iters * train_config.global_batch_size if train_config.eval_interval else 0
-        train_data, valid_data, _ = build_datasets(blend, tokenizer, start.model.seq_length, train_config.split,
-                                                   seed, (train_samples, valid_samples, 0), out_dir / "data_cache")
-        gbs = train_config.global_batch_size
+        valid_samples = train_config.eval_iters * gbs if train_config.eval_interval else 0
+        valid_data = build_phase_datasets(phases, tokenizer, start.model.seq_length, train_config.split, seed, gbs,
+                                          valid_samples, out_dir / "data_cache")
         if start.resuming and state.data.get("batch") is not None:
-            boundary = batch_fingerprint(train_data, state.consumed_samples, gbs) == state.data["batch"]
-            setup.check_resumed_data(stage, start, data_identity, boundary)
-        state.data = data_identity
+            boundary = last_batch_fingerprint(phases, state.iteration, state.consumed_samples, gbs)
+            setup.check_resumed_data(stage, start, identity, boundary == state.data["batch"])
+        state.data = identity
 
         def save(current: TrainState) -> None:
-            current.data["batch"] = batch_fingerprint(train_data, current.consumed_samples, gbs)
-            tokens_per_iter = gbs * start.model.seq_length
-            meta = current.meta(stage, tokens_per_iter, scheduler.get_lr(optimizer.param_groups[0]), blend.name)
+            current.data["batch"] = last_batch_fingerprint(phases, current.iteration, current.consumed_samples, gbs)
+            lr_now = scheduler.get_lr(optimizer.param_groups[0])
+            meta = current.meta(stage, gbs * start.model.seq_length, lr_now, phase_at(phases, current.iteration).name)
             meta.update(peak_lr=lr, min_lr=min_lr)
             ckpt.save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,
                       scheduler=scheduler, meta=meta, keep_last=train_config.checkpoint.keep_last,
                       keep_every=train_config.checkpoint.keep_every)
 
-        parts = TrainParts(model, ddp, optimizer, scheduler, train_data, valid_data, start.model, n_micro, save)
+        parts = TrainParts(model, ddp, optimizer, scheduler, phases, valid_data, start.model, n_micro, save)
         metrics = MetricsWriter(out_dir, runtime.is_main, train_config.tensorboard, train_config.wandb_project,
                                 cfg.run.name, cfg.to_dict())
         metrics.truncate_after(state.iteration)

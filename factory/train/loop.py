@@ -21,6 +21,7 @@ from factory.train.data import micro_batches
 from factory.train.flops import flops_per_token
 from factory.train.metrics import MetricsWriter, format_line
 from factory.train.moe_stats import ExpertLoad, imbalance
+from factory.train.phases import Phase, phase_at, position
 from factory.train.state import TrainState
 from factory.train.step import make_forward_step
 
@@ -35,7 +36,8 @@ class TrainParts:
     ddp: Any
     optimizer: Any
     scheduler: Any
-    train_data: Any
+    phases: list[Phase]
+    """The run's blend phases, each with its training dataset (factory/train/phases.py)."""
     valid_data: Any
     model_cfg: ModelConfig
     micro_batches: int
@@ -78,7 +80,12 @@ class TrainLoop:
         with self.runtime.compute_context():
             parts.ddp.zero_grad_buffer()
             parts.optimizer.zero_grad()
-            losses = self._forward_backward(parts.train_data, state.consumed_samples, forward_only=False)
+            phase = phase_at(parts.phases, state.iteration)
+            if state.iteration == phase.start and len(parts.phases) > 1:
+                log.info("data: phase %s (%s) for iterations %d..%d", phase.name, phase.blend_path,
+                         phase.start + 1, phase.end)
+            start = position(phase, state.consumed_samples, self.config.global_batch_size)
+            losses = self._forward_backward(phase.dataset, start, forward_only=False)
             updated, grad_norm, _ = parts.optimizer.step()
         if updated:
             parts.scheduler.step(increment=1)
@@ -144,7 +151,8 @@ class TrainLoop:
         peak = self.peak_flops
         flops = tokens_per_s * self.flops_per_token / self.runtime.world_size
         optimizer = self.parts.optimizer
-        record = {"iteration": state.iteration, "loss": step["loss"],
+        record = {"iteration": state.iteration, "phase": phase_at(self.parts.phases, state.iteration - 1).name,
+                  "loss": step["loss"],
                   "lr": self.parts.scheduler.get_lr(optimizer.param_groups[0]), "grad_norm": step["grad_norm"],
                   "tokens_per_s": tokens_per_s, "tflops": flops / 1e12, "mfu": flops / peak if peak else None,
                   "tokens": state.tokens_seen(self.tokens_per_iter)}

@@ -19,7 +19,8 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     tc: TrainConfig = stage.section_of(cfg)
     out = tc.output_dir or cfg.stage_dir(stage.name)
     blend = tc.blend_file or cfg.stage_dir("pack") / "blend.json"
-    reads = [blend, (tc.tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"]
+    blends = list(dict.fromkeys([p.blend_file or blend for p in tc.phases] or [blend]))
+    reads = [*blends, (tc.tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"]
     notes = [f"parallel: {cfg.parallel.describe()}; data-parallel size = world / "
              f"{cfg.parallel.model_parallel_size} (model-parallel ranks)",
              f"batch: global {tc.global_batch_size} x seq = tokens per step; micro-batch {tc.micro_batch_size}",
@@ -45,6 +46,12 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
         seq = model.seq_length
         notes.append(f"tokens: {tc.train_iters * tc.global_batch_size * seq:,} "
                      f"({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops_per_token(model):.3e}")
+        start_tokens = 0.0
+        for i, p in enumerate(tc.phases):
+            end = p.until_tokens if i < len(tc.phases) - 1 else tc.train_iters * tc.global_batch_size * seq
+            notes.append(f"phase {i}: {p.phase or '(first)'} of {p.blend_file or blend}, tokens "
+                         f"{start_tokens:,.0f} -> {end:,.0f}")
+            start_tokens = end
     return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes,
                 complete=complete)
 
@@ -80,5 +87,5 @@ CPT = Stage(
     plan=lambda cfg: plan_training(cfg, CPT),
     run=lambda cfg, plan, manifest: run_training(cfg, plan, manifest, CPT),
     result_sections=("runtime", "parallel", "model", "cpt"),
-    after=("tokenizer", "pack", "pretrain", "upcycle", "import"), resumes=True, launch=Launch.MEGATRON,
+    after=("tokenizer", "pack", "pretrain", "synth", "upcycle", "import"), resumes=True, launch=Launch.MEGATRON,
     uses_gpu=True)

@@ -145,3 +145,33 @@ def test_more_processes_than_gpus_is_refused():
 def test_single_process_verbs_request_no_gpu_on_a_cpu_partition():
     rendered = render(validate_config(CASES["pretrain-cpu"]), "export", "c.yaml", [])
     assert "--gpus" not in rendered.script and "#SBATCH --partition=cpu" in rendered.script
+
+
+SYNTH_SERVE = {
+    "run": {"name": "g", "dir": "runs/g"},
+    "synth": {"serve": {"model": "runs/g/export/hf", "args": ["--max-model-len", "4096"]}, "personas": ["p"],
+              "seeds": {"path": "runs/g/data/kept.jsonl"}},
+    "launch": {"gpus_per_node": 8, "venv": ".venv"}}
+
+
+def test_synth_with_serve_starts_vllm_on_the_node_waits_for_it_and_points_the_client_at_it(tmp_path):
+    rendered = render(validate_config(SYNTH_SERVE), "synth", "c.yaml", [])
+    script = rendered.script
+    _bash_n(script, tmp_path)
+    assert "#SBATCH --gpus-per-node=8" in script
+    serve = next(line for line in script.splitlines() if line.startswith("vllm serve"))
+    assert serve == ("vllm serve runs/g/export/hf --served-model-name teacher --host 127.0.0.1 --port 8000 "
+                     "--tensor-parallel-size 8 --max-model-len 4096 &")
+    assert script.index("until curl -sf http://127.0.0.1:8000/v1/models") < script.index("srun --overlap")
+    assert rendered.per_node == ["node 0: python -m factory.stage synth --config c.yaml "
+                                 "synth.base_url=http://127.0.0.1:8000/v1 synth.model=teacher"]
+
+
+def test_synth_with_serve_run_outside_its_job_names_what_is_missing(tmp_path):
+    from factory.registry import STAGES
+
+    raw = {**SYNTH_SERVE, "synth": {**SYNTH_SERVE["synth"], "seeds": {"path": str(tmp_path / "kept.jsonl")}}}
+    (tmp_path / "kept.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(ConfigError, match=r"synth.serve: the vLLM server of runs/g/export/hf is started by the "
+                                          r"stage's Slurm job"):
+        STAGES["synth"].plan(validate_config(raw))

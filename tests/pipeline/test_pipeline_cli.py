@@ -34,8 +34,8 @@ def test_an_unexpected_exception_also_names_the_stage(fakes, tmp_path, capsys):
 
 
 def test_only_an_unknown_stage_is_a_usage_error(fakes, tmp_path, capsys):
-    assert main(args(tmp_path, "--only", "synth")) == 2
-    assert "--only synth: not a stage of this config" in capsys.readouterr().err
+    assert main(args(tmp_path, "--only", "import")) == 2
+    assert "--only import: not a stage of this config" in capsys.readouterr().err
     assert fakes.calls == []
 
 

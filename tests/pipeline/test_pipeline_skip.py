@@ -9,7 +9,7 @@ from factory.pipeline import decide, run_pipeline
 from factory.registry import CHAIN, STAGES, chain_problems
 from factory.run_state import STATE_NAME, load_state
 
-ALL = ["tokenizer", "data", "pack", "pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"]
+ALL = ["tokenizer", "data", "pack", "pretrain", "synth", "upcycle", "cpt", "export", "sft", "dpo", "eval"]
 
 
 def actions(cfg) -> dict[str, str]:
@@ -40,8 +40,8 @@ def test_first_run_runs_all_in_order_then_a_rerun_skips_all(fakes, demo_config):
     ("sft.max_steps=9", ["sft", "dpo", "eval"], set()),
     ("upcycle.router_init=zero", ["upcycle", "cpt", "export", "sft", "dpo", "eval"], {"cpt"}),
     ("eval.max_new_tokens=8", ["eval"], set()),
-    ("tokenizer.vocab_size=4000", ["tokenizer", "pack", "pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"],
-     {"pretrain", "cpt"}),
+    ("tokenizer.vocab_size=4000", ["tokenizer", "pack", "pretrain", "synth", "upcycle", "cpt", "export", "sft", "dpo", "eval"],
+     {"pretrain", "synth", "cpt"}),
 ])
 def test_a_changed_key_reruns_its_stage_and_the_stages_after_it_only(fakes, demo_config, override, expected, fresh):
     run_pipeline(demo_config())
@@ -78,8 +78,9 @@ def test_a_larger_train_iters_continues_the_run(fakes, demo_config):
     decisions = {d.stage: d for d in decide(cfg, load_state(cfg.run.dir))}
     assert decisions["pretrain"].reason == "continues: pretrain.train_iters 60 -> 61"
     assert not decisions["pretrain"].fresh
-    run_pipeline(cfg, fresh={"cpt"})  # cpt continued an upcycle of the shorter run: it starts over
-    assert fakes.calls == ["pretrain", "upcycle", "cpt", "export", "sft", "dpo", "eval"]
+    # cpt continued an upcycle of the shorter run, synth sampled its teacher: both start over
+    run_pipeline(cfg, fresh={"synth", "cpt"})
+    assert fakes.calls == ["pretrain", "synth", "upcycle", "cpt", "export", "sft", "dpo", "eval"]
     assert not list(cfg.run.dir.glob("pretrain.prev-*")) and list(cfg.run.dir.glob("cpt.prev-*"))
 
 
@@ -93,7 +94,7 @@ def test_a_deleted_output_or_changed_input_reruns_that_stage_and_its_dependents(
     fakes.sources["data"].write_text("other text\n", encoding="utf-8")
     assert actions(cfg)["data"] == "run" and actions(cfg)["tokenizer"] == "skip"
     fakes.calls.clear()
-    run_pipeline(cfg, fresh={"pretrain", "cpt"})
+    run_pipeline(cfg, fresh={"pretrain", "synth", "cpt"})
     assert fakes.calls == [s for s in ALL if s != "tokenizer"]
 
 
@@ -106,7 +107,7 @@ def test_from_and_only_force_their_stages_and_hold_the_others(fakes, demo_config
     fakes.calls.clear()
     decisions = run_pipeline(cfg, start="sft")
     assert fakes.calls == ["sft", "dpo", "eval"]
-    assert [d.action for d in decisions] == ["hold"] * 7 + ["run"] * 3
+    assert [d.action for d in decisions] == ["hold"] * 8 + ["run"] * 3
 
 
 def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_from_it(fakes, demo_config):
@@ -140,7 +141,7 @@ def test_a_resumable_stage_whose_result_keys_changed_is_refused_then_moved_aside
                                              f"{run_dir / 'pretrain'} cannot be continued with this config. "
                                              "Nothing was run or deleted: pass --fresh pretrain")
     assert fakes.calls == [] and checkpoint.read_text() == "a month of training"
-    run_pipeline(demo_config("pretrain.optimizer.lr=1e-3"), fresh={"pretrain", "cpt"})
+    run_pipeline(demo_config("pretrain.optimizer.lr=1e-3"), fresh={"pretrain", "synth", "cpt"})
     moved, = run_dir.glob("pretrain.prev-*")
     assert (moved / "stale-checkpoint").read_text() == "a month of training"
     assert (run_dir / "pretrain" / "out.txt").is_file() and not checkpoint.exists()
@@ -149,5 +150,5 @@ def test_a_resumable_stage_whose_result_keys_changed_is_refused_then_moved_aside
 
 
 def test_fresh_names_only_stages_of_the_config(fakes, demo_config):
-    with pytest.raises(ConfigError, match="--fresh synth: not a stage of this config"):
-        run_pipeline(demo_config(), fresh={"synth"})
+    with pytest.raises(ConfigError, match="--fresh import: not a stage of this config"):
+        run_pipeline(demo_config(), fresh={"import"})

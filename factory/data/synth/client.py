@@ -50,9 +50,12 @@ class ChatClient:
         return self.base_url.rstrip("/") + "/chat/completions"
 
     def complete(self, model: str, messages: list[dict[str, str]], temperature: float, max_tokens: int,
-                 seed: int | None = None) -> str:
-        """The assistant text of one completion; EndpointError after `max_retries` failed retries."""
+                 seed: int | None = None, choices: list[str] | None = None) -> str:
+        """The assistant text of one completion; EndpointError after `max_retries` failed retries. `choices`
+        constrains the answer to one of them (vLLM's `guided_choice`; the loopback server supports it too)."""
         body = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+        if choices:
+            body["guided_choice"] = choices
         if seed is not None:
             body["seed"] = seed
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")

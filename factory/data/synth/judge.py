@@ -46,7 +46,8 @@ def judge_pairs(sc: SynthConfig, client: ChatClient, samples: JsonlLog, pairs_ou
     def call(item: tuple[str, tuple[dict, dict]]) -> str:
         _, (first, second) = item
         messages = judge_messages(first["prompt"], first["text"], second["text"])
-        return client.complete(judge_model, messages, 0.0, sc.preference.max_tokens)
+        choices = ["[[A]]", "[[B]]"] if sc.preference.verdict_only else None
+        return client.complete(judge_model, messages, 0.0, sc.preference.max_tokens, choices=choices)
 
     decided = undecided = 0
     for (pid, (first, second)), verdict_text in bounded_map(call, todo, sc.concurrency):

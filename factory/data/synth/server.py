@@ -71,6 +71,23 @@ class HFBackend:
         finish = "stop" if gen and gen[-1] == self.tokenizer.eos_token_id else "length"
         return Completion(self.tokenizer.decode(gen, skip_special_tokens=True), len(ids), len(gen), finish)
 
+    def choose(self, messages: list[dict[str, str]], choices: list[str]) -> str:
+        """The choice the model finds most likely after the prompt (constrained decoding, as vLLM's
+        `guided_choice` with greedy sampling): each choice scored by the sum of its tokens' log-probabilities."""
+        import torch
+
+        prompt = self._encode(messages)
+        best, best_score = choices[0], float("-inf")
+        with self._lock, torch.no_grad():
+            for choice in choices:
+                ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
+                seq = torch.tensor([(prompt + ids)[-self.context:]])
+                logits = self.model(seq).logits[0, -len(ids) - 1:-1].float().log_softmax(-1)
+                score = float(logits.gather(1, torch.tensor(ids).unsqueeze(1)).sum())
+                if score > best_score:
+                    best, best_score = choice, score
+        return best
+
     def _encode(self, messages: list[dict[str, str]]) -> list[int]:
         if self.tokenizer.chat_template:
             return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
@@ -99,8 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            done = self.server.backend.complete(req["messages"], int(req.get("max_tokens") or 256),
-                                                float(req.get("temperature", 1.0)), req.get("seed"))
+            if req.get("guided_choice"):
+                done = self._choose(req["messages"], [str(c) for c in req["guided_choice"]])
+            else:
+                done = self.server.backend.complete(req["messages"], int(req.get("max_tokens") or 256),
+                                                    float(req.get("temperature", 1.0)), req.get("seed"))
         except BackendError as e:
             self._reply(e.status, {"error": {"message": str(e)}})
             return
@@ -114,6 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
                          "finish_reason": done.finish_reason}],
             "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
                       "total_tokens": done.prompt_tokens + done.completion_tokens}})
+
+    def _choose(self, messages: list[dict[str, str]], choices: list[str]) -> Completion:
+        choose = getattr(self.server.backend, "choose", None)
+        if choose is None:
+            raise BackendError(400, "guided_choice is not supported by this backend")
+        return Completion(choose(messages, choices), 0, 1, "stop")
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")

@@ -241,3 +241,29 @@ def test_stage_reports_missing_seeds_as_config_error(tmp_path, capsys):
         "base_url": "http://127.0.0.1:9/v1", "model": "m", "personas": ["p"], "seeds": {"path": "nope.jsonl"}}}))
     assert main(["synth", "--config", str(config)]) == 2
     assert capsys.readouterr().err.strip() == "error: synth: input not found: nope.jsonl"
+
+
+def test_a_teacher_folder_is_served_for_the_stage_then_stopped(model_dir, seeds_file, tmp_path, capfd):
+    import re
+    import socket
+    import urllib.parse
+
+    config = tmp_path / "synth.yaml"
+    section = synth_config(seeds_file, "http://unused/v1", samples_per_prompt=2, tasks=["rewrite"]).model_dump(
+        mode="json", exclude={"base_url", "model"})
+    config.write_text(yaml.safe_dump({"run": {"name": "t", "dir": str(tmp_path / "run")}, "synth": {
+        **section, "teacher": str(model_dir), "preference": {"enabled": True, "verdict_only": True}}},
+        allow_unicode=True))
+    threads_before = set(threading.enumerate())
+    assert main(["synth", "--config", str(config)]) == 0
+    log = " ".join(capfd.readouterr().err.split())
+    url = urllib.parse.urlparse(re.search(r" served at (http://\S+/v1)", log)[1])
+    assert f"teacher {model_dir} stopped" in log
+    with pytest.raises(OSError):  # the port is closed: nothing serves the teacher after the stage
+        socket.create_connection((url.hostname, url.port), timeout=1).close()
+    assert set(threading.enumerate()) <= threads_before
+    stage_dir = tmp_path / "run" / "synth"
+    records = list(JsonlLog(stage_dir / "samples.jsonl").records())
+    pairs = [json.loads(line) for line in (stage_dir / "preference.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and {r["model"] for r in records} == {str(model_dir)}
+    assert len(pairs) == 6 and {p["judgement"] for p in pairs} <= {"[[A]]", "[[B]]"}
