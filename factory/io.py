@@ -188,9 +188,10 @@ OS_ERROR_HINTS = {errno.EFBIG: "disk full or over the file size limit", errno.EN
                   errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}
 
 
-def os_error_line(e: OSError) -> str:
-    """An OSError as `path: what happened`, on one line."""
-    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+def os_error_line(e: OSError, writing: Path) -> str:
+    """An OSError as `path: what happened`, on one line; `writing` (the folder being written) stands for the
+    path when the error names none (a failed write() of an open file)."""
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None] or [f"writing {writing}"]
     what = e.strerror or str(e)
     hint = OS_ERROR_HINTS.get(e.errno or 0)
-    return f"{' -> '.join(paths) or 'I/O'}: {what}{f' ({hint})' if hint and hint not in what.lower() else ''}"
+    return f"{' -> '.join(paths)}: {what}{f' ({hint})' if hint and hint not in what.lower() else ''}"

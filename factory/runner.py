@@ -55,6 +55,6 @@ def run_stage(stage: Stage, cfg: CoreConfig, dry_run: bool = False) -> RunManife
             manifest.continues(RunManifest.read(earlier).to_dict())
         path = manifest.write()
     except OSError as e:
-        raise OutputError(f"{stage.name}: {os_error_line(e)}") from None
+        raise OutputError(f"{stage.name}: {os_error_line(e, plan.output_dir)}") from None
     log.info("%s: done in %.1fs; manifest %s", stage.name, manifest.to_dict()["wall_seconds"], path)
     return manifest
