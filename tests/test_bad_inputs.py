@@ -337,6 +337,20 @@ def test_truncated_config_json_names_the_file(tmp_path):
         read_hf_config(tmp_path)
 
 
+@pytest.mark.parametrize("config_json", ['{"model_type": "llama", "hidden_si', None], ids=["truncated", "absent"])
+def test_import_of_a_damaged_model_folder(prepared, capsys, tmp_path, config_json):
+    """The import verb on a folder whose config.json is cut short or absent: one line naming it."""
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    if config_json is not None:
+        (hf_dir / "config.json").write_text(config_json)
+    before = snapshot(prepared)
+    code, err = run_main(capsys, stage.main, ["import", "--config", DEMO, f"run.dir={prepared / 'run'}",
+                                              f"hf_import.hf_dir={hf_dir}"])
+    assert_one_clear_line(code, err, str(hf_dir / "config.json") if config_json else f"hf_dir={hf_dir}")
+    assert snapshot(prepared) == before and [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
 def test_tokenizer_folder_without_a_vocabulary(tmp_path):
     from factory.convert import tokenizer_files
 
