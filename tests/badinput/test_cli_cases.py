@@ -1,9 +1,7 @@
-"""Bad inputs and I/O faults across the verbs, the pipeline and the launcher: each ends in one clear line that
-names the offending key or path, an exit code != 0, and nothing new in the output location."""
+"""Bad config values and files, and I/O faults, through the stage CLI, the pipeline and the launcher."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -18,49 +16,9 @@ import yaml
 
 from factory import pipeline, stage
 from factory.launch.__main__ import main as launch_main
-from factory.errors import FactoryError
-
-DEMO = "configs/demo-cpu.yaml"
-SENTENCE = "東京は日本の首都であり、多くの人々が毎日電車で通勤している大きな都市です。"
+from tests.badinput.conftest import DEMO, assert_one_clear_line, run_main, snapshot
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory) -> Path:
-    """One tiny run folder shared by every case: a corpus, a data-stage config and the data stage's output."""
-    root = tmp_path_factory.mktemp("bad-inputs")
-    (root / "ja.txt").write_text("".join(f"{SENTENCE}{i}番目の文。\n" for i in range(40)), encoding="utf-8")
-    config = {"run": {"name": "bad-inputs", "dir": str(root / "run")},
-              "runtime": {"device": "cpu", "precision": "fp32", "seed": 1},
-              "data": {"inputs": [{"path": str(root / "ja.txt")}], "text_unit": "line", "num_workers": 1}}
-    (root / "data.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    assert stage.main(["data", "--config", str(root / "data.yaml")]) == 0
-    assert (root / "run" / "data" / "manifest.json").is_file()
-    return root
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under `folder` (hidden ones too) with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
-
-
-def assert_one_clear_line(code: int, stderr: str, names: str) -> None:
-    errors = [line for line in stderr.splitlines() if line.startswith(("error: ", "stopped: "))]
-    assert code != 0, stderr
-    assert "Traceback" not in stderr, stderr
-    assert len(errors) == 1, stderr
-    assert names in errors[0], errors[0]
-
-
-def run_main(capsys, main, argv: list[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-# (verb, override, what the line must name): config values a user can get wrong, checked before anything runs.
 CONFIG_CASES = [
     ("pretrain", "model.hidden_size=-1", "model.hidden_size"),
     ("pretrain", "model.seq_length=abc", "model.seq_length"),
@@ -250,130 +208,3 @@ def test_stale_temp_of_a_killed_run_is_removed(prepared, capsys, tmp_path):
     assert code == 0
     assert not stale.exists() and live.is_dir()
     assert (out / "manifest.json").is_file()
-
-
-# ---- Post-training data and model folders: rows named by file line, degenerate pairs counted.
-
-def _jsonl(path: Path, lines: list) -> Path:
-    path.write_text("".join((x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)) + "\n"
-                            for x in lines), encoding="utf-8")
-    return path
-
-
-GOOD_SFT = {"messages": [{"role": "user", "content": "こんにちは"}, {"role": "assistant", "content": "はい"}]}
-PAIR = {"prompt": "首都は？", "chosen": "東京です。", "rejected": "大阪です。"}
-SAME = {"prompt": "首都は？", "chosen": "東京です。", "rejected": "東京です。"}
-
-POSTTRAIN_CASES = [
-    ("sft", [GOOD_SFT, GOOD_SFT, '{"messages": [}'], ":3: invalid JSON"),
-    ("sft", [GOOD_SFT, {"messages": [{"role": "user", "content": "質問"}]}], ":2: no assistant turn"),
-    ("sft", [GOOD_SFT, GOOD_SFT, GOOD_SFT, {"messages": "質問"}], ":4: expected a list of messages"),
-    ("sft", [GOOD_SFT, {"messages": [{"role": "user"}]}], ":2: every message needs"),
-    ("sft", [{"question": "q", "answer": "a"}], "columns found: question, answer"),
-    ("sft", [], "empty dataset"),
-    ("dpo", [SAME, SAME, SAME], "all 3 preference pairs are degenerate"),
-    ("dpo", [{**PAIR, "chosen": ""}, {**PAIR, "rejected": ""}], "empty 'chosen'"),
-    ("dpo", [PAIR, {**PAIR, "prompt": ""}], ":2: empty 'prompt'"),
-    ("dpo", [GOOD_SFT], "expected: prompt+chosen+rejected"),
-]
-
-
-@pytest.mark.parametrize(("verb", "lines", "names"), POSTTRAIN_CASES, ids=[f"{v}:{n}" for v, _, n in POSTTRAIN_CASES])
-def test_posttrain_data_case(tmp_path, verb, lines, names):
-    from factory.posttrain.config import DatasetSpec
-    from factory.posttrain.data import load_mixture
-
-    path = _jsonl(tmp_path / "rows.jsonl", lines)
-    with pytest.raises(FactoryError) as info:
-        load_mixture([DatasetSpec(path=path)], verb, seed=0)
-    assert len(info.value.lines()) == 1 and str(path) in str(info.value) and names in str(info.value), str(info.value)
-    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
-
-
-def test_degenerate_pairs_are_rejected_with_a_count(tmp_path, caplog):
-    from factory.posttrain.config import DatasetSpec
-    from factory.posttrain.data import load_mixture
-
-    path = _jsonl(tmp_path / "pairs.jsonl", [PAIR, SAME, {**PAIR, "rejected": ""}, PAIR])
-    dataset = load_mixture([DatasetSpec(path=path)], "dpo", seed=0)
-    assert len(dataset) == 2 and all(row["chosen"] != row["rejected"] for row in dataset)
-    assert f"rejected 2 of 4 degenerate pairs (first {path}:2: chosen equals rejected)" in caplog.text
-
-
-EVAL_PROMPT_CASES = [
-    ([{"prompt": "質問"}, {"prompt": 42}], ":2: 'prompt' must be a string, got int"),
-    ([{"messages": "質問"}], ":1: 'messages' must be a list"),
-    ([{"prompt": "a"}, {"prompt": "b"}, {"question": "c"}], ":3: needs 'prompt' or 'messages'; keys found: question"),
-    ([], "empty"),
-]
-
-
-@pytest.mark.parametrize(("lines", "names"), EVAL_PROMPT_CASES, ids=[n for _, n in EVAL_PROMPT_CASES])
-def test_eval_prompts_case(tmp_path, lines, names):
-    from factory.posttrain.evaluate import read_prompts
-
-    path = _jsonl(tmp_path / "prompts.jsonl", lines)
-    with pytest.raises(FactoryError) as info:
-        read_prompts(path)
-    assert len(info.value.lines()) == 1 and f"{path}" in str(info.value) and names in str(info.value), str(info.value)
-
-
-@pytest.fixture(scope="session")
-def shard(tmp_path_factory) -> Path:
-    """A two-tensor safetensors file."""
-    import torch
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("shard") / "model.safetensors"
-    save_file({"a": torch.zeros(64, 64), "b": torch.ones(64, 64)}, str(path))
-    return path
-
-
-def test_truncated_config_json_names_the_file(tmp_path):
-    from factory.convert.hf_import import read_hf_config
-
-    (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_si')
-    with pytest.raises(FactoryError, match=f"^{tmp_path / 'config.json'}: not valid JSON"):
-        read_hf_config(tmp_path)
-
-
-@pytest.mark.parametrize("config_json", ['{"model_type": "llama", "hidden_si', None], ids=["truncated", "absent"])
-def test_import_of_a_damaged_model_folder(prepared, capsys, tmp_path, config_json):
-    """The import verb on a folder whose config.json is cut short or absent: one line naming it."""
-    hf_dir = tmp_path / "hf"
-    hf_dir.mkdir()
-    if config_json is not None:
-        (hf_dir / "config.json").write_text(config_json)
-    before = snapshot(prepared)
-    code, err = run_main(capsys, stage.main, ["import", "--config", DEMO, f"run.dir={prepared / 'run'}",
-                                              f"hf_import.hf_dir={hf_dir}"])
-    assert_one_clear_line(code, err, str(hf_dir / "config.json") if config_json else f"hf_dir={hf_dir}")
-    assert snapshot(prepared) == before and [p.name for p in tmp_path.iterdir()] == ["hf"]
-
-
-def test_tokenizer_folder_without_a_vocabulary(tmp_path):
-    from factory.convert import tokenizer_files
-
-    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
-    with pytest.raises(FactoryError, match=f"^{tmp_path}: no tokenizer vocabulary"):
-        tokenizer_files.read(tmp_path)
-
-
-def test_truncated_index_names_the_file(tmp_path):
-    from factory.convert.hf_io import INDEX, LazyReader
-
-    (tmp_path / INDEX).write_text('{"weight_map": {"a": "model-0')
-    with pytest.raises(FactoryError, match=f"^{tmp_path / INDEX}: not a safetensors index"):
-        LazyReader(tmp_path)
-
-
-@pytest.mark.parametrize("keep", [4, 200, 64 * 64 * 4 + 200], ids=["in-length", "in-header", "in-tensor-b"])
-def test_truncated_shard_names_the_file(shard, tmp_path, keep):
-    from factory.convert.hf_io import LazyReader
-
-    damaged = tmp_path / "model.safetensors"
-    damaged.write_bytes(shard.read_bytes()[:keep])
-    with pytest.raises(FactoryError, match=f"^{damaged}: (not a safetensors file|truncated at tensor)"):
-        reader = LazyReader(tmp_path)
-        for name in reader.keys():
-            reader.get(name)
