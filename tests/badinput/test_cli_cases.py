@@ -208,3 +208,15 @@ def test_stale_temp_of_a_killed_run_is_removed(prepared, capsys, tmp_path):
     assert code == 0
     assert not stale.exists() and live.is_dir()
     assert (out / "manifest.json").is_file()
+
+
+def test_pipeline_stage_with_an_output_file_in_the_way(prepared, capsys, tmp_path):
+    """Through the pipeline the same refusal is one line naming the stage and the path."""
+    target = tmp_path / "kept-here"
+    target.write_text("a user's file\n")
+    code, err = run_main(capsys, pipeline.main, ["--config", str(prepared / "data.yaml"), "--no-report",
+                                                 f"run.dir={tmp_path / 'run'}", f"data.output_dir={target}"])
+    assert_one_clear_line(code, err, f"{target}: is a file")
+    assert "data" in err and target.read_text() == "a user's file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept-here", "run"]
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["pipeline.json"]
