@@ -69,12 +69,14 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> FactoryCon
 
 
 def _read_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: '{INHERIT_KEY}' forms a cycle")
     try:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        if path.resolve() in seen:
+            raise ConfigError(f"{path}: '{INHERIT_KEY}' forms a cycle")
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: config file cannot be read ({getattr(e, 'strerror', None) or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

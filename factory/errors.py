@@ -42,3 +42,7 @@ class DataError(FactoryError):
 
 class VerificationError(FactoryError):
     """A transform whose result does not match its source; nothing was written."""
+
+
+class OutputError(FactoryError):
+    """A file or folder that cannot be read or written (permission, disk full, read-only, not a folder)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,11 +33,52 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(path: Path) -> str:
+    """`.<name>.<host>-<pid>-`: the prefix of a temp file or folder made for `path` by this process."""
+    return f".{path.name}.{socket.gethostname()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files and folders for `path` left by killed runs on this host; returns them.
+
+    A temp whose maker is still running (or that was made on another host) is left alone.
+    """
+    removed = []
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        maker = tmp.name[len(path.name) + 2:-len(".tmp")].rsplit("-", 2)  # host, pid, random part
+        if len(maker) != 3 or maker[0] != host or not maker[1].isdigit() or _pid_alive(int(maker[1])):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        log.info("removed %s (left by an interrupted run)", tmp)
+        removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """`name` as a glob pattern matching only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -67,18 +110,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual folder mode
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    except BaseException:
+        _remove_empty(made)
+        raise
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual folder mode
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made:  # innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        _remove_empty(made)
         raise
     replace_dir(tmp, path)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def tree_bytes(path: str | Path) -> int:
@@ -114,3 +166,32 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
     shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(dst.parent)
+
+
+def output_problem(path: Path) -> str | None:
+    """Why a stage could not write its output folder `path` (a file there, a file above it, no write
+    permission, a read-only file system), or None."""
+    if path.exists() and not path.is_dir():
+        return f"{path}: is a file, not a folder"
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor}: is a file, so the folder {path} cannot be made"
+    for folder in [path, path.parent] if ancestor == path else [ancestor]:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{folder}: not writable (no permission or a read-only file system)"
+    return None
+
+
+OS_ERROR_HINTS = {errno.EFBIG: "disk full or over the file size limit", errno.ENOSPC: "disk full",
+                  errno.EROFS: "read-only file system", errno.EDQUOT: "disk quota exceeded"}
+
+
+def os_error_line(e: OSError, writing: Path) -> str:
+    """An OSError as `path: what happened`, on one line; `writing` (the folder being written) stands for the
+    path when the error names none (a failed write() of an open file)."""
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None] or [f"writing {writing}"]
+    what = e.strerror or str(e)
+    hint = OS_ERROR_HINTS.get(e.errno or 0)
+    return f"{' -> '.join(paths)}: {what}{f' ({hint})' if hint and hint not in what.lower() else ''}"

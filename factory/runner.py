@@ -8,7 +8,8 @@ import os
 import yaml
 
 from factory.config_base import CoreConfig
-from factory.errors import ConfigError
+from factory.errors import ConfigError, OutputError
+from factory.io import os_error_line, output_problem
 from factory.manifest import MANIFEST_NAME, RunManifest
 from factory.stage_api import Launch, Plan, Stage
 
@@ -45,10 +46,15 @@ def run_stage(stage: Stage, cfg: CoreConfig, dry_run: bool = False) -> RunManife
     if plan.complete and earlier.is_file():
         log.info("%s; nothing to do, %s kept as it is", plan.complete, earlier)
         return RunManifest.read(earlier)
+    if problem := output_problem(plan.output_dir):
+        raise OutputError(f"{stage.name}: {problem}; nothing written")
     manifest = RunManifest(stage.name, cfg.to_dict(), plan.output_dir)
-    stage.run(cfg, plan, manifest)
-    if stage.resumes and earlier.is_file():
-        manifest.continues(RunManifest.read(earlier).to_dict())
-    path = manifest.write()
+    try:
+        stage.run(cfg, plan, manifest)
+        if stage.resumes and earlier.is_file():
+            manifest.continues(RunManifest.read(earlier).to_dict())
+        path = manifest.write()
+    except OSError as e:
+        raise OutputError(f"{stage.name}: {os_error_line(e, plan.output_dir)}") from None
     log.info("%s: done in %.1fs; manifest %s", stage.name, manifest.to_dict()["wall_seconds"], path)
     return manifest

@@ -1,6 +1,7 @@
 """Atomic writes, content hashes and run manifests."""
 
 import json
+import os
 
 import pytest
 
@@ -49,3 +50,47 @@ def test_manifest_contents(tmp_path):
     assert data["versions"]["megatron-core"] == "0.19.2"
     assert data["world_size"] == 1 and data["host"] and data["wall_seconds"] >= 0
     assert data["started_at"] <= data["ended_at"]
+
+
+def test_stale_temps_of_dead_processes_on_this_host_are_removed(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from factory.io import remove_stale_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    target = tmp_path / "tok"
+    stale_dir = tmp_path / f".tok.{host}-{dead.pid}-a1b2.tmp"
+    stale_file = tmp_path / f".tok.{host}-{dead.pid}-c3d4.tmp"
+    live = tmp_path / f".tok.{host}-{os.getpid()}-e5f6.tmp"
+    elsewhere = tmp_path / f".tok.other-node-{dead.pid}-g7h8.tmp"
+    other_target = tmp_path / f".tokens.{host}-{dead.pid}-i9j0.tmp"
+    for folder in (stale_dir, live, elsewhere, other_target):
+        folder.mkdir()
+    stale_file.write_text("x")
+    assert sorted(remove_stale_temps(target)) == sorted([stale_dir, stale_file])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, elsewhere, other_target))
+
+
+def test_output_problem_names_what_blocks_the_folder(tmp_path):
+    from factory.io import output_problem
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    assert output_problem(tmp_path / "new" / "out") is None
+    assert output_problem(blocker) == f"{blocker}: is a file, not a folder"
+    assert output_problem(blocker / "a" / "b") == f"{blocker}: is a file, so the folder {blocker}/a/b cannot be made"
+
+
+def test_os_error_line_names_the_path_or_the_folder_being_written(tmp_path):
+    import errno
+
+    from factory.io import os_error_line
+
+    assert os_error_line(PermissionError(errno.EACCES, "Permission denied", "/x/y"), tmp_path) == \
+        "/x/y: Permission denied"
+    assert os_error_line(OSError(errno.EFBIG, "File too large"), tmp_path) == \
+        f"writing {tmp_path}: File too large (disk full or over the file size limit)"

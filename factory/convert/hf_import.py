@@ -43,7 +43,10 @@ def read_hf_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"hf_import.hf_dir={hf_dir}: no config.json")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); re-download or re-export the model") from None
 
 
 def check_tensors(reader: LazyReader, arch: HfArchitecture, m: ModelConfig, layout) -> dict[str, object]:
@@ -89,7 +92,8 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
             entry = by_name[name]
             value = entry.transform.to_megatron([reader.get(k) for k in entry.hf], shapes)
             if tuple(value.shape) != layout.params[name][0]:
-                raise CheckpointError(f"{reader.folder}: {', '.join(entry.hf)} give shape {tuple(value.shape)} "
+                verb = "give" if len(entry.hf) > 1 else "gives"
+                raise CheckpointError(f"{reader.folder}: {', '.join(entry.hf)} {verb} shape {tuple(value.shape)} "
                                       f"but config.json implies {layout.params[name][0]} for {name}")
             return value
 

@@ -24,7 +24,7 @@ class LazyReader:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         if (self.folder / INDEX).is_file():
-            weight_map = json.loads((self.folder / INDEX).read_text())["weight_map"]
+            weight_map = _read_index(self.folder / INDEX)
         elif (self.folder / SINGLE).is_file():
             weight_map = {k: SINGLE for k in _read_header(self.folder / SINGLE)[0] if k != "__metadata__"}
         else:
@@ -56,6 +56,15 @@ class LazyReader:
                 raise CheckpointError(f"{self.folder / shard}: truncated at tensor {name}")
         dtype, shape = _FROM_NAME[entry["dtype"]], entry["shape"]
         return torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
+
+
+def _read_index(path: Path) -> dict[str, str]:
+    """The weight map of a sharded checkpoint's index."""
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a safetensors index (expected JSON with a 'weight_map')") from None
+    return weight_map
 
 
 def _read_header(path: Path) -> tuple[dict, int]:

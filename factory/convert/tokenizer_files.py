@@ -21,13 +21,24 @@ class TokenizerFacts:
     has_chat_template: bool
 
 
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+"""One of these holds the vocabulary of an HF tokenizer folder (fast, SentencePiece, byte-level BPE)."""
+
+
 def read(folder: Path) -> TokenizerFacts:
     """Load the tokenizer offline with stock transformers and report its size and special ids."""
     from transformers import AutoTokenizer
 
     if not (Path(folder) / "tokenizer_config.json").is_file():
         raise ConfigError(f"{folder}: no tokenizer_config.json (HF tokenizer files expected)")
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if not any((Path(folder) / name).is_file() for name in VOCABULARY_FILES):
+        raise ConfigError(f"{folder}: no tokenizer vocabulary ({' or '.join(VOCABULARY_FILES)}) beside "
+                          "tokenizer_config.json")
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{folder}: stock transformers cannot load this tokenizer ({first})") from None
     ids = {f"{name}_token_id": getattr(tok, f"{name}_token_id") for name in ("bos", "eos", "pad")}
     return TokenizerFacts(size=len(tok), special_ids=ids, has_chat_template=bool(tok.chat_template))
 

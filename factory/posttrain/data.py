@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 from typing import Any, Iterable
 
 from factory.errors import DataError
@@ -89,11 +90,32 @@ def sft_row(row: dict[str, Any], layout: str, where: str) -> dict[str, Any]:
     return {"messages": messages}
 
 
+def degenerate(row: dict[str, Any]) -> str | None:
+    """Why a preference pair teaches nothing (an empty answer, chosen equal to rejected), or None."""
+    for key in ("chosen", "rejected"):
+        if not row.get(key):
+            return f"empty '{key}'"
+    return "chosen equals rejected" if row["chosen"] == row["rejected"] else None
+
+
+def usable_pairs(rows: list[tuple[str, dict[str, Any]]], path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The pairs of one DPO dataset that are not degenerate; logs how many were rejected and the first;
+    a DataError when none is left."""
+    found = [(source, why) for source, row in rows if (why := degenerate(row))]
+    if not found:
+        return rows
+    bad = {source for source, _ in found}
+    if len(found) == len(rows):
+        raise DataError(f"{path}: all {len(rows)} preference pairs are degenerate ({found[0][0]}: {found[0][1]}); "
+                        "nothing to learn")
+    log.warning("dpo: %s: rejected %d of %d degenerate pairs (first %s: %s)", path, len(found), len(rows), *found[0])
+    return [(source, row) for source, row in rows if source not in bad]
+
+
 def dpo_row(row: dict[str, Any], conversational: bool, where: str) -> dict[str, Any]:
     """One preference pair; plain strings become one-turn conversations when `conversational`."""
-    for key in ("prompt", "chosen", "rejected"):
-        if not row.get(key):
-            raise DataError(f"{where}: empty '{key}'")
+    if not row.get("prompt"):
+        raise DataError(f"{where}: empty 'prompt'")
     if not conversational:
         if not all(isinstance(row[k], str) for k in ("prompt", "chosen", "rejected")):
             raise DataError(f"{where}: prompt, chosen and rejected must all be strings or all be message lists")
@@ -117,7 +139,8 @@ def load_mixture(specs: Iterable[DatasetSpec], stage: str, seed: int):
     loaded = []
     for spec in specs:
         columns, rows = read_rows(spec)
-        loaded.append((spec, detect(columns, spec, stage), rows))
+        layout = detect(columns, spec, stage)
+        loaded.append((spec, layout, usable_pairs(rows, spec.path) if stage == "dpo" else rows))
     conversational = stage == "dpo" and any(not isinstance(rows[0][1].get("prompt"), str) for _, _, rows in loaded)
     mixed: list[dict[str, Any]] = []
     for spec, layout, rows in loaded:

@@ -71,6 +71,7 @@ def _measure(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManif
     answers: list[dict] = []
     if not ec.heldout and not ec.prompts:
         return report, answers
+    prompts = ev.read_prompts(ec.prompts) if ec.prompts else []
     tok = hf.load_tokenizer(folder, "eval.tokenizer_dir")
     _, dtype = hf.device_and_dtype(cfg)
     model = hf.load_model(folder, dtype, len(tok)).eval()
@@ -81,7 +82,7 @@ def _measure(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManif
         manifest.record(**{f"perplexity.{h.language}": round(report["perplexity"][h.language]["perplexity"], 4)})
     if ec.prompts:
         manifest.add_input(ec.prompts, role="prompts")
-        answers = ev.answer(model, tok, ev.read_rows(ec.prompts), ec.max_new_tokens, ev.stop_ids(cfg, tok))
+        answers = ev.answer(model, tok, prompts, ec.max_new_tokens, ev.stop_ids(cfg, tok))
         cs = ev.code_switch(answers, _detector(cfg))
         report["code_switch"] = dataclasses.asdict(cs)
         manifest.record(code_switch_rate=cs.rate if cs.rate is not None else "n/a",

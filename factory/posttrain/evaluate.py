@@ -41,14 +41,35 @@ def perplexity(model, tok, texts: list[str], max_length: int) -> dict[str, float
     return {"perplexity": math.exp(nll / count), "nll": nll / count, "tokens": count, "documents": len(texts)}
 
 
+def read_prompts(path: Path) -> list[dict[str, Any]]:
+    """The prompts file as `{"language", "messages"}` rows; a one-line DataError naming `file:line` for a row
+    without a string `prompt` or a list of `messages` with a role and a string content each."""
+    out = []
+    for record in read_records(path, text_field=None):
+        row = record.data
+        if isinstance(row.get("prompt"), str) and "messages" not in row:
+            messages = [{"role": "user", "content": row["prompt"]}]
+        elif "messages" in row:
+            messages = row["messages"]
+            if not (isinstance(messages, list) and messages and all(
+                    isinstance(m, dict) and "role" in m and isinstance(m.get("content"), str) for m in messages)):
+                raise DataError(f"{record.source}: 'messages' must be a list of {{role, content}} with string content")
+        elif "prompt" in row:
+            raise DataError(f"{record.source}: 'prompt' must be a string, got {type(row['prompt']).__name__}")
+        else:
+            raise DataError(f"{record.source}: needs 'prompt' or 'messages'; keys found: {', '.join(row) or 'none'}")
+        out.append({"language": str(row.get("language", "ja")), "messages": messages})
+    if not out:
+        raise DataError(f"{path}: empty (no records)")
+    return out
+
+
 @torch.no_grad()
 def answer(model, tok, rows: list[dict[str, Any]], max_new_tokens: int, stop_ids: list[int]) -> list[dict]:
-    """Greedy answers to `prompt` (string) or `messages` rows, formatted with the chat template."""
+    """Greedy answers to the rows of `read_prompts`, formatted with the chat template."""
     out = []
-    for i, row in enumerate(rows):
-        messages = row.get("messages") or ([{"role": "user", "content": row["prompt"]}] if "prompt" in row else None)
-        if not messages:
-            raise DataError(f"prompts row {i}: needs 'prompt' or 'messages'; keys found: {', '.join(row)}")
+    for row in rows:
+        messages = row["messages"]
         enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stop_ids[0])
