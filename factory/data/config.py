@@ -67,7 +67,7 @@ class LangMixConfig(Section):
 
 
 class DedupConfig(Section):
-    """Exact dedup on a normalized hash, then near dedup with MinHash LSH (datasketch)."""
+    """Exact dedup on a normalized hash, then near dedup with MinHash LSH (datatrove's four MinHash steps)."""
 
     exact: bool = True
     """Drop documents whose NFKC-normalized, case-folded, whitespace-collapsed text was seen before."""
@@ -76,7 +76,8 @@ class DedupConfig(Section):
     threshold: float = Field(default=0.8, gt=0, lt=1)
     """Jaccard similarity of character shingles at which two documents are near duplicates."""
     num_perm: int = Field(default=128, ge=16)
-    """MinHash permutations (more: better estimates, slower)."""
+    """MinHash permutations; split into the LSH bands that best separate pairs above and below `threshold`
+    (9 bands of 13 for 0.8 and 128)."""
     shingle_size: int = Field(default=5, ge=1)
     """Character shingle length (Japanese has no spaces, so shingles are characters)."""
     seed: int = 1

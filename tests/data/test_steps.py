@@ -1,0 +1,33 @@
+"""The data stage's datatrove steps: LSH bands, and dedup that is exact across shards."""
+
+from __future__ import annotations
+
+import json
+
+from factory.config import validate_config
+from factory.data.steps import lsh_bands
+from factory.registry import STAGES
+from factory.runner import run_stage
+from tests.data.test_data_stage import DOCS, NEAR, _jsonl
+
+
+def test_bands_are_the_ones_datasketch_picks_for_the_threshold():
+    assert lsh_bands(0.8, 128) == (9, 13)
+    bands, rows = lsh_bands(0.5, 64)
+    assert bands * rows <= 64 and (1 / bands) ** (1 / rows) < 0.6
+
+
+def test_duplicates_in_different_shards_are_removed_and_the_first_copy_kept(tmp_path):
+    shards = [[DOCS[0], DOCS[1]], [DOCS[2], "  " + DOCS[1] + "\n"], [NEAR, DOCS[3], DOCS[2]]]
+    paths = []
+    for i, texts in enumerate(shards):
+        path = tmp_path / f"shard-{i}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+        paths.append(str(path))
+    cfg = validate_config({"run": {"name": "t", "dir": str(tmp_path / "run")},
+                           "data": {"inputs": paths, "output_dir": str(tmp_path / "out"), "num_workers": 2}})
+    metrics = run_stage(STAGES["data"], cfg).metrics
+    assert (metrics["kept"], metrics["rejected.exact_dup"], metrics["rejected.near_dup"]) == (4, 2, 1)
+    assert [r["text"] for r in _jsonl(tmp_path / "out" / "kept.jsonl")] == DOCS[:3] + [DOCS[3]]
+    rejected = {r["source"]: r["reason"] for r in _jsonl(tmp_path / "out" / "rejected.jsonl")}
+    assert rejected == {f"{paths[1]}:2": "exact_dup", f"{paths[2]}:3": "exact_dup", f"{paths[2]}:1": "near_dup"}
