@@ -31,7 +31,7 @@ def run_local(steps: list[Step], work: Path, workers: int) -> None:
     logger.remove()  # datatrove's console logging; the factory logs each step
     for step in steps:
         executor = QuietLocalExecutor(step.pipeline, tasks=step.tasks, workers=min(workers, step.tasks),
-                                      logging_dir=str(work / "logs" / step.name))
+                                      logging_dir=str(work / "logs" / step.name), start_method="fork")
         done = step.tasks - len(executor.get_incomplete_ranks())
         log.info("data: %s, %d tasks%s", step.name, step.tasks, f" ({done} already done)" if done else "")
         executor.run()
