@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # before datatrove imports tqdm: its dedup steps draw progress bars
-import multiprocess  # noqa: E402
-import numpy as np  # noqa: E402
-from datatrove.data import Document, DocumentsPipeline  # noqa: E402
-from datatrove.pipeline.base import PipelineStep  # noqa: E402
-from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature  # noqa: E402
-from datatrove.pipeline.filters.base_filter import BaseFilter  # noqa: E402
-from datatrove.pipeline.writers.jsonl import JsonlWriter  # noqa: E402
-from datatrove.utils.word_tokenizers import WhitespaceTokenizer  # noqa: E402
+import numpy as np
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 
-from factory.data.config import DataConfig  # noqa: E402
-from factory.data.dedup import exact_key, normalize  # noqa: E402
-from factory.data.filters import Filter, build_filters  # noqa: E402
-from factory.records import read_records  # noqa: E402
+from factory.data.config import DataConfig
+from factory.data.dedup import exact_key, normalize
+from factory.data.filters import Filter, build_filters
+from factory.records import read_records
 
 MAX_PRIORITY = 65535
 """datatrove's exact dedup keeps the copy with the highest priority (1..65535): earlier inputs rank higher."""
-
-
-def ignore_interrupts() -> None:
-    """In a pool worker, leave Ctrl-C to the main process, which stops the pool and prints one line."""
-    if multiprocess.current_process().name != "MainProcess":
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class CorpusReader(PipelineStep):
@@ -44,7 +34,6 @@ class CorpusReader(PipelineStep):
         self.inputs, self.text_unit = inputs, text_unit
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        ignore_interrupts()
         spec = self.inputs[rank]
         priority = max(1, MAX_PRIORITY - rank)
         for n, rec in enumerate(read_records(spec["path"], spec["text_field"], spec["format"], self.text_unit,
@@ -142,7 +131,6 @@ class ShardReader(PipelineStep):
         self.folder = Path(folder)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        ignore_interrupts()
         path = self.folder / f"{rank:05d}.jsonl"
         if not path.exists():
             return

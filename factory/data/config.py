@@ -92,7 +92,8 @@ class DataSlurmConfig(Section):
     time: str = "24:00:00"
     """Time limit of each array task (a task is one input; the dedup steps hold one bucket or all clusters)."""
     cpus_per_task: int = Field(default=1, ge=1)
-    mem_per_cpu_gb: int = Field(default=4, ge=1)
+    mem_per_cpu_gb: int = Field(default=4, ge=0)
+    """Memory request per CPU; 0 leaves it to the partition's default."""
     env_command: str = ""
     """Shell line run before each task (e.g. `source .venv/bin/activate`); empty: the submitting environment."""
     sbatch_args: dict[str, str] = Field(default_factory=dict)

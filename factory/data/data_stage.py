@@ -92,14 +92,13 @@ def _check(dc: DataConfig, work: Path, per_input: list[Counter[str]]) -> None:
 
 def _run_slurm(steps: list, work: Path, dc: DataConfig) -> None:
     """Submit one job array per step (each after the one before), wait for the last, then publish here."""
-    from factory.data.executors import slurm_executors
+    from factory.data.executors import slurm_executors, submit_slurm
 
     s = dc.slurm
     executors = slurm_executors(steps, work, partition=s.partition, time=s.time, cpus_per_task=s.cpus_per_task,
                                 mem_per_cpu_gb=s.mem_per_cpu_gb, env_command=s.env_command,
                                 sbatch_args=s.sbatch_args, job_name="data")
-    executors[-1].launch_job()  # launches every dependency first
-    ids = [str(e.job_id) for e in executors if e.job_id not in (None, -1)]
+    ids = submit_slurm(executors)
     log.info("data: submitted Slurm jobs %s", ", ".join(ids) or "none (every task done)")
     while ids and subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True,
                                  text=True).stdout.strip():

@@ -4,8 +4,11 @@ fields kept, undecodable bytes, empty results, a resumed run."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -172,3 +175,29 @@ def test_a_run_killed_during_dedup_continues_with_the_unfinished_steps(tmp_path,
     assert "data: minhash_buckets, 9 tasks (9 already done)" in caplog.text
     assert "data: minhash_cluster, 1 tasks\n" in caplog.text + "\n"
     assert resumed == fresh and not work.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_ends_in_one_line_and_the_rerun_continues(tmp_path):
+    corpus = tmp_path / "ja.txt"
+    corpus.write_text("".join(f"{DOCS[i % 4]}その{i}番目の段落である。\n" for i in range(40_000)), encoding="utf-8")
+    cmd = [sys.executable, "-m", "factory.stage", "data", "--config", "configs/demo-cpu.yaml",
+           f"data.inputs=[{corpus}]", f"data.output_dir={tmp_path / 'out'}", "data.dedup.near=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    lines = []
+    for line in proc.stderr:  # interrupt once the pool is at work
+        lines.append(line)
+        if "data: filter" in line:
+            break
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    stderr = "".join(lines) + proc.stderr.read()
+    assert proc.wait(timeout=60) != 0
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted" and stderr.count("error:") == 1
+    assert not (tmp_path / "out").exists() and (tmp_path / ".out.work").exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "continuing the unfinished run" in rerun.stderr
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["metrics"]["kept"] == 40_000

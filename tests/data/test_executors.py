@@ -49,7 +49,7 @@ def test_a_real_slurm_submission_runs_the_steps_in_order_and_publishes(slurm, tm
     cmd = [sys.executable, "-m", "factory.stage", "data", "--config", "configs/demo-cpu.yaml",
            f"data.inputs=[{{path: {ja}, text_field: content}}, {{path: {en}, japanese: false}}]",
            f"data.output_dir={out}", "data.text_unit=paragraph", "data.max_error_rate=0.2", "data.executor=slurm",
-           "data.slurm.partition=debug", "data.slurm.poll_seconds=1", "data.slurm.mem_per_cpu_gb=1",
+           "data.slurm.partition=debug", "data.slurm.poll_seconds=1", "data.slurm.mem_per_cpu_gb=0",
            f"data.slurm.env_command=export PATH={venv_bin}:$PATH"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=slurm.env)
     assert proc.returncode == 0, proc.stderr[-3000:]
