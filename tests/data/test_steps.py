@@ -1,14 +1,16 @@
-"""The data stage's datatrove steps: LSH bands, and dedup that is exact across shards."""
+"""The data stage's datatrove steps: LSH bands, dedup that is exact across shards, the dedup switches."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from factory.config import validate_config
 from factory.data.steps import lsh_bands
 from factory.registry import STAGES
 from factory.runner import run_stage
-from tests.data.test_data_stage import DOCS, NEAR, _jsonl
+from tests.data.test_data_stage import DOCS, NEAR, _config, _jsonl, _write_inputs
 
 
 def test_bands_are_the_ones_datasketch_picks_for_the_threshold():
@@ -31,3 +33,14 @@ def test_duplicates_in_different_shards_are_removed_and_the_first_copy_kept(tmp_
     assert [r["text"] for r in _jsonl(tmp_path / "out" / "kept.jsonl")] == DOCS[:3] + [DOCS[3]]
     rejected = {r["source"]: r["reason"] for r in _jsonl(tmp_path / "out" / "rejected.jsonl")}
     assert rejected == {f"{paths[1]}:2": "exact_dup", f"{paths[2]}:3": "exact_dup", f"{paths[2]}:1": "near_dup"}
+
+
+@pytest.mark.parametrize(("exact", "near", "expected"), [
+    (True, False, {"kept": 7, "rejected.exact_dup": 1}),
+    (False, True, {"kept": 6, "rejected.near_dup": 2}),  # the exact copy is a near duplicate too
+    (False, False, {"kept": 8}),
+])
+def test_switches_turn_each_dedup_off(tmp_path, exact, near, expected):
+    ja, en = _write_inputs(tmp_path)
+    metrics = run_stage(STAGES["data"], _config(tmp_path, ja, en, dedup={"exact": exact, "near": near})).metrics
+    assert {k: v for k, v in metrics.items() if k == "kept" or k.endswith("_dup")} == expected
