@@ -100,7 +100,7 @@ def _run_slurm(steps: list, work: Path, dc: DataConfig) -> None:
                                 sbatch_args=s.sbatch_args, job_name="data")
     ids = submit_slurm(executors)
     log.info("data: submitted Slurm jobs %s", ", ".join(ids) or "none (every task done)")
-    while ids and subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True,
+    while ids and subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, check=False,
                                  text=True).stdout.strip():
         time.sleep(s.poll_seconds)
     for step, executor in zip(steps, executors):

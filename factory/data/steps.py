@@ -12,12 +12,28 @@ from pathlib import Path
 
 import numpy as np
 import tqdm
-from datatrove.pipeline.dedup import exact_dedup, minhash as minhash_steps
-from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups
+from datatrove.pipeline.dedup import exact_dedup
+from datatrove.pipeline.dedup import minhash as minhash_steps
+from datatrove.pipeline.dedup.exact_dedup import (
+    ExactDedupConfig,
+    ExactDedupFilter,
+    ExactDedupSignature,
+    ExactFindDedups,
+)
 from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
 
-from factory.data.blocks import (CharacterMinhashSignature, CorpusReader, KeptWriter, RejectedWriter, ShardReader,
-                                 WellFormed, filter_blocks, input_priority, normalized_text, shard_writer)
+from factory.data.blocks import (
+    CharacterMinhashSignature,
+    CorpusReader,
+    KeptWriter,
+    RejectedWriter,
+    ShardReader,
+    WellFormed,
+    filter_blocks,
+    input_priority,
+    normalized_text,
+    shard_writer,
+)
 from factory.data.config import DataConfig, DedupConfig
 
 for _module in (exact_dedup, minhash_steps):

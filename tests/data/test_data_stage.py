@@ -15,8 +15,8 @@ import pytest
 
 from factory.config import validate_config
 from factory.errors import ConfigError, DataError
-from factory.runner import run_stage
 from factory.registry import STAGES
+from factory.runner import run_stage
 
 DOCS = [
     "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた事だけは記憶している。",
