@@ -44,3 +44,21 @@ def test_switches_turn_each_dedup_off(tmp_path, exact, near, expected):
     ja, en = _write_inputs(tmp_path)
     metrics = run_stage(STAGES["data"], _config(tmp_path, ja, en, dedup={"exact": exact, "near": near})).metrics
     assert {k: v for k, v in metrics.items() if k == "kept" or k.endswith("_dup")} == expected
+
+
+def test_parquet_and_datasets_folders_keep_their_rows_fields(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [11, 12], "body": DOCS[:2], "score": [0.5, 0.9]}), tmp_path / "a.parquet")
+    datasets.Dataset.from_dict({"body": DOCS[2:], "lang": ["ja", "ja"]}).save_to_disk(str(tmp_path / "hf"))
+    cfg = validate_config({"run": {"name": "t", "dir": str(tmp_path / "run")},
+                           "data": {"inputs": [str(tmp_path / "a.parquet"), str(tmp_path / "hf")], "text_field": "body",
+                                    "output_dir": str(tmp_path / "out"), "num_workers": 2}})
+    run_stage(STAGES["data"], cfg)
+    kept = _jsonl(tmp_path / "out" / "kept.jsonl")
+    assert kept[:2] == [{"id": 11, "score": 0.5, "text": DOCS[0], "source": f"{tmp_path / 'a.parquet'}#0"},
+                        {"id": 12, "score": 0.9, "text": DOCS[1], "source": f"{tmp_path / 'a.parquet'}#1"}]
+    assert [(r["lang"], r["text"], r["source"]) for r in kept[2:]] == [
+        ("ja", DOCS[2], f"{tmp_path / 'hf'}#0"), ("ja", DOCS[3], f"{tmp_path / 'hf'}#1")]
