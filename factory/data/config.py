@@ -67,7 +67,7 @@ class LangMixConfig(Section):
 
 
 class DedupConfig(Section):
-    """Exact dedup on a normalized hash, then near dedup with MinHash LSH (datasketch)."""
+    """Exact dedup on a normalized hash, then near dedup with MinHash LSH (datatrove's four MinHash steps)."""
 
     exact: bool = True
     """Drop documents whose NFKC-normalized, case-folded, whitespace-collapsed text was seen before."""
@@ -76,11 +76,30 @@ class DedupConfig(Section):
     threshold: float = Field(default=0.8, gt=0, lt=1)
     """Jaccard similarity of character shingles at which two documents are near duplicates."""
     num_perm: int = Field(default=128, ge=16)
-    """MinHash permutations (more: better estimates, slower)."""
+    """MinHash permutations; split into the LSH bands that best separate pairs above and below `threshold`
+    (9 bands of 13 for 0.8 and 128)."""
     shingle_size: int = Field(default=5, ge=1)
     """Character shingle length (Japanese has no spaces, so shingles are characters)."""
     seed: int = 1
     """MinHash seed; fixed so runs are reproducible."""
+
+
+class DataSlurmConfig(Section):
+    """Where `data.executor: slurm` runs each step's job array (datatrove's Slurm executor)."""
+
+    partition: str = "cpu"
+    """Slurm partition of the data jobs."""
+    time: str = "24:00:00"
+    """Time limit of each array task (a task is one input; the dedup steps hold one bucket or all clusters)."""
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_per_cpu_gb: int = Field(default=4, ge=0)
+    """Memory request per CPU; 0 leaves it to the partition's default."""
+    env_command: str = ""
+    """Shell line run before each task (e.g. `source .venv/bin/activate`); empty: the submitting environment."""
+    sbatch_args: dict[str, str] = Field(default_factory=dict)
+    """Extra `#SBATCH --KEY=VALUE` lines (account, qos, constraint, ...)."""
+    poll_seconds: float = Field(default=30, gt=0)
+    """How often the stage checks the submitted jobs before it publishes the result."""
 
 
 class DataConfig(Section):
@@ -95,9 +114,12 @@ class DataConfig(Section):
     output_dir: Path | None = None
     """Defaults to `<run.dir>/data`."""
     num_workers: Annotated[int, OPERATIONAL] = Field(default=2, ge=1)
-    """Worker processes that run the filters and MinHash signatures."""
-    docs_per_task: Annotated[int, OPERATIONAL] = Field(default=256, ge=1)
-    """Documents sent to a worker at a time (bounds memory)."""
+    """Local executor: tasks run at once (a task is one input, or one MinHash bucket)."""
+    executor: Annotated[Literal["local", "slurm"], OPERATIONAL] = "local"
+    """local: datatrove's local executor; slurm: one dependent job array per step (`data.slurm`)."""
+    slurm: Annotated[DataSlurmConfig, OPERATIONAL] = Field(default_factory=DataSlurmConfig)
+    allow_empty: bool = False
+    """Accept a result with no records in or none kept (otherwise an error)."""
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     """Fail when more than this share of an input's records is malformed."""
     report_errors: Annotated[int, OPERATIONAL] = Field(default=5, ge=0)

@@ -1,29 +1,26 @@
-"""The `data` stage: stream corpora -> quality filters -> dedup -> kept.jsonl + rejected.jsonl (with reasons)."""
+"""The `data` stage on datatrove: read corpora -> quality filters -> exact + MinHash dedup -> kept + rejected JSONL."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import multiprocessing as mp
-import os
+import shutil
+import subprocess
+import time
 from collections import Counter
-from itertools import islice
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
 
 from factory.config_base import CoreConfig
-from factory.data.config import DataConfig, DataInput
-from factory.data.dedup import Deduper, exact_key, signature
-from factory.data.filters import build_filters, first_rejection
-from factory.errors import ConfigError
+from factory.data.config import DataConfig
+from factory.data.filters import build_filters
+from factory.data.shards import BAD_RECORDS, first_bad_records, merge, shard_counts, work_dir
+from factory.errors import ConfigError, DataError
 from factory.io import atomic_dir
 from factory.manifest import RunManifest
-from factory.records import ErrorBudget, Record, read_records
+from factory.records import read_records
 from factory.stage_api import Plan, SectionSpec, Stage
 
 log = logging.getLogger(__name__)
 KEPT, REJECTED = "kept.jsonl", "rejected.jsonl"
-_STATE: dict = {}  # per worker process: the DataConfig and its two filter chains
 
 
 def plan(cfg: CoreConfig) -> Plan:
@@ -36,86 +33,80 @@ def plan(cfg: CoreConfig) -> Plan:
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    from rich.progress import Progress
+    from factory.data.steps import data_steps  # datatrove is imported only by a data run
 
     dc = STAGE.section_of(cfg)
-    counts: Counter[str] = Counter({name: 0 for name in reason_names(dc)})
-    with atomic_dir(plan.output_dir) as tmp, open(tmp / KEPT, "w", encoding="utf-8") as kept, \
-            open(tmp / REJECTED, "w", encoding="utf-8") as rejected, _screener(dc) as screen, \
-            Progress(transient=True) as progress:
-        dedup = Deduper(dc.dedup)
-        for inp in dc.inputs:
-            manifest.add_input(inp.path, role="corpus")
-            task = progress.add_task(f"data {inp.path.name}", total=None)
-            budget = ErrorBudget(inp.path, dc.max_error_rate, dc.report_errors)
-            for rec, verdict, key, hv in screen(_batches(_records(inp, dc), dc.docs_per_task, inp.japanese)):
-                budget.count(rec)
-                verdict = verdict or dedup.check(key, hv, rec.source)
-                _write(kept, rejected, rec, verdict, key)
-                counts[verdict[0] if verdict else "kept"] += 1
-                progress.advance(task)
-            budget.check()
-        for f in (kept, rejected):  # durable before atomic_dir renames the folder into place
-            f.flush()
-            os.fsync(f.fileno())
-    _record(manifest, counts)
+    for inp in dc.inputs:
+        manifest.add_input(inp.path, role="corpus")
+        next(read_records(inp.path, inp.text_field or dc.text_field, inp.format, dc.text_unit, errors="yield"), None)
+    work = work_dir(plan.output_dir, dc)
+    steps = data_steps(dc, work)
+    if dc.executor == "slurm":
+        _run_slurm(steps, work, dc)
+    else:
+        from factory.data.executors import run_local
+
+        run_local(steps, work, dc.num_workers)
+    reasons = reason_names(dc)
+    per_input = shard_counts(work, len(dc.inputs), reasons)
+    try:
+        _check(dc, work, per_input)
+    except DataError:
+        shutil.rmtree(work)  # the same inputs and config would fail the same way
+        raise
+    with atomic_dir(plan.output_dir) as tmp:
+        merge(work, len(dc.inputs), reasons, tmp / KEPT, tmp / REJECTED)
+    shutil.rmtree(work)
+    totals: Counter[str] = Counter({r: 0 for r in reasons})
+    for count in per_input:
+        totals.update(count)  # update, not +, which drops the zeros the manifest shows
+    _record(manifest, totals)
     for p in plan.writes:
         manifest.add_output(p)
 
 
 def reason_names(dc: DataConfig) -> list[str]:
     """Every reason a record can be rejected for, so the manifest shows zeros too."""
-    names = ["malformed"] + [f.name for f in build_filters(dc, japanese=True)]
+    names = [*BAD_RECORDS] + [f.name for f in build_filters(dc, japanese=True)]
     return names + [n for n, on in (("exact_dup", dc.dedup.exact), ("near_dup", dc.dedup.near)) if on]
 
 
-def _records(inp: DataInput, dc: DataConfig) -> Iterator[Record]:
-    return read_records(inp.path, inp.text_field or dc.text_field, inp.format, dc.text_unit, errors="yield")
+def _check(dc: DataConfig, work: Path, per_input: list[Counter[str]]) -> None:
+    """Malformed share per input within `max_error_rate`; something in and kept unless `allow_empty`."""
+    for rank, (inp, count) in enumerate(zip(dc.inputs, per_input)):
+        bad, total = sum(count[r] for r in BAD_RECORDS), sum(count.values())
+        first = first_bad_records(work, rank, dc.report_errors or 1)
+        for row in first[:dc.report_errors]:
+            log.warning("malformed record %s: %s", row["source"], row["detail"])
+        if total and bad / total > dc.max_error_rate:
+            raise DataError(f"{inp.path}: {bad} of {total} records malformed ({bad / total:.1%} > "
+                            f"data.max_error_rate {dc.max_error_rate:.1%}); first: {first[0]['source']}: "
+                            f"{first[0]['detail']}")
+    total = sum(sum(c.values()) for c in per_input)
+    kept = sum(c["kept"] for c in per_input)
+    if not dc.allow_empty and (total == 0 or kept == 0):
+        what = "no records in" if total == 0 else f"none of {total} records kept"
+        raise DataError(f"data: {what} ({', '.join(str(i.path) for i in dc.inputs)}); set data.allow_empty=true "
+                        "to accept an empty result")
 
 
-def _batches(records: Iterator[Record], size: int, japanese: bool) -> Iterator[tuple[list[Record], bool]]:
-    while batch := list(islice(records, size)):
-        yield batch, japanese
+def _run_slurm(steps: list, work: Path, dc: DataConfig) -> None:
+    """Submit one job array per step (each after the one before), wait for the last, then publish here."""
+    from factory.data.executors import slurm_executors, submit_slurm
 
-
-def _init_worker(dc_json: dict) -> None:
-    dc = DataConfig.model_validate(dc_json)
-    _STATE.update(dc=dc, chains={True: build_filters(dc, True), False: build_filters(dc, False)})
-
-
-def _screen(task: tuple[list[Record], bool]) -> list[tuple]:
-    """Filter verdict, exact key and MinHash values for each record of a batch (runs in a worker)."""
-    batch, japanese = task
-    dc: DataConfig = _STATE["dc"]
-    out = []
-    for rec in batch:
-        verdict = ("malformed", rec.error) if rec.error else first_rejection(_STATE["chains"][japanese], rec.text)
-        keep = verdict is None
-        key = exact_key(rec.text) if keep else b""
-        hv = signature(rec.text, dc.dedup) if keep and dc.dedup.near else None
-        out.append((rec, verdict, key, hv))
-    return out
-
-
-@contextlib.contextmanager
-def _screener(dc: DataConfig) -> Iterator[Callable[[Iterable], Iterator[tuple]]]:
-    """Yields screen(batches) -> screened records in input order, in-process for one worker."""
-    args = (dc.model_dump(mode="json"),)
-    if dc.num_workers == 1:
-        _init_worker(*args)
-        yield lambda batches: (r for b in map(_screen, batches) for r in b)
-        return
-    with mp.get_context("spawn").Pool(dc.num_workers, initializer=_init_worker, initargs=args) as pool:
-        yield lambda batches: (r for b in pool.imap(_screen, batches) for r in b)
-
-
-def _write(kept, rejected, rec: Record, verdict: tuple[str, str] | None, key: bytes) -> None:
-    if verdict is None:
-        row = {"id": key.hex(), "text": rec.text, "source": rec.source}
-        kept.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return
-    row = {"source": rec.source, "reason": verdict[0], "detail": verdict[1], "text": rec.text}
-    rejected.write(json.dumps(row, ensure_ascii=False) + "\n")
+    s = dc.slurm
+    executors = slurm_executors(steps, work, partition=s.partition, time=s.time, cpus_per_task=s.cpus_per_task,
+                                mem_per_cpu_gb=s.mem_per_cpu_gb, env_command=s.env_command,
+                                sbatch_args=s.sbatch_args, job_name="data")
+    ids = submit_slurm(executors)
+    log.info("data: submitted Slurm jobs %s", ", ".join(ids) or "none (every task done)")
+    while ids and subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, check=False,
+                                 text=True).stdout.strip():
+        time.sleep(s.poll_seconds)
+    for step, executor in zip(steps, executors):
+        if missing := executor.get_incomplete_ranks():
+            raise DataError(f"data: Slurm step {step.name} left tasks {missing} unfinished (logs: "
+                            f"{work / 'slurm_logs' / step.name}); rerun to continue them")
 
 
 def _record(manifest: RunManifest, counts: Counter[str]) -> None:
@@ -128,6 +119,6 @@ def _record(manifest: RunManifest, counts: Counter[str]) -> None:
 
 
 STAGE = Stage(
-    name="data", help="ingest, filter and dedup corpora into JSONL",
+    name="data", help="ingest, filter and dedup corpora into JSONL (datatrove)",
     sections=(SectionSpec("data", DataConfig, "Corpora to ingest, filter and dedup into JSONL."),),
     plan=plan, run=run, result_sections=("data",), job_array=True)
