@@ -33,6 +33,7 @@ def build(root: Path, vocab_size: int, documents: int) -> Path:
     from factory.registry import STAGES
     from factory.runner import run_stage
 
+    root.mkdir(parents=True, exist_ok=True)
     corpus = write_corpus(root / "corpus.txt", 600)
     run_stage(STAGES["tokenizer"], validate_config({
         "run": {"name": "doctor", "dir": str(root)},
