@@ -56,8 +56,8 @@ def check_prepared(root: Path) -> Path:
     missing = [str(root / name) for name in ("tokenizer/tokenizer_config.json", "pack/blend.json")
                if not (root / name).is_file()]
     if missing:
-        raise ConfigError(f"--data {root}: missing {', '.join(missing)} (expected the layout "
-                          "`python -m factory.doctor --prepare DIR` writes)")
+        raise ConfigError(f"--data {root}: missing {', '.join(missing)} (expected the "
+                          "tokenizer stage's output in tokenizer/ and the pack stage's in pack/)")
     return root
 
 
