@@ -1,0 +1,1 @@
+"""`python -m factory.doctor`: a fixed list of checks that proves a node can run the factory (see docs/gpu.md)."""

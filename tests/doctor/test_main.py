@@ -1,0 +1,38 @@
+"""`python -m factory.doctor`: the CPU tier passes end to end; the GPU tier without CUDA skips every check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _doctor(tier: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "factory.doctor", "--tier", tier, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cpu_tier_passes_and_writes_its_record(tmp_path):
+    proc = _doctor("cpu", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "doctor.json").read_text())
+    assert record["passed"] and {c["status"] for c in record["checks"]} == {"pass"}
+    names = [c["name"] for c in record["checks"]]
+    assert names == ["runtime", "dense_model", "moe_model", "data", "pretrain_resume", "upcycle", "export"]
+    assert "max |dloss| 0" in record["checks"][4]["figure"]
+    assert "| export | pass |" in (tmp_path / "doctor.md").read_text()
+    assert not list(tmp_path.glob("work-*"))  # the scratch folder is gone
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the skip path needs a machine without CUDA")
+def test_gpu_tier_without_cuda_skips_every_check(tmp_path):
+    proc = _doctor("gpu", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "doctor.json").read_text())
+    assert record["checks"] and all(c["figure"] == "skipped: no CUDA device" for c in record["checks"])
