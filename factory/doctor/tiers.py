@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from factory.doctor import build_checks, chain_checks
+from factory.doctor import build_checks, chain_checks, parallel_check
 from factory.doctor.checks import Check
 from factory.doctor.shapes import CPU, GPU
 
@@ -19,5 +19,7 @@ CHAIN = [
           requires=("pretrain_resume",)),
     Check("export", "the exported HF folder gives the checkpoint's logits under stock transformers",
           chain_checks.export, requires=("upcycle",)),
+    Check("tensor_expert_parallel", "TP=2 (dense) and EP=2 (MoE) over 2 processes give the TP=1/EP=1 logits",
+          parallel_check.tensor_expert_parallel),
 ]
 TIERS = {"cpu": (CPU, CHAIN), "gpu": (GPU, CHAIN)}

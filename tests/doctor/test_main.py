@@ -24,8 +24,11 @@ def test_cpu_tier_passes_and_writes_its_record(tmp_path):
     record = json.loads((tmp_path / "doctor.json").read_text())
     assert record["passed"] and {c["status"] for c in record["checks"]} == {"pass"}
     names = [c["name"] for c in record["checks"]]
-    assert names == ["runtime", "dense_model", "moe_model", "data", "pretrain_resume", "upcycle", "export"]
+    assert names == ["runtime", "dense_model", "moe_model", "data", "pretrain_resume", "upcycle", "export",
+                     "tensor_expert_parallel"]
     assert "max |dloss| 0" in record["checks"][4]["figure"]
+    assert "tensor=2: max |dlogits|" in record["checks"][7]["figure"]
+    assert "expert=2: max |dlogits|" in record["checks"][7]["figure"]
     assert "| export | pass |" in (tmp_path / "doctor.md").read_text()
     assert not list(tmp_path.glob("work-*"))  # the scratch folder is gone
 
