@@ -17,6 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="time budget; later checks are skipped")
     parser.add_argument("--data", type=Path, default=None, help="a prepared folder (tokenizer/, pack/)")
     args = parser.parse_args(argv)
+    from factory.doctor.workspace import check_prepared
+    from factory.errors import ConfigError, report as report_error
+
+    if args.data is not None:
+        try:
+            check_prepared(args.data)
+        except ConfigError as e:
+            return report_error(e)
     import torch
 
     from factory.doctor import report

@@ -39,3 +39,15 @@ def test_gpu_tier_without_cuda_skips_every_check(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "doctor.json").read_text())
     assert record["checks"] and all(c["figure"] == "skipped: no CUDA device" for c in record["checks"])
+
+
+def test_a_bad_data_folder_is_one_line_and_exit_2_before_any_check(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "factory.doctor", "--tier", "cpu", "--data", str(tmp_path / "nope"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --data {tmp_path / 'nope'}: missing {tmp_path / 'nope/tokenizer/tokenizer_config.json'}, "
+        f"{tmp_path / 'nope/pack/blend.json'} (expected the tokenizer stage's output in tokenizer/ and the pack "
+        "stage's in pack/)"]
+    assert not out.exists()
