@@ -70,7 +70,8 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
         def save(current: TrainState) -> None:
             current.data["batch"] = last_batch_fingerprint(phases, current.iteration, current.consumed_samples, gbs)
             lr_now = scheduler.get_lr(optimizer.param_groups[0])
-            meta = current.meta(stage, gbs * start.model.seq_length, lr_now, phase_at(phases, current.iteration).name)
+            trained_on = phase_at(phases, current.iteration - 1).name  # the phase of the last step, as in metrics
+            meta = current.meta(stage, gbs * start.model.seq_length, lr_now, trained_on)
             meta.update(peak_lr=lr, min_lr=min_lr)
             ckpt.save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,
                       scheduler=scheduler, meta=meta, keep_last=train_config.checkpoint.keep_last,

@@ -57,8 +57,8 @@ def plan_phases(stage: str, train_config: TrainConfig, default_blend: Path, toke
 
 
 def phase_at(phases: list[Phase], iteration: int) -> Phase:
-    """The phase of the step that follows `iteration` completed steps."""
-    return next((p for p in phases if p.start <= iteration < p.end), phases[-1])
+    """The phase of the step that follows `iteration` completed steps (the phases are contiguous from 0)."""
+    return next((p for p in phases if iteration < p.end), phases[-1])
 
 
 def position(phase: Phase, consumed_samples: int, global_batch_size: int) -> int:

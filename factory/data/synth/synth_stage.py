@@ -85,8 +85,7 @@ def _endpoint(cfg: CoreConfig, sc: SynthConfig) -> Iterator[SynthConfig]:
     from factory.convert.export import as_hf_folder  # torch and transformers: only a served teacher pays
     from factory.data.synth.server import ChatServer, HFBackend
 
-    tokenizer = sc.training.tokenizer_dir if sc.training and sc.training.tokenizer_dir else cfg.stage_dir("tokenizer")
-    with as_hf_folder(sc.teacher, runtime=cfg.runtime, tokenizer_dir=tokenizer, run_dir=cfg.run.dir,
+    with as_hf_folder(sc.teacher, runtime=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, sc), run_dir=cfg.run.dir,
                       name=cfg.run.name) as folder:
         name = sc.model or str(sc.teacher)
         server = ChatServer(HFBackend(folder, max(sc.max_tokens, sc.preference.max_tokens)), port=0, model_name=name)
@@ -96,8 +95,13 @@ def _endpoint(cfg: CoreConfig, sc: SynthConfig) -> Iterator[SynthConfig]:
         log.info("synth: teacher %s stopped", sc.teacher)
 
 
+def _tokenizer_dir(cfg: CoreConfig, sc: SynthConfig) -> Path:
+    """`synth.training.tokenizer_dir`, else the tokenizer stage's output (the teacher's export and the pack)."""
+    return (sc.training.tokenizer_dir if sc.training else None) or cfg.stage_dir("tokenizer")
+
+
 def _tokenizer_model(cfg: CoreConfig, sc: SynthConfig) -> Path:
-    return (sc.training.tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"
+    return _tokenizer_dir(cfg, sc) / "tokenizer.model"
 
 
 def _training_data(cfg: CoreConfig, sc: SynthConfig, out: Path, manifest: RunManifest) -> None:

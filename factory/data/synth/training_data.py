@@ -21,6 +21,7 @@ from factory.data.filters import LanguageMix, build_filters, first_rejection
 from factory.data.langmix import LangMixDetector
 from factory.data.synth.config import SynthTraining
 from factory.io import atomic_write_json, atomic_write_text
+from factory.posttrain.data import degenerate as degenerate_pair
 
 PROVENANCE = ("id", "task", "persona", "seed_id", "template", "model")
 PRETRAINING, PRETRAINING_REJECTED, SFT, DPO = "pretraining.jsonl", "pretraining_rejected.jsonl", "sft.jsonl", "dpo.jsonl"
@@ -95,7 +96,7 @@ def dpo_rows(training: SynthTraining, pairs: list[dict[str, Any]], out: Path) ->
     rows, degenerate, mixed = [], 0, 0
     for pair in pairs:
         chosen, rejected = pair["chosen"].strip(), pair["rejected"].strip()
-        if not chosen or not rejected or chosen == rejected:
+        if degenerate_pair({"chosen": chosen, "rejected": rejected}):
             degenerate += 1
         elif detector(chosen):
             mixed += 1
