@@ -31,11 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     from factory.doctor.checks import SKIP, DoctorContext, Result, run_checks, verdict
     from factory.doctor.tiers import TIERS
 
-    tier = args.tier if args.tier != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    from factory.runtime.runtime import cuda_device_count
+
+    has_cuda = cuda_device_count() > 0
+    tier = args.tier if args.tier != "auto" else ("gpu" if has_cuda else "cpu")
     shapes, checks = TIERS[tier]
     command = "python -m factory.doctor " + shlex.join(argv if argv is not None else sys.argv[1:])
     environment = {"python": sys.version.split()[0], "torch": torch.__version__}
-    if tier == "gpu" and not torch.cuda.is_available():
+    if tier == "gpu" and not has_cuda:
         results = [Result(c.name, SKIP, "skipped: no CUDA device", 0.0, c.proves) for c in checks]
     else:
         deadline = time.monotonic() + args.minutes * 60 if args.minutes else None

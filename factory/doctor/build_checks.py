@@ -17,7 +17,7 @@ def runtime_init(context: DoctorContext) -> str:
     cfg = configs.validated(configs.base(context.shapes, context.work_dir, 256))
     with runtime_session(cfg.runtime, cfg.parallel) as rt:
         backend = torch.distributed.get_backend()
-        where = torch.cuda.get_device_name(rt.device) if rt.is_cuda else "cpu"
+        where = rt.device_name
         engine = "Transformer Engine" if rt.use_transformer_engine else "no Transformer Engine"
         return (f"{where}, {str(rt.dtype).removeprefix('torch.')}, {backend}, world {rt.world_size}, torch "
                 f"{torch.__version__}, megatron-core {megatron.core.__version__}, {engine}")

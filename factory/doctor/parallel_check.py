@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from factory.doctor.checks import CheckFailed, CheckSkipped, DoctorContext
+from factory.runtime.runtime import cuda_device_count
 
 PROCESSES = 2
 TIMEOUT_SECONDS = 600
@@ -24,8 +23,9 @@ def _package_root() -> str:
 
 def tensor_expert_parallel(context: DoctorContext) -> str:
     """Launch factory.doctor.parallel_worker on 2 ranks (gloo on CPU, NCCL on 2 GPUs) and bound its differences."""
-    if context.shapes.device == "cuda" and torch.cuda.device_count() < PROCESSES:
-        raise CheckSkipped(f"needs {PROCESSES} CUDA devices, found {torch.cuda.device_count()}")
+    found = cuda_device_count()
+    if context.shapes.device == "cuda" and found < PROCESSES:
+        raise CheckSkipped(f"needs {PROCESSES} CUDA devices, found {found}")
     out = context.work_dir / "parallel"
     out.mkdir(parents=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(PROCESSES),

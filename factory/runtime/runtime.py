@@ -45,6 +45,11 @@ class Runtime:
         return self.device.type == "cuda"
 
     @property
+    def device_name(self) -> str:
+        """The accelerator's name (e.g. NVIDIA H100 80GB HBM3), or "cpu"."""
+        return torch.cuda.get_device_name(self.device) if self.is_cuda else "cpu"
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -116,6 +121,11 @@ class Runtime:
         problems = [] if self.is_cuda else compat.unsupported_on_cpu(model_cfg)
         if problems:
             raise ConfigError(problems)
+
+
+def cuda_device_count() -> int:
+    """CUDA devices visible to this process (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def resolve_device(cfg: RuntimeConfig) -> torch.device:
