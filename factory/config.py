@@ -50,11 +50,32 @@ FactoryConfig.__doc__ = "One config drives every stage; each stage reads the sec
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> FactoryConfig:
-    """Read a YAML preset (following `inherit:`), apply `a.b.c=value` overrides, validate."""
+    """Read a YAML preset (following `inherit:`), apply `a.b.c=value` overrides, put the final run folder
+    in place of `${run.dir}` in every string, validate."""
     raw = _read_yaml_tree(Path(path), seen=())
     for item in overrides:
         _apply_override(raw, item)
+    run = raw.get("run")
+    if isinstance(run, dict) and run.get("dir") is not None:  # else validation names the missing run.dir
+        raw = _interpolate(raw, str(run["dir"]), key="")
     return validate_config(raw, source=str(path))
+
+
+RUN_DIR_REF = "${run.dir}"
+"""The one reference a config string may hold: paths under the run folder follow `run.dir=` overrides."""
+
+
+def _interpolate(node: Any, run_dir: str, key: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, run_dir, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, run_dir, f"{key}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    value = node.replace(RUN_DIR_REF, run_dir)
+    if "${" in value:
+        raise ConfigError(f"{key}={node!r}: only {RUN_DIR_REF} can be referenced in a config value")
+    return value
 
 
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> FactoryConfig:

@@ -1,6 +1,8 @@
 """Domain exceptions, caught once by the CLI and printed as one line each."""
 
 import sys
+from pathlib import Path
+from typing import Iterable
 
 
 class FactoryError(Exception):
@@ -46,3 +48,9 @@ class VerificationError(FactoryError):
 
 class OutputError(FactoryError):
     """A file or folder that cannot be read or written (permission, disk full, read-only, not a folder)."""
+
+
+def missing_inputs(owner: str, paths: Iterable[Path]) -> list[str]:
+    """One problem line naming every path of `owner` that does not exist; none when all exist."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    return [f"{owner}: input not found: {', '.join(missing)}"] if missing else []

@@ -130,3 +130,11 @@ def test_fingerprint_tracks_content_not_order():
     b = validate_config({k: TINY_DENSE[k] for k in reversed(list(TINY_DENSE))})
     c = make_config(TINY_DENSE, model={"num_layers": 4})
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_run_dir_references_follow_the_override():
+    cfg = load_config("configs/demo-cpu.yaml", ["run.dir=/elsewhere/run"])
+    assert cfg.cpt.init_from == Path("/elsewhere/run/upcycle/checkpoints")
+    assert [str(d.path) for d in cfg.sft.datasets][-1] == "/elsewhere/run/synth/sft.jsonl"
+    with pytest.raises(ConfigError, match=r"sft.datasets\[0\].path='\$\{HOME\}/x': only \$\{run.dir\}"):
+        load_config("configs/demo-cpu.yaml", ["sft.datasets=[{path: '${HOME}/x'}]"])

@@ -6,7 +6,7 @@ import logging
 
 from factory.config_base import CoreConfig
 from factory.convert.config import ExportConfig
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
 
@@ -17,7 +17,7 @@ def plan(cfg: CoreConfig) -> Plan:
     ec = STAGE.section_of(cfg)
     out = ec.output_dir or cfg.stage_dir("export") / "hf"
     tokenizer = ec.tokenizer_dir or cfg.stage_dir("tokenizer")
-    missing = [f"export: input not found: {p}" for p in (ec.checkpoint, tokenizer) if not p.exists()]
+    missing = missing_inputs("export", (ec.checkpoint, tokenizer))
     if missing:
         raise ConfigError(missing)
     return Plan(output_dir=out, reads=[ec.checkpoint, tokenizer],

@@ -6,7 +6,7 @@ import logging
 
 from factory.config_base import CoreConfig
 from factory.convert.config import ImportConfig
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
 
@@ -19,7 +19,7 @@ def plan(cfg: CoreConfig) -> Plan:
     if not (ic.hf_dir / "config.json").is_file():
         raise ConfigError(f"hf_import.hf_dir={ic.hf_dir}: no config.json there")
     reads = [ic.hf_dir] + ([ic.extend_vocab.tokenizer_dir, *ic.extend_vocab.text] if ic.extend_vocab else [])
-    missing = [f"hf_import: input not found: {p}" for p in reads[1:] if not p.exists()]
+    missing = missing_inputs("hf_import", reads[1:])
     if missing:
         raise ConfigError(missing)
     return Plan(output_dir=root.parent, reads=reads, writes=[root, root.parent / "tokenizer"],

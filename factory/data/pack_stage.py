@@ -10,7 +10,7 @@ from pathlib import Path
 from factory.config_base import CoreConfig
 from factory.data.pack import pack_records
 from factory.data.pack_config import BlendConfig, PackConfig
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.io import atomic_dir, atomic_write_json
 from factory.manifest import RunManifest
 from factory.schema import rule
@@ -24,9 +24,9 @@ def plan(cfg: CoreConfig) -> Plan:
     out = pc.output_dir or cfg.stage_dir("pack")
     model = tokenizer_model_path(cfg)
     reads = [model] + [d.path for d in pc.datasets]
-    missing = [str(p) for p in reads if not p.exists()]
+    missing = missing_inputs("pack", reads)
     if missing:
-        raise ConfigError([f"pack: input not found: {m}" for m in missing])
+        raise ConfigError(missing)
     writes = [out / f"{d.name}_text_document.{ext}" for d in pc.datasets for ext in ("bin", "idx")]
     if cfg.blend is not None:
         writes.append(out / "blend.json")

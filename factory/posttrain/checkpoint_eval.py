@@ -45,11 +45,11 @@ def _present(root: Path) -> list[int]:
 
 def sweep_points(series: list[CheckpointSeries]) -> list[SweepPoint]:
     """Every (series, iteration) to score; one ConfigError listing each missing folder or iteration."""
-    points, problems = [], []
+    absent = [f"eval.checkpoints[{i}].path={s.path}" for i, s in enumerate(series) if not s.path.is_dir()]
+    points, problems = [], [f"no such checkpoint folder: {', '.join(absent)}"] if absent else []
     for i, s in enumerate(series):
         key = f"eval.checkpoints[{i}]"
         if not s.path.is_dir():
-            problems.append(f"{key}.path: {s.path}: no such checkpoint folder")
             continue
         present = _present(s.path)
         wanted = present if s.iterations == "all" else list(s.iterations)

@@ -13,7 +13,7 @@ from pathlib import Path
 from factory.config_base import CoreConfig
 from factory.data.config import LangMixConfig
 from factory.data.langmix import LangMixDetector
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.io import atomic_write_json, atomic_write_text
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
@@ -31,14 +31,19 @@ def plan(cfg: CoreConfig) -> Plan:
     ec = STAGE.section_of(cfg)
     model = ec.model or cfg.stage_dir("dpo") / "hf"
     out = ec.output_dir or cfg.stage_dir("eval")
-    bench_reads, notes = benchmarks.plan_reads(ec)
-    reads = [model] + [h.path for h in ec.heldout] + ([ec.prompts] if ec.prompts else []) + bench_reads
+    reads = [model] + [h.path for h in ec.heldout] + ([ec.prompts] if ec.prompts else [])
     if model.exists() and is_megatron(model):
         reads.append(ec.tokenizer_dir or cfg.stage_dir("tokenizer"))
+    missing = missing_inputs("eval", reads)
+    if missing:  # before the benchmarks' inputs: the model is what a user names first
+        raise ConfigError(missing)
+    bench_reads, notes = benchmarks.plan_reads(ec)
+    if is_megatron(model):
         notes.append("Megatron checkpoint: exported to a temporary HF folder (verified by logits) first")
-    missing = [f"eval: input not found: {p}" for p in reads if not p.exists()]
+    missing = missing_inputs("eval", bench_reads)
     if missing:
         raise ConfigError(missing)
+    reads += bench_reads
     if not is_megatron(model):
         hf.check_causal_lm(model)
     return Plan(output_dir=out, reads=reads, notes=notes,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from factory.config_base import CoreConfig
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
 from factory.posttrain.config import TrainSettings
@@ -40,7 +40,7 @@ def paths(cfg: CoreConfig, stage: Stage) -> Paths:
 def plan_training(cfg: CoreConfig, stage: Stage, notes: list[str]) -> Plan:
     tc, p = stage.section_of(cfg), paths(cfg, stage)
     reads = [p.model] + ([p.tokenizer] if p.tokenizer != p.model else []) + [d.path for d in tc.datasets]
-    missing = [f"{stage.name}: input not found: {r}" for r in reads if not r.exists()]
+    missing = missing_inputs(stage.name, reads)
     if missing:
         raise ConfigError(missing)
     config = hf.check_causal_lm(p.model)

@@ -36,7 +36,7 @@ def test_missing_folders_and_iterations_are_listed_together(tmp_path):
     with pytest.raises(ConfigError) as info:
         sweep_points(series)
     assert info.value.lines() == [
-        f"eval.checkpoints[0].path: {tmp_path / 'nowhere'}: no such checkpoint folder",
+        f"no such checkpoint folder: eval.checkpoints[0].path={tmp_path / 'nowhere'}",
         f"eval.checkpoints[1].iterations: [20] not found in {tmp_path / 'ckpt'} (present: 10)"]
 
 

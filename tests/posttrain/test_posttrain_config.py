@@ -31,7 +31,10 @@ def test_zero3_accelerate_config_and_demo_sections():
     assert zero3["deepspeed_config"]["zero3_save_16bit_model"] is True
     demo = load_config("configs/demo-cpu.yaml")
     files = [d.path for d in demo.sft.datasets + demo.dpo.datasets] + [h.path for h in demo.eval.heldout]
-    assert all(p.is_file() for p in files + [demo.eval.prompts])  # the demo's data ships with the repo
+    shipped = [p for p in files + [demo.eval.prompts] if not p.is_relative_to(demo.run.dir)]
+    made = [p for p in files if p.is_relative_to(demo.run.dir)]  # the synth stage's records
+    assert all(p.is_file() for p in shipped), shipped  # the demo's own data ships with the repo
+    assert sorted(p.relative_to(demo.run.dir).as_posix() for p in made) == ["synth/dpo.jsonl", "synth/sft.jsonl"]
 
 
 def test_section_rules_collect_every_problem(tmp_path):

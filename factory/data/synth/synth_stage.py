@@ -19,7 +19,7 @@ from factory.data.synth.client import ChatClient
 from factory.data.synth.config import SynthConfig
 from factory.data.synth.generate import JsonlLog, generate
 from factory.data.synth.judge import judge_pairs
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
 
@@ -35,7 +35,7 @@ def plan(cfg: CoreConfig) -> Plan:
     reads = [sc.seeds.path] + ([sc.personas_file] if sc.personas_file else []) + ([sc.teacher] if sc.teacher else [])
     if sc.training is not None:
         reads.append(_tokenizer_model(cfg, sc))
-    problems = [f"synth: input not found: {p}" for p in reads if not p.exists()]
+    problems = missing_inputs("synth", reads)
     if sc.serve is not None and sc.base_url is None:
         problems.append(f"synth.serve: the vLLM server of {sc.serve.model} is started by the stage's Slurm job "
                         "(python -m factory.launch slurm synth); to run here, give synth.base_url and synth.model")
