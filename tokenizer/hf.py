@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from factory.convert.tokenizer_files import make_portable
 from factory.errors import VerificationError
 from factory.io import atomic_write_json
 from tokenizer.config import SpecialTokens
@@ -48,6 +49,7 @@ def export(out_dir: Path, t: SpecialTokens) -> None:
     tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in t.user_defined])
     tok.save_pretrained(out_dir, save_jinja_files=False)
     atomic_write_json(out_dir / "special_tokens_map.json", special_tokens_map(t))
+    make_portable(out_dir)
     check_single_ids(load(out_dir), out_dir / "tokenizer.model", t)
 
 

@@ -49,5 +49,14 @@ def render(name: str, arch_class: str, model: dict[str, Any], lineage: dict[str,
         json.dumps({k: v for k, v in lineage.items() if k != "model"}, indent=2, ensure_ascii=False, default=str),
         "```", "", "## Verification", "",
         *[f"- {k}: {v}" for k, v in verification.items()], "",
+        "## Consumers", "",
+        "- transformers 5.x: the logits above. transformers 4.x: `tokenizer_config.json` (class "
+        "`PreTrainedTokenizerFast`, special tokens flagged, no BOS or leading space added) and `config.json` "
+        "(top-level `rope_theta`) are written for it; the project's tests load exports with 4.57.1 and 5.x and "
+        "get the same ids and logits within 1e-5 (tests/convert/test_consumers.py).",
+        "- Generation ends at EOS and at the document separator `<EOD>` that pretraining put after each document "
+        "(`generation_config.json`); SFT/DPO outputs end at the chat turn's end marker instead.",
+        "- llama.cpp/GGUF: not checked by the project; its SentencePiece path merges BPE-style and does not "
+        "reproduce a Unigram tokenizer's ids exactly.", "",
     ]
     return "\n".join(lines)

@@ -111,9 +111,12 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
 
 
 def _generation_config(tok):
+    """A base model's generation ends where pretraining ended documents (<EOD>) as well as at EOS."""
     from transformers import GenerationConfig
 
-    ids = tok.special_ids if tok else {}
+    ids = dict(tok.special_ids) if tok else {}
+    if tok:
+        ids["eos_token_id"] = tokenizer_files.end_ids(ids.get("eos_token_id"), tok.document_end_id)
     return GenerationConfig(**{k: v for k, v in ids.items() if v is not None})
 
 

@@ -45,6 +45,7 @@ def hf_config(m: ModelConfig, arch: HfArchitecture, special_ids: dict[str, int |
     fields.update(arch.hf_fields(m))
     config = AutoConfig.for_model(arch.name, **fields)
     config.architectures = [arch.hf_class]
+    config.rope_theta = m.rotary_base  # transformers 4.x reads only this key; without it 4.x assumes its default
     return config
 
 

@@ -154,12 +154,13 @@ def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: 
     trainer.accelerator.wait_for_everyone()
 
 
-def publish(trainer, final: Path, out: Path, manifest, stage: str) -> list[dict[str, float]]:
+def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list[int]) -> list[dict[str, float]]:
     """Move `final` to `out` (main process; an earlier model there is moved aside, never deleted), write
-    loss_curve.json and record the curve's ends."""
+    loss_curve.json and record the curve's ends. Generation ends on `end_ids` (EOS and the chat turn's end)."""
     curve = loss_curve(trainer.state.log_history)
     if trainer.accelerator.is_main_process:
         atomic_write_json(final / "loss_curve.json", curve)
+        _portable_chat_folder(final, end_ids)
         if out.exists():
             move_aside(out)
         os.replace(final, out)
@@ -171,3 +172,17 @@ def publish(trainer, final: Path, out: Path, manifest, stage: str) -> list[dict[
     log.info("%s: %d steps, loss %s; HF folder %s", stage, trainer.state.global_step,
              " -> ".join(f"{c['loss']:.4f}" for c in (curve[:1] + curve[-1:])), out)
     return curve
+
+
+def _portable_chat_folder(folder: Path, end_ids: list[int]) -> None:
+    """The tokenizer files every transformers version reads, and a generation config that ends the reply."""
+    import json
+
+    from factory.convert.tokenizer_files import make_portable
+
+    make_portable(folder)
+    path = folder / "generation_config.json"
+    if path.is_file() and end_ids:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        config["eos_token_id"] = end_ids[0] if len(end_ids) == 1 else end_ids
+        atomic_write_json(path, config)

@@ -34,6 +34,9 @@ def test_sft_on_moe_folder_lowers_loss_and_output_loads(mixtral_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
     assert type(model).__name__ == "MixtralForCausalLM"
+    generation = json.loads((out / "generation_config.json").read_text())  # a reply ends at its turn's end
+    assert generation["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids(IM_END)]
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     prompt = tok.apply_chat_template([{"role": "user", "content": "日本の首都はどこですか？"}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     gen = model.generate(**prompt, max_new_tokens=5, do_sample=False)

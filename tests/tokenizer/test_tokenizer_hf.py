@@ -73,10 +73,10 @@ def test_hf_files_name_the_backend_tokens_and_template(trained, monkeypatch):
     out, _ = trained()
     assert all((out / name).is_file() for name in HF_FILES)
     config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
-    assert config["tokenizer_class"] == "TokenizersBackend"
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"  # known to transformers 4.x; 5.x maps it
     assert "<|im_start|>" in config["chat_template"]
     assert json.loads((out / "special_tokens_map.json").read_text(encoding="utf-8")) == {
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
         "additional_special_tokens": ["<EOD>", "<|im_start|>", "<|im_end|>"]}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert type(AutoTokenizer.from_pretrained(str(out))).__name__ == "TokenizersBackend"
+    assert type(AutoTokenizer.from_pretrained(str(out))).__name__ == "TokenizersBackend"  # the same backend in 5.x
