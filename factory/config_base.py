@@ -71,8 +71,9 @@ def model_parallel_problems(m: ModelConfig, p: ParallelConfig, dense_ep_ok: bool
          f"must be divisible by parallel.tensor ({tp})")
     rule(out, m.num_layers % p.pipeline == 0, "model.num_layers", m.num_layers,
          f"must be divisible by parallel.pipeline ({p.pipeline})")
-    rule(out, p.context == 1 or m.seq_length % (2 * p.context) == 0, "model.seq_length", m.seq_length,
-         f"must be divisible by 2 x parallel.context ({2 * p.context})")
+    rule(out, p.context == 1, "parallel.context", p.context,
+         "context parallelism is not supported: the engine does not split each sequence (and its loss and RoPE "
+         "positions) over CP ranks; use 1 and shard with tensor/pipeline parallelism")
     padded = m.padded_vocab_size(tp)
     rule(out, padded % (m.make_vocab_size_divisible_by * tp) == 0 and padded >= m.vocab_size,
          "model.vocab_size", m.vocab_size, "padding to a multiple of make_vocab_size_divisible_by x TP failed")

@@ -54,7 +54,7 @@ def test_heads_not_dividing_hidden_names_the_key():
     ({"parallel": {"tensor": 8}}, "model.num_attention_heads=4", "divisible by parallel.tensor (8)"),
     ({"parallel": {"tensor": 4}}, "model.num_query_groups=2", "divisible by parallel.tensor (4)"),
     ({"parallel": {"pipeline": 3}}, "model.num_layers=2", "divisible by parallel.pipeline (3)"),
-    ({"parallel": {"context": 3}}, "model.seq_length=32", "divisible by 2 x parallel.context (6)"),
+    ({"parallel": {"context": 2}}, "parallel.context=2", "context parallelism is not supported"),
     ({"parallel": {"expert": 2}}, "parallel.expert=2", "expert parallelism needs model.moe"),
     ({"parallel": {"sequence_parallel": True}}, "parallel.sequence_parallel=True", "needs parallel.tensor > 1"),
     ({"model": {"seq_length": 4096, "max_position_embeddings": 2048}}, "model.seq_length=4096", "<= max_position"),

@@ -34,6 +34,7 @@ CONFIG_CASES = [
     ("pretrain", "runtime.seed=x", "runtime.seed"),
     ("pretrain", "parallel.tensor=0", "parallel.tensor"),
     ("pretrain", "parallel.pipeline=3", "parallel.pipeline"),
+    ("pretrain", "parallel.context=2", "parallel.context"),
     ("pretrain", "pretrain.train_iters=0", "pretrain.train_iters"),
     ("pretrain", "pretrain.micro_batch_size=3", "micro_batch_size"),
     ("pretrain", "pretrain.global_batch_size=0", "pretrain.global_batch_size"),
