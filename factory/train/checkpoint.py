@@ -47,6 +47,11 @@ def iteration_dir(root: Path, iteration: int) -> Path:
     return Path(root) / f"iter_{iteration:07d}"
 
 
+def saved_iterations(root: Path) -> list[int]:
+    """The iteration folders under `root`, in order (complete ones: temporary names do not match)."""
+    return sorted(int(m.group(1)) for p in Path(root).iterdir() if p.is_dir() and (m := _ITER_RE.match(p.name)))
+
+
 def latest_iteration(root: Path) -> int | None:
     """The iteration the tracker names, or None when `root` holds no checkpoint yet."""
     tracker = Path(root) / TRACKER

@@ -20,6 +20,11 @@ class UpcycleConfig(Section):
     source: Path | None = None
     """Dense checkpoint (root with a tracker file, or an iter_ folder); defaults to
     `<run.dir>/pretrain/checkpoints`. Any TP/PP it was saved with."""
+    source_iteration: int | None = Field(default=None, ge=0)
+    """Upcycle this saved iteration of the source root instead of its latest (Tanuki upcycled mid-training)."""
+    source_tokens: float | None = Field(default=None, gt=0)
+    """Upcycle the last saved iteration whose tokens seen are at most this many (e.g. 1.08e12); the plan names
+    the iteration and its tokens. Keep that checkpoint with the dense run's `checkpoint.keep_every`."""
     output_dir: Path | None = None
     """Checkpoint root for the MoE checkpoint (iteration 0) and its manifest; defaults to
     `<run.dir>/upcycle/checkpoints`."""
@@ -59,6 +64,8 @@ class UpcycleConfig(Section):
     def problems(self, prefix: str) -> list[str]:
         out: list[str] = []
         m, g = self.moe, self.granularity
+        rule(out, self.source_iteration is None or self.source_tokens is None, f"{prefix}.source_tokens",
+             self.source_tokens, f"name one of source_iteration ({self.source_iteration}) and source_tokens")
         rule(out, self.mode != "copy" or g == 1, f"{prefix}.granularity", g,
              "mode copy uses whole FFN copies (granularity 1); use mode granular to split the FFN")
         rule(out, self.mode != "granular" or g >= 2, f"{prefix}.granularity", g,

@@ -32,7 +32,28 @@ log = logging.getLogger(__name__)
 
 
 def source_path(cfg: CoreConfig) -> Path:
-    return STAGE.section_of(cfg).source or cfg.stage_dir("pretrain") / "checkpoints"
+    """The dense checkpoint: the source root (its latest), or the iteration named by iteration or by tokens."""
+    uc = STAGE.section_of(cfg)
+    root = uc.source or cfg.stage_dir("pretrain") / "checkpoints"
+    if (uc.source_iteration is None and uc.source_tokens is None) or not root.is_dir():
+        return root
+    from factory.train import checkpoint as ckpt
+
+    present = ckpt.saved_iterations(root)
+    if not present:
+        return root  # read_info names what is missing
+    listed = ", ".join(map(str, present[-8:])) or "none"
+    if uc.source_iteration is not None:
+        if uc.source_iteration not in present:
+            raise ConfigError(f"upcycle.source_iteration={uc.source_iteration}: not saved in {root} "
+                              f"(latest saved: {listed})")
+        return ckpt.iteration_dir(root, uc.source_iteration)
+    seen = [(int(ckpt.read_info(ckpt.iteration_dir(root, it)).factory.get("tokens_seen", 0)), it) for it in present]
+    within = [(tokens, it) for tokens, it in seen if tokens <= uc.source_tokens]
+    if not within:
+        raise ConfigError(f"upcycle.source_tokens={uc.source_tokens:g}: no checkpoint in {root} has seen that few "
+                          f"tokens (the first saved, iteration {seen[0][1]}, has seen {seen[0][0]:,})")
+    return ckpt.iteration_dir(root, max(within)[1])
 
 
 def output_root(cfg: CoreConfig) -> Path:
@@ -52,6 +73,7 @@ def plan(cfg: CoreConfig) -> Plan:
         raise ConfigError(f"upcycle.output_dir={out}: holds a checkpoint at iteration {existing}, "
                           "not an upcycle output; choose another folder")
     return Plan(output_dir=out, reads=[info.path], writes=[ckpt.iteration_dir(out, 0)], notes=[
+        f"source: iteration {info.iteration} ({int(info.factory.get('tokens_seen', 0)):,} tokens seen) of {info.path.parent}",
         f"mode {uc.mode}, granularity {uc.granularity}, expert scale {expert_plan(info.model, uc).alpha:g}, "
         f"{'exact: refuses above' if uc.exact else 'reported, not refused:'} tolerance {uc.tolerance:g}",
         f"dense parameters: {parameter_counts(info.model).describe()}",

@@ -15,8 +15,8 @@ DENSE_META = {"stage": "pretrain", "final_lr": 3e-4, "tokens_seen": 4096, "linea
 MOE = {"num_experts": 4, "router_topk": 2, "token_dispatcher": "allgather"}
 
 
-def save_dense(root: Path, seed: int = 0, **model_overrides) -> Path:
-    """A random dense checkpoint of TINY_DENSE at iteration 7, saved at TP=1."""
+def save_dense(root: Path, seed: int = 0, iteration: int = 7, meta: dict = DENSE_META, **model_overrides) -> Path:
+    """A random dense checkpoint of TINY_DENSE (at iteration 7 unless told), saved at TP=1."""
     from factory.model.build import build_gpt_model
     from factory.runtime.runtime import runtime_session
     from factory.train.checkpoint import save
@@ -30,7 +30,7 @@ def save_dense(root: Path, seed: int = 0, **model_overrides) -> Path:
         with torch.no_grad():
             for p in model.parameters():  # trained-looking magnitudes: logits of order 1, not 1e-2
                 p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-        save(root, 7, model, cfg.model, rt, meta=DENSE_META)
+        save(root, iteration, model, cfg.model, rt, meta=meta)
     return root
 
 

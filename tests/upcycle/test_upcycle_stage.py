@@ -3,7 +3,8 @@
 import pytest
 
 from factory.train.checkpoint import read_info
-from tests.upcycle.conftest import DENSE_META, run_upcycle
+from factory.errors import ConfigError
+from tests.upcycle.conftest import DENSE_META, run_upcycle, save_dense, upcycle_config
 
 EXACT = {
     "copy-random": dict(mode="copy"),
@@ -60,3 +61,25 @@ def test_rerun_replaces_the_previous_output(tmp_path, dense_ckpt):
     run_upcycle(tmp_path, dense_ckpt, mode="copy")
     run_upcycle(tmp_path, dense_ckpt, mode="granular", granularity=2)
     assert read_info(tmp_path / "upcycle" / "checkpoints").factory["upcycle"]["mode"] == "granular"
+
+
+def test_a_mid_training_iteration_is_chosen_by_iteration_or_by_tokens(tmp_path):
+    """Tanuki upcycled the dense run at 1,080B tokens, not at its end: name the iteration or the tokens."""
+    from factory.upcycle.upcycle_stage import plan
+
+    root = tmp_path / "dense"
+    for iteration, tokens in ((7, 4096), (9, 8192), (11, 12288)):
+        save_dense(root, iteration=iteration, meta={**DENSE_META, "tokens_seen": tokens})
+    by_tokens = plan(upcycle_config(tmp_path / "run", root, source_tokens=10_000))
+    assert by_tokens.reads == [root / "iter_0000009"] and "iteration 9 (8,192 tokens seen)" in by_tokens.notes[0]
+    assert plan(upcycle_config(tmp_path / "run", root, source_iteration=7)).reads == [root / "iter_0000007"]
+    assert plan(upcycle_config(tmp_path / "run", root)).reads == [root / "iter_0000011"]
+    with pytest.raises(ConfigError, match=r"upcycle.source_iteration=8: not saved in .*latest saved: 7, 9, 11"):
+        plan(upcycle_config(tmp_path / "run", root, source_iteration=8))
+    with pytest.raises(ConfigError, match="source_tokens=1000: no checkpoint .* iteration 7, has seen 4,096"):
+        plan(upcycle_config(tmp_path / "run", root, source_tokens=1000))
+    with pytest.raises(ConfigError, match="name one of source_iteration"):
+        upcycle_config(tmp_path / "run", root, source_iteration=7, source_tokens=10_000)
+    manifest = run_upcycle(tmp_path / "run", root, source_tokens=10_000)
+    assert read_info(tmp_path / "run" / "upcycle" / "checkpoints").factory["upcycle"]["source_iteration"] == 9
+    assert manifest["metrics"]["max_abs_logit_diff"] <= 1e-5
