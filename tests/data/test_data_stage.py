@@ -183,8 +183,10 @@ def test_ctrl_c_to_the_process_group_ends_in_one_line_and_the_rerun_continues(tm
     corpus.write_text("".join(f"{DOCS[i % 4]}その{i}番目の段落である。\n" for i in range(40_000)), encoding="utf-8")
     cmd = [sys.executable, "-m", "factory.stage", "data", "--config", "configs/demo-cpu.yaml",
            f"data.inputs=[{corpus}]", f"data.output_dir={tmp_path / 'out'}", "data.dedup.near=false"]
+    # Ctrl-C's default disposition, as in a terminal: a suite started in the background (`cmd &` in a script)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stderr:  # interrupt once the pool is at work
         lines.append(line)
