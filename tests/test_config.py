@@ -24,6 +24,8 @@ def test_tanuki_8x8b_inherits_8b_shapes():
     assert moe.model.num_query_groups == 8 and moe.model.ffn_hidden_size == 14336
     assert dense.model.moe is None and moe.model.moe.num_experts == 8 and moe.model.moe.router_topk == 2
     assert moe.parallel.pipeline == 4 and moe.run.name == "tanuki-8x8b"
+    assert dense.pretrain is not None and moe.pretrain is None  # `pretrain: null` drops the inherited section
+    assert moe.upcycle.source_tokens == 1.08e12
 
 
 def test_overrides_are_typed_and_nested():

@@ -29,7 +29,7 @@ def test_bad_config_exits_2_with_one_line_naming_the_key():
 
 
 def test_dry_run_prints_config_and_parameter_counts(capsys):
-    code = main(["pretrain", "--config", "configs/tanuki-8x8b.yaml", "--dry-run"])
+    code = main(["cpt", "--config", "configs/tanuki-8x8b.yaml", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
     assert "num_experts: 8" in out and "# parameters: 46,973.33M total, 13,150.46M active" in out
