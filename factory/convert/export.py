@@ -96,6 +96,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
         config = hf_config.hf_config(m, arch, tok.special_ids if tok else dict.fromkeys(NO_IDS))
         config.dtype = dtype
         config.save_pretrained(tmp)
+        hf_config.write_legacy_fields(tmp)
         _generation_config(tok).save_pretrained(tmp)
         if tokenizer_dir:
             tokenizer_files.copy(tokenizer_dir, tmp)

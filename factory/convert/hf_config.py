@@ -6,11 +6,14 @@ The fields every architecture shares are written and read here; each architectur
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from factory.convert.architectures import ARCHITECTURES, SUPPORTED, HfArchitecture, get
 from factory.convert.architectures.base import value
 from factory.errors import ConfigError
+from factory.io import atomic_write_json
 from factory.model.config import ModelConfig, MoEConfig
 
 
@@ -45,8 +48,18 @@ def hf_config(m: ModelConfig, arch: HfArchitecture, special_ids: dict[str, int |
     fields.update(arch.hf_fields(m))
     config = AutoConfig.for_model(arch.name, **fields)
     config.architectures = [arch.hf_class]
-    config.rope_theta = m.rotary_base  # transformers 4.x reads only this key; without it 4.x assumes its default
     return config
+
+
+def write_legacy_fields(folder: Path) -> None:
+    """Add to `folder/config.json` the keys transformers 4.x reads where 5.x moved them: a top-level `rope_theta`
+    (4.x ignores `rope_parameters` and assumes its default theta, 1e6 for Mixtral)."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None and config.get("rope_theta") != theta:
+        config["rope_theta"] = theta
+        atomic_write_json(path, config)
 
 
 def import_problems(hf: dict, arch: HfArchitecture) -> list[str]:

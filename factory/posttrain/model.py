@@ -175,12 +175,15 @@ def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list
 
 
 def _portable_chat_folder(folder: Path, end_ids: list[int]) -> None:
-    """The tokenizer files every transformers version reads, and a generation config that ends the reply."""
+    """The tokenizer and config files every transformers version reads, and a generation config that ends the
+    reply."""
     import json
 
+    from factory.convert.hf_config import write_legacy_fields
     from factory.convert.tokenizer_files import make_portable
 
     make_portable(folder)
+    write_legacy_fields(folder)
     path = folder / "generation_config.json"
     if path.is_file() and end_ids:
         config = json.loads(path.read_text(encoding="utf-8"))

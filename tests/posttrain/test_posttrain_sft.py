@@ -37,6 +37,8 @@ def test_sft_on_moe_folder_lowers_loss_and_output_loads(mixtral_dir, tmp_path):
     generation = json.loads((out / "generation_config.json").read_text())  # a reply ends at its turn's end
     assert generation["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids(IM_END)]
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    config = json.loads((out / "config.json").read_text())  # transformers 4.x reads theta only at the top level
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == model.config.rope_parameters["rope_theta"]
     prompt = tok.apply_chat_template([{"role": "user", "content": "日本の首都はどこですか？"}],
                                      add_generation_prompt=True, return_tensors="pt", return_dict=True)
     gen = model.generate(**prompt, max_new_tokens=5, do_sample=False)
