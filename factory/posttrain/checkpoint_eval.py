@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,7 +15,6 @@ from factory.errors import ConfigError
 from factory.posttrain.benchmark_config import CheckpointSeries
 
 log = logging.getLogger(__name__)
-_ITER = re.compile(r"^iter_(\d{7})$")
 
 
 @contextlib.contextmanager
@@ -39,19 +37,17 @@ class SweepPoint:
     folder: Path
 
 
-def _present(root: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER.match(p.name)))
-
-
 def sweep_points(series: list[CheckpointSeries]) -> list[SweepPoint]:
     """Every (series, iteration) to score; one ConfigError listing each missing folder or iteration."""
+    from factory.train.checkpoint import saved_iterations  # torch: not at the registry's start-up
+
     absent = [f"eval.checkpoints[{i}].path={s.path}" for i, s in enumerate(series) if not s.path.is_dir()]
     points, problems = [], [f"no such checkpoint folder: {', '.join(absent)}"] if absent else []
     for i, s in enumerate(series):
         key = f"eval.checkpoints[{i}]"
         if not s.path.is_dir():
             continue
-        present = _present(s.path)
+        present = saved_iterations(s.path)
         wanted = present if s.iterations == "all" else list(s.iterations)
         missing = [it for it in wanted if it not in present]
         if missing or not wanted:
