@@ -27,6 +27,7 @@ from factory.manifest import MANIFEST_NAME
 from factory.report import write_report
 from factory.run_state import load_state, now, save_state
 from factory.runner import run_stage
+from factory.stage_api import Launch
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,17 @@ def describe(decisions: list[Decision]) -> str:
     return "\n".join(f"{d.stage:<{width}}  {d.action:<4}  {d.reason}" for d in decisions)
 
 
+def training_plans(cfg: CoreConfig, decisions: list[Decision]) -> str:
+    """The plan notes of each training stage that would run: tokens and synthetic share per phase, LR
+    schedule, per-GPU memory, GPU-hours."""
+    lines = []
+    for d in decisions:
+        stage = registry.STAGES[d.stage]
+        if d.action == "run" and stage.launch is Launch.MEGATRON:
+            lines += [f"# {d.stage}", *(f"  {note}" for note in stage.plan(cfg).notes)]
+    return "\n".join(lines)
+
+
 def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = None,
                  dry_run: bool = False, fresh: set[str] | frozenset[str] = frozenset()) -> list[Decision]:
     """Decide, then run the stages that need it; raises StageFailure naming the stage that failed.
@@ -243,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         fresh = {name for value in args.fresh for name in value.split(",") if name}
         decisions = run_pipeline(cfg, args.start, args.only, args.dry_run, fresh)
         print(describe(decisions))
+        if args.dry_run:
+            print(training_plans(cfg, decisions))
         if not args.dry_run and not args.no_report:
             print(f"report: {write_report(cfg)}")
     except FactoryError as e:

@@ -39,6 +39,9 @@ class LaunchConfig(Section):
     """Nodes of the Slurm job (training verbs); data verbs run one task per array element."""
     gpus_per_node: int = Field(default=8, ge=0)
     """GPUs per node (`#SBATCH --gpus-per-node`); 0 for a CPU partition (no GPU request at all)."""
+    gpu_memory_gb: float = Field(default=80, gt=0)
+    """Memory of one GPU in GiB (an 80 GB H100 holds 80 GiB): training whose per-GPU memory plan exceeds it
+    is refused before it is queued (factory/train/memory.py; docs/stages/train.md "Memory plan")."""
     nproc_per_node: int | None = Field(default=None, ge=1)
     """Processes torchrun starts per node (`--nproc-per-node`); defaults to one per GPU, 1 without GPUs."""
     cpus_per_task: int | None = Field(default=None, ge=1)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from factory.model.config import ModelConfig
 
 
-def transformer_config(model: ModelConfig, rt):
-    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags)."""
+def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
+    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags) with
+    activation recomputation `recompute` (none, selective: core attention, full: every layer)."""
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig
 
@@ -39,6 +40,10 @@ def transformer_config(model: ModelConfig, rt):
         sequence_parallel=p.sequence_parallel,
         pipeline_dtype=rt.dtype,
     )
+    if recompute == "selective":
+        fields.update(recompute_granularity="selective")
+    elif recompute == "full":
+        fields.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if model.moe is not None:
         m = model.moe
         fields.update(
@@ -82,7 +87,7 @@ def layer_spec(model: ModelConfig, rt):
 
 
 def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
-                    post_process: bool | None = None, meta: bool = False):
+                    post_process: bool | None = None, meta: bool = False, recompute: str = "none"):
     """A megatron.core GPTModel for this pipeline stage, on the runtime's device; with `meta`, on
     torch's meta device (shapes only, no memory: the sharded state dict of a model too big to hold)."""
     import torch
@@ -96,7 +101,7 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
         post_process = parallel_state.is_pipeline_last_stage()
     with torch.device("meta") if meta else contextlib.nullcontext():
         gpt = GPTModel(
-            config=transformer_config(model, rt),
+            config=transformer_config(model, rt, recompute),
             transformer_layer_spec=layer_spec(model, rt),
             vocab_size=model.padded_vocab_size(rt.parallel.tensor),
             max_sequence_length=model.max_position_embeddings or model.seq_length,

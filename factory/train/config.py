@@ -108,6 +108,10 @@ class TrainConfig(Section):
     """cpt: checkpoint (root or iter_ folder) to start from; its model config is used."""
     reset_optimizer: bool = True
     """cpt: start with fresh optimizer state (False keeps the checkpoint's Adam moments)."""
+    recompute: Annotated[Literal["none", "selective", "full"], OPERATIONAL] = "none"
+    """Activation recomputation (Megatron's recompute_granularity): selective recomputes core attention
+    (saves the s x s scores of `model.attention=local`; little with SDPA/flash), full recomputes every layer
+    from its input (one layer's activations held at a time). Memory, not numerics: changing it keeps a run."""
     z_loss_coeff: float = Field(default=0.0, ge=0)
     """Weight of the output z-loss, coeff * logsumexp(logits)^2 (PaLM; Tanuki used it)."""
     seed: int | None = None

@@ -119,7 +119,7 @@ def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: 
     opt = train_config.optimizer
     distributed = opt.distributed and runtime.supports_distributed_optimizer
     with runtime.compute_context():
-        model = build_gpt_model(model_cfg, runtime)
+        model = build_gpt_model(model_cfg, runtime, recompute=train_config.recompute)
         model.config.calculate_per_token_loss = True
         model.config.finalize_model_grads_func = finalize_model_grads
         ddp = DistributedDataParallel(model.config, DistributedDataParallelConfig(

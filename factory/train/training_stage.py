@@ -8,7 +8,9 @@ from factory.errors import ConfigError
 from factory.manifest import RunManifest
 from factory.schema import rule
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
+from factory.train import budget
 from factory.train.config import TrainConfig
+from factory.train.memory import memory_problems, plan_memory, training_shape
 
 
 def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
@@ -42,16 +44,27 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
         notes.append(f"starts from {source} ({'fresh' if tc.reset_optimizer else 'kept'} optimizer state)")
         if source.exists():
             model = ckpt.read_info(source).model
+    notes.append(budget.lr_schedule(tc))
     if model is not None:
         seq = model.seq_length
-        notes.append(f"tokens: {tc.train_iters * tc.global_batch_size * seq:,} "
-                     f"({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops_per_token(model):.3e}")
+        total = tc.train_iters * tc.global_batch_size * seq
+        notes.append(f"tokens: {total:,} ({tc.global_batch_size * seq:,} per step); model FLOPs/token "
+                     f"{flops_per_token(model):.3e}")
+        pack_blend = cfg.stage_dir("pack") / "blend.json"
         start_tokens = 0.0
-        for i, p in enumerate(tc.phases):
-            end = p.until_tokens if i < len(tc.phases) - 1 else tc.train_iters * tc.global_batch_size * seq
-            notes.append(f"phase {i}: {p.phase or '(first)'} of {p.blend_file or blend}, tokens "
-                         f"{start_tokens:,.0f} -> {end:,.0f}")
+        for i, p in enumerate(tc.phases or [None]):
+            end = p.until_tokens if p is not None and i < len(tc.phases) - 1 else total
+            name = (p.phase if p else tc.phase) or "(first)"
+            share = budget.synthetic_share(cfg, p, blend, pack_blend)
+            notes.append(f"phase {i}: {name} of {(p.blend_file if p else None) or blend}, tokens "
+                         f"{start_tokens:,.0f} -> {end:,.0f} ({(end - start_tokens) / 1e9:,.1f}B), {share}")
             start_tokens = end
+        shape = training_shape(cfg, tc)
+        notes.append(plan_memory(model, cfg.parallel, shape).describe())
+        if shape.on_gpu:
+            notes.append(budget.gpu_hours(total, flops_per_token(model), shape.world_size))
+        if problems := memory_problems(cfg, stage.name, model):
+            raise ConfigError(problems)
     return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes,
                 complete=complete)
 
@@ -69,7 +82,11 @@ def pretrain_problems(cfg: CoreConfig) -> list[str]:
     out: list[str] = []
     rule(out, cfg.pretrain.optimizer.lr is not None, "pretrain.optimizer.lr", None,
          "required for pretraining (only cpt can inherit the checkpoint's LR)")
-    return out
+    return out + memory_problems(cfg, "pretrain")
+
+
+def cpt_problems(cfg: CoreConfig) -> list[str]:
+    return memory_problems(cfg, "cpt")
 
 
 PRETRAIN = Stage(
@@ -88,4 +105,4 @@ CPT = Stage(
     run=lambda cfg, plan, manifest: run_training(cfg, plan, manifest, CPT),
     result_sections=("runtime", "parallel", "model", "cpt"),
     after=("tokenizer", "pack", "pretrain", "synth", "upcycle", "import"), resumes=True, launch=Launch.MEGATRON,
-    uses_gpu=True)
+    uses_gpu=True, checks=cpt_problems)

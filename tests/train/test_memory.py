@@ -1,0 +1,75 @@
+"""The memory plan in closed form: parameters per stage add up, layouts move memory where Megatron puts it,
+and a config that cannot fit is refused with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factory.config import load_config
+from factory.model.build import parameter_counts
+from factory.model.config import ModelConfig
+from factory.runtime.config import ParallelConfig
+from factory.train.memory import GIB, TrainingShape, plan_memory, stage_parameters
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ModelConfig(num_layers=8, hidden_size=256, ffn_hidden_size=1024, num_attention_heads=8, num_query_groups=4,
+                    seq_length=512, vocab_size=5000)
+MOE = ModelConfig(**{**MODEL.model_dump(), "moe": {"num_experts": 4, "router_topk": 2}})
+
+
+def shape(**kw) -> TrainingShape:
+    base = dict(world_size=8, micro_batch_size=2, micro_batches=8, param_bytes=2, distributed_optimizer=True)
+    return TrainingShape(**{**base, **kw})
+
+
+@pytest.mark.parametrize("model", [MODEL, MOE], ids=["dense", "moe"])
+def test_stage_parameters_add_up_to_the_model(model):
+    layout = ParallelConfig(pipeline=4)
+    total = sum(sum(stage_parameters(model, layout, s)) for s in range(4))
+    assert total == parameter_counts(model).total
+
+
+def test_tensor_and_expert_parallel_divide_what_they_shard():
+    one = sum(stage_parameters(MOE, ParallelConfig(), 0))
+    dense, expert = stage_parameters(MOE, ParallelConfig(expert=4), 0)
+    assert expert == pytest.approx(stage_parameters(MOE, ParallelConfig(), 0)[1] / 4)
+    assert dense + expert < one
+    tp = stage_parameters(MODEL, ParallelConfig(tensor=2), 0)[0]
+    assert tp < 0.55 * one  # everything but the norms is split
+
+
+def test_the_first_pipeline_stage_holds_the_most_micro_batches():
+    plan = plan_memory(MODEL, ParallelConfig(pipeline=4), shape())
+    activations = [s.activations for s in plan.stages]
+    assert activations[0] > activations[1] > activations[2]
+    assert plan.stages[3].logits > 0 and plan.stages[0].logits == 0
+
+
+def test_recompute_and_the_distributed_optimizer_lower_what_they_should():
+    layout = ParallelConfig()
+    none, full = (plan_memory(MODEL, layout, shape(recompute=r)).largest for r in ("none", "full"))
+    assert full.activations < none.activations / 3
+    sharded, whole = (plan_memory(MODEL, layout, shape(distributed_optimizer=d)).largest for d in (True, False))
+    assert sharded.optimizer == pytest.approx(whole.optimizer / 8)
+
+
+def test_presets_fit_80_gib_and_say_so():
+    for preset, section in (("tanuki-8b", "pretrain"), ("tanuki-8x8b", "cpt")):
+        cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
+        from factory.train.memory import training_shape
+
+        plan = plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section)))
+        assert 10 * GIB < plan.largest.total < 80 * GIB, plan.describe()
+
+
+def test_a_layout_that_cannot_fit_exits_2_with_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "factory.stage", "pretrain", "--config", str(ROOT / "configs" / "tanuki-8b.yaml"),
+           "parallel.pipeline=1", "pretrain.micro_batch_size=8", "--dry-run"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "launch.gpu_memory_gb=80" in lines[0] and "TP1/PP1" in lines[0], proc.stderr
