@@ -54,7 +54,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> FactoryConfi
     in place of `${run.dir}` in every string, validate."""
     raw = _read_yaml_tree(Path(path), seen=())
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     run = raw.get("run")
     if isinstance(run, dict) and run.get("dir") is not None:  # else validation names the missing run.dir
         raw = _interpolate(raw, str(run["dir"]), key="")
@@ -121,7 +121,8 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `raw[a][b][c] = value` from `a.b.c=value` (the value read as YAML), creating sections."""
     key, sep, text = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{item}': expected dotted.key=value")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from factory.config import _apply_override, validate_config
+from factory.config import apply_override, validate_config
 
 BASE = {
     "run": {"name": "memory", "dir": "/tmp/factory-memory"},
@@ -56,15 +56,14 @@ def main(overrides: list[str]) -> None:
 
     raw = copy.deepcopy(BASE)
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     cfg = validate_config(raw)
     train = cfg.pretrain
     with runtime_session(cfg.runtime, cfg.parallel) as runtime:
         micro = setup.micro_batches_per_rank("pretrain", train, runtime.data_parallel_size)
         before = kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-        with runtime.compute_context():
-            model, ddp, optimizer = setup.build_model(cfg.model, runtime, train, 1e-3, 1e-4)
+        _, ddp, optimizer = setup.build_model(cfg.model, runtime, train, 1e-3, 1e-4)
         step = make_forward_step(train.z_loss_coeff, runtime.device)
         run = get_forward_backward_func()
         for i in range(train.train_iters):

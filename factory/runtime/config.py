@@ -68,3 +68,12 @@ class RuntimeConfig(Section):
     """Ask torch for deterministic kernels."""
     distributed_timeout_minutes: Annotated[int, OPERATIONAL] = Field(default=10, ge=1)
     """Collective timeout."""
+
+    def targets_gpu(self, gpu_launch: bool) -> bool:
+        """Whether runs of this config go to GPUs, decided without probing this machine (plans, dry runs):
+        device cuda, or auto under a launch that requests GPUs."""
+        return self.device == "cuda" or (self.device == "auto" and gpu_launch)
+
+    def planned_precision(self, on_gpu: bool) -> str:
+        """`precision`, with auto resolved as the runtime resolves it on that device."""
+        return self.precision if self.precision != "auto" else ("bf16" if on_gpu else "fp32")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from factory.train.config import PhaseSpec, TrainConfig
+from factory.train.config import TrainConfig
 
 PLANNING_PEAK_FLOPS = 989e12
 """H100 SXM dense bf16 peak (../shared/notes/anchors.md), the GPU the GPU-hour estimate assumes."""
@@ -28,27 +28,23 @@ def lr_schedule(train: TrainConfig) -> str:
     return f"LR: peak {peak}, min {low}, warmup {s.warmup_iters:,} iterations, {shape}"
 
 
-def synthetic_share(cfg, spec: PhaseSpec | None, section_blend: Path, pack_blend: Path) -> str:
+def synthetic_share(cfg, blend_file: Path, phase: str | None, pack_blend: Path) -> str:
     """Share of synthetic data (datasets named synth*) in a phase: read from its blend.json where it exists,
     else from this config's blend section when the pack stage of this run writes that file."""
-    blend_file = Path(spec.blend_file if spec and spec.blend_file else section_blend)
-    name = spec.phase if spec else None
+    blend_file = Path(blend_file)
     if blend_file.is_file():
-        phases = json.loads(blend_file.read_text())["phases"]
-        phase = next((p for p in phases if p["name"] == name), phases[0] if name is None else None)
-        if phase is None:
-            return f"no phase {name} in {blend_file}"
-        pairs = [(Path(prefix).name, weight) for prefix, weight in zip(phase["prefixes"], phase["weights"])]
+        phases = {p["name"]: [(Path(prefix).name, weight) for prefix, weight in zip(p["prefixes"], p["weights"])]
+                  for p in json.loads(blend_file.read_text())["phases"]}
     elif blend_file == pack_blend and getattr(cfg, "blend", None) is not None:
-        entries = cfg.blend.phases
-        phase = next((p for p in entries if p.name == name), entries[0] if name is None else None)
-        if phase is None:
-            return f"no phase {name} in the blend section"
-        if any(e.weight is None for e in phase.datasets):
-            return "synthetic share: from packed token counts (repeat), known after pack"
-        pairs = [(e.dataset, e.weight) for e in phase.datasets]
+        phases = {p.name: [(e.dataset, e.weight) for e in p.datasets] for p in cfg.blend.phases}
     else:
         return f"synthetic share: known once {blend_file} exists"
+    name = phase or next(iter(phases))
+    if name not in phases:
+        return f"no phase {name} in {blend_file}"
+    pairs = phases[name]
+    if any(weight is None for _, weight in pairs):
+        return "synthetic share: from packed token counts (repeat), known after pack"
     total = sum(weight for _, weight in pairs)
     synthetic = sum(weight for dataset, weight in pairs if dataset.startswith("synth"))
     return f"synthetic {synthetic / total:.0%}"

@@ -5,7 +5,7 @@ ranks by the distributed optimizer), activations of the micro-batches in flight 
 `pipeline - stage` of them), and the fp32 logits of the loss on the last stage. The activation terms
 count the tensors Megatron-Core's local layer saves for backward (RMSNorm, linears, RoPE, flash/SDPA
 attention, SwiGLU, MoE dispatch), measured per layer with `torch.autograd.graph.saved_tensors_hooks`;
-tests/train/test_memory.py compares the total with the measured peak of real training steps.
+tests/slow/test_memory_plan.py compares the total with the measured peak of real training steps.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from factory.runtime.config import ParallelConfig
 GIB = 2**30
 CUDA_RESERVE_BYTES = 4 * GIB
 """CUDA context, NCCL buffers and allocator slack on a GPU: an allowance, not computed (see docs/stages/train.md)."""
-RECOMPUTE = ("none", "selective", "full")
 
 
 @dataclass(frozen=True)
@@ -168,15 +167,15 @@ def plan_memory(model: ModelConfig, parallel: ParallelConfig, shape: TrainingSha
 
 
 def training_shape(cfg, train) -> TrainingShape:
-    """The shape a config's training section runs at: world from `launch` (nodes x processes per node;
-    its defaults without one), bf16 and the distributed optimizer where it targets GPUs."""
+    """The shape a config's training section runs at: world from `launch` (nodes x processes per node; its
+    defaults for a GPU config without one, one process for a CPU one), bf16 and the distributed optimizer
+    where it targets GPUs."""
     from factory.launch.config import LaunchConfig
 
     launch = cfg.launch or LaunchConfig()
-    device = cfg.runtime.device
-    on_gpu = device == "cuda" or (device == "auto" and launch.gpus_per_node > 0 and cfg.launch is not None)
-    precision = cfg.runtime.precision if cfg.runtime.precision != "auto" else ("bf16" if on_gpu else "fp32")
-    world = launch.nodes * launch.processes_per_node
+    on_gpu = cfg.runtime.targets_gpu(gpu_launch=cfg.launch is not None and launch.gpus_per_node > 0)
+    precision = cfg.runtime.planned_precision(on_gpu)
+    world = launch.nodes * launch.processes_per_node if cfg.launch is not None or on_gpu else 1  # a plain CPU run
     dp = max(1, world // cfg.parallel.model_parallel_size)
     return TrainingShape(
         world_size=world, micro_batch_size=train.micro_batch_size,
@@ -185,15 +184,19 @@ def training_shape(cfg, train) -> TrainingShape:
         recompute=train.recompute, z_loss=train.z_loss_coeff > 0, on_gpu=on_gpu)
 
 
-def memory_problems(cfg, section: str, model: ModelConfig | None = None) -> list[str]:
-    """One line when `section`'s plan on its largest stage exceeds `launch.gpu_memory_gb` (GPU runs only)."""
+def memory_problems(cfg, section: str) -> list[str]:
+    """Config check of `section` at its config's model (a cpt from a checkpoint is checked by its plan)."""
+    if cfg.model is None:
+        return []
+    return over_limit(cfg, section, plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section))))
+
+
+def over_limit(cfg, section: str, plan: MemoryPlan) -> list[str]:
+    """One line when `plan`'s largest stage exceeds `launch.gpu_memory_gb` (GPU runs only)."""
     from factory.launch.config import LaunchConfig
 
-    model = model or cfg.model
-    shape = training_shape(cfg, getattr(cfg, section))
-    if model is None or not shape.on_gpu:
+    if not plan.shape.on_gpu:
         return []
-    plan = plan_memory(model, cfg.parallel, shape)
     limit = (cfg.launch or LaunchConfig()).gpu_memory_gb
     if plan.largest.total <= limit * GIB:
         return []

@@ -10,7 +10,7 @@ from factory.schema import rule
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
 from factory.train import budget
 from factory.train.config import TrainConfig
-from factory.train.memory import memory_problems, plan_memory, training_shape
+from factory.train.memory import memory_problems, over_limit, plan_memory, training_shape
 
 
 def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
@@ -48,22 +48,23 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     if model is not None:
         seq = model.seq_length
         total = tc.train_iters * tc.global_batch_size * seq
-        notes.append(f"tokens: {total:,} ({tc.global_batch_size * seq:,} per step); model FLOPs/token "
-                     f"{flops_per_token(model):.3e}")
+        flops = flops_per_token(model)
+        notes.append(f"tokens: {total:,} ({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops:.3e}")
         pack_blend = cfg.stage_dir("pack") / "blend.json"
         start_tokens = 0.0
         for i, p in enumerate(tc.phases or [None]):
             end = p.until_tokens if p is not None and i < len(tc.phases) - 1 else total
-            name = (p.phase if p else tc.phase) or "(first)"
-            share = budget.synthetic_share(cfg, p, blend, pack_blend)
-            notes.append(f"phase {i}: {name} of {(p.blend_file if p else None) or blend}, tokens "
+            name = p.phase if p else tc.phase
+            phase_blend = (p.blend_file if p else None) or blend
+            share = budget.synthetic_share(cfg, phase_blend, name, pack_blend)
+            notes.append(f"phase {i}: {name or '(first)'} of {phase_blend}, tokens "
                          f"{start_tokens:,.0f} -> {end:,.0f} ({(end - start_tokens) / 1e9:,.1f}B), {share}")
             start_tokens = end
-        shape = training_shape(cfg, tc)
-        notes.append(plan_memory(model, cfg.parallel, shape).describe())
-        if shape.on_gpu:
-            notes.append(budget.gpu_hours(total, flops_per_token(model), shape.world_size))
-        if problems := memory_problems(cfg, stage.name, model):
+        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc))
+        notes.append(memory.describe())
+        if memory.shape.on_gpu:
+            notes.append(budget.gpu_hours(total, flops, memory.shape.world_size))
+        if problems := over_limit(cfg, stage.name, memory):
             raise ConfigError(problems)
     return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes,
                 complete=complete)

@@ -13,7 +13,7 @@ from factory.config import load_config
 from factory.model.build import parameter_counts
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
-from factory.train.memory import GIB, TrainingShape, plan_memory, stage_parameters
+from factory.train.memory import GIB, TrainingShape, plan_memory, stage_parameters, training_shape
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ModelConfig(num_layers=8, hidden_size=256, ffn_hidden_size=1024, num_attention_heads=8, num_query_groups=4,
@@ -57,11 +57,9 @@ def test_recompute_and_the_distributed_optimizer_lower_what_they_should():
     assert sharded.optimizer == pytest.approx(whole.optimizer / 8)
 
 
-def test_presets_fit_80_gib_and_say_so():
+def test_presets_fit_80_gib():
     for preset, section in (("tanuki-8b", "pretrain"), ("tanuki-8x8b", "cpt")):
         cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
-        from factory.train.memory import training_shape
-
         plan = plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section)))
         assert 10 * GIB < plan.largest.total < 80 * GIB, plan.describe()
 
