@@ -1,9 +1,9 @@
 """Measured peak memory of real training steps next to the memory plan's estimate, per rank.
 
     MALLOC_MMAP_THRESHOLD_=65536 torchrun --standalone --nproc-per-node 2 scripts/measure_training_memory.py \
-        parallel.tensor=2 [model.moe.num_experts=4 ...] [pretrain.micro_batch_size=4]
+        [--out DIR] parallel.tensor=2 [model.moe.num_experts=4 ...] [pretrain.micro_batch_size=4]
 
-Each rank prints one JSON line: its pipeline stage, the plan's bytes and the peak resident memory that
+Each rank prints one JSON line (and writes it to DIR/rank-N.json with --out, as ranks' lines may interleave): its pipeline stage, the plan's bytes and the peak resident memory that
 building the model, DDP, optimizer and two optimizer steps added (VmHWM after the steps minus VmRSS before
 the model; glibc returns large blocks to the system at once under the mmap threshold above, so resident
 memory follows live tensors). CPU, fp32.
@@ -45,7 +45,7 @@ def batches(cfg, count: int, seed: int):
                "position_ids": torch.arange(seq).expand(mb, seq)}
 
 
-def main(overrides: list[str]) -> None:
+def main(argv: list[str]) -> None:
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -54,6 +54,7 @@ def main(overrides: list[str]) -> None:
     from factory.train.memory import TrainingShape, plan_memory
     from factory.train.step import make_forward_step
 
+    out, overrides = (Path(argv[1]), argv[2:]) if argv[:1] == ["--out"] else (None, argv)
     raw = copy.deepcopy(BASE)
     for item in overrides:
         apply_override(raw, item)
@@ -80,9 +81,11 @@ def main(overrides: list[str]) -> None:
                               recompute=train.recompute, z_loss=train.z_loss_coeff > 0)
         stage = parallel_state.get_pipeline_model_parallel_rank()
         estimate = plan_memory(cfg.model, cfg.parallel, shape).stages[stage]
-        print(json.dumps({"rank": runtime.rank, "stage": stage, "layout": cfg.parallel.describe(),
-                          "estimate": estimate.total, "measured": measured, "parts": estimate.describe()}),
-              flush=True)
+        line = json.dumps({"rank": runtime.rank, "stage": stage, "layout": cfg.parallel.describe(),
+                           "estimate": estimate.total, "measured": measured, "parts": estimate.describe()})
+        print(line, flush=True)
+        if out is not None:
+            (out / f"rank-{runtime.rank}.json").write_text(line + "\n")
 
 
 if __name__ == "__main__":
