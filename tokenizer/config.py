@@ -21,15 +21,17 @@ class SpecialTokens(Section):
     bos: str = "<s>"
     """Beginning of sequence (id 1)."""
     eos: str = "</s>"
-    """End of sequence (id 2)."""
+    """SentencePiece's end-of-sequence piece (id 2). Training data never holds it, so the HF files do not name it
+    as EOS: a base model's EOS is `eod`, a chat model's is `chat_end`."""
     pad: str = "<pad>"
     """Padding (id 3)."""
     eod: str = "<EOD>"
-    """End of document, appended between packed documents by the pack stage."""
+    """End of document, appended after every packed document by the pack stage; the EOS of a base model's HF
+    files (tokenizer, config.json, generation_config.json), so generation stops where documents ended."""
     chat_start: str = "<|im_start|>"
     """Opens a chat turn in the chat template: `<|im_start|>role\\n content <|im_end|>\\n`."""
     chat_end: str = "<|im_end|>"
-    """Closes a chat turn; the end of an assistant reply."""
+    """Closes a chat turn; the end of an assistant reply, and the EOS of the sft/dpo stages' HF folders."""
     user_defined: list[str] = Field(default_factory=lambda: ["\n"])
     """More symbols kept whole but not special (decoded even with skip_special_tokens); Tanuki adds "\\n"."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from factory.convert.tokenizer_files import make_portable
+from factory.convert.tokenizer_files import make_portable, set_eos
 from factory.errors import VerificationError
 from factory.io import atomic_write_json
 from tokenizer.config import SpecialTokens
@@ -32,7 +32,7 @@ def chat_template(t: SpecialTokens) -> str:
 
 
 def special_tokens_map(t: SpecialTokens) -> dict[str, object]:
-    return {"bos_token": t.bos, "eos_token": t.eos, "unk_token": t.unk, "pad_token": t.pad,
+    return {"bos_token": t.bos, "eos_token": t.eod, "unk_token": t.unk, "pad_token": t.pad,
             "additional_special_tokens": t.special()}
 
 
@@ -49,6 +49,7 @@ def export(out_dir: Path, t: SpecialTokens) -> None:
     tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in t.user_defined])
     tok.save_pretrained(out_dir, save_jinja_files=False)
     atomic_write_json(out_dir / "special_tokens_map.json", special_tokens_map(t))
+    set_eos(out_dir, t.eod)  # a base model's EOS: where pretraining ended documents
     make_portable(out_dir)
     check_single_ids(load(out_dir), out_dir / "tokenizer.model", t)
 

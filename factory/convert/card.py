@@ -29,7 +29,8 @@ def _stage_line(m: dict[str, Any]) -> str:
 
 
 def render(name: str, arch_class: str, model: dict[str, Any], lineage: dict[str, Any],
-           stage_manifests: list[dict[str, Any]], verification: dict[str, Any]) -> str:
+           stage_manifests: list[dict[str, Any]], verification: dict[str, Any],
+           tokenizer_type: str | None = None) -> str:
     """The model card text."""
     moe = model.get("moe")
     shape = (f"{model['num_layers']} layers, hidden {model['hidden_size']}, "
@@ -54,9 +55,24 @@ def render(name: str, arch_class: str, model: dict[str, Any], lineage: dict[str,
         "`PreTrainedTokenizerFast`, special tokens flagged, no BOS or leading space added) and `config.json` "
         "(top-level `rope_theta`) are written for it; the project's tests load exports with 4.57.1 and 5.x and "
         "get the same ids and logits within 1e-5 (tests/convert/test_consumers.py).",
-        "- Generation ends at EOS and at the document separator `<EOD>` that pretraining put after each document "
-        "(`generation_config.json`); SFT/DPO outputs end at the chat turn's end marker instead.",
-        "- llama.cpp/GGUF: not checked by the project; its SentencePiece path merges BPE-style and does not "
-        "reproduce a Unigram tokenizer's ids exactly.", "",
+        "- Generation ends at the document separator `<EOD>` that pretraining put after each document: it is the "
+        "EOS of `tokenizer_config.json`, `config.json` and `generation_config.json`. SFT/DPO outputs end at the "
+        "chat turn's end marker `<|im_end|>` instead.",
+        f"- llama.cpp/GGUF: {_llama_cpp_line(tokenizer_type)}", "",
     ]
     return "\n".join(lines)
+
+
+def _llama_cpp_line(tokenizer_type: str | None) -> str:
+    """What llama.cpp's converter makes of this export's tokenizer type (docs/stages/convert.md has the figures)."""
+    checked = ("`convert_hf_to_gguf.py` (llama.cpp of llama-cpp-python 0.3.36, f32) keeps the chat markers as "
+               "single control tokens, `<EOD>` as an end-of-generation token and the logits within 1e-5 of "
+               "transformers on the same ids (tests/convert/test_llama_cpp.py)")
+    if tokenizer_type == "BPE":
+        return (f"{checked}; this SentencePiece BPE tokenizer also gets transformers' ids on held-out text, so a "
+                "GGUF of this folder tokenizes as training did.")
+    if tokenizer_type == "Unigram":
+        return (f"{checked}, but llama.cpp's SentencePiece path merges BPE-style and does not reproduce this "
+                "Unigram tokenizer's ids: on held-out text most lines get other, longer id sequences. "
+                "Exact in transformers and vLLM; for GGUF users train the tokenizer with `tokenizer.model_type=bpe`.")
+    return "not checked for this tokenizer type."

@@ -106,8 +106,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
                         "probe": f"{tokens.shape[0]} x {tokens.shape[1]} random token ids, seed {probe.seed}",
                         "dtype": dtype}
         stages = card.manifests(run_dir) if run_dir else []
-        atomic_write_text(tmp / "README.md", card.render(name, arch.hf_class,
-                                                          m.model_dump(mode="json"), lineage, stages, verification))
+        atomic_write_text(tmp / "README.md", card.render(name, arch.hf_class, m.model_dump(mode="json"), lineage,
+                                                          stages, verification, tok.model_type if tok else None))
     return ExportResult(arch.name, diff, shards, writer.total_bytes, time.perf_counter() - t0)
 
 

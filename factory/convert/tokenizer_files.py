@@ -23,6 +23,8 @@ class TokenizerFacts:
     has_chat_template: bool
     document_end_id: int | None = None
     """The id pretraining put after each document (<EOD>, see factory.data.encode), when the vocabulary has it."""
+    model_type: str | None = None
+    """tokenizer.json's model type ("Unigram", "BPE", ...), which decides what llama.cpp reproduces."""
 
 
 VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -48,14 +50,30 @@ def read(folder: Path) -> TokenizerFacts:
     ids = {f"{name}_token_id": getattr(tok, f"{name}_token_id") for name in ("bos", "eos", "pad")}
     vocab = tok.get_vocab()
     eod = next((vocab[p] for p in EOD_PIECES if p in vocab), None)
+    spec = Path(folder) / "tokenizer.json"
+    model_type = json.loads(spec.read_text(encoding="utf-8"))["model"].get("type") if spec.is_file() else None
     return TokenizerFacts(size=len(tok), special_ids=ids, has_chat_template=bool(tok.chat_template),
-                          document_end_id=eod)
+                          document_end_id=eod, model_type=model_type)
 
 
 def end_ids(eos_id: int | None, *also: int | None) -> int | list[int] | None:
     """generation_config's eos_token_id: the tokenizer's EOS plus the given end tokens, without repeats."""
     ids = list(dict.fromkeys(i for i in (eos_id, *also) if i is not None))
     return ids[0] if len(ids) == 1 else (ids or None)
+
+
+def set_eos(folder: Path, token: str) -> None:
+    """Make `token`, an added token of the folder's tokenizer.json, its EOS in every file that names one:
+    tokenizer_config.json, special_tokens_map.json and config.json."""
+    spec = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))
+    ids = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+    if token not in ids:
+        raise ConfigError(f"{folder}/tokenizer.json: {token!r} is not an added token; it cannot be the EOS")
+    for name, key, value in (("tokenizer_config.json", "eos_token", token),
+                             ("special_tokens_map.json", "eos_token", token), ("config.json", "eos_token_id", ids[token])):
+        path = Path(folder) / name
+        if path.is_file():
+            atomic_write_json(path, {**json.loads(path.read_text(encoding="utf-8")), key: value})
 
 
 def check_vocab(model_vocab: int, tokenizer_size: int, where: str) -> None:

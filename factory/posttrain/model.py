@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -154,13 +155,16 @@ def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: 
     trainer.accelerator.wait_for_everyone()
 
 
-def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list[int]) -> list[dict[str, float]]:
+def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list[int],
+            eos_token: str | None, tokenizer_dir: Path) -> list[dict[str, float]]:
     """Move `final` to `out` (main process; an earlier model there is moved aside, never deleted), write
-    loss_curve.json and record the curve's ends. Generation ends on `end_ids` (EOS and the chat turn's end)."""
+    loss_curve.json and record the curve's ends. Generation ends on `end_ids` (the chat turn's end and EOS);
+    `eos_token` (the chat template's end marker) becomes the folder's EOS."""
     curve = loss_curve(trainer.state.log_history)
     if trainer.accelerator.is_main_process:
         atomic_write_json(final / "loss_curve.json", curve)
-        _portable_chat_folder(final, end_ids)
+        _keep_sentencepiece_model(tokenizer_dir, final)
+        _portable_chat_folder(final, end_ids, eos_token)
         if out.exists():
             move_aside(out)
         os.replace(final, out)
@@ -174,14 +178,24 @@ def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list
     return curve
 
 
-def _portable_chat_folder(folder: Path, end_ids: list[int]) -> None:
-    """The tokenizer and config files every transformers version reads, and a generation config that ends the
-    reply."""
-    import json
+def _keep_sentencepiece_model(tokenizer_dir: Path, folder: Path) -> None:
+    """transformers saves tokenizer.json only; the SentencePiece model it came from travels too, because
+    llama.cpp's converter reads a SentencePiece tokenizer from it (without it, it takes tokenizer.json for a
+    GPT-2-style BPE and tokenizes differently)."""
+    src = Path(tokenizer_dir) / "tokenizer.model"
+    if src.is_file() and not (folder / "tokenizer.model").exists():
+        shutil.copy2(src, folder / "tokenizer.model")
 
+
+def _portable_chat_folder(folder: Path, end_ids: list[int], eos_token: str | None) -> None:
+    """The tokenizer and config files every transformers version reads, a generation config that ends the
+    reply, and the chat end marker as EOS in every file that names one (a base model's EOS is the document
+    separator; a chat model's is the end of its turn, which llama.cpp and vLLM read from these files)."""
     from factory.convert.hf_config import write_legacy_fields
-    from factory.convert.tokenizer_files import make_portable
+    from factory.convert.tokenizer_files import make_portable, set_eos
 
+    if eos_token:
+        set_eos(folder, eos_token)
     make_portable(folder)
     write_legacy_fields(folder)
     path = folder / "generation_config.json"

@@ -62,7 +62,7 @@ def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
           build: Callable[[Any, Any, Any, dict[str, Any], Any], Any]) -> list[dict[str, float]]:
     """Load tokenizer, model and data, build the TRL trainer with `build(model, tok, data, kwargs, peft)`,
     train, and publish the HF folder; returns the loss curve."""
-    from factory.posttrain.evaluate import stop_ids
+    from factory.posttrain.evaluate import chat_end, stop_ids
 
     tc, p = stage.section_of(cfg), paths(cfg, stage)
     tok = hf.load_tokenizer(p.tokenizer, f"{stage.name}.tokenizer_dir")
@@ -78,6 +78,7 @@ def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
     seconds = time.perf_counter() - t0
     final = p.work / "final"
     hf.save_trained(trainer, tok, p.model, dtype, final)
-    curve = hf.publish(trainer, final, p.output, manifest, stage.name, stop_ids(cfg, tok))
+    end = chat_end(cfg) if chat_end(cfg) in tok.get_vocab() else None
+    curve = hf.publish(trainer, final, p.output, manifest, stage.name, stop_ids(cfg, tok), end, p.tokenizer)
     manifest.record(train_rows=len(data), train_seconds=round(seconds, 3))
     return curve

@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factory.convert.export import export_checkpoint
-from factory.runtime.config import RuntimeConfig
-from tests.conftest import TINY_DENSE, TINY_MOE
-from tests.convert.conftest import save_megatron
+from tests.convert.conftest import export_tiny_models
 from tests.tokenizer.conftest import TRICKY, fixture_lines, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,14 +58,7 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     corpus.write_text("\n".join(fixture_lines() * 3) + "\n", encoding="utf-8")
     tokenizer = root / "tokenizer"
     train([corpus], tokenizer)
-    cpu = RuntimeConfig(device="cpu", precision="fp32")
-    out = {}
-    for name, base in (("llama", TINY_DENSE), ("mixtral", TINY_MOE)):
-        save_megatron(root / f"{name}-ckpt", base, vocab_size=1024)
-        export_checkpoint(root / f"{name}-ckpt", root / name, runtime=cpu, tokenizer_dir=tokenizer)
-        out[name] = root / name
-    out["tokenizer"] = tokenizer
-    return out
+    return {**export_tiny_models(root, tokenizer), "tokenizer": tokenizer}
 
 
 def _consume(folder: Path, pythonpath: Path | None) -> dict:
@@ -98,10 +88,12 @@ def test_base_export_ends_documents_and_states_its_tokenizer_flags(exports):
     vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
     ids = {piece: i for i, (piece, _) in enumerate(vocab)}
     generation = json.loads((folder / "generation_config.json").read_text())
-    assert generation["eos_token_id"] == [ids["</s>"], ids["<EOD>"]]
+    assert generation["eos_token_id"] == ids["<EOD>"]  # the document separator is a base model's EOS
+    assert json.loads((folder / "config.json").read_text())["eos_token_id"] == ids["<EOD>"]
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert (config["add_bos_token"], config["add_eos_token"], config["add_prefix_space"]) == (False, False, False)
+    assert config["eos_token"] == "<EOD>"
     decoder = {v["content"]: v["special"] for v in config["added_tokens_decoder"].values()}
     assert all(decoder[t] for t in ("<s>", "</s>", "<EOD>", "<|im_start|>", "<|im_end|>"))
     assert decoder["\n"] is False

@@ -64,6 +64,7 @@ def write_model(folder: Path, tokenizer_dir: Path, arch: str, seed: int = 0) -> 
                                   **HF_SHAPES, **extra)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tok.save_pretrained(folder)
+    shutil.copy2(tokenizer_dir / "tokenizer.model", folder / "tokenizer.model")  # as the export stage writes it
     return folder
 
 

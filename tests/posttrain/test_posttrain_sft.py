@@ -35,7 +35,10 @@ def test_sft_on_moe_folder_lowers_loss_and_output_loads(mixtral_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
     assert type(model).__name__ == "MixtralForCausalLM"
     generation = json.loads((out / "generation_config.json").read_text())  # a reply ends at its turn's end
-    assert generation["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids(IM_END)]
+    end, base_eos = tok.convert_tokens_to_ids(IM_END), AutoTokenizer.from_pretrained(model_in).eos_token_id
+    assert generation["eos_token_id"] == [end, base_eos] and base_eos != end
+    assert (out / "tokenizer.model").is_file()  # llama.cpp's converter reads SentencePiece from it
+    assert tok.eos_token == IM_END and json.loads((out / "config.json").read_text())["eos_token_id"] == end
     assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     config = json.loads((out / "config.json").read_text())  # transformers 4.x reads theta only at the top level
     assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == model.config.rope_parameters["rope_theta"]

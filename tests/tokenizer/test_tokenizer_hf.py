@@ -51,7 +51,8 @@ def test_special_tokens_are_single_ids_and_only_chat_tokens_are_skipped(trained)
     sp, tok = _load(out)
     for token in ["<|im_start|>", "<|im_end|>", "<EOD>", "\n", "<s>", "</s>", "<pad>"]:
         assert tok.encode(token, add_special_tokens=False) == [sp.piece_to_id(token)]
-    assert [tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id] == [1, 2, 3, 0]
+    # EOS is the document separator pretraining put after each document (<EOD>, 4), not </s> (2)
+    assert [tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id] == [1, 4, 3, 0]
     ids = tok.encode("<|im_start|>user\n質問<|im_end|><EOD>", add_special_tokens=False)
     assert tok.decode(ids, skip_special_tokens=True) == "user\n質問"
 
@@ -76,7 +77,8 @@ def test_hf_files_name_the_backend_tokens_and_template(trained, monkeypatch):
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"  # known to transformers 4.x; 5.x maps it
     assert "<|im_start|>" in config["chat_template"]
     assert json.loads((out / "special_tokens_map.json").read_text(encoding="utf-8")) == {
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+        "bos_token": "<s>", "eos_token": "<EOD>", "unk_token": "<unk>", "pad_token": "<pad>",
         "additional_special_tokens": ["<EOD>", "<|im_start|>", "<|im_end|>"]}
+    assert config["eos_token"] == "<EOD>"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert type(AutoTokenizer.from_pretrained(str(out))).__name__ == "TokenizersBackend"  # the same backend in 5.x
