@@ -1,4 +1,4 @@
-"""Regenerate scripts/slurm/*.sbatch from the Tanuki presets; `--check` exits 1 when one is stale."""
+"""Regenerate scripts/slurm/*.sbatch from the Tanuki and LLM-jp presets; `--check` exits 1 when one is stale."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ TEMPLATES = {
     "tanuki-8b-4nodes.sbatch": ("pretrain", "configs/tanuki-8b.yaml", ["launch.nodes=4"]),
     "tanuki-8b-16nodes.sbatch": ("pretrain", "configs/tanuki-8b.yaml", ["launch.nodes=16"]),
     "tanuki-8x8b-32nodes.sbatch": ("cpt", "configs/tanuki-8x8b.yaml", ["launch.nodes=32"]),
+    "llm-jp-3-172b-64nodes.sbatch": ("pretrain", "configs/llm-jp-3-172b.yaml", ["launch.nodes=64"]),
 }
 """File name -> (stage, config relative to the repository root, launch overrides)."""
 

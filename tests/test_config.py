@@ -28,6 +28,20 @@ def test_tanuki_8x8b_inherits_8b_shapes():
     assert moe.upcycle.source_tokens == 1.08e12
 
 
+def test_llm_jp_3_172b_has_the_published_shapes():
+    from factory.model.build import parameter_counts
+
+    cfg = load_config("configs/llm-jp-3-172b.yaml")
+    m = cfg.model
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups) == \
+        (96, 12288, 38464, 96, 16)
+    assert m.padded_vocab_size(cfg.parallel.tensor) == 99840  # the vocab_size of its HF config.json
+    assert 172e9 < parameter_counts(m).total < 173e9
+    tokens = cfg.pretrain.train_iters * cfg.pretrain.global_batch_size * m.seq_length
+    assert abs(tokens - 2_072_488_058_295) / 2_072_488_058_295 < 1e-5  # the tokens its exp2 card reports
+    assert cfg.pretrain.checkpoint.keep_every == 1000 and cfg.runtime.transformer_engine == "required"
+
+
 def test_overrides_are_typed_and_nested():
     cfg = load_config("configs/demo-cpu.yaml", [
         "model.num_layers=2", "runtime.seed=7", "model.rotary_base=5e5",

@@ -68,11 +68,24 @@ class RuntimeConfig(Section):
     """Ask torch for deterministic kernels."""
     distributed_timeout_minutes: Annotated[int, OPERATIONAL] = Field(default=10, ge=1)
     """Collective timeout."""
+    transformer_engine: Annotated[Literal["auto", "required", "disabled"], OPERATIONAL] = "auto"
+    """Transformer Engine layers on CUDA: auto uses them where importable, required refuses to start without
+    them (and memory plans count on their smaller saved activations), disabled builds Megatron's local layers.
+    CPU runs never use them."""
 
     def targets_gpu(self, gpu_launch: bool) -> bool:
         """Whether runs of this config go to GPUs, decided without probing this machine (plans, dry runs):
         device cuda, or auto under a launch that requests GPUs."""
         return self.device == "cuda" or (self.device == "auto" and gpu_launch)
+
+    def planned_transformer_engine(self, on_gpu: bool) -> bool:
+        """Whether runs of this config build TE layers, decided without a GPU: required, or auto where TE is
+        importable on this machine (taken to share the job's environment, as a login node does)."""
+        import importlib.util
+
+        if not on_gpu or self.transformer_engine == "disabled":
+            return False
+        return self.transformer_engine == "required" or importlib.util.find_spec("transformer_engine") is not None
 
     def planned_precision(self, on_gpu: bool) -> str:
         """`precision`, with auto resolved as the runtime resolves it on that device."""

@@ -39,6 +39,8 @@ class Runtime:
     local_rank: int
     world_size: int
     parallel: ParallelConfig
+    transformer_engine: str = "auto"
+    """RuntimeConfig.transformer_engine: auto, required or disabled."""
 
     @property
     def is_cuda(self) -> bool:
@@ -59,14 +61,8 @@ class Runtime:
 
     @property
     def use_transformer_engine(self) -> bool:
-        """True when TE is importable on a CUDA process; selects the TE layer spec."""
-        if not self.is_cuda:
-            return False
-        try:
-            import transformer_engine  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        """Whether this process builds Transformer Engine layers (the TE layer spec)."""
+        return transformer_engine_layers(self.transformer_engine, self.is_cuda)
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); nothing to wait for on CPU."""
@@ -177,6 +173,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def transformer_engine_layers(setting: str, on_cuda: bool) -> bool:
+    """RuntimeConfig.transformer_engine on this process: TE layers on CUDA when importable, unless disabled;
+    required without TE is a config error."""
+    if not on_cuda or setting == "disabled":
+        return False
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        if setting == "required":
+            raise ConfigError("runtime.transformer_engine=required: transformer_engine is not importable on this "
+                              "node (FACTORY_GPU=1 bash scripts/setup.sh installs it)") from None
+        return False
+    return True
+
+
 def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     """Start torch.distributed (torchrun env or a world of one) and Megatron's parallel_state."""
     from megatron.core import parallel_state, tensor_parallel
@@ -189,6 +200,7 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     problems = parallel.world_problems(world)
     if problems:
         raise ConfigError(problems)
+    engine = transformer_engine_layers(cfg.transformer_engine, device.type == "cuda")  # refused before any init
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     rank, local_rank, world = _init_process_group(device, cfg)
@@ -203,8 +215,9 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     seed_everything(cfg.seed, rank_offset=rank)
     tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed, force_reset_rng=True)
     rt = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
-                 world_size=world, parallel=parallel)
-    log.info("runtime: %s %s, world %d, %s", device, rt.dtype, world, parallel.describe())
+                 world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine)
+    log.info("runtime: %s %s, world %d, %s%s", device, rt.dtype, world, parallel.describe(),
+             ", Transformer Engine layers" if engine else "")
     return rt
 
 

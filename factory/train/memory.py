@@ -5,7 +5,10 @@ ranks by the distributed optimizer), activations of the micro-batches in flight 
 `pipeline - stage` of them), and the fp32 logits of the loss on the last stage. The activation terms
 count the tensors Megatron-Core's local layer saves for backward (RMSNorm, linears, RoPE, flash/SDPA
 attention, SwiGLU, MoE dispatch), measured per layer with `torch.autograd.graph.saved_tensors_hooks`;
-tests/slow/test_memory_plan.py compares the total with the measured peak of real training steps.
+tests/slow/test_memory_plan.py compares the total with the measured peak of real training steps. A run on
+Transformer Engine layers (runtime.transformer_engine) saves less in its dense parts (fused norm+linear,
+fused attention, SwiGLU recomputed from fc1's output); those terms are read from TE's autograd functions,
+not measured here (no GPU), and MoE experts keep the local accounting.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class TrainingShape:
     recompute: str = "none"
     z_loss: bool = False
     on_gpu: bool = False
+    transformer_engine: bool = False
+    """Transformer Engine layers (their saved activations) instead of Megatron's local ones."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,9 @@ class MemoryPlan:
     def describe(self) -> str:
         s, big = self.shape, self.largest
         where = f"largest on stage {big.stage} of {len(self.stages)}" if len(self.stages) > 1 else "every rank"
+        layers = "Transformer Engine" if s.transformer_engine else "local"
         return (f"per-GPU memory at {self.layout}, DP {self.data_parallel}, micro-batch {s.micro_batch_size}, "
-                f"recompute {s.recompute}: {where} {big.describe()}")
+                f"recompute {s.recompute}, {layers} layers: {where} {big.describe()}")
 
 
 def stage_parameters(model: ModelConfig, parallel: ParallelConfig, stage: int) -> tuple[float, float]:
@@ -100,18 +106,26 @@ def stage_parameters(model: ModelConfig, parallel: ParallelConfig, stage: int) -
     return layers * dense + ends, layers * expert
 
 
-def layer_activation_elements(model: ModelConfig, parallel: ParallelConfig, micro_batch_size: int) -> float:
+def layer_activation_elements(model: ModelConfig, parallel: ParallelConfig, micro_batch_size: int,
+                              transformer_engine: bool = False) -> float:
     """Elements one transformer layer saves for backward per token of a micro-batch (no recompute)."""
     h, hd, t = model.hidden_size, model.head_dim, parallel.tensor
     q, kv, heads = model.num_attention_heads * hd, model.query_groups * hd, model.num_attention_heads
-    replicated = 2 * (2 * h + 1) + 2 * h  # two RMSNorms (input, output, rstd), QKV and FFN linear inputs
+    rope = 4 * hd / micro_batch_size  # cos/sin tables, shared by the micro-batch's sequences
+    if transformer_engine:
+        replicated = 2 * (2 * h + 1)  # two fused norm+linears: input, normalized output, rstd
+        attention = (2 * q + 2 * kv + 2 * heads) / t + rope  # RoPE'd q/k/v, output, fp32 softmax stats
+        dense_ffn = 3 * model.ffn_hidden_size / t  # fc1 out (2f), SwiGLU out; SwiGLU is redone in backward
+    else:
+        replicated = 2 * (2 * h + 1) + 2 * h  # two RMSNorms (input, output, rstd), QKV and FFN linear inputs
+        attention = (3 * q + 3 * kv + heads) / t + rope  # QKV out, RoPE'd q/k, out, lse
+        if model.attention == "local":
+            attention += heads * model.seq_length / t  # softmax probabilities, s x s per head
+        dense_ffn = 5 * model.ffn_hidden_size / t  # fc1 out (2f), SiLU, product, fc2 input
     if parallel.sequence_parallel:
         replicated /= t
-    attention = (3 * q + 3 * kv + heads) / t + 4 * hd / micro_batch_size  # QKV out, RoPE'd q/k, out, lse; cos/sin
-    if model.attention == "local":
-        attention += heads * model.seq_length / t  # softmax probabilities, s x s per head
     if model.moe is None:
-        ffn = 5 * model.ffn_hidden_size / t  # fc1 out (2f), SiLU, product, fc2 input
+        ffn = dense_ffn
     else:
         m = model.moe
         expert_ffn = m.ffn_hidden_size or model.ffn_hidden_size
@@ -126,10 +140,11 @@ def stage_activation_bytes(model: ModelConfig, parallel: ParallelConfig, shape: 
     the layer being recomputed (full) or whose input gradients are being formed in backward."""
     tokens = model.seq_length * shape.micro_batch_size / parallel.context
     layers = model.num_layers // parallel.pipeline
-    per_layer = layer_activation_elements(model, parallel, shape.micro_batch_size)
+    per_layer = layer_activation_elements(model, parallel, shape.micro_batch_size, shape.transformer_engine)
     if shape.recompute == "full":  # each layer keeps only its input
         saved = layers * model.hidden_size / (parallel.tensor if parallel.sequence_parallel else 1)
-    elif shape.recompute == "selective" and model.attention == "local":  # the s x s probabilities are recomputed
+    elif shape.recompute == "selective" and model.attention == "local" and not shape.transformer_engine:
+        # the s x s probabilities are recomputed
         saved = layers * (per_layer - model.num_attention_heads * model.seq_length / parallel.tensor)
     else:
         saved = layers * per_layer
@@ -181,7 +196,8 @@ def training_shape(cfg, train) -> TrainingShape:
         world_size=world, micro_batch_size=train.micro_batch_size,
         micro_batches=max(1, train.global_batch_size // (train.micro_batch_size * dp)),
         param_bytes=2 if precision == "bf16" else 4, distributed_optimizer=train.optimizer.distributed and on_gpu,
-        recompute=train.recompute, z_loss=train.z_loss_coeff > 0, on_gpu=on_gpu)
+        recompute=train.recompute, z_loss=train.z_loss_coeff > 0, on_gpu=on_gpu,
+        transformer_engine=cfg.runtime.planned_transformer_engine(on_gpu))
 
 
 def memory_problems(cfg, section: str) -> list[str]:
@@ -200,5 +216,6 @@ def over_limit(cfg, section: str, plan: MemoryPlan) -> list[str]:
     limit = (cfg.launch or LaunchConfig()).gpu_memory_gb
     if plan.largest.total <= limit * GIB:
         return []
+    engine = "" if plan.shape.transformer_engine else ", runtime.transformer_engine=required"
     return [f"{section}: does not fit launch.gpu_memory_gb={limit:g}: {plan.describe()}; use more pipeline or "
-            f"tensor stages, a smaller {section}.micro_batch_size or {section}.recompute=full"]
+            f"tensor stages, a smaller {section}.micro_batch_size{engine} or {section}.recompute=full"]

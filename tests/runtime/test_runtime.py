@@ -1,11 +1,14 @@
 """Runtime setup: device and dtype resolution, world-size checks, parallel_state and seeding."""
 
+import importlib.util
+
 import pytest
 import torch
 
 from factory.errors import ConfigError
 from factory.runtime.config import RuntimeConfig
-from factory.runtime.runtime import init_runtime, resolve_device, resolve_dtype, runtime_session, shutdown_runtime
+from factory.runtime.runtime import (init_runtime, resolve_device, resolve_dtype, runtime_session, shutdown_runtime,
+                                    transformer_engine_layers)
 from tests.conftest import TINY_DENSE, make_config
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
@@ -24,6 +27,16 @@ def test_cuda_requested_without_cuda_is_one_line():
     with pytest.raises(ConfigError) as err:
         resolve_device(RuntimeConfig(device="cuda"))
     assert err.value.problems == ["runtime.device=cuda: no CUDA device is visible in this process"]
+
+
+def test_transformer_engine_required_without_it_is_one_line():
+    if importlib.util.find_spec("transformer_engine") is not None:
+        pytest.skip("transformer_engine is installed here")
+    assert transformer_engine_layers("auto", on_cuda=True) is False
+    assert transformer_engine_layers("required", on_cuda=False) is False  # CPU runs never use TE
+    with pytest.raises(ConfigError) as err:
+        transformer_engine_layers("required", on_cuda=True)
+    assert err.value.problems[0].startswith("runtime.transformer_engine=required: transformer_engine is not")
 
 
 def test_world_too_small_for_layout_fails_before_init():

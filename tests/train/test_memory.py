@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from factory.config import load_config
+from factory.errors import ConfigError
 from factory.model.build import parameter_counts
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
-from factory.train.memory import GIB, TrainingShape, plan_memory, stage_parameters, training_shape
+from factory.train.memory import (GIB, TrainingShape, layer_activation_elements, plan_memory,
+                                  stage_parameters, training_shape)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ModelConfig(num_layers=8, hidden_size=256, ffn_hidden_size=1024, num_attention_heads=8, num_query_groups=4,
@@ -57,11 +59,33 @@ def test_recompute_and_the_distributed_optimizer_lower_what_they_should():
     assert sharded.optimizer == pytest.approx(whole.optimizer / 8)
 
 
-def test_presets_fit_80_gib():
-    for preset, section in (("tanuki-8b", "pretrain"), ("tanuki-8x8b", "cpt")):
-        cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
-        plan = plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section)))
-        assert 10 * GIB < plan.largest.total < 80 * GIB, plan.describe()
+def test_transformer_engine_layers_save_less_in_their_dense_parts():
+    layout = ParallelConfig(tensor=4, sequence_parallel=True)
+    for model in (MODEL, MOE):
+        local, te = (layer_activation_elements(model, layout, 1, transformer_engine=e) for e in (False, True))
+        assert te < local
+    # MoE experts keep the local accounting: the saving is the dense attention and norm part only
+    dense_saving = (layer_activation_elements(MODEL, layout, 1) - layer_activation_elements(MODEL, layout, 1, True))
+    moe_saving = (layer_activation_elements(MOE, layout, 1) - layer_activation_elements(MOE, layout, 1, True))
+    assert 0 < moe_saving < dense_saving
+
+
+@pytest.mark.parametrize("preset,section", [("tanuki-8b", "pretrain"), ("tanuki-8x8b", "cpt"),
+                                            ("llm-jp-3-172b", "pretrain")])
+def test_presets_fit_80_gib(preset, section):
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
+    plan = plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section)))
+    assert 10 * GIB < plan.largest.total < 80 * GIB, plan.describe()
+
+
+def test_the_172b_preset_fits_only_on_transformer_engine_layers():
+    """LLM-jp's layout (TP4 PP16, selective recompute, micro-batch 1) fits 80 GB with TE's saved activations;
+    on Megatron's local layers the same layout does not, and the plan says so."""
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "configs" / "llm-jp-3-172b.yaml", ["runtime.transformer_engine=disabled"])
+    (line,) = err.value.problems
+    assert "does not fit launch.gpu_memory_gb=80" in line and "local layers" in line, line
+    assert "runtime.transformer_engine=required" in line
 
 
 def test_a_layout_that_cannot_fit_exits_2_with_one_line(tmp_path):
