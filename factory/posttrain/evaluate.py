@@ -78,15 +78,16 @@ def answer(model, tok, rows: list[dict[str, Any]], max_new_tokens: int, stop_ids
     return out
 
 
-def chat_end(cfg) -> str:
-    """The chat template's end-of-turn marker: a chat model's EOS."""
-    return (cfg.tokenizer.tokens if cfg.tokenizer else SpecialTokens()).chat_end
+def chat_end(cfg, tok) -> str | None:
+    """The chat template's end-of-turn marker, a chat model's EOS; None when `tok` lacks it."""
+    end = (cfg.tokenizer.tokens if cfg.tokenizer else SpecialTokens()).chat_end
+    return end if end in tok.get_vocab() else None
 
 
 def stop_ids(cfg, tok) -> list[int]:
     """The chat turn's end, then EOS (generation stops at the end of the assistant's turn), without repeats."""
-    end = chat_end(cfg)
-    ids = ([tok.convert_tokens_to_ids(end)] if end in tok.get_vocab() else []) + [tok.eos_token_id]
+    end = chat_end(cfg, tok)
+    ids = ([tok.convert_tokens_to_ids(end)] if end else []) + [tok.eos_token_id]
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 

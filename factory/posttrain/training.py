@@ -78,7 +78,7 @@ def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
     seconds = time.perf_counter() - t0
     final = p.work / "final"
     hf.save_trained(trainer, tok, p.model, dtype, final)
-    end = chat_end(cfg) if chat_end(cfg) in tok.get_vocab() else None
-    curve = hf.publish(trainer, final, p.output, manifest, stage.name, stop_ids(cfg, tok), end, p.tokenizer)
+    curve = hf.publish(trainer, final, p.output, manifest, stage.name, stop_ids(cfg, tok), chat_end(cfg, tok),
+                       p.tokenizer)
     manifest.record(train_rows=len(data), train_seconds=round(seconds, 3))
     return curve
