@@ -18,6 +18,9 @@ from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.schema import Section, rule
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+"""The checkout (or installed tree) the factory runs from."""
+
 
 class RunConfig(Section):
     """Names the run and where its artifacts go."""
@@ -25,7 +28,18 @@ class RunConfig(Section):
     name: str
     """Run name, used in logs and manifests."""
     dir: Path
-    """Root folder of the run; each stage writes to `<dir>/<stage>/` unless its section says otherwise."""
+    """Root folder of the run; each stage writes to `<dir>/<stage>/` unless its section says otherwise. Not empty,
+    not the current folder, the repository or a folder that holds either (a typo there must not write over them)."""
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        if not str(self.dir).strip() or str(self.dir) == ".":
+            return [f"{prefix}.dir={str(self.dir)!r}: empty or '.'; give the run its own folder (e.g. runs/<name>)"]
+        resolved = self.dir.expanduser().resolve()
+        for name, place in (("the current folder", Path.cwd()), ("the repository", REPOSITORY), ("your home", Path.home())):
+            rule(out, resolved != place and resolved not in place.parents, f"{prefix}.dir", self.dir,
+                 f"is {name} or a folder that holds it ({place}); give the run its own folder (e.g. runs/<name>)")
+        return out[:1]
 
 
 class CoreConfig(Section):
@@ -41,7 +55,7 @@ class CoreConfig(Section):
 
     def core_problems(self, dense_ep_ok: bool) -> list[str]:
         """Rules of the shared sections; `dense_ep_ok` when a stage of this config turns the model into an MoE."""
-        out = self.parallel.problems("parallel")
+        out = self.run.problems("run") + self.parallel.problems("parallel")
         if self.model is not None:
             out += self.model.problems("model")
             out += model_parallel_problems(self.model, self.parallel, dense_ep_ok=dense_ep_ok)

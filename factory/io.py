@@ -17,6 +17,8 @@ from typing import Any, Iterator
 from factory.errors import ConfigError
 
 log = logging.getLogger(__name__)
+OWNER_FILE = ".factory-owner.json"
+"""The mark a stage leaves in its output folder (factory/ownership.py); a folder replacement keeps it."""
 
 
 def _umask() -> int:
@@ -158,8 +160,11 @@ def move_aside(path: Path, run_dir: Path | None = None) -> Path:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move the complete folder `src` to `dst`, replacing any previous `dst` (moved aside, then removed)."""
+    """Move the complete folder `src` to `dst`, replacing any previous `dst` (moved aside, then removed); the
+    owner mark of `dst` moves into the new folder. Callers replace only a folder their stage owns."""
     old = dst.with_name(f".{dst.name}.old")
+    if (dst / OWNER_FILE).is_file() and not (src / OWNER_FILE).exists():
+        shutil.copy2(dst / OWNER_FILE, src / OWNER_FILE)
     if dst.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)

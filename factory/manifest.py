@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import json
 import importlib.metadata
+import json
+import logging
 import os
 import platform
 import socket
@@ -13,12 +14,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+from factory.errors import DataError
 from factory.identity import identity
 from factory.io import atomic_write_json, tree_bytes
 
+log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 TRACKED_PACKAGES = ("jp-model-factory", "torch", "megatron-core", "transformers", "trl", "peft", "lm-eval",
                     "datasets", "sentencepiece", "fugashi", "safetensors", "transformer-engine")
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A manifest as a dict; a DataError naming the file when it is unreadable, not JSON or not a manifest."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a valid manifest ({getattr(e, 'msg', e)}; truncated or edited?)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stage"), str) or not isinstance(data.get("config"), dict):
+        raise DataError(f"{path}: not a valid manifest (expected an object with 'stage' and 'config')")
+    return data
+
+
+def manifests_under(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every readable stage manifest at `<run_dir>/*/` and `<run_dir>/*/*/`; an unreadable one is skipped with a
+    warning naming it."""
+    out = []
+    for path in sorted(run_dir.glob(f"*/{MANIFEST_NAME}")) + sorted(run_dir.glob(f"*/*/{MANIFEST_NAME}")):
+        try:
+            out.append((path, read_manifest(path)))
+        except DataError as e:
+            log.warning("%s; skipped", e)
+    return out
 
 
 def package_versions() -> dict[str, str]:
@@ -72,7 +101,7 @@ class RunManifest:
     @classmethod
     def read(cls, path: Path) -> RunManifest:
         """An earlier run's manifest, as it was written."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_manifest(path)
         manifest = cls(data["stage"], data["config"], Path(path).parent)
         manifest._stored = data
         return manifest

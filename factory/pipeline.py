@@ -7,7 +7,6 @@ State lives in `<run.dir>/pipeline.json` (per stage: fingerprint, status, manife
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -18,12 +17,13 @@ from typing import Any
 from factory import registry
 from factory.config import load_config
 from factory.config_base import CoreConfig
-from factory.errors import ConfigError, FactoryError, report
+from factory.errors import ConfigError, FactoryError, OutputError, report
 from factory.fingerprint import changed_keys, stage_fingerprint
 from factory.identity import identity
-from factory.io import move_aside
+from factory.io import move_aside, os_error_line
 from factory.logs import setup_logging
-from factory.manifest import MANIFEST_NAME
+from factory.lock import FolderLock
+from factory.manifest import MANIFEST_NAME, read_manifest
 from factory.report import write_report
 from factory.run_state import load_state, now, save_state
 from factory.runner import run_stage
@@ -75,7 +75,10 @@ def _staleness(rec: dict[str, Any] | None, fp: dict[str, Any]) -> tuple[str, boo
     manifest = Path(rec.get("manifest", ""))
     if not manifest.is_file():
         return f"output missing: {manifest}", True
-    data = json.loads(manifest.read_text(encoding="utf-8"))
+    try:
+        data = read_manifest(manifest)
+    except FactoryError as e:
+        return f"{e}; running it again", False
     for out in data.get("outputs", []):
         if not Path(out["path"]).exists():
             return f"output missing: {out['path']}", True
@@ -86,13 +89,22 @@ def _staleness(rec: dict[str, Any] | None, fp: dict[str, Any]) -> tuple[str, boo
     return None
 
 
-def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
-           only: str | None = None) -> list[Decision]:
-    """Run or skip, and why, for every stage of the config, in order."""
+def check_selection(cfg: CoreConfig, start: str | None = None, only: str | None = None,
+                    fresh: set[str] | frozenset[str] = frozenset()) -> None:
+    """Every stage named by --from, --only and --fresh is a stage of the config."""
     stages = pipeline_stages(cfg)
     for flag, name in (("--from", start), ("--only", only)):
         if name is not None and name not in stages:
             raise ConfigError(f"{flag} {name}: not a stage of this config (stages: {', '.join(stages)})")
+    if unknown := sorted(set(fresh) - set(stages)):
+        raise ConfigError(f"--fresh {','.join(unknown)}: not a stage of this config")
+
+
+def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
+           only: str | None = None) -> list[Decision]:
+    """Run or skip, and why, for every stage of the config, in order."""
+    stages = pipeline_stages(cfg)
+    check_selection(cfg, start, only)
     fps, records = fingerprints(cfg, stages), state.get("stages", {})
     decisions: list[Decision] = []
     running: set[str] = set()
@@ -121,9 +133,17 @@ def output_folder(cfg: CoreConfig, name: str) -> Path:
     return getattr(stage.section_of(cfg), "output_dir", None) or cfg.stage_dir(name)
 
 
-def fresh_starts(cfg: CoreConfig, decisions: list[Decision], fresh: set[str]) -> list[str]:
+def moved_from(cfg: CoreConfig, state: dict[str, Any]) -> str | None:
+    """The run folder pipeline.json was written in, when that is not `cfg.run.dir` (a moved or copied run)."""
+    recorded = state.get("run_dir")
+    return recorded if recorded and recorded != str(cfg.run.dir.resolve()) else None
+
+
+def fresh_starts(cfg: CoreConfig, decisions: list[Decision], fresh: set[str], moved: str | None = None) -> list[str]:
     """Resumable stages that must start over on an earlier output; a ConfigError unless each is in `fresh`."""
     blocked, allowed = [], []
+    why_moved = (f" (pipeline.json was written for run.dir={moved}: the run folder was moved or copied, so every "
+                 f"${{run.dir}} path of the config changed)") if moved else ""
     for d in decisions:
         if d.action != "run" or not d.fresh or not registry.STAGES[d.stage].resumes:
             continue
@@ -133,7 +153,7 @@ def fresh_starts(cfg: CoreConfig, decisions: list[Decision], fresh: set[str]) ->
         if d.stage in fresh:
             allowed.append(d.stage)
         else:
-            blocked.append(f"{d.stage}: {d.reason}; its earlier output {out} cannot be continued with this config. "
+            blocked.append(f"{d.stage}: {d.reason}{why_moved}; its earlier output {out} cannot be continued with this config. "
                            f"Nothing was run or deleted: pass --fresh {d.stage} to move it aside (to "
                            f"{out.name}.prev-<UTC time>) and start over, or restore the earlier config")
     if blocked:
@@ -186,14 +206,35 @@ def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = N
 
     Before anything runs, a resumable stage that would have to start over on an earlier output is refused
     unless it is in `fresh`, whose earlier outputs are then moved aside (never deleted)."""
+    check_selection(cfg, start, only, fresh)
+    if dry_run:
+        return _decide_and_check(cfg, start, only, fresh)[0]
+    made = not cfg.run.dir.exists()
+    try:
+        cfg.run.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"run.dir: {os_error_line(e, cfg.run.dir)}") from None
+    try:
+        with FolderLock(cfg.run.dir / LOCK_NAME, f"pipeline of {cfg.run.dir}"):
+            return _run_decided(cfg, *_decide_and_check(cfg, start, only, fresh))
+    finally:
+        if made and not any(cfg.run.dir.iterdir()):
+            cfg.run.dir.rmdir()
+
+
+LOCK_NAME = ".pipeline.lock"
+"""In the run folder: one pipeline at a time writes a run (factory/lock.py)."""
+
+
+def _decide_and_check(cfg: CoreConfig, start: str | None, only: str | None,
+                      fresh: set[str] | frozenset[str]) -> tuple[list[Decision], dict[str, Any], set[str]]:
     state = load_state(cfg.run.dir)
     decisions = decide(cfg, state, start, only)
-    unknown = sorted(set(fresh) - {d.stage for d in decisions})
-    if unknown:
-        raise ConfigError(f"--fresh {','.join(unknown)}: not a stage of this config")
-    start_over = set(fresh_starts(cfg, decisions, set(fresh)))
-    if dry_run:
-        return decisions
+    return decisions, state, set(fresh_starts(cfg, decisions, set(fresh), moved_from(cfg, state)))
+
+
+def _run_decided(cfg: CoreConfig, decisions: list[Decision], state: dict[str, Any],
+                 start_over: set[str]) -> list[Decision]:
     fps = fingerprints(cfg, pipeline_stages(cfg))
     state.setdefault("stages", {})
     for i, d in enumerate(decisions, 1):

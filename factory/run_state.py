@@ -23,11 +23,25 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"stages": {}}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e.msg}); delete it to re-run every stage") from None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}); move it aside to re-run every "
+                          "stage (no output is deleted)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    stages = state.get("stages") if isinstance(state, dict) else None
+    if not isinstance(stages, dict) or not all(isinstance(r, dict) for r in stages.values()):
+        raise ConfigError(f"{path}: expected {{\"stages\": {{stage: record}}}}, found {_shape(state)}; move it "
+                          "aside to re-run every stage (no output is deleted)")
+    return state
+
+
+def _shape(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def save_state(run_dir: Path, state: dict[str, Any]) -> None:
     state["updated_at"] = now()
+    state["run_dir"] = str(run_dir.resolve())
     atomic_write_json(run_dir / STATE_NAME, state)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError, OutputError
 from factory.io import os_error_line, output_problem
-from factory.manifest import MANIFEST_NAME, RunManifest
+from factory.lock import FolderLock
+from factory.manifest import MANIFEST_NAME, RunManifest, is_main_process
+from factory.ownership import marked, overlap_problems, ownership_problem
 from factory.stage_api import Launch, Plan, Stage
 
 log = logging.getLogger(__name__)
@@ -39,22 +44,68 @@ def run_stage(stage: Stage, cfg: CoreConfig, dry_run: bool = False) -> RunManife
     if stage.launch is Launch.ONE_PROCESS and world > 1:
         raise ConfigError(f"{stage.name}: runs in one process (WORLD_SIZE is {world}); launch it without torchrun")
     plan = stage.plan(cfg)
+    check_output(stage, plan)
     if dry_run:
         print(describe_dry_run(stage, cfg, plan))
         return None
     earlier = plan.output_dir / MANIFEST_NAME
-    if plan.complete and earlier.is_file():
+    if plan.complete and (kept := _earlier_manifest(earlier)) is not None:
         log.info("%s; nothing to do, %s kept as it is", plan.complete, earlier)
-        return RunManifest.read(earlier)
+        return kept
     if problem := output_problem(plan.output_dir):
         raise OutputError(f"{stage.name}: {problem}; nothing written")
     manifest = RunManifest(stage.name, cfg.to_dict(), plan.output_dir)
     try:
-        stage.run(cfg, plan, manifest)
-        if stage.resumes and earlier.is_file():
-            manifest.continues(RunManifest.read(earlier).to_dict())
-        path = manifest.write()
+        with owning(stage, plan.output_dir, cfg.run.name):
+            stage.run(cfg, plan, manifest)
+            if stage.resumes and (before := _earlier_manifest(earlier)) is not None:
+                manifest.continues(before.to_dict())
+            path = manifest.write()
     except OSError as e:
         raise OutputError(f"{stage.name}: {os_error_line(e, plan.output_dir)}") from None
     log.info("%s: done in %.1fs; manifest %s", stage.name, manifest.to_dict()["wall_seconds"], path)
     return manifest
+
+
+def check_output(stage: Stage, plan: Plan) -> None:
+    """Refuse, before anything runs, an output folder the stage does not own or that overlaps its inputs."""
+    own_names = {p.relative_to(plan.output_dir).parts[0] for p in plan.writes if plan.output_dir in p.parents}
+    problem = ownership_problem(plan.output_dir, stage.name, f"{stage.section}.output_dir", own_names | {MANIFEST_NAME})
+    problems = ([f"{stage.name}: {problem}"] if problem else []) + overlap_problems(
+        stage.name, [plan.output_dir, *plan.writes], plan.reads)
+    if problems:
+        raise ConfigError(problems)
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock of an output folder lies beside it, so it outlives a replacement of the folder."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
+@contextlib.contextmanager
+def owning(stage: Stage, folder: Path, run_name: str) -> Iterator[None]:
+    """Hold `folder`'s lock and owner mark while the stage writes it (rank 0 of a launch; other ranks write
+    only what rank 0's run of the stage asks them to)."""
+    if not is_main_process():
+        yield
+        return
+    made = [p for p in folder.parents if not p.exists()]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FolderLock(lock_path(folder), f"{stage.name} output {folder}"), marked(folder, stage.name, run_name):
+            yield
+    finally:
+        for p in made:  # innermost first; only folders still empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
+def _earlier_manifest(path: Path) -> RunManifest | None:
+    """The manifest an earlier run left, or None when there is none or it cannot be read (one warning)."""
+    if not path.is_file():
+        return None
+    try:
+        return RunManifest.read(path)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("%s: unreadable (%s); the stage runs and writes it anew", path, type(e).__name__)
+        return None

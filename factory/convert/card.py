@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from factory.manifest import manifests_under
 
 _METRIC_KEYS = ("tokens", "documents", "iteration", "consumed_samples", "train_tokens", "final_loss",
                 "max_abs_logit_diff", "mode", "upcycling_mode", "granularity")
 
 
 def manifests(run_dir: Path) -> list[dict[str, Any]]:
-    """Stage manifests found under `<run_dir>/*/manifest.json`, oldest first."""
-    out = []
-    for path in sorted(Path(run_dir).glob("*/manifest.json")):
-        try:
-            out.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return sorted(out, key=lambda m: m.get("started_at", ""))
+    """The run's stage manifests (factory/manifest.py `manifests_under`), oldest first."""
+    return sorted((m for _, m in manifests_under(Path(run_dir))), key=lambda m: m.get("started_at", ""))
 
 
 def _stage_line(m: dict[str, Any]) -> str:

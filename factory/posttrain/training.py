@@ -27,14 +27,15 @@ class Paths:
     tokenizer: Path
     output: Path
     work: Path
-    """Trainer checkpoints and the folder being written before it replaces `output`."""
+    """Trainer checkpoints and the folder being written before it replaces `output`: `.<output>.trainer` beside
+    it, named after the output so that it is never a folder of someone else's."""
 
 
 def paths(cfg: CoreConfig, stage: Stage) -> Paths:
     tc: TrainSettings = stage.section_of(cfg)
     model = tc.model or cfg.stage_dir(DEFAULT_INPUT[stage.name][0]) / DEFAULT_INPUT[stage.name][1]
     out = tc.output_dir or cfg.stage_dir(stage.name) / "hf"
-    return Paths(model=model, tokenizer=tc.tokenizer_dir or model, output=out, work=out.parent / "trainer")
+    return Paths(model=model, tokenizer=tc.tokenizer_dir or model, output=out, work=out.with_name(f".{out.name}.trainer"))
 
 
 def plan_training(cfg: CoreConfig, stage: Stage, notes: list[str]) -> Plan:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from factory.manifest import MANIFEST_NAME
-from factory.run_state import STATE_NAME
+from factory.errors import FactoryError
+from factory.manifest import manifests_under, read_manifest
+from factory.run_state import load_state
+
+log = logging.getLogger(__name__)
 
 
 def read_json(path: Path) -> Any | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """A stage's JSON file for a figure; None (with a warning naming it when damaged) when it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        log.warning("report: %s: unreadable (%s); left out", path, type(e).__name__)
+        return None
 
 
 @dataclass
@@ -38,13 +49,21 @@ class Artifacts:
 
 
 def collect(run_dir: Path) -> Artifacts:
-    """Manifests named by pipeline.json, then any `<run_dir>/*/manifest.json` or one level deeper."""
-    arts = Artifacts(run_dir, pipeline=read_json(run_dir / STATE_NAME))
-    paths = sorted(run_dir.glob(f"*/{MANIFEST_NAME}")) + sorted(run_dir.glob(f"*/*/{MANIFEST_NAME}"))
-    recorded = [Path(r["manifest"]) for r in (arts.pipeline or {}).get("stages", {}).values() if r.get("manifest")]
-    for path in paths + recorded:  # recorded last: they win over stray copies
-        data = read_json(path)
-        if isinstance(data, dict) and "stage" in data:
-            arts.manifests[data["stage"]] = data
-            arts.dirs[data["stage"]] = path.parent
+    """Manifests named by pipeline.json, then any `<run_dir>/*/manifest.json` or one level deeper; a damaged
+    pipeline.json or manifest is left out with a warning naming it."""
+    try:
+        arts = Artifacts(run_dir, pipeline=load_state(run_dir))
+    except FactoryError as e:
+        log.warning("report: %s", e)
+        arts = Artifacts(run_dir)
+    found = manifests_under(run_dir)
+    for rec in (arts.pipeline or {}).get("stages", {}).values():  # recorded last: they win over stray copies
+        if rec.get("manifest") and Path(rec["manifest"]).is_file():
+            try:
+                found.append((Path(rec["manifest"]), read_manifest(rec["manifest"])))
+            except FactoryError as e:
+                log.warning("report: %s; left out", e)
+    for path, data in found:
+        arts.manifests[data["stage"]] = data
+        arts.dirs[data["stage"]] = path.parent
     return arts

@@ -66,8 +66,9 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size))
         if problems := over_limit(cfg, stage.name, memory):
             raise ConfigError(problems)
-    return Plan(output_dir=out, reads=reads, writes=[out / "checkpoints", out / "metrics.jsonl"], notes=notes,
-                complete=complete)
+    writes = [out / "checkpoints", out / "metrics.jsonl", out / "data_cache"]
+    writes += [out / "tensorboard"] if tc.tensorboard else []
+    return Plan(output_dir=out, reads=reads, writes=writes, notes=notes, complete=complete)
 
 
 def run_training(cfg: CoreConfig, plan: Plan, manifest: RunManifest, stage: Stage) -> None:

@@ -29,8 +29,11 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under `folder` (hidden ones too) with its size and modification time."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+    """Every file (size, modification time) and folder under `folder`, hidden ones too. A folder is recorded by
+    being there, with its entries: the lock a stage makes beside its output and removes again changes the
+    folder's mtime, not what it holds."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (0, 0)
+            for p in folder.rglob("*")}
 
 
 def assert_one_clear_line(code: int, stderr: str, names: str) -> None:

@@ -16,12 +16,15 @@ from factory.stage_api import Plan, Stage
 
 class FakeStages:
     """Stand-ins for every verb: `<run.dir>/<verb>/out.txt` = hash of the verb's config section and of
-    the outputs (or source text files) it reads. Records each run; `fail` makes a verb raise."""
+    the outputs (or source text files) it reads. Records each run; `fail` makes a verb raise. Each runs through
+    the real runner, which made and marked its output folder before `run`."""
 
     def __init__(self, root: Path):
         self.root = root
         self.calls: list[str] = []
         self.fail: dict[str, Exception] = {}
+        self.partial: set[str] = set()
+        """Verbs that write `partial` into their output folder before they fail (a killed training run)."""
         self.sources = {"tokenizer": root / "tok.txt", "data": root / "corpus.txt"}
         for path in self.sources.values():
             path.write_text("some text\n", encoding="utf-8")
@@ -34,6 +37,8 @@ class FakeStages:
 
         def run(cfg, plan: Plan, manifest) -> None:
             self.calls.append(name)
+            if name in self.partial:
+                (plan.output_dir / "partial").write_text("checkpoint in progress")
             if name in self.fail:
                 raise self.fail[name]
             reads = [cfg.run.dir / d / "out.txt" for d in real.after if (cfg.run.dir / d).exists()]

@@ -1,9 +1,11 @@
 """Skip logic: what runs again after a config change, a deleted output, a changed input or a failure."""
 
 import json
+import shutil
 
 import pytest
 
+from factory.config import load_config
 from factory.errors import ConfigError, DataError
 from factory.pipeline import decide, run_pipeline
 from factory.registry import CHAIN, STAGES, chain_problems
@@ -113,6 +115,7 @@ def test_from_and_only_force_their_stages_and_hold_the_others(fakes, demo_config
 def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_from_it(fakes, demo_config):
     cfg = demo_config()
     fakes.fail["cpt"] = DataError("shard 3 is truncated")
+    fakes.partial.add("cpt")
     with pytest.raises(Exception, match="stage cpt: shard 3 is truncated"):
         run_pipeline(cfg)
     assert fakes.calls == ALL[:ALL.index("cpt") + 1]
@@ -120,8 +123,7 @@ def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_from_it(fa
     assert state["cpt"]["status"] == "failed" and state["cpt"]["error"] == "shard 3 is truncated"
     assert all((cfg.run.dir / s / "out.txt").is_file() for s in ALL[:ALL.index("cpt")])
     del fakes.fail["cpt"]
-    (cfg.run.dir / "cpt").mkdir(exist_ok=True)
-    (cfg.run.dir / "cpt" / "partial").write_text("checkpoint in progress")
+    assert (cfg.run.dir / "cpt" / "partial").is_file()
     fakes.calls.clear()
     decisions = {d.stage: d for d in run_pipeline(cfg)}
     assert fakes.calls == ALL[ALL.index("cpt"):]
@@ -152,3 +154,17 @@ def test_a_resumable_stage_whose_result_keys_changed_is_refused_then_moved_aside
 def test_fresh_names_only_stages_of_the_config(fakes, demo_config):
     with pytest.raises(ConfigError, match="--fresh import: not a stage of this config"):
         run_pipeline(demo_config(), fresh={"import"})
+
+
+def test_a_copied_run_folder_is_refused_with_the_reason_its_paths_changed(fakes, demo_config, tmp_path):
+    run_pipeline(demo_config())
+    copied = tmp_path / "copied"
+    shutil.copytree(tmp_path / "run", copied)
+    fakes.calls.clear()
+    with pytest.raises(ConfigError) as info:
+        run_pipeline(load_config("configs/demo-cpu.yaml", [f"run.dir={copied}"]))
+    first = info.value.problems[0]
+    assert first.startswith("pretrain: upstream runs: ") and (
+        f"(pipeline.json was written for run.dir={tmp_path / 'run'}: the run folder was moved or copied, so every "
+        "${run.dir} path of the config changed)") in first, first
+    assert fakes.calls == [] and "Nothing was run or deleted" in first

@@ -30,7 +30,7 @@ def test_sft_on_moe_folder_lowers_loss_and_output_loads(mixtral_dir, tmp_path):
     assert m["steps"] == 6 and m["last_loss"] < m["first_loss"] - 0.3, m
     curve = json.loads((out / "loss_curve.json").read_text())
     assert len(curve) == 6 and all(c["aux_loss"] > 0 for c in curve)  # the router's load-balancing loss is on
-    assert (out / "manifest.json").is_file() and not (tmp_path / "sft" / "trainer" / "final").exists()
+    assert (out / "manifest.json").is_file() and not (tmp_path / "sft" / ".hf.trainer" / "final").exists()
     model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
     assert type(model).__name__ == "MixtralForCausalLM"
