@@ -33,6 +33,7 @@ import re
 import shutil
 from pathlib import Path
 
+from factory.errors import CheckpointError
 from factory.io import atomic_write_text
 
 log = logging.getLogger("factory.train.checkpoint")
@@ -72,21 +73,22 @@ def saved_iterations(root: Path) -> list[int]:
 def latest_iteration(root: Path) -> int | None:
     """The committed iteration: the one the tracker names, or, when the tracker is missing, unreadable or names
     a folder that is not there, the newest iteration folder at or below it (with a warning); None for a root
-    without tracker and iteration folders. Cheap: no file is verified here (see checkpoint.newest_intact)."""
+    without tracker and iteration folders. A tracker with no folder to fall back to is a CheckpointError (the
+    run it belongs to is not started over). Cheap: no file is verified here (see checkpoint.newest_intact)."""
     root = Path(root)
     present = saved_iterations(root) if root.is_dir() else []
     tracked, why = _read_tracker(root)
     if tracked is not None and tracked in present:
         return tracked
-    if tracked is None and not present and not (root / TRACKER).exists():
+    if not present and not (root / TRACKER).exists():
         return None
     if tracked is not None:
         why = f"names iteration {tracked}, but {iteration_dir(root, tracked)} is missing"
     below = [it for it in present if tracked is None or it <= tracked]
-    fallback = below[-1] if below else None
-    log.warning("checkpoint: %s %s; %s", root / TRACKER, why,
-                f"using iteration {fallback}" if fallback is not None else "no iteration folder to use")
-    return fallback
+    if not below:
+        raise CheckpointError(f"{root / TRACKER} {why}, and no iteration folder below it is left")
+    log.warning("checkpoint: %s %s; using iteration %d", root / TRACKER, why, below[-1])
+    return below[-1]
 
 
 def _read_tracker(root: Path) -> tuple[int | None, str]:

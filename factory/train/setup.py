@@ -40,7 +40,7 @@ def start_point(stage: str, train_config: TrainConfig, model: ModelConfig | None
                 ckpt_root: Path, default_source: Path) -> StartPoint:
     """Resume from the newest intact iteration when `ckpt_root` holds a checkpoint (after `checkpoint.recover`);
     else cpt continues `init_from`, pretrain starts fresh."""
-    if ckpt_root.is_dir() and any(ckpt_root.glob("iter_*")):
+    if ckpt_root.is_dir() and (any(ckpt_root.glob("iter_*")) or (ckpt_root / ckpt.TRACKER).exists()):
         info = ckpt.read_info(ckpt.newest_intact(ckpt_root))
         if stage == "pretrain" and model is not None:
             check_same_model(model, info)

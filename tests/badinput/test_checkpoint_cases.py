@@ -80,7 +80,8 @@ def _assert_same_end(run_dir: Path, straight: Path) -> None:
 
 # ---- SIGKILL at each step boundary of a save: (the call the kill follows, the path that call names), and the
 # iteration the rerun resumes from. The killed run resumes at 3 and first saves 4 over the damaged 4, which
-# exercises the replacement of an existing iteration; its save of 5 prunes 3 (keep_last=2).
+# exercises the replacement of an existing iteration; its save of 5 is a first save of 5 and prunes 3
+# (keep_last=2). A 5 left in place without the tracker is saved again (replaced) by the rerun.
 KILLS = {
     "files written": ("save", ".iter_0000004.partial", 3),
     "record written": ("record", ".iter_0000004.partial", 3),
@@ -88,6 +89,7 @@ KILLS = {
     "new copy moved in": ("replace", "iter_0000004", 4),
     "tracker moved": ("replace", ckpt.TRACKER, 4),
     "old copy removed": ("rmtree", ".iter_0000004.old", 4),
+    "new iteration moved in": ("replace", "iter_0000005", 4),
     "pruned iteration moved aside": ("replace", ".iter_0000003.pruned", 5),
     "pruned iteration removed": ("rmtree", ".iter_0000003.pruned", 5),
 }

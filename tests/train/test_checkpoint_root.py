@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from factory.errors import CheckpointError
 from factory.train import checkpoint_root as root_steps
 from factory.train.checkpoint_root import TRACKER, iteration_dir, latest_iteration, partial_dir
 
@@ -79,6 +80,11 @@ def test_a_tracker_naming_no_folder_falls_back_to_the_newest_one_with_a_warning(
     assert f"{tmp_path / TRACKER} {why}" in caplog.text and f"using iteration {found}" in caplog.text
 
 
-def test_an_empty_root_has_no_latest_iteration(tmp_path, caplog):
+def test_an_empty_root_has_no_latest_iteration_but_a_lone_tracker_is_refused(tmp_path, caplog):
     assert latest_iteration(tmp_path) is None and latest_iteration(tmp_path / "absent") is None
     assert caplog.text == ""
+    (tmp_path / TRACKER).write_text("4\n")
+    _iteration(iteration_dir(tmp_path, 6), "above the tracker")
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / TRACKER} names iteration 4, but .* is missing, and no "
+                                              "iteration folder below it is left$"):
+        latest_iteration(tmp_path)
