@@ -16,6 +16,7 @@ one of these states, and `recover` (at the start of a run, before anything reads
 | writing the partial (files, record)   | `.partial`                     | removes it: the save is redone       |
 | moving the old copy aside             | `.old`, no `iter_N`            | moves `.old` back: the state before  |
 | moving the new copy in, the tracker   | `.old` and the new `iter_N`    | removes `.old`                       |
+| moving a first copy of N in           | `iter_N` above the tracker     | nothing: N is saved again, replaced  |
 | a retention rename                    | `.pruned`                      | removes it                           |
 
 An iteration folder is never removed in place: one deleted half-way would still look like an iteration.
@@ -107,8 +108,8 @@ def publish(root: Path, iteration: int) -> None:
     final, partial, old = iteration_dir(root, iteration), partial_dir(root, iteration), _hidden(root, iteration, "old")
     if final.exists():
         _discard(old)  # only a leftover of an earlier replacement: the current copy is `final`
-        _move(final, old)  # never deleted before its replacement is in place
-    _move(partial, final)
+        os.replace(final, old)  # never deleted before its replacement is in place
+    os.replace(partial, final)
     # Moves last; its atomic write fsyncs `root`, which makes the renames above durable with it.
     atomic_write_text(Path(root) / TRACKER, f"{iteration}\n")
     _discard(old)
@@ -125,7 +126,7 @@ def prune(root: Path, current: int, keep_last: int | None, keep_every: int | Non
         if it in recent or (keep_every and it % keep_every == 0):
             continue
         pruned = _hidden(root, it, "pruned")
-        _move(iteration_dir(root, it), pruned)
+        os.replace(iteration_dir(root, it), pruned)
         _discard(pruned)
         log.info("checkpoint: removed iteration %d (keep_last=%s, keep_every=%s)", it, keep_last, keep_every)
 
@@ -142,16 +143,12 @@ def recover(root: Path) -> None:
         iteration, kind = int(m.group(1)), m.group(2)
         final = iteration_dir(root, iteration)
         if kind == "old" and not final.exists():
-            _move(path, final)
+            os.replace(path, final)
             log.warning("checkpoint: a save replacing iteration %d was interrupted before its new copy was in "
                         "place; %s moved back", iteration, final)
         else:
             _discard(path)
             log.info("checkpoint: removed %s (left by an interrupted save)", path)
-
-
-def _move(src: Path, dst: Path) -> None:
-    os.replace(src, dst)
 
 
 def _discard(folder: Path) -> None:
