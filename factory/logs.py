@@ -35,3 +35,5 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("megatron.core.models.gpt.gpt_model").setLevel("ERROR")
     # ... and a notice on every synchronous checkpoint save that its own async path is deprecated.
     logging.getLogger("megatron.core.dist_checkpointing.strategies.torch").setLevel("ERROR")
+    # Its writer logs each failed write twice; checkpoint.save reports the failure as one line naming the folder.
+    logging.getLogger("megatron.core.dist_checkpointing.strategies.filesystem_async").setLevel("CRITICAL")

@@ -11,9 +11,10 @@ optionally `optimizer` and a per-rank `rng_state`. The common part holds Megatro
 data position and lineage, which our own stages read back (`read_info`) without building a model.
 
 An iteration folder is written under a temporary name and renamed when complete; the tracker file
-is rewritten after that, so a crash at any point leaves the previous checkpoint current.
+is rewritten after that, so a crash at any point leaves the previous checkpoint current. The folder steps
+(publish, replace, prune) and the recovery after a crash are in `checkpoint_root`.
 
-Saves are synchronous and start no helper process (`_write_results_in_this_process`), so a stop signal
+Saves are synchronous and start no helper process (`checkpoint_writer`), so a stop signal
 sent to the whole process group (torchrun's `os.killpg`, Slurm's signal to every process of a step)
 cannot break the save it asks for.
 """
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import queue
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,75 +30,67 @@ from typing import Any
 
 import torch
 
-from factory.errors import CheckpointError
-from factory.io import atomic_write_text
+from factory.errors import CheckpointError, OutputError
+from factory.io import os_error_line
 from factory.model.config import ModelConfig
-from factory.train import integrity
+from factory.train import checkpoint_root, checkpoint_writer, integrity
+from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
+from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration, partial_dir,
+                                           saved_iterations)
 
 log = logging.getLogger(__name__)
 
-TRACKER = "latest_checkpointed_iteration.txt"
 CHECKPOINT_VERSION = 3.0
-_ITER_RE = re.compile(r"^iter_(\d{7})$")
-
-
-def iteration_dir(root: Path, iteration: int) -> Path:
-    return Path(root) / f"iter_{iteration:07d}"
-
-
-def saved_iterations(root: Path) -> list[int]:
-    """The iteration folders under `root`, in order (complete ones: temporary names do not match)."""
-    return sorted(int(m.group(1)) for p in Path(root).iterdir() if p.is_dir() and (m := _ITER_RE.match(p.name)))
-
-
-def latest_iteration(root: Path) -> int | None:
-    """The iteration the tracker names, or None when `root` holds no checkpoint yet."""
-    tracker = Path(root) / TRACKER
-    if not tracker.exists():
-        return None
-    text = tracker.read_text().strip()
-    if not text.isdigit():
-        raise CheckpointError(f"{tracker}: expected an iteration number, found {text[:40]!r}")
-    iteration = int(text)
-    if not iteration_dir(root, iteration).is_dir():
-        raise CheckpointError(f"{tracker}: names iteration {iteration} but {iteration_dir(root, iteration)} is missing")
-    return iteration
 
 
 def newest_intact(root: Path) -> Path:
-    """The newest iteration folder of `root` whose files match their integrity record, starting from the one
-    the tracker names; each damaged one is skipped with a warning naming the file."""
+    """The newest iteration folder of `root`, from the committed one down, whose every file matches its
+    integrity record (sizes and checksums) and whose common state reads; each damaged one is skipped with a
+    warning naming the file. Reads each folder it checks whole (collective under torch.distributed)."""
     root = Path(root)
-    try:
-        latest = latest_iteration(root)
-    except CheckpointError as e:
-        log.warning("checkpoint: %s; looking for an earlier intact iteration", e)
-        latest = None
-    found = sorted((int(m.group(1)) for p in root.iterdir() if (m := _ITER_RE.match(p.name))), reverse=True)
-    for it in [i for i in found if latest is None or i <= latest]:
+    latest = latest_iteration(root)
+    candidates = [it for it in saved_iterations(root) if latest is not None and it <= latest]
+    newest_damage = ""
+    for it in reversed(candidates):
         folder = iteration_dir(root, it)
-        damage = integrity.problems(folder)
-        if not damage:
-            try:
-                read_info(folder)
-            except CheckpointError as e:
-                damage = [str(e)]
-        if not damage:
+        damage = _damage(folder)
+        if damage is None:
             return folder
-        log.warning("checkpoint: %s is damaged (%s); falling back to the previous iteration", folder, damage[0])
-    raise CheckpointError(f"{root}: no intact checkpoint (every iteration folder is damaged or unreadable)")
+        newest_damage = newest_damage or damage
+        log.warning("checkpoint: %s is damaged (%s); falling back to the previous iteration", folder, damage)
+    why = f"the newest: {newest_damage}" if newest_damage else "no iteration folder"
+    raise CheckpointError(f"{root}: no intact checkpoint ({why})")
+
+
+def _damage(folder: Path) -> str | None:
+    """The first thing wrong with an iteration folder, or None when it verifies."""
+    found = integrity.problems(folder)
+    if found:
+        return found[0]
+    try:
+        read_info(folder)
+    except CheckpointError as e:
+        return _first_line(e)
+    return None
+
+
+def recover(root: Path, rt) -> None:
+    """Tidy what an interrupted save left under `root` (rank 0 does it, every rank waits) before a run reads it."""
+    if rt.is_main:
+        checkpoint_root.recover(root)
+    _barrier()
 
 
 def resolve(path: Path) -> Path:
     """An `iter_*` folder from either itself or a checkpoint root with a tracker file."""
     path = Path(path)
-    if _ITER_RE.match(path.name) and (path / "metadata.json").exists():
+    if is_iteration_dir(path) and (path / "metadata.json").exists():
         return path
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     iteration = latest_iteration(path)
     if iteration is None:
-        raise CheckpointError(f"{path}: not a checkpoint (no {TRACKER} and not an iter_NNNNNNN folder)")
+        raise CheckpointError(f"{path}: not a checkpoint (no iter_NNNNNNN folder in it, and not one itself)")
     return iteration_dir(path, iteration)
 
 
@@ -133,7 +124,7 @@ def read_info(path: Path) -> CheckpointInfo:
     try:
         common = dist_checkpointing.load_common_state_dict(str(ckpt))
     except Exception as e:  # noqa: BLE001 - any read failure is reported as one line
-        raise CheckpointError(f"{ckpt}: cannot read common state ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{ckpt}: cannot read common state ({type(e).__name__}: {_first_line(e)})") from e
     meta = common.get("factory")
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{ckpt}: no factory metadata (model config) in common.pt; "
@@ -188,16 +179,17 @@ def _optimizer_sharded(optimizer, model_sd: dict, is_loading: bool) -> dict:
 def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None,
          scheduler=None, meta: dict[str, Any] | None = None, keep_last: int | None = None,
          keep_every: int | None = None) -> Path:
-    """Write `root/iter_<iteration>` on all ranks, then move the tracker; returns the folder."""
+    """Write `root/iter_<iteration>` on all ranks, publish it (the tracker moves last) and apply retention;
+    returns the folder. A write the file system refuses (disk full, file size limit) is one OutputError naming
+    the folder being written; that folder is removed and the previous checkpoint stays current."""
     from megatron.core import dist_checkpointing
 
     root = Path(root)
-    final = iteration_dir(root, iteration)
-    tmp = root / f".{final.name}.partial"
+    partial = partial_dir(root, iteration)
     if rt.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        shutil.rmtree(partial, ignore_errors=True)  # an earlier attempt's: never current
+        partial.mkdir()
     _barrier()
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd, "rng_state": _rng_object(rt)}
@@ -210,36 +202,28 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
         state["opt_param_scheduler"] = scheduler.state_dict()
     state["factory"] = {**(meta or {}), "model": model_cfg.model_dump(mode="json"),
                         "has_optimizer": optimizer is not None, "world_size": rt.world_size}
-    _write_results_in_this_process()
-    with rt.compute_context():
-        dist_checkpointing.save(state, str(tmp))
+    write_errors = checkpoint_writer.prepare()
+    try:
+        with rt.compute_context():
+            dist_checkpointing.save(state, str(partial))
+    except BaseException as e:  # torch DCP's CheckpointException is a BaseException
+        cause = write_errors[0] if write_errors else e if isinstance(e, OSError) else None
+        if cause is None:
+            raise
+        if rt.is_main:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise OutputError(f"checkpoint iteration {iteration}: {os_error_line(cause, partial)}; removed it, the "
+                          "previous checkpoint stays current") from None
     _barrier()
-    integrity.record(tmp)
+    integrity.record(partial)
     _barrier()
     if rt.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        atomic_write_text(root / TRACKER, f"{iteration}\n")
-        _prune(root, iteration, keep_last, keep_every)
+        checkpoint_root.publish(root, iteration)
+        checkpoint_root.prune(root, iteration, keep_last, keep_every)
     _barrier()
+    final = iteration_dir(root, iteration)
     log.info("checkpoint: saved iteration %d to %s", iteration, final)
     return final
-
-
-def _write_results_in_this_process() -> None:
-    """Give Megatron's torch_dist writer an in-process queue for its write results.
-
-    By default the writer gets that queue from a multiprocessing manager, a helper process it spawns at
-    the first save and keeps. The helper sits in the training process's group, so SIGUSR1/SIGTERM sent
-    to the group kill it, and the save the signal asks for dies with BrokenPipeError. A synchronous save
-    runs the writer (and its threads) in this process, where a plain queue serves it; the factory never
-    uses Megatron's asynchronous save, the one case that needs a queue shared across processes. A fresh
-    queue per save also means a save that failed half-way leaves no stale result for the next one.
-    """
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
-    filesystem_async._results_queue = queue.Queue()
 
 
 def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, verify: bool = True) -> CheckpointInfo:
@@ -279,19 +263,6 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, ver
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else ""
-
-
-def _prune(root: Path, current: int, keep_last: int | None, keep_every: int | None) -> None:
-    """Delete iteration folders beyond the last `keep_last`, keeping multiples of `keep_every`."""
-    if keep_last is None:
-        return
-    iterations = sorted(int(m.group(1)) for p in root.iterdir() if (m := _ITER_RE.match(p.name)))
-    recent = set(iterations[-keep_last:]) | {current}
-    for it in iterations:
-        if it in recent or (keep_every and it % keep_every == 0):
-            continue
-        shutil.rmtree(iteration_dir(root, it), ignore_errors=True)
-        log.info("checkpoint: removed iteration %d (keep_last=%s, keep_every=%s)", it, keep_last, keep_every)
 
 
 def _barrier() -> None:

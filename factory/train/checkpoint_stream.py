@@ -31,11 +31,10 @@ from torch.distributed.checkpoint.planner import LoadPlan, WriteItemType
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from factory.errors import CheckpointError, FactoryError
-from factory.io import atomic_write_text
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
 from factory.train import checkpoint as ckpt
-from factory.train import integrity
+from factory.train import checkpoint_root, integrity
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +220,7 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     sharded, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)
     planner = _producing_planner_class()(layout, produce, ByteProgress(f"write {Path(root).name}", layout.nbytes()))
     root = Path(root)
-    final = ckpt.iteration_dir(root, iteration)
-    tmp = root / f".{final.name}.partial"
+    final, tmp = ckpt.iteration_dir(root, iteration), checkpoint_root.partial_dir(root, iteration)
     root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -237,10 +235,7 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
         planner.progress.close()
     save_config(CheckpointingConfig("torch_dist", 1), str(tmp))
     integrity.record(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    atomic_write_text(root / ckpt.TRACKER, f"{iteration}\n")
+    checkpoint_root.publish(root, iteration)
     log.info("checkpoint: streamed %.2f GB to %s in %.1f s", planner.bytes_written / 1e9, final,
              time.perf_counter() - t0)
     return final, planner.bytes_written

@@ -32,6 +32,7 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
     """Run (or resume) `stage` with `train_config`, writing into `out_dir`; returns the manifest metrics."""
     ckpt_root = out_dir / "checkpoints"
     with runtime_session(cfg.runtime, cfg.parallel) as runtime:
+        ckpt.recover(ckpt_root, runtime)  # what a killed save left, before anything reads the folder
         start = setup.start_point(stage, train_config, cfg.model, cfg.parallel, ckpt_root,
                                   default_source=cfg.stage_dir("pretrain") / "checkpoints")
         runtime.check_model(start.model)

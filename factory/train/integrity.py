@@ -1,7 +1,8 @@
 """Checkpoint integrity: every file's size and xxh3-128 checksum, written into each iteration folder by the
 save (`integrity.json`) and verified by every load (resume, cpt, upcycle, export, eval), naming the damaged
 file. Each rank checksums its share of the files (its own `__<rank>_*.distcp` at save, a round-robin share
-at load), so the cost is spread over the job; a folder saved before this existed is loaded unverified.
+at load), so the cost is spread over the job; a folder without a record (saved before records existed, or
+its record deleted) is loaded unverified, with a warning naming it.
 """
 
 from __future__ import annotations
@@ -64,29 +65,57 @@ def record(folder: Path) -> None:
         atomic_write_json(folder / INTEGRITY, {"algorithm": "xxh3_128", "files": dict(sorted(entries.items()))})
 
 
+def recorded(folder: Path) -> bool:
+    return (folder / INTEGRITY).is_file()
+
+
 def problems(folder: Path, checksums: bool = True) -> list[str]:
     """What is wrong with the files of an iteration folder, one line each naming the file; [] when intact or
-    when the folder predates integrity records. Collective when `checksums` under torch.distributed."""
+    when the folder has no record (a full check, `checksums`, warns about that). Collective when `checksums`
+    under torch.distributed."""
     path = folder / INTEGRITY
     if not path.is_file():
+        if checksums:
+            log.warning("checkpoint: %s has no %s (saved before integrity records existed, or it was deleted); "
+                        "its files are used unverified", folder, INTEGRITY)
         return []
     try:
-        expected = json.loads(path.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError) as e:
-        return [f"{path}: unreadable integrity record ({type(e).__name__})"]
+        expected = _read_record(path)
+    except ValueError as e:
+        return [f"{path}: unreadable integrity record ({e})"]
     out = []
-    for name, entry in expected.items():
+    for name, (size, _) in expected.items():
         f = folder / name
         if not f.is_file():
             out.append(f"{f}: missing")
-        elif f.stat().st_size != entry["bytes"]:
-            out.append(f"{f}: {f.stat().st_size} bytes, the save wrote {entry['bytes']} (truncated or overwritten)")
+        elif f.stat().st_size != size:
+            out.append(f"{f}: {f.stat().st_size} bytes, the save wrote {size} (truncated or overwritten)")
     if checksums and not out:
         rank, world = _rank_world()
         names = sorted(expected)[rank::world]
         local = [f"{folder / n}: checksum differs from the one the save recorded (corrupted)" for n in names
-                 if checksum(folder / n) != expected[n]["xxh3_128"]]
+                 if checksum(folder / n) != expected[n][1]]
         out = [line for part in _gather({str(rank): local}).values() for line in part] if world > 1 else local
+    return out
+
+
+def _read_record(path: Path) -> dict[str, tuple[int, str]]:
+    """{file name: (bytes, checksum)} of an integrity record; ValueError saying what is malformed."""
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (KeyError, TypeError):
+        raise ValueError("no 'files' table") from None
+    except ValueError as e:  # invalid JSON or text
+        raise ValueError(type(e).__name__) from None
+    if not isinstance(files, dict):
+        raise ValueError("'files' is not a table")
+    out = {}
+    for name, entry in files.items():
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        digest = entry.get("xxh3_128") if isinstance(entry, dict) else None
+        if not isinstance(size, int) or not isinstance(digest, str):
+            raise ValueError(f"the entry of {name!r} needs an integer 'bytes' and a string 'xxh3_128'")
+        out[name] = (size, digest)
     return out
 
 

@@ -38,8 +38,9 @@ class StartPoint:
 
 def start_point(stage: str, train_config: TrainConfig, model: ModelConfig | None, parallel: ParallelConfig,
                 ckpt_root: Path, default_source: Path) -> StartPoint:
-    """Resume when `ckpt_root` holds a checkpoint; else cpt continues `init_from`, pretrain starts fresh."""
-    if ckpt_root.is_dir() and any(ckpt_root.glob("iter_*")):
+    """Resume from the newest intact iteration when `ckpt_root` holds a checkpoint (after `checkpoint.recover`);
+    else cpt continues `init_from`, pretrain starts fresh."""
+    if ckpt_root.is_dir() and (any(ckpt_root.glob("iter_*")) or (ckpt_root / ckpt.TRACKER).exists()):
         info = ckpt.read_info(ckpt.newest_intact(ckpt_root))
         if stage == "pretrain" and model is not None:
             check_same_model(model, info)
@@ -103,7 +104,10 @@ def load_tokenizer(stage: str, tokenizer_dir: Path, model: ModelConfig):
     path = tokenizer_dir / "tokenizer.model"
     if not path.is_file():
         raise ConfigError(f"{stage}.tokenizer_dir: {path} not found (run the tokenizer stage first)")
-    tokenizer = SentencePieceMegatronTokenizer(path)
+    try:
+        tokenizer = SentencePieceMegatronTokenizer(path)
+    except (OSError, RuntimeError, ValueError) as e:  # SentencePiece reports a damaged file as RuntimeError
+        raise ConfigError(f"{stage}.tokenizer_dir: cannot use tokenizer {path}: {e}") from None
     if tokenizer.vocab_size > model.vocab_size:
         raise ConfigError(f"model.vocab_size={model.vocab_size}: smaller than the tokenizer's "
                           f"{tokenizer.vocab_size} pieces ({path})")

@@ -14,8 +14,15 @@ from factory.train.memory import memory_problems, over_limit, plan_memory, train
 
 
 def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
+    """The run's plan; `complete` when its checkpoint already holds an intact iteration `train_iters`.
+
+    Cost: reading the committed iteration number is cheap (the tracker and folder names; a tracker naming a
+    missing folder falls back with a warning). Only when that number is `train_iters`, and the plan would say
+    "nothing to do", is the final iteration verified in full (sizes and xxh3-128 checksums of every file,
+    docs/stages/train.md gives the rate), since a damaged final iteration must be trained again; every plan
+    process reads it, the run's processes share that work (`checkpoint.newest_intact`)."""
     from factory.train import checkpoint as ckpt
-    from factory.train import integrity
+    from factory.train.checkpoint_root import iteration_of
     from factory.train.flops import flops_per_token
 
     tc: TrainConfig = stage.section_of(cfg)
@@ -27,17 +34,19 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
              f"{cfg.parallel.model_parallel_size} (model-parallel ranks)",
              f"batch: global {tc.global_batch_size} x seq = tokens per step; micro-batch {tc.micro_batch_size}",
              f"schedule: {tc.schedule.style}, warmup {tc.schedule.warmup_iters}, {tc.train_iters} iterations"]
-    resume = ckpt.latest_iteration(out / "checkpoints")
+    root = out / "checkpoints"
+    resume = ckpt.latest_iteration(root)
     model = cfg.model
     complete = ""
     if resume is not None and resume > tc.train_iters:
         raise ConfigError(f"{stage.name}.train_iters={tc.train_iters}: below iteration {resume}, which its checkpoint "
-                          f"{out / 'checkpoints'} already reached; set train_iters >= {resume} to continue the run")
+                          f"{root} already reached; set train_iters >= {resume} to continue the run")
+    if resume == tc.train_iters:
+        resume = iteration_of(ckpt.newest_intact(root))  # the full check, see above
+        if resume == tc.train_iters:
+            complete = f"{stage.name}: already at iteration {resume} of {tc.train_iters} ({root})"
     if resume is not None:
-        notes.append(f"resumes from {out / 'checkpoints'} iteration {resume}")
-        intact = not integrity.problems(ckpt.iteration_dir(out / "checkpoints", resume), checksums=False)
-        if resume == tc.train_iters and intact:
-            complete = f"{stage.name}: already at iteration {resume} of {tc.train_iters} ({out / 'checkpoints'})"
+        notes.append(f"resumes from {root} iteration {resume}")
     elif stage is CPT:
         source = tc.init_from or cfg.stage_dir("pretrain") / "checkpoints"
         reads.append(source)

@@ -1,5 +1,5 @@
-"""Checkpoint integrity: saves record every file's size and checksum; a damaged file is named on load, and
-resume falls back to the newest intact iteration."""
+"""Checkpoint integrity: saves record every file's size and checksum; a damaged file is named on load, resume falls
+back to the newest intact iteration, a damaged record is one line naming it and a missing one a warning."""
 
 from __future__ import annotations
 
@@ -60,3 +60,37 @@ def test_export_from_a_damaged_checkpoint_names_the_file(packed_data, tmp_path):
         export_checkpoint(folder, tmp_path / "hf", runtime=RuntimeConfig(device="cpu", precision="fp32"),
                           tokenizer_dir=packed_data / "tokenizer")
     assert not (tmp_path / "hf").exists()
+
+
+def _recorded_folder(folder):
+    folder.mkdir()
+    (folder / "__0_0.distcp").write_bytes(bytes(range(256)) * 64)
+    (folder / "metadata.json").write_text('{"sharded_backend": "torch_dist"}')
+    integrity.record(folder)
+    return folder
+
+
+@pytest.mark.parametrize(("edit", "what"), [
+    (lambda r: r["files"]["__0_0.distcp"].pop("bytes"), "the entry of '__0_0.distcp' needs an integer 'bytes'"),
+    (lambda r: r["files"].update({"metadata.json": "12"}), "the entry of 'metadata.json' needs an integer 'bytes'"),
+    (lambda r: r.pop("files"), "no 'files' table"),
+], ids=["no-bytes", "not-a-table", "no-files"])
+def test_a_damaged_record_is_one_line_naming_it(tmp_path, edit, what):
+    folder = _recorded_folder(tmp_path / "iter_0000002")
+    path = folder / integrity.INTEGRITY
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    expected = f"{path}: unreadable integrity record ({what}"
+    assert len(integrity.problems(folder)) == 1 and integrity.problems(folder)[0].startswith(expected)
+    with pytest.raises(CheckpointError) as err:
+        integrity.verify(folder)
+    assert err.value.lines() == [f"checkpoint {folder} is damaged: {integrity.problems(folder)[0]}"]
+
+
+def test_a_folder_without_a_record_is_used_with_a_warning_naming_it(tmp_path, caplog):
+    folder = _recorded_folder(tmp_path / "iter_0000002")
+    (folder / integrity.INTEGRITY).unlink()
+    assert integrity.problems(folder, checksums=False) == [] and caplog.text == ""  # plans stay quiet
+    integrity.verify(folder)  # a load: the files are used, unverified, with a warning
+    assert f"{folder} has no integrity.json" in caplog.text and "unverified" in caplog.text
