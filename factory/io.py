@@ -115,6 +115,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)
+        finish_replacement(path)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     except BaseException:
         _remove_empty(made)
@@ -159,10 +160,28 @@ def move_aside(path: Path, run_dir: Path | None = None) -> Path:
     return target
 
 
+def _aside(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.old")
+
+
+def finish_replacement(dst: Path) -> None:
+    """Complete a `replace_dir` that a killed process left half-way: the earlier folder moved aside and the new
+    one not yet in place is put back; one aside beside a folder in place is removed."""
+    old = _aside(dst)
+    if not old.is_dir():
+        return
+    if dst.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, dst)
+        log.warning("restored %s, which an interrupted replacement had moved aside", dst)
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Move the complete folder `src` to `dst`, replacing any previous `dst` (moved aside, then removed); the
-    owner mark of `dst` moves into the new folder. Callers replace only a folder their stage owns."""
-    old = dst.with_name(f".{dst.name}.old")
+    owner mark of `dst` moves into the new folder. Callers replace only a folder their stage owns. A kill
+    between the two renames is undone by the next `atomic_dir` of `dst` (`finish_replacement`)."""
+    old = _aside(dst)
     if (dst / OWNER_FILE).is_file() and not (src / OWNER_FILE).exists():
         shutil.copy2(dst / OWNER_FILE, src / OWNER_FILE)
     if dst.exists():

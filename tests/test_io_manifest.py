@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +98,34 @@ def test_os_error_line_names_the_path_or_the_folder_being_written(tmp_path):
         "/x/y: Permission denied"
     assert os_error_line(OSError(errno.EFBIG, "File too large"), tmp_path) == \
         f"writing {tmp_path}: File too large (disk full or over the file size limit)"
+
+
+KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from factory import io
+real = os.replace
+def replace_then_die(src, dst):
+    real(src, dst)
+    if str(dst).endswith(".out.old"):
+        os.kill(os.getpid(), signal.SIGKILL)
+io.os.replace = replace_then_die
+with io.atomic_dir(Path(sys.argv[1])) as tmp:
+    (tmp / "a.txt").write_text("v2")
+"""
+
+
+def test_a_replacement_killed_between_its_renames_is_undone_by_the_next_writer(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(target)],
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == -signal.SIGKILL
+    assert not target.exists() and (tmp_path / ".out.old" / "a.txt").read_text() == "v1"
+    with pytest.raises(RuntimeError), atomic_dir(target):
+        assert (target / "a.txt").read_text() == "v1", "the earlier output is back before the new one is built"
+        raise RuntimeError("this attempt fails too")
+    assert (target / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
