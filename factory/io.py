@@ -177,6 +177,20 @@ def finish_replacement(dst: Path) -> None:
         log.warning("restored %s, which an interrupted replacement had moved aside", dst)
 
 
+def publish_dir(src: Path, dst: Path) -> None:
+    """Move the complete folder `src` to `dst`, keeping an earlier `dst`: moved aside (`move_aside`) when it holds
+    anything but the owner mark, which moves into the new folder."""
+    if (dst / OWNER_FILE).is_file() and not (src / OWNER_FILE).exists():
+        shutil.copy2(dst / OWNER_FILE, src / OWNER_FILE)
+    if dst.exists():
+        if all(p.name == OWNER_FILE for p in dst.iterdir()):
+            shutil.rmtree(dst)
+        else:
+            move_aside(dst)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Move the complete folder `src` to `dst`, replacing any previous `dst` (moved aside, then removed); the
     owner mark of `dst` moves into the new folder. Callers replace only a folder their stage owns. A kill

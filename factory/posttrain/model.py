@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.config_base import CoreConfig
 from factory.errors import CheckpointError, ConfigError
-from factory.io import atomic_write_json, move_aside
+from factory.io import atomic_write_json, publish_dir
 from factory.posttrain.config import LoraSettings, TrainSettings
 
 if TYPE_CHECKING:
@@ -165,9 +165,7 @@ def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list
         atomic_write_json(final / "loss_curve.json", curve)
         _keep_sentencepiece_model(tokenizer_dir, final)
         _portable_chat_folder(final, end_ids, eos_token)
-        if out.exists():
-            move_aside(out)
-        os.replace(final, out)
+        publish_dir(final, out)
     trainer.accelerator.wait_for_everyone()
     manifest.add_output(out, role="hf_model")
     if curve:
