@@ -1,12 +1,21 @@
-"""Shared fixtures: tiny configs and a single-process Megatron runtime."""
+"""Shared fixtures: tiny configs, a single-process Megatron runtime and the full eval data folder."""
 
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import pytest
 
 from factory.config import FactoryConfig, validate_config
+from factory.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR_ENV = "FACTORY_EVAL_DATA_MIRROR"
+BUILD_MIRROR = ROOT / "../shared/eval-data"
+"""The offline mirror the project's build machines keep beside the checkout. Only this fixture looks there, and
+only to install from it with the project's own `fetch --from`; nothing else in the repository names it."""
 
 TINY_DENSE = {
     "run": {"name": "test", "dir": "runs/test"},
@@ -36,3 +45,21 @@ def runtime():
     cfg = make_config(TINY_DENSE)
     with runtime_session(cfg.runtime, cfg.parallel) as rt:
         yield rt
+
+
+@pytest.fixture(scope="session")
+def full_eval_data(tmp_path_factory) -> Path:
+    """The full eval data folder, found as the eval stage finds it (FACTORY_EVAL_DATA, else the fetched cache);
+    failing that, installed into a temporary folder by `fetch --from` out of $FACTORY_EVAL_DATA_MIRROR or the
+    build machines' mirror; failing that, the test is skipped with the reason."""
+    from factory.evaldata.install import Mirror, fetch
+    from factory.evaldata.location import resolve
+
+    try:
+        return resolve(None)
+    except ConfigError as e:
+        missing = str(e)
+    mirror = Path(os.environ.get(MIRROR_ENV) or BUILD_MIRROR)
+    if not mirror.is_dir():
+        pytest.skip(f"{missing}; no mirror at {mirror} either (set {MIRROR_ENV})")
+    return fetch(tmp_path_factory.mktemp("eval-data"), Mirror(mirror)).folder

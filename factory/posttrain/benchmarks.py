@@ -13,6 +13,7 @@ from typing import Any
 from factory.config_base import CoreConfig
 from factory.data.synth.generate import JsonlLog
 from factory.errors import ConfigError
+from factory.evaldata import location as evaldata
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
 from factory.posttrain import mt_bench
@@ -27,21 +28,25 @@ ANSWERS = "mt_bench/answers.jsonl"
 JUDGEMENTS = "mt_bench/judgements.jsonl"
 
 
+def eval_data_dir(ec: EvalConfig) -> Path:
+    """The eval data folder: eval.data_dir, else FACTORY_EVAL_DATA, else the fetched cache (one-line ConfigError
+    naming all three when it is missing)."""
+    return evaldata.resolve(ec.data_dir)
+
+
 def plan_reads(ec: EvalConfig) -> tuple[list[Path], list[str]]:
     """(files the benchmarks read, plan notes); a missing eval data folder or checkpoint is a ConfigError."""
-    if ec.data_dir is None:
+    if not (ec.harness or ec.mt_bench):
         return [], []
-    if not ec.data_dir.is_dir():
-        raise ConfigError(f"eval.data_dir: {ec.data_dir}: eval data folder not found (expected jglue/ and "
-                          f"japanese_mt_bench/ inside; point eval.data_dir at it)")
-    reads, notes = [], []
+    data_dir = eval_data_dir(ec)
+    reads, notes = [], [f"eval data: {data_dir}"]
     if ec.harness:
-        reads += [ec.data_dir / TASKS[t].file for t in ec.harness.tasks]
+        reads += [data_dir / TASKS[t].file for t in ec.harness.tasks]
         shots = "leaderboard shots" if ec.harness.num_fewshot is None else f"{ec.harness.num_fewshot}-shot"
         notes.append(f"lm-evaluation-harness: {', '.join(ec.harness.tasks)} ({shots}, "
                      f"{f'first {ec.harness.limit}' if ec.harness.limit else 'all'} examples each)")
     if ec.mt_bench:
-        reads += [ec.data_dir / "japanese_mt_bench" / name for name in
+        reads += [data_dir / "japanese_mt_bench" / name for name in
                   ("question.jsonl", "reference_answer_gpt-4.jsonl", "judge_prompts.jsonl")]
         judge = ec.mt_bench.judge
         if judge.serve not in (None, "self"):
@@ -77,8 +82,8 @@ def _on_model(cfg: CoreConfig, folder: Path, model_name: str, model_key: str, ma
               out: Path) -> dict[str, Any]:
     ec, report, loaded = cfg.eval, {}, _LazyModel(cfg, folder)
     if ec.mt_bench:  # inputs first: a missing question or template fails before any work
-        questions = mt_bench.load_questions(ec.data_dir, ec.mt_bench.questions)
-        prompts = mt_bench.load_judge_prompts(ec.data_dir)
+        questions = mt_bench.load_questions(eval_data_dir(ec), ec.mt_bench.questions)
+        prompts = mt_bench.load_judge_prompts(eval_data_dir(ec))
         hf.load_tokenizer(folder, "eval.mt_bench")  # the answers need the chat template
     with _judge(cfg, folder, model_name) as judge:  # a judge that is down fails before any benchmark work
         if ec.harness:
@@ -132,7 +137,7 @@ def _harness_scores(cfg: CoreConfig, folder: Path, loaded: _LazyModel | None = N
     _, dtype = hf.device_and_dtype(cfg)
     tok, model = (loaded or _LazyModel(cfg, folder)).get() if backend == "hf" else (None, None)
     lm = harness.make_lm(backend, folder, ec.harness, model, tok, str(dtype).removeprefix("torch."))
-    scores = harness.evaluate(lm, ec.harness, ec.data_dir, cfg.runtime.seed)
+    scores = harness.evaluate(lm, ec.harness, eval_data_dir(ec), cfg.runtime.seed)
     for s in scores:
         log.info("eval: %s %s %s ± %s (%d examples, %d-shot; chance %s)", s.task, s.metric, _fmt(s.value),
                  _fmt(s.stderr), s.examples, s.num_fewshot, _fmt(s.chance))

@@ -160,8 +160,9 @@ class EvalConfig(Section):
     lm_eval_tasks: str = "japanese_leaderboard"
     """lm-evaluation-harness tasks in the printed command."""
     data_dir: Path | None = None
-    """Eval data folder with `jglue/` (JGLUE v1.3 validation files) and `japanese_mt_bench/` (questions,
-    reference answers, FastChat judge prompts); needed by harness, mt_bench and checkpoints."""
+    """Eval data folder with `jglue/` (JGLUE v1.3 files) and `japanese_mt_bench/` (questions, reference answers,
+    FastChat judge prompts), read by harness, mt_bench and checkpoints; None: $FACTORY_EVAL_DATA, else the cache
+    that `python -m factory.evaldata fetch` fills."""
     harness: HarnessConfig | None = None
     """JGLUE tasks through lm-evaluation-harness."""
     mt_bench: MtBenchConfig | None = None
@@ -174,8 +175,6 @@ class EvalConfig(Section):
         benchmarks = self.harness is not None or self.mt_bench is not None
         rule(out, bool(self.heldout) or self.prompts is not None or benchmarks, prefix, "{}",
              "needs heldout text, a prompts file, harness or mt_bench (nothing to measure)")
-        rule(out, self.data_dir is not None or not (benchmarks or self.checkpoints), f"{prefix}.data_dir", None,
-             "required by harness, mt_bench and checkpoints (the folder with jglue/ and japanese_mt_bench/)")
         rule(out, self.harness is not None or not self.checkpoints, f"{prefix}.checkpoints", "[...]",
              "needs a harness section (the tasks each checkpoint is scored on)")
         out += self.harness.problems(f"{prefix}.harness") if self.harness else []

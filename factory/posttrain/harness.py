@@ -55,7 +55,8 @@ class LocalTask(ConfigurableTask):
 
 def build_task(name: str, data_dir: Path, max_gen_tokens: int) -> LocalTask:
     """The task `name` on its validation split; few-shot examples come from the same split, never the
-    example being scored (only validation is public offline; the leaderboard draws them from train)."""
+    example being scored (the leaderboard draws them from train, which the eval data folder holds but the
+    tasks do not read yet)."""
     spec = TASKS[name]
     config = {"task": name, "test_split": "validation", "fewshot_split": "validation", "description": DESCRIPTION,
               "target_delimiter": "\n", "num_fewshot": spec.num_fewshot, **spec.lm_eval}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 from pathlib import Path
@@ -138,7 +137,7 @@ MT_JUDGE_PROMPTS = [
 
 @pytest.fixture
 def eval_data(tmp_path) -> Path:
-    """An eval data folder in the shared folder's layout, with a handful of rows per task (written here)."""
+    """An eval data folder in the fetched folder's layout, with a handful of rows per task (written here)."""
     root = tmp_path / "eval-data"
     write_jsonl(root / "jglue" / "jcommonsenseqa-valid-v1.3.json", JCQA_ROWS)
     write_jsonl(root / "jglue" / "jnli-valid-v1.3.json", JNLI_ROWS)
@@ -148,11 +147,6 @@ def eval_data(tmp_path) -> Path:
     write_jsonl(root / "japanese_mt_bench" / "reference_answer_gpt-4.jsonl", MT_REFERENCES)
     write_jsonl(root / "japanese_mt_bench" / "judge_prompts.jsonl", MT_JUDGE_PROMPTS)
     return root
-
-
-def shared_eval_data() -> Path:
-    """The shared eval data folder beside the repository (FACTORY_EVAL_DATA overrides where it is)."""
-    return Path(os.environ.get("FACTORY_EVAL_DATA", "../shared/eval-data"))
 
 
 class ScriptedJudge:

@@ -8,7 +8,7 @@ import pytest
 
 from factory.errors import DataError
 from factory.posttrain import jglue
-from tests.posttrain.conftest import shared_eval_data, write_jsonl
+from tests.posttrain.conftest import write_jsonl
 
 
 def test_readers_turn_rows_into_documents(eval_data):
@@ -51,10 +51,7 @@ def test_correlations_and_expected_similarity_by_hand():
     assert jglue.majority_share([2, 0, 2, 1]) == 0.5
 
 
-def test_the_shared_eval_data_folder_reads_whole():
-    root = shared_eval_data()
-    if not root.is_dir():
-        pytest.skip(f"{root}: the shared eval data folder is not beside this checkout (set FACTORY_EVAL_DATA)")
-    counts = {name: len(spec.read(root / spec.file)) for name, spec in jglue.TASKS.items()}
+def test_the_full_eval_data_folder_reads_whole(full_eval_data):
+    counts = {name: len(spec.read(full_eval_data / spec.file)) for name, spec in jglue.TASKS.items()}
     assert counts["jcommonsenseqa"] == 1119 and counts["jnli"] == 2434 and counts["jsts"] == 1457
     assert counts["jsquad"] > 4000

@@ -57,8 +57,6 @@ def test_benchmark_rules_name_the_key(tmp_path):
             "harness": {"tasks": ["jnli", "jglue_qa", "jnli"]},
             "mt_bench": {"questions": [], "judge": {"serve": "self", "base_url": "http://x/v1"}}})
     assert [p.split(": ", 1)[1] for p in info.value.problems] == [
-        "eval.data_dir=None: required by harness, mt_bench and checkpoints (the folder with jglue/ and "
-        "japanese_mt_bench/)",
         "eval.harness.tasks=jglue_qa: not a task (supported: jcommonsenseqa, jnli, jsts, jsquad)",
         "eval.harness.tasks=['jnli', 'jglue_qa', 'jnli']: tasks must be unique",
         "eval.mt_bench.judge=base_url=http://x/v1, serve=self: give exactly one of base_url (an endpoint) or "
@@ -67,9 +65,9 @@ def test_benchmark_rules_name_the_key(tmp_path):
         "eval.mt_bench.questions=[]: must name at least one question"]
 
 
-def test_demo_eval_runs_jglue_and_mt_bench_on_the_shared_eval_data():
+def test_demo_eval_runs_jglue_and_mt_bench_on_the_rows_shipped_with_the_repository():
     ec = load_config("configs/demo-cpu.yaml").eval
-    assert ec.data_dir == Path("../shared/eval-data")  # beside the repository, as the CI clone has it
+    assert ec.data_dir == Path("configs/demo-data/eval")  # in the clone: the demo needs no download
     assert ec.harness.tasks == ["jcommonsenseqa", "jnli"] and ec.harness.limit
     assert ec.mt_bench.judge.serve == "self" and len(ec.mt_bench.questions) == 3
     assert [c.path.parent.name for c in ec.checkpoints] == ["pretrain", "cpt"]

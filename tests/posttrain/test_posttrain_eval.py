@@ -86,19 +86,38 @@ def test_eval_writes_jglue_and_mt_bench_scores_to_the_manifest_and_reports(llama
     assert "Judge: `scripted-judge`; 4 of 4 judgements gave a rating" in text and "| **overall** | **6.00** |" in text
 
 
-def _cli(tmp_path, capsys, llama_dir, **eval_section) -> tuple[int, list[str]]:
+def _cli(tmp_path, capsys, llama_dir, *flags, **eval_section) -> tuple[int, list[str]]:
+    """The eval verb's exit code and its stderr lines (stdout with --dry-run)."""
     config = tmp_path / "eval.yaml"
     config.write_text(yaml.safe_dump({"run": {"name": "t", "dir": str(tmp_path / "run")},
                                       "runtime": {"device": "cpu", "precision": "fp32"},
                                       "eval": {"model": str(llama_dir), **eval_section}}))
-    rc = main(["eval", "--config", str(config)])
-    return rc, capsys.readouterr().err.strip().splitlines()
+    rc = main(["eval", "--config", str(config), *flags])
+    captured = capsys.readouterr()
+    return rc, (captured.out if flags else captured.err).strip().splitlines()
+
+
+def test_the_eval_data_folder_is_data_dir_else_the_environment_else_the_cache(llama_dir, eval_data, tmp_path,
+                                                                              capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACTORY_EVAL_DATA", str(eval_data))
+    rc, out = _cli(tmp_path, capsys, llama_dir, "--dry-run", harness={"tasks": ["jnli"]})
+    assert rc == 0 and f"# reads:  {eval_data / 'jglue' / 'jnli-valid-v1.3.json'}" in out
+    monkeypatch.delenv("FACTORY_EVAL_DATA")
+    rc, err = _cli(tmp_path, capsys, llama_dir, harness={})
+    cache = tmp_path / "cache" / "jp-model-factory" / "eval-data"
+    assert rc == 2 and err == [f"error: eval data folder not found: eval.data_dir unset, FACTORY_EVAL_DATA unset, "
+                               f"cache {cache} (not fetched); run `python -m factory.evaldata fetch` (offline: "
+                               "`python -m factory.evaldata fetch --from MIRROR`) or point eval.data_dir or "
+                               "FACTORY_EVAL_DATA at a copy"]
 
 
 def test_bad_benchmark_input_is_one_line(llama_dir, eval_data, tmp_path, capsys):
     rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(tmp_path / "absent"), harness={})
-    assert rc == 2 and err == [f"error: eval.data_dir: {tmp_path / 'absent'}: eval data folder not found (expected "
-                               "jglue/ and japanese_mt_bench/ inside; point eval.data_dir at it)"]
+    assert rc == 2 and len(err) == 1 and err[0].startswith(
+        f"error: eval data folder not found: eval.data_dir={tmp_path / 'absent'} (no such folder), FACTORY_EVAL_DATA "
+        "(not read), cache ")
+    assert "python -m factory.evaldata fetch" in err[0]
     rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(eval_data), harness={"tasks": ["jcqa"]})
     assert rc == 2 and err == [f"error: {tmp_path / 'eval.yaml'}: eval.harness.tasks=jcqa: not a task (supported: "
                                "jcommonsenseqa, jnli, jsts, jsquad)"]
