@@ -13,9 +13,14 @@ from factory.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR_ENV = "FACTORY_EVAL_DATA_MIRROR"
-BUILD_MIRROR = ROOT / "../shared/eval-data"
-"""The offline mirror the project's build machines keep beside the checkout. Only this fixture looks there, and
-only to install from it with the project's own `fetch --from`; nothing else in the repository names it."""
+
+
+def mirror_beside_checkout() -> Path | None:
+    """An offline eval-data mirror in a folder beside the checkout (`../<any>/eval-data` holding jglue/), as the
+    project's build machines keep one. Only the `full_eval_data` fixture looks, and only to install from it with
+    the project's own `fetch --from`, which checks every file against the pinned checksums."""
+    found = sorted(p for p in ROOT.parent.glob("*/eval-data") if (p / "jglue").is_dir())
+    return found[0] if found else None
 
 TINY_DENSE = {
     "run": {"name": "test", "dir": "runs/test"},
@@ -59,7 +64,7 @@ def full_eval_data(tmp_path_factory) -> Path:
         return resolve(None)
     except ConfigError as e:
         missing = str(e)
-    mirror = Path(os.environ.get(MIRROR_ENV) or BUILD_MIRROR)
-    if not mirror.is_dir():
-        pytest.skip(f"{missing}; no mirror at {mirror} either (set {MIRROR_ENV})")
+    mirror = Path(os.environ[MIRROR_ENV]) if os.environ.get(MIRROR_ENV) else mirror_beside_checkout()
+    if mirror is None or not mirror.is_dir():
+        pytest.skip(f"{missing}; no mirror beside the checkout either (set {MIRROR_ENV})")
     return fetch(tmp_path_factory.mktemp("eval-data"), Mirror(mirror)).folder

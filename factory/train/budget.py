@@ -11,10 +11,10 @@ from pathlib import Path
 from factory.train.config import TrainConfig
 
 PLANNING_PEAK_FLOPS = 989e12
-"""H100 SXM dense bf16 peak (../shared/notes/anchors.md), the GPU the GPU-hour estimate assumes."""
+"""H100 SXM dense bf16 peak (docs/sources.md), the GPU the GPU-hour estimate assumes."""
 PLANNING_MFU = 0.40
 """Model FLOPs utilization the estimate assumes: Megatron-LM reaches up to 47% on H100, an 8-expert top-2
-upcycle trained at 46.8% (anchors.md); 40% leaves room for a real cluster's stragglers and restarts."""
+upcycle trained at 46.8% (docs/sources.md); 40% leaves room for a real cluster's stragglers and restarts."""
 
 
 def lr_schedule(train: TrainConfig) -> str:
