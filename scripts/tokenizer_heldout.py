@@ -65,8 +65,8 @@ def write_capped(lines: Iterator[str], out: Path, budget: int) -> tuple[int, int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="folder with each package unpacked into ROOT/NAME")
-    parser.add_argument("out", type=Path)
+    parser.add_argument("root", type=Path, nargs="?", help="folder with each package unpacked into ROOT/NAME")
+    parser.add_argument("out", type=Path, nargs="?")
     parser.add_argument("--ja-bytes", type=int, default=2_000_000)
     parser.add_argument("--en-bytes", type=int, default=1_000_000)
     parser.add_argument("--list-packages", action="store_true", help="print the Debian packages it reads")
@@ -74,6 +74,8 @@ def main() -> None:
     if args.list_packages:
         print(" ".join(p for half in HALVES.values() for packages in half.values() for p in packages))
         return
+    if args.root is None or args.out is None:
+        parser.error("ROOT and OUT_DIR are required")
     args.out.mkdir(parents=True, exist_ok=True)
     for half, languages in HALVES.items():
         for language, packages in languages.items():
