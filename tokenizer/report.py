@@ -168,5 +168,6 @@ def metrics(report: dict[str, Any]) -> dict[str, float | int | str]:
     for lang, figs in held["languages"].items():
         out.update({f"{key}_{lang}": figs[key] for key in PER_LANGUAGE})
     out.update(report["timing"], vocab_size=report["tokenizer"]["vocab_size"],
+               model_type=report["tokenizer"]["model_type"],
                train_bytes=report["corpus"]["train_bytes"])
     return {key: value for key, value in out.items() if value is not None}
