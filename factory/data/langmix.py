@@ -9,7 +9,10 @@ Rules over Unicode script runs, Latin words and their place among Japanese words
    math symbols: α, Δt, Δφ), and `min_hanzi_only` Han characters that Japanese does not use
    (simplified Chinese 们 这 说 ..., or outside every Japanese character set).
 3. A Latin word glued without spaces inside a Japanese word flags it (右クhelloリック, 管理hello者, and for
-   lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter.
+   lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter; so does a
+   plain lower-case word of 4+ letters glued between two Japanese words (名前patrizioを), unless it heads a
+   compound noun (rulesファイル), recurs in the text or is a command, and a lower-case word with a diacritic
+   touching Japanese (部分vọngが).
 4. Latin spans (words between Japanese characters) score 2 per letter that only Turkish, Polish, Czech and
    their neighbours use (ş ğ ı ł ą ę ż ř ě ů ...) and 1 per other diacritic (é ö ü); Hepburn macrons
    (ō ū) count 0 and Capitalized names (Dvořák, Erdős) are not scored, nor spans in parentheses.
