@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from factory.data.indexed import token_count
 from factory.train.config import TrainConfig
 
 MAX_USEFUL_EPOCHS = 4
@@ -57,8 +58,6 @@ def repetition(blend_file: Path, phase: str | None, tokens: float) -> str | None
     """One warning line when a phase's token budget reads one of its datasets more than MAX_USEFUL_EPOCHS
     times (its blend weight x the phase's tokens over the dataset's packed tokens); None when it does not,
     or while the blend file or its datasets do not exist yet (before pack)."""
-    from factory.data.indexed import token_count
-
     try:
         phases = {p["name"]: p for p in json.loads(Path(blend_file).read_text())["phases"]}
         chosen = phases[phase] if phase is not None else next(iter(phases.values()))
