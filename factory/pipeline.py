@@ -196,7 +196,9 @@ def training_plans(cfg: CoreConfig, decisions: list[Decision]) -> str:
     for d in decisions:
         stage = registry.STAGES[d.stage]
         if d.action == "run" and stage.launch is Launch.MEGATRON:
-            lines += [f"# {d.stage}", *(f"  {note}" for note in stage.plan(cfg).notes)]
+            plan = stage.plan(cfg)
+            lines += [f"# {d.stage}", *(f"  {note}" for note in plan.notes),
+                      *(f"  warning: {warning}" for warning in plan.warnings)]
     return "\n".join(lines)
 
 

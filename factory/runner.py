@@ -35,6 +35,7 @@ def describe_dry_run(stage: Stage, cfg: CoreConfig, plan: Plan) -> str:
     lines += [f"# reads:  {p}" for p in plan.reads]
     lines += [f"# writes: {p}" for p in plan.writes]
     lines += [f"# note:   {n}" for n in plan.notes]
+    lines += [f"# warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 
 
@@ -54,6 +55,8 @@ def run_stage(stage: Stage, cfg: CoreConfig, dry_run: bool = False) -> RunManife
         return kept
     if problem := output_problem(plan.output_dir):
         raise OutputError(f"{stage.name}: {problem}; nothing written")
+    for warning in plan.warnings:
+        log.warning("%s: %s", stage.name, warning)
     manifest = RunManifest(stage.name, cfg.to_dict(), plan.output_dir)
     try:
         with owning(stage, plan.output_dir, cfg.run.name):

@@ -27,6 +27,8 @@ class Plan:
     reads: list[Path] = field(default_factory=list)
     writes: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Lines about a config that runs but is likely a mistake: printed by --dry-run, logged when the stage runs."""
     complete: str = ""
     """Set when the output already is what the config asks for (a finished training run): why. The runner
     then runs nothing and keeps the earlier manifest."""

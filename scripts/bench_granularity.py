@@ -15,6 +15,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tokenizer import hf
 from tokenizer.config import TokenizerConfig
@@ -24,19 +25,22 @@ from tokenizer.report import evaluate
 from tokenizer.train import train
 
 
-def measure(tc: TokenizerConfig, train_lines: list[str], heldout: list[str], work: Path) -> dict:
+def build(tc: TokenizerConfig, train_lines: list[str], out: Path) -> tuple[Any, Any, float]:
+    """Train in `out` as the stage does (MeCab pretokenization, SentencePiece, HF export): (SentencePiece
+    processor, HF tokenizer, training seconds)."""
     import sentencepiece as spm
 
-    out = work / tc.granularity
-    out.mkdir()
+    out.mkdir(parents=True)
     write_training_text(iter(train_lines), out / "train.txt", tc.dictionary, tc.granularity, tc.num_workers)
     seconds = train(tc, out / "train.txt", out / "tokenizer")
+    (out / "train.txt").unlink()
     hf.export(out, tc.tokens)
-    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
-    report = evaluate(sp, hf.load(out), Segmenter(tc.dictionary, "morpheme"), heldout,
-                      Segmenter(tc.dictionary, "bunsetsu"))
-    report["training_seconds"] = seconds
-    return report
+    return spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")), hf.load(out), seconds
+
+
+def measure(tc: TokenizerConfig, sp, hf_tok, heldout: list[str]) -> dict:
+    """The stage's held-out report of a trained tokenizer on `heldout`."""
+    return evaluate(sp, hf_tok, Segmenter(tc.dictionary, "morpheme"), heldout, Segmenter(tc.dictionary, "bunsetsu"))
 
 
 def main() -> None:
@@ -58,7 +62,8 @@ def main() -> None:
             tc = TokenizerConfig(granularity=granularity, model_type=args.model_type, vocab_size=args.vocab_size,
                                  num_workers=args.workers)
             t0 = time.perf_counter()
-            r = measure(tc, train_lines, heldout, Path(tmp))
+            sp, hf_tok, seconds = build(tc, train_lines, Path(tmp) / granularity)
+            r = {**measure(tc, sp, hf_tok, heldout), "training_seconds": seconds}
             ja, en = r["languages"]["ja"], r["languages"].get("en", {})
             print(f"| {granularity} | {ja['chars_per_token']} | {en.get('chars_per_token')} | "
                   f"{ja['boundary_crossing_rate']:.2%} | {ja['bunsetsu_crossing_rate']:.2%} | "

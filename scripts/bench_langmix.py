@@ -124,8 +124,9 @@ def report(path: Path, records: list[dict], is_mixed: Callable[[str], bool], sho
               f"{'ok' if ok else 'MISSED'}")
     for mixed, (hits, n) in totals.items():
         if n:
+            ok = hits / n >= GOAL_RECALL if mixed else hits / n <= GOAL_FALSE_POSITIVES
             print(f"  {'all mixed' if mixed else 'all clean':<14} {n:>4}  "
-                  f"{'recall' if mixed else 'false positives':<16} {hits / n:>6.1%}")
+                  f"{'recall' if mixed else 'false positives':<16} {hits / n:>6.1%}  {'ok' if ok else 'MISSED'}")
 
 
 def throughput(path: Path, is_mixed: Callable[[str], bool]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import fugashi
 
-from langmix_halves import CHINESE_TEXTS, FORTUNES, HALVES, SHISA, WORD_LISTS, WORD_PACKAGES, Half
+from langmix_halves import CHINESE_TEXTS, FORTUNES, HALVES, SHISA, UNSEEN, WORD_LISTS, WORD_PACKAGES, Half
 from langmix_sources import dictionary_words, fortune_sentences, han_runs, html_pages, japanese_share, parse_html
 
 MIXED_KINDS = ("word_latin", "word_cyrillic", "word_hangul", "word_han", "word_greek", "word_thai",
@@ -56,6 +56,8 @@ def load(root: Path, half: Half) -> Material:
     seen: set[str] = set()
     for package in half.docs:
         for name, source in html_pages(root / package):
+            if half.pages is not None and zlib.crc32(name.encode()) % 2 != half.pages:
+                continue
             page = parse_html(source)
             out.code += [c for c in page.code if c.count("\n") < 10 and 10 <= len(c) <= 500]
             out.links += page.links
@@ -79,7 +81,9 @@ def load(root: Path, half: Half) -> Material:
 
 
 def _usable(text: str) -> bool:
+    """A Japanese paragraph (kana in it: a package's Chinese pages have Han alone) without foreign prose."""
     return (40 <= len(text) <= 400 and japanese_share(text) >= 0.5 and bool(_ALLOWED.match(text))
+            and len(re.findall(r"[\u3040-\u30ff]", text)) >= 5
             and not _ENGLISH_RUN.search(text) and bool(re.search(r"[。）」\u3040-\u30ff\u4e00-\u9fff]$", text)))
 
 
@@ -258,7 +262,8 @@ def generate(root: Path, half: Half, seed: int, per_kind: int) -> list[dict]:
 
 def packages(which: str) -> list[str]:
     """Debian packages to unpack: `docs` each into ROOT/NAME, `words` all into ROOT."""
-    return [p for half in HALVES.values() for p in half.docs] if which == "docs" else list(WORD_PACKAGES)
+    halves = [*HALVES.values(), *UNSEEN.values()]
+    return sorted({p for half in halves for p in half.docs}) if which == "docs" else list(WORD_PACKAGES)
 
 
 def main() -> None:

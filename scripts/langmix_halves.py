@@ -69,6 +69,9 @@ class Half:
     """Where salads and fragments go: `before_particle` or `after_particle`."""
     pad: tuple[str, ...]
     """Spaces placed around a spliced salad."""
+    pages: int | None = None
+    """When set, only the documentation pages whose name hashes to this modulo 2 (two halves of the same
+    packages: scripts/langmix_unseen.py)."""
 
 
 SHISA = ("el", "tr", "pl", "cs", "ko", "en")  # the languages of the Shisa V2 rejected sample
@@ -110,3 +113,35 @@ HELDOUT = Half(
 )
 
 HALVES = {half.name: half for half in (TUNE, HELDOUT)}
+
+# The set of scripts/langmix_unseen.py: Japanese the detector was never tuned on (the Debian installation
+# guide, Debian's history, xdvik-ja's notes), split page by page; every Latin-script language of the word
+# lists and every script in both halves, words split by hash as above; templates of their own.
+_ALL_LATIN = tuple(lang for lang, (script, _) in WORD_LISTS.items() if script == "latin")
+_ALL_SCRIPTS = {"cyrillic": ("ru", "uk", "bg"), "greek": ("el",), "hangul": ("ko",), "han": ("zh",), "thai": ("th",),
+                "arabic": ("ar",), "hebrew": ("he",), "devanagari": ("hi",)}
+UNSEEN_DOCS = ("installation-guide-amd64", "debian-history", "xdvik-ja")
+
+UNSEEN_TUNE = Half(
+    name="unseen_tune", index=0, docs=UNSEEN_DOCS, pages=0, latin=_ALL_LATIN, scripts=_ALL_SCRIPTS,
+    sentences={"en": ("fortunes",), "de": ("de/",), "ru": ("ru/",), "es": ("es/",)},
+    names=("pl", "cs", "tr", "hu", "es"),
+    name_templates=("{name}さんの", "{name}と{name2}は", "作者 {name} の"),
+    greek="αβγδλμπσω", math_templates=("{g} を", "{g}^2 の", "{n} μs の"),
+    gloss_templates=("（{word}）", "（独語: {word}）"),
+    url_templates=("{url} から",),
+    inside=("kana", "kanji", "compound"), boundary="before_particle", pad=("", " "),
+)
+
+UNSEEN_HELDOUT = Half(
+    name="unseen_heldout", index=1, docs=UNSEEN_DOCS, pages=1, latin=_ALL_LATIN, scripts=_ALL_SCRIPTS,
+    sentences={"en": ("computers", "linux"), "it": ("italia",), "pt": ("brasil",), "pl": ("pl/",)},
+    names=("de", "fr", "it", "pt", "vi", "sv"),
+    name_templates=("{name}教授の", "（{name}, {year}）", "{name}によれば"),
+    greek="ηθκξρτφψΩ", math_templates=("{g}が", "係数 {g} と {h}", "{n} kΩ"),
+    gloss_templates=("（{word}）", " ({word})", "（伊: {word}）"),
+    url_templates=("<{url}>",),
+    inside=("kana", "kanji", "compound"), boundary="after_particle", pad=("", " "),
+)
+
+UNSEEN = {half.name: half for half in (UNSEEN_TUNE, UNSEEN_HELDOUT)}

@@ -1,22 +1,27 @@
 """Tokenizer quality on held-out text: compression per language, exact round-trip, morpheme- and
-bunsetsu-boundary crossing, byte fallback, and Hugging Face vs SentencePiece ids."""
+bunsetsu-boundary crossing (and what the crossing tokens are), byte fallback, and Hugging Face vs
+SentencePiece ids."""
 
 from __future__ import annotations
 
 import bisect
 import re
 import resource
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from tokenizer.pretokenize import Segmenter
 
 MAX_EXAMPLES = 3
+TOP_CROSSING = 10
 HEADLINE = ("round_trip_failures", "hf_round_trip_failures", "hf_sp_id_mismatches", "boundary_crossing_rate",
             "bunsetsu_crossing_rate", "byte_fallback_rate", "chars_per_token", "bytes_per_token")
 PER_LANGUAGE = ("chars_per_token", "bytes_per_token", "boundary_crossing_rate", "bunsetsu_crossing_rate")
 _JA = re.compile(r"[\u3041-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 _LATIN = re.compile(r"[A-Za-z]")
+_KANA = re.compile(r"[\u3041-\u30ff\uff66-\uff9f]")
+_KANJI = re.compile(r"[\u3400-\u9fff]")
 
 
 def language_of(line: str) -> str:
@@ -35,13 +40,38 @@ def interior_boundaries(pieces: Iterable[str]) -> list[int]:
     return offsets[:-1]
 
 
+def crossing_tokens(spans: Iterable[tuple[int, int]], boundaries: list[int]) -> list[int]:
+    """Indices of the tokens whose byte span [begin, end) has a boundary strictly inside it."""
+    out = []
+    for index, (begin, end) in enumerate(spans):
+        i = bisect.bisect_right(boundaries, begin)
+        if i < len(boundaries) and boundaries[i] < end:
+            out.append(index)
+    return out
+
+
 def crossing_count(spans: Iterable[tuple[int, int]], boundaries: list[int]) -> int:
     """Tokens whose byte span [begin, end) has a boundary strictly inside it."""
-    count = 0
-    for begin, end in spans:
-        i = bisect.bisect_right(boundaries, begin)
-        count += i < len(boundaries) and boundaries[i] < end
-    return count
+    return len(crossing_tokens(spans, boundaries))
+
+
+def piece_kind(piece: str, is_byte: bool) -> str:
+    """What a token is made of, to tell where boundary crossing comes from: a byte-fallback piece, digits,
+    whitespace, kana (with or without kanji), kanji, ASCII letters, ASCII symbols, or other characters."""
+    text = piece.replace("\u2581", " ")
+    if is_byte:
+        return "byte_fallback"
+    if any(c.isdigit() for c in text):
+        return "digits"
+    if any(c.isspace() for c in text):
+        return "whitespace"
+    if _KANA.search(text):
+        return "kana"
+    if _KANJI.search(text):
+        return "kanji"
+    if text.isascii():
+        return "ascii_letters" if _LATIN.search(text) else "ascii_symbols"
+    return "other"
 
 
 @dataclass
@@ -52,12 +82,24 @@ class LanguageStats:
     tokens: int = 0
     crossing: int = 0
     crossing_bunsetsu: int = 0
+    crossing_pieces: Counter = field(default_factory=Counter)
+    """Morpheme-crossing tokens by (kind, piece)."""
 
     def figures(self) -> dict[str, float | int | None]:
         per = (lambda x: round(x / self.tokens, 4)) if self.tokens else (lambda x: None)
         return {"lines": self.lines, "chars": self.chars, "bytes": self.bytes, "tokens": self.tokens,
                 "chars_per_token": per(self.chars), "bytes_per_token": per(self.bytes),
-                "boundary_crossing_rate": per(self.crossing), "bunsetsu_crossing_rate": per(self.crossing_bunsetsu)}
+                "boundary_crossing_rate": per(self.crossing), "bunsetsu_crossing_rate": per(self.crossing_bunsetsu),
+                **crossing_breakdown(self.crossing_pieces, self.tokens)}
+
+
+def crossing_breakdown(pieces: Counter, tokens: int) -> dict[str, dict]:
+    """Morpheme-crossing tokens as a share of all tokens, by kind, and the pieces that cross most often."""
+    kinds: Counter = Counter()
+    for (kind, _), n in pieces.items():
+        kinds[kind] += n
+    return {"crossing_by_kind": {k: round(n / tokens, 5) for k, n in kinds.most_common()} if tokens else {},
+            "crossing_pieces": {piece: n for (_, piece), n in pieces.most_common(TOP_CROSSING)}}
 
 
 def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str], bunsetsu: Segmenter) -> dict[str, Any]:
@@ -77,7 +119,10 @@ def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str], bunsetsu: Segme
         stats.bytes += len(line.encode("utf-8"))
         stats.tokens += len(ids)
         spans = [(p.begin, p.end) for p in proto.pieces]
-        stats.crossing += crossing_count(spans, interior_boundaries(segmenter.pieces(line)))
+        crossing = crossing_tokens(spans, interior_boundaries(segmenter.pieces(line)))
+        stats.crossing += len(crossing)
+        stats.crossing_pieces.update((piece_kind(proto.pieces[i].piece, sp.is_byte(ids[i])), proto.pieces[i].piece)
+                                     for i in crossing)
         stats.crossing_bunsetsu += crossing_count(spans, interior_boundaries(bunsetsu.pieces(line)))
         byte_tokens += sum(map(sp.is_byte, ids))
         for kind, failed in (("round_trip", sp.decode(ids) != line), ("hf_round_trip", hf_line != line),
@@ -89,7 +134,8 @@ def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str], bunsetsu: Segme
 
 def _summary(langs: dict[str, LanguageStats], failures: dict[str, list[str]], byte_tokens: int) -> dict[str, Any]:
     total = LanguageStats(*(sum(getattr(s, f) for s in langs.values())
-                            for f in ("lines", "chars", "bytes", "tokens", "crossing", "crossing_bunsetsu")))
+                            for f in ("lines", "chars", "bytes", "tokens", "crossing", "crossing_bunsetsu")),
+                          sum((s.crossing_pieces for s in langs.values()), Counter()))
     overall = total.figures()
     return {
         "lines": total.lines,
@@ -101,6 +147,8 @@ def _summary(langs: dict[str, LanguageStats], failures: dict[str, list[str]], by
         "byte_fallback_rate": round(byte_tokens / total.tokens, 6) if total.tokens else None,
         "chars_per_token": overall["chars_per_token"],
         "bytes_per_token": overall["bytes_per_token"],
+        "crossing_by_kind": overall["crossing_by_kind"],
+        "crossing_pieces": overall["crossing_pieces"],
         "languages": {lang: langs[lang].figures() for lang in sorted(langs)},
         "examples": {kind: lines[:MAX_EXAMPLES] for kind, lines in failures.items() if lines},
     }
@@ -120,5 +168,6 @@ def metrics(report: dict[str, Any]) -> dict[str, float | int | str]:
     for lang, figs in held["languages"].items():
         out.update({f"{key}_{lang}": figs[key] for key in PER_LANGUAGE})
     out.update(report["timing"], vocab_size=report["tokenizer"]["vocab_size"],
+               model_type=report["tokenizer"]["model_type"],
                train_bytes=report["corpus"]["train_bytes"])
     return {key: value for key, value in out.items() if value is not None}

@@ -12,7 +12,7 @@ from factory.io import atomic_dir, atomic_write_json
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
 from tokenizer import hf
-from tokenizer.config import TokenizerConfig
+from tokenizer.config import UNIGRAM_GGUF, TokenizerConfig
 from tokenizer.corpus import Sampler, input_bytes, input_kind, iter_lines
 from tokenizer.pretokenize import PretokenizeResult, Segmenter, progress_bar, write_training_text
 from tokenizer.report import evaluate, metrics, peak_rss_mib
@@ -66,6 +66,8 @@ def plan(cfg: CoreConfig) -> Plan:
              f"{tc.heldout_fraction:.1%} of lines held out for the report"]
     if tc.normalization == "nfkc":
         notes.append("normalization=nfkc: decode(encode(x)) == x no longer holds for full/half-width forms")
+    if tc.model_type == "unigram":
+        notes.append(UNIGRAM_GGUF)
     return Plan(output_dir=out, reads=list(tc.inputs), writes=[out / name for name in OUTPUTS], notes=notes)
 
 
@@ -73,6 +75,8 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     tc = section(cfg)
     if tc.normalization == "nfkc":
         log.warning("tokenizer.normalization=nfkc: exact round-trip is lost; the report counts the failures")
+    if tc.model_type == "unigram":
+        log.warning(UNIGRAM_GGUF)
     with atomic_dir(plan.output_dir) as tmp:
         sampler, pre = _write_training_text(tc, tmp / TRAIN_TEXT, cfg.runtime.seed)
         log.info("tokenizer: training %s, vocab %d, on %d lines (%d bytes)", tc.model_type, tc.vocab_size,

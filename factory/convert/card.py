@@ -9,7 +9,7 @@ from typing import Any
 from factory.manifest import manifests_under
 
 _METRIC_KEYS = ("tokens", "documents", "iteration", "consumed_samples", "train_tokens", "final_loss",
-                "max_abs_logit_diff", "mode", "upcycling_mode", "granularity")
+                "max_abs_logit_diff", "mode", "upcycling_mode", "granularity", "model_type")
 
 
 def manifests(run_dir: Path) -> list[dict[str, Any]]:

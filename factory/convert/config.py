@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from factory.schema import Section
+from factory.schema import Section, rule
 
 
 class ProbeConfig(Section):
@@ -40,6 +40,24 @@ class ExportConfig(Section):
     """HF tokenizer files (with the chat template) to copy; defaults to `<run.dir>/tokenizer`."""
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     """Logit verification of the written folder against the checkpoint."""
+    gguf: bool = False
+    """Also write `model-f32.gguf` into the folder with llama.cpp's own converter (the pinned build of
+    scripts/build_llama_cpp.sh), verified against transformers: ids on `gguf_text` and fixed strings, logits
+    on a probe (within probe.tolerance), chat markers as control tokens; nothing is written on a mismatch."""
+    gguf_allow_mismatch: bool = False
+    """Write the GGUF even when llama.cpp's ids differ from transformers' (a Unigram tokenizer always does;
+    the share of lines that differ is logged and put in the model card)."""
+    gguf_text: list[Path] = Field(default_factory=list)
+    """Held-out text (.txt, .jsonl, local datasets folders) whose lines the GGUF's ids are checked on;
+    required with `gguf`."""
+    gguf_max_lines: int = Field(default=300, ge=1)
+    """Lines of `gguf_text` checked."""
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        rule(out, not self.gguf or bool(self.gguf_text), f"{prefix}.gguf_text", self.gguf_text,
+             "required with export.gguf=true: held-out text files whose lines llama.cpp's ids are checked on")
+        return out
 
 
 class VocabExtensionConfig(Section):

@@ -20,6 +20,7 @@ import torch
 from factory.convert import architectures, card, hf_config, tokenizer_files
 from factory.convert.architectures import HfArchitecture
 from factory.convert.config import ProbeConfig
+from factory.convert.gguf import GGUF_NAME, export_gguf
 from factory.convert.hf_io import StreamingShardWriter
 from factory.convert.mapping import Shapes, entries
 from factory.convert.verify import compare, hf_logits, megatron_logits, probe_tokens
@@ -45,6 +46,16 @@ class ExportResult:
     shards: list[str]
     total_bytes: int
     seconds: float
+    gguf: dict | None = None
+    """llama.cpp's figures when a GGUF was written (factory.convert.gguf.Comparison.summary)."""
+
+
+@dataclass
+class GgufCheck:
+    """Write a GGUF beside the HF files and check it on these held-out lines (factory.convert.gguf)."""
+
+    lines: list[str]
+    allow_mismatch: bool = False
 
 
 def hf_plan(reader, arch: HfArchitecture, m: ModelConfig, dtype: torch.dtype) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
@@ -66,7 +77,7 @@ def hf_plan(reader, arch: HfArchitecture, m: ModelConfig, dtype: torch.dtype) ->
 def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig, tokenizer_dir: Path | None,
                       architecture: str = "auto", dtype: str = "float32", max_shard_bytes: int = 5 * 10**9,
                       probe: ProbeConfig | None = None, run_dir: Path | None = None,
-                      name: str = "model") -> ExportResult:
+                      name: str = "model", gguf: GgufCheck | None = None) -> ExportResult:
     """Write `out_dir` (atomically) or raise; the folder only appears once its logits match."""
     probe = probe or ProbeConfig()
     t0 = time.perf_counter()
@@ -105,10 +116,15 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
         verification = {"max_abs_logit_diff": f"{diff:.3g} (fp32, tolerance {probe.tolerance:g})",
                         "probe": f"{tokens.shape[0]} x {tokens.shape[1]} random token ids, seed {probe.seed}",
                         "dtype": dtype}
+        gguf_figures = None
+        if gguf is not None:
+            verification[GGUF_NAME], comparison = export_gguf(tmp, gguf.lines, tok.model_type if tok else None,
+                                                              probe.tolerance, gguf.allow_mismatch)
+            gguf_figures = comparison.summary()
         stages = card.manifests(run_dir) if run_dir else []
         atomic_write_text(tmp / "README.md", card.render(name, arch.hf_class, m.model_dump(mode="json"), lineage,
                                                           stages, verification, tok.model_type if tok else None))
-    return ExportResult(arch.name, diff, shards, writer.total_bytes, time.perf_counter() - t0)
+    return ExportResult(arch.name, diff, shards, writer.total_bytes, time.perf_counter() - t0, gguf_figures)
 
 
 def _generation_config(tok):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from itertools import islice
 
 from factory.config_base import CoreConfig
 from factory.convert.config import ExportConfig
+from factory.convert.gguf import GGUF_NAME
 from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
@@ -17,30 +19,51 @@ def plan(cfg: CoreConfig) -> Plan:
     ec = STAGE.section_of(cfg)
     out = ec.output_dir or cfg.stage_dir("export") / "hf"
     tokenizer = ec.tokenizer_dir or cfg.stage_dir("tokenizer")
-    missing = missing_inputs("export", (ec.checkpoint, tokenizer))
+    missing = missing_inputs("export", (ec.checkpoint, tokenizer, *ec.gguf_text))
+    if ec.gguf:
+        from factory.convert.gguf import llama_cpp_source
+
+        try:
+            llama_cpp_source()
+        except ConfigError as e:
+            missing += e.problems
     if missing:
         raise ConfigError(missing)
-    return Plan(output_dir=out, reads=[ec.checkpoint, tokenizer],
-                writes=[out / n for n in ("model.safetensors.index.json", "config.json", "generation_config.json",
-                                          "README.md")],
-                notes=[f"architecture={ec.architecture}, dtype={ec.dtype}, shards <= {ec.max_shard_gb} GB",
-                       f"verified: max |logit diff| <= {ec.probe.tolerance:g} or nothing is written"])
+    names = ["model.safetensors.index.json", "config.json", "generation_config.json", "README.md"]
+    notes = [f"architecture={ec.architecture}, dtype={ec.dtype}, shards <= {ec.max_shard_gb} GB",
+             f"verified: max |logit diff| <= {ec.probe.tolerance:g} or nothing is written"]
+    if ec.gguf:
+        names.append(GGUF_NAME)
+        notes.append(f"{GGUF_NAME}: llama.cpp's converter, checked against transformers on <= {ec.gguf_max_lines} "
+                     f"lines of {', '.join(map(str, ec.gguf_text))}; "
+                     f"{'written anyway' if ec.gguf_allow_mismatch else 'refused'} if its ids differ")
+    return Plan(output_dir=out, reads=[ec.checkpoint, tokenizer, *ec.gguf_text], writes=[out / n for n in names],
+                notes=notes)
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    from factory.convert.export import export_checkpoint
+    from factory.convert.export import GgufCheck, export_checkpoint
 
     ec = STAGE.section_of(cfg)
     tokenizer = plan.reads[1]
     manifest.add_input(ec.checkpoint, role="checkpoint")
     manifest.add_input(tokenizer, role="tokenizer")
+    gguf = None
+    if ec.gguf:
+        from tokenizer.corpus import iter_lines
+
+        gguf = GgufCheck(lines=list(islice(iter_lines(ec.gguf_text, "text"), ec.gguf_max_lines)),
+                         allow_mismatch=ec.gguf_allow_mismatch)
+        for path in ec.gguf_text:
+            manifest.add_input(path, role="gguf_text")
     result = export_checkpoint(ec.checkpoint, plan.output_dir, runtime=cfg.runtime, tokenizer_dir=tokenizer,
                                architecture=ec.architecture, dtype=ec.dtype,
                                max_shard_bytes=int(ec.max_shard_gb * 1e9), probe=ec.probe,
-                               run_dir=cfg.run.dir, name=cfg.run.name)
+                               run_dir=cfg.run.dir, name=cfg.run.name, gguf=gguf)
     manifest.add_output(plan.output_dir, role="hf_model")
     manifest.record(architecture=result.architecture, max_abs_logit_diff=result.max_abs_logit_diff,
-                    shards=len(result.shards), bytes=result.total_bytes, seconds=round(result.seconds, 3))
+                    shards=len(result.shards), bytes=result.total_bytes, seconds=round(result.seconds, 3),
+                    **{f"gguf_{k}": v for k, v in (result.gguf or {}).items()})
     log.info("export: %s folder at %s, max |logit diff| %.3g", result.architecture, plan.output_dir,
              result.max_abs_logit_diff)
 

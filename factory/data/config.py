@@ -64,6 +64,9 @@ class LangMixConfig(Section):
     min_hanzi_only: int = Field(default=1, ge=1)
     """Han characters that Japanese does not use (simplified-Chinese-only, or outside every Japanese character
     set) that flag a document."""
+    min_glued_letters: int = Field(default=4, ge=2)
+    """Letters of a plain lower-case Latin word glued between Japanese characters (no spaces) that flag it,
+    unless it is programming vocabulary or a command (shorter ones: ftp, gcc, tty are written that way)."""
 
 
 class DedupConfig(Section):

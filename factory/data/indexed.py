@@ -22,6 +22,15 @@ def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size < 65500 else np.int32
 
 
+def token_count(prefix: Path | str) -> int:
+    """Tokens in `<prefix>.bin`, from its size and the dtype its `.idx` header names (nothing else is read)."""
+    with open(f"{prefix}.idx", "rb") as f:
+        header = f.read(len(INDEX_HEADER) + 9)
+    code = header[-1]
+    dtype = next(t for t, c in DTYPE_CODES.items() if c == code)
+    return Path(f"{prefix}.bin").stat().st_size // np.dtype(dtype).itemsize
+
+
 class IndexedDatasetWriter:
     """Appends documents (one sequence each) to `<prefix>.bin`; `finalize` writes `<prefix>.idx`."""
 

@@ -9,7 +9,10 @@ Rules over Unicode script runs, Latin words and their place among Japanese words
    math symbols: α, Δt, Δφ), and `min_hanzi_only` Han characters that Japanese does not use
    (simplified Chinese 们 这 说 ..., or outside every Japanese character set).
 3. A Latin word glued without spaces inside a Japanese word flags it (右クhelloリック, 管理hello者, and for
-   lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter.
+   lower-case words 設定helloファイル), unless it is an acronym, an identifier or a single letter; so does a
+   plain lower-case word of 4+ letters glued between two Japanese words (名前patrizioを), unless it heads a
+   compound noun (rulesファイル), recurs in the text or is a command, and a lower-case word with a diacritic
+   touching Japanese (部分vọngが).
 4. Latin spans (words between Japanese characters) score 2 per letter that only Turkish, Polish, Czech and
    their neighbours use (ş ğ ı ł ą ę ż ř ě ů ...) and 1 per other diacritic (é ö ü); Hepburn macrons
    (ō ū) count 0 and Capitalized names (Dvořák, Erdős) are not scored, nor spans in parentheses.
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 
 from factory.data.config import LangMixConfig
 from factory.data.langmix_words import AMBIGUOUS, COMMANDS, FUNCTION, MACRON, STRONG, TECH, TITLE_WORDS
-from factory.data.word_boundaries import inside_word
+from factory.data.word_boundaries import heads_a_compound, inside_word
 from factory.data.writing_systems import ANY_FOREIGN, FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, chinese_only
 
 _J = JAPANESE_CHARS
@@ -54,9 +57,18 @@ _QUOTED = re.compile(r'^["“`\'][^"”`\']*["”`\']$')  # a quoted command or 
 _WORD = re.compile(r"^[^\W\d_]+(?:['’][^\W\d_]+)?$")
 _JAPANESE_TAIL = re.compile(f"[{_J}]{{1,8}}$")
 _JAPANESE_HEAD = re.compile(f"[{_J}]{{1,8}}")
-_GLUED = re.compile(f"(?<=[{_J}])[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+(?=[{_J}])")
+_LATIN_LETTERS = "A-Za-z\u00c0-\u024f\u1e00-\u1eff"
+_GLUED = re.compile(f"(?<=[{_J}])[{_LATIN_LETTERS}]+(?=[{_J}])")
+# A Latin word between Japanese on one side and Japanese or its punctuation on the other (はword、 のword。).
+_JP_MARK = "、。「」『』（）："
+_GLUED_TO_PUNCTUATION = re.compile(f"(?<=[{_J}])[a-z]+(?=[{_JP_MARK}])|(?<=[{_JP_MARK}])[a-z]+(?=[{_J}])")
+# A Latin word touching Japanese or its punctuation on at least one side (部分vọngが, 、mềm また).
+_TOUCHING = re.compile(f"(?<=[{_J}{_JP_MARK}])[{_LATIN_LETTERS}]+(?![{_LATIN_LETTERS}0-9_.-])|"
+                       f"(?<![{_LATIN_LETTERS}0-9_./-])[{_LATIN_LETTERS}]+(?=[{_J}{_JP_MARK}])")
+_HONORIFIC = ("さん", "氏", "様", "君", "ちゃん", "先生", "教授", "博士")
 _REFERENCE = re.compile(r"\s*(?:を参照|に記載|で文書化|で説明|を見て|をご覧|を読んで|の章|の節)")
 _MAN_PAGE = re.compile(r"\w\(\d\w*\)")
+_ALPHANUMERIC = re.compile(r"[A-Za-z]\d|\d[A-Za-z]")  # v4, x86, 2nd: identifiers and versions, not words
 _EDGE = "\"'.,;:!?()[]{}“”‘’«»-–—…"
 
 
@@ -80,6 +92,7 @@ class LangMixDetector:
     min_prose_words: int = 3
     min_stray_words: int = 6
     min_hanzi_only: int = 1
+    min_glued_letters: int = 4
 
     @classmethod
     def from_config(cls, cfg: LangMixConfig) -> LangMixDetector:
@@ -129,9 +142,28 @@ class LangMixDetector:
             right = _JAPANESE_HEAD.match(text, m.end())
             # A name may take a suffix or lead a compound (Dvořák氏, メインWebサイト); only a cut word betrays it.
             name = word[0].isupper()
+            if name and right and right.group().startswith(_HONORIFIC):
+                continue
             if inside_word(left.group() if left else "", right.group() if right else "", crossing_only=name):
                 out.append(Finding("inside a word", word))
+            elif self._plain_glued(word, right.group() if right else "", text):
+                out.append(Finding("glued word", word))
+        for m in _GLUED_TO_PUNCTUATION.finditer(text):
+            right = _JAPANESE_HEAD.match(text, m.end())
+            if self._plain_glued(m.group(), right.group() if right else "", text):
+                out.append(Finding("glued word", m.group()))
+        for m in _TOUCHING.finditer(text):
+            if m.group().islower() and diacritic_score(m.group()) >= 1:  # mềm, vọng: no English word has them
+                out.append(Finding("glued word", m.group()))
         return out
+
+    def _plain_glued(self, word: str, right: str, text: str) -> bool:
+        """A plain lower-case word of `min_glued_letters`+ glued to Japanese: Japanese writes commands and terms
+        that way mostly before the noun they name (rulesファイル, dateコマンド), rarely a word before a
+        particle or a verb. Programming vocabulary, commands and words the text uses twice (its own terms:
+        `debuildにより ... debuild(1)`) pass; a splice is used once."""
+        return (word.islower() and len(word) >= self.min_glued_letters and word not in TECH | COMMANDS
+                and len(re.findall(rf"(?<![A-Za-z]){word}(?![A-Za-z])", text)) < 2 and not heads_a_compound(right))
 
     def _latin_span(self, line: str, m: re.Match, code: bool, stray: list[str]) -> list[Finding]:
         span = m.group().strip()
@@ -208,7 +240,7 @@ def _words(span: str) -> list[str]:
     """Latin words of a span, digits trimmed; options (-x, --flag), extensions, man pages (ls(1)) and
     identifiers are not words."""
     tokens = [t.strip(_EDGE + "0123456789") for t in re.split(r"[\s,]+", span)
-              if not t.startswith(("-", ".")) and not _MAN_PAGE.search(t)]
+              if not t.startswith(("-", ".")) and not _MAN_PAGE.search(t) and not _ALPHANUMERIC.search(t)]
     return [t for t in tokens if _WORD.match(t)]
 
 

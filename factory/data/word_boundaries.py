@@ -54,3 +54,13 @@ def _between_particles(left: str, right: str) -> bool:
     last = list(_tagger()(left))[-1].feature[0]
     first = next(iter(_tagger()(right))).feature[0]
     return last == "助詞" and first in ("助詞", "接続詞")
+
+
+def heads_a_compound(right: str) -> bool:
+    """True when `right` (the Japanese text after a foreign word) starts with a noun that can head a compound:
+    a term written in Latin letters names the thing the noun says (rulesファイル, rootシェル, dateコマンド)."""
+    nodes = list(_tagger()(right))[:2]
+    if not nodes or nodes[0].feature[0] != "名詞" or nodes[0].feature[1] in ("非自立", "接尾", "代名詞"):
+        return False
+    verb = nodes[0].feature[1] == "サ変接続" and len(nodes) > 1 and nodes[1].feature[6] == "する"
+    return not verb  # 展開する is a verb: a word before it is no name of a thing

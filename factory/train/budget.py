@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from factory.data.indexed import token_count
 from factory.train.config import TrainConfig
 
+MAX_USEFUL_EPOCHS = 4
+"""Muennighoff et al. 2023 (Scaling Data-Constrained Language Models): up to ~4 epochs, repeated tokens are
+worth almost as much as new ones; beyond that their value decays quickly."""
 PLANNING_PEAK_FLOPS = 989e12
 """H100 SXM dense bf16 peak (docs/sources.md), the GPU the GPU-hour estimate assumes."""
 PLANNING_MFU = 0.40
@@ -48,6 +52,30 @@ def synthetic_share(cfg, blend_file: Path, phase: str | None, pack_blend: Path) 
     total = sum(weight for _, weight in pairs)
     synthetic = sum(weight for dataset, weight in pairs if dataset.startswith("synth"))
     return f"synthetic {synthetic / total:.0%}"
+
+
+def repetition(blend_file: Path, phase: str | None, tokens: float) -> str | None:
+    """One warning line when a phase's token budget reads one of its datasets more than MAX_USEFUL_EPOCHS
+    times (its blend weight x the phase's tokens over the dataset's packed tokens); None when it does not,
+    or while the blend file or its datasets do not exist yet (before pack)."""
+    try:
+        phases = {p["name"]: p for p in json.loads(Path(blend_file).read_text())["phases"]}
+        chosen = phases[phase] if phase is not None else next(iter(phases.values()))
+        weights = [float(w) for w in chosen["weights"]]
+        data = [token_count(prefix) for prefix in chosen["prefixes"]]
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+    total = sum(weights)
+    reads = [(tokens * w / total, prefix, n) for w, prefix, n in zip(weights, chosen["prefixes"], data)]
+    if not reads:
+        return None
+    share, prefix, size = max(reads, key=lambda r: r[0] / r[2] if r[2] else float("inf"))
+    epochs = share / size if size else float("inf")
+    if epochs <= MAX_USEFUL_EPOCHS:
+        return None
+    return (f"phase {chosen['name']} reads {Path(prefix).name} ~{epochs:,.0f} times ({share:,.0f} training tokens "
+            f"over {size:,} tokens of data); beyond {MAX_USEFUL_EPOCHS} epochs repeated tokens add little "
+            f"(Muennighoff et al. 2023): add data to the phase or give it fewer tokens")
 
 
 def gpu_hours(tokens: float, flops_per_token: float, gpus: int) -> str:

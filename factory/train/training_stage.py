@@ -38,6 +38,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     resume = ckpt.latest_iteration(root)
     model = cfg.model
     complete = ""
+    warnings: list[str] = []
     if resume is not None and resume > tc.train_iters:
         raise ConfigError(f"{stage.name}.train_iters={tc.train_iters}: below iteration {resume}, which its checkpoint "
                           f"{root} already reached; set train_iters >= {resume} to continue the run")
@@ -68,6 +69,8 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             share = budget.synthetic_share(cfg, phase_blend, name, pack_blend)
             notes.append(f"phase {i}: {name or '(first)'} of {phase_blend}, tokens "
                          f"{start_tokens:,.0f} -> {end:,.0f} ({(end - start_tokens) / 1e9:,.1f}B), {share}")
+            if repeats := budget.repetition(phase_blend, name, end - start_tokens):
+                warnings.append(repeats)
             start_tokens = end
         memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc))
         notes.append(memory.describe())
@@ -77,7 +80,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             raise ConfigError(problems)
     writes = [out / "checkpoints", out / "metrics.jsonl", out / "data_cache"]
     writes += [out / "tensorboard"] if tc.tensorboard else []
-    return Plan(output_dir=out, reads=reads, writes=writes, notes=notes, complete=complete)
+    return Plan(output_dir=out, reads=reads, writes=writes, notes=notes, warnings=warnings, complete=complete)
 
 
 def run_training(cfg: CoreConfig, plan: Plan, manifest: RunManifest, stage: Stage) -> None:

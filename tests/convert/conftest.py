@@ -71,9 +71,9 @@ def save_megatron(root: Path, base: dict, **model_overrides) -> Path:
     return root
 
 
-def export_tiny_models(root: Path, tokenizer: Path) -> dict[str, Path]:
+def export_tiny_models(root: Path, tokenizer: Path, **export_options) -> dict[str, Path]:
     """A dense and an MoE tiny checkpoint (random, TP=1) exported to HF folders with `tokenizer`'s files:
-    {"llama": folder, "mixtral": folder}."""
+    {"llama": folder, "mixtral": folder}; `export_options` go to export_checkpoint."""
     from factory.convert.export import export_checkpoint
     from factory.runtime.config import RuntimeConfig
     from tests.conftest import TINY_DENSE, TINY_MOE
@@ -82,7 +82,7 @@ def export_tiny_models(root: Path, tokenizer: Path) -> dict[str, Path]:
     out = {}
     for name, base in (("llama", TINY_DENSE), ("mixtral", TINY_MOE)):
         save_megatron(root / f"{name}-ckpt", base, vocab_size=1024)
-        export_checkpoint(root / f"{name}-ckpt", root / name, runtime=cpu, tokenizer_dir=tokenizer)
+        export_checkpoint(root / f"{name}-ckpt", root / name, runtime=cpu, tokenizer_dir=tokenizer, **export_options)
         out[name] = root / name
     return out
 

@@ -85,8 +85,9 @@ def test_transformers_4_and_5_read_the_export_alike(exports, transformers4, arch
 
 def test_base_export_ends_documents_and_states_its_tokenizer_flags(exports):
     folder = exports["llama"]
-    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    ids = {piece: i for i, (piece, _) in enumerate(vocab)}
+    model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    assert model["type"] == "BPE"  # the tokenizer stage's default
+    ids = model["vocab"]
     generation = json.loads((folder / "generation_config.json").read_text())
     assert generation["eos_token_id"] == ids["<EOD>"]  # the document separator is a base model's EOS
     assert json.loads((folder / "config.json").read_text())["eos_token_id"] == ids["<EOD>"]

@@ -161,6 +161,9 @@ SPLICED = {
                     "セルの内容 lorem ipsum dolor sit amet を現在のセル幅に合わせます。"],
     "fragments": ["このフォルダーは Ωστόσο 開くダイアログ ancak bu durum から呼び出します。",
                   "パッケージを jednak to jest インストールし、그러나 이것은 再起動します。"],
+    "word_boundary": ["ドライバモジュールの名前patrizioを配置してください。", "この設定はstaanplaats、あとで変更できます。",
+                      "パーティションをbardzo作成します。", "残りの領域にmềm他のパーティションを作ります。",
+                      "見ていない部分vọngが一ヶ所ありました。"],
     "sentence": ["参考文献の種類を選択します。 Der Fluch ist das Gebet des Teufels. 次に情報を追加します。",
                  "変更記録の表示を設定します。Work consists of whatever a body is obliged to do."],
 }
@@ -178,6 +181,14 @@ LEGITIMATE = {
                   "dget(1) や debuild(1) や debi(1) は devscripts パッケージが必要です。",
                   "LibreOfficeのメインWebサイトからパッケージをダウンロードします。",
                   "PythonやBasicからLibreOfficeのユーザープロファイルを求められます。"],
+    "identifier": ["getUserName()を呼び出すと名前が返ります。", "値はos.path.joinで組み立てます。",
+                   "MAX_PATH_LENGTHを超えると失敗します。", "(v4, v6 とも) 自動設定をしない。"],
+    "product": ["iPhoneで撮った写真をGIMPで開く。", "LibreOffice上で動くマクロです。", "FreeBSD版のパッケージを使う。",
+                "Ubuntuの利用者はaptでインストールできる。"],
+    "gloss_romaji": ["東京（Tokyo）と京都（Kyōto）を訪れた。", "学習 (gakushū) の結果を示す。"],
+    "terms": ["デフォルトのrulesファイルを編集する。", "あなたの変更をテストするまでrootシェルを離れてはいけません。",
+              "dpkg-buildpackageによるビルドは、debuildにより自動化できます。debuild(1)を参照してください。",
+              "インストール後はWEP やNowákさんの WPA キーが必要です。"],
     "code": ["次のマクロを実行します。\n    MyNumber=5      'Correct'\n    My Number=20    'Not valid, variable with space'",
              "結果を表示します。\nSub Example\n Dim myFV As Double\n myFV = FV(0.04, 2, 750)\n"
              " Print myFV ' returns 4234.00 currency units.\nEnd Sub"],
@@ -201,6 +212,15 @@ def test_glued_words_name_the_rule():
     assert [(f.rule, f.span) for f in findings] == [("inside a word", "hello")]
     # A word between words is not a splice inside one; an acronym or a name inside a compound is not either.
     assert LangMixDetector().findings("画像をGIMPで開き、電源ONボタンを押してからPython版を使う。") == []
+
+
+def test_words_glued_between_japanese_words_name_their_rule():
+    detector = LangMixDetector()
+    assert [(f.rule, f.span) for f in detector.findings("パーティションをszybko作成します。")] == [("glued word", "szybko")]
+    assert [(f.rule, f.span) for f in detector.findings("部分doáを手作業で直す。")] == [("glued word", "doá")]
+    # Before the noun it names, twice in the text, programming vocabulary or shorter than min_glued_letters: a term.
+    assert detector.findings("このwatchファイルでは、gccで作ったlistを使う。") == []
+    assert LangMixDetector(min_glued_letters=3).is_mixed("このgccでビルドする。")
 
 
 def test_config_builds_the_same_detector():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
 
 from langmix_eval_set import CLEAN_KINDS, MIXED_KINDS, generate, in_half  # noqa: E402
-from langmix_halves import CHINESE_TEXTS, FORTUNES, HALVES, WORD_LISTS  # noqa: E402
+from langmix_halves import CHINESE_TEXTS, FORTUNES, HALVES, UNSEEN, UNSEEN_DOCS, WORD_LISTS  # noqa: E402
+from langmix_unseen import CLEAN as UNSEEN_CLEAN  # noqa: E402
+from langmix_unseen import MIXED as UNSEEN_MIXED  # noqa: E402
+from langmix_unseen import generate as generate_unseen  # noqa: E402
+from langmix_unseen import romaji  # noqa: E402
 
 PAGE = Path(__file__).parent / "fixtures" / "langmix_page.html"
 ALPHABETS = {
@@ -36,6 +41,12 @@ def root(tmp_path_factory) -> Path:
         for package in half.docs:
             (root / package).mkdir()
             shutil.copy(PAGE, root / package / "index.html")
+    code = "<pre>\nvalue = os.path.join(base_dir, name)\nresult = get_user_name()\n</pre></body>"
+    for package in UNSEEN_DOCS:  # pages of both parities: the unseen halves split a package page by page
+        (root / package).mkdir()
+        for name in ("index.html", "a.html"):
+            (root / package / name).write_text(PAGE.read_text(encoding="utf-8").replace("</body>", code),
+                                               encoding="utf-8")
     for lang, (script, path) in WORD_LISTS.items():
         if script == "han":
             continue
@@ -46,7 +57,7 @@ def root(tmp_path_factory) -> Path:
     for path in CHINESE_TEXTS:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("我们这说问题关开东车马鸟书语们这说问题关开东车马鸟书语\n" * 3, encoding="utf-8")
-    for half in HALVES.values():
+    for half in [*HALVES.values(), *UNSEEN.values()]:
         for files in half.sentences.values():
             for name in files:
                 path = root / FORTUNES / (name + "cookies" if name.endswith("/") else name)
@@ -79,3 +90,22 @@ def test_the_halves_share_no_word():
     words = ["szybko", "casa", "привет", "hello", "설정", "们的"]
     assert all(in_half(w, HALVES["tune"]) != in_half(w, HALVES["heldout"]) for w in words)
     assert not set(HALVES["tune"].docs) & set(HALVES["heldout"].docs)
+
+
+@pytest.mark.parametrize("half", sorted(UNSEEN))
+def test_the_unseen_halves_make_the_hard_kinds(root, half):
+    records = generate_unseen(root, half, seed=0, per_kind=2)
+    assert records == generate_unseen(root, half, seed=0, per_kind=2)
+    assert [r["kind"] for r in records] == [k for k in UNSEEN_MIXED + UNSEEN_CLEAN for _ in range(2)]
+    by_kind = {kind: [r for r in records if r["kind"] == kind] for kind in UNSEEN_MIXED + UNSEEN_CLEAN}
+    assert all(r["inserted"] in r["text"] and r["inserted"] for r in by_kind["word_boundary"])
+    assert all(any(i in r["inserted"] for i in ("os.path.join", "get_user_name()", "base_dir"))
+               for r in by_kind["identifier"])
+    glosses = [r["inserted"].strip(" ()（）") for r in by_kind["gloss_romaji"]]
+    assert glosses and all(re.fullmatch("[A-Za-zāēīōū]+", g) for g in glosses), glosses
+
+
+def test_romaji_writes_hepburn_with_or_without_macrons():
+    assert [romaji(k, True) for k in ("トウキョウ", "ガッコウ", "シャシン", "コンピューター")] == \
+        ["tōkyō", "gakkō", "shashin", "konpyūtā"]
+    assert romaji("トウキョウ", False) == "tokyo"

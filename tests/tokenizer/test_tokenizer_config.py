@@ -13,10 +13,10 @@ from tokenizer.config import TokenizerConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_follow_tanuki_with_exact_round_trip():
+def test_defaults_are_bpe_under_morpheme_boundaries_with_exact_round_trip():
     tc = TokenizerConfig()
     assert (tc.model_type, tc.granularity, tc.normalization, tc.byte_fallback, tc.split_digits) == \
-        ("unigram", "morpheme", "identity", True, True)
+        ("bpe", "morpheme", "identity", True, True)
     assert tc.problems("tokenizer") == []
 
 

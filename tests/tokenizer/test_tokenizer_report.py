@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokenizer.report import crossing_count, interior_boundaries, language_of, metrics
+from tokenizer.report import crossing_count, interior_boundaries, language_of, metrics, piece_kind
 
 
 def test_boundaries_are_utf8_byte_offsets_between_pieces():
@@ -48,3 +48,18 @@ def test_manifest_metrics_flatten_the_headline_figures(trained):
     assert flat["bytes_per_token_en"] == held["languages"]["en"]["bytes_per_token"] > 0
     assert flat["training_seconds"] > 0 and flat["peak_rss_mib"] > 0
     assert flat["heldout_lines"] == report["corpus"]["heldout_lines"] > 0
+
+
+def test_piece_kind_says_what_a_crossing_token_is_made_of():
+    kinds = {piece: piece_kind(piece, False) for piece in ("して", "東京", "()", "abc", "12", "▁(", "）。", "テスト中")}
+    assert kinds == {"して": "kana", "東京": "kanji", "()": "ascii_symbols", "abc": "ascii_letters", "12": "digits",
+                     "▁(": "whitespace", "）。": "other", "テスト中": "kana"}
+    assert piece_kind("<0xE3>", True) == "byte_fallback"
+
+
+def test_the_crossing_breakdown_adds_up_to_the_crossing_rate(trained):
+    held = trained()[1]["heldout"]  # the default: bpe
+    assert held["boundary_crossing_rate"] > 0
+    assert abs(sum(held["crossing_by_kind"].values()) - held["boundary_crossing_rate"]) < 1e-3
+    assert held["crossing_pieces"] and all(n > 0 for n in held["crossing_pieces"].values())
+    assert set(held["languages"]["ja"]["crossing_by_kind"]) <= set(held["crossing_by_kind"])

@@ -47,7 +47,7 @@ def runs_model(tmp_path_factory):
     text.write_text("".join(line.replace("\n", " ") + "\n" for line in mixed_lines(seed=1, count=1500)),
                     encoding="utf-8")
     out = folder / "tokenizer"
-    report = train([text], out)
+    report = train([text], out, model_type="unigram")
     sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
     assert any(set(sp.id_to_piece(i)) == {"▁"} and len(sp.id_to_piece(i)) > 1 for i in range(sp.get_piece_size()))
     return out, report
@@ -66,14 +66,15 @@ def test_on_grid_rounds_to_multiples_of_the_grid():
 
 
 def test_trained_unigram_scores_are_on_the_grid(trained):
-    unigram, _ = trained()
+    unigram, _ = trained(model_type="unigram")
     assert scores_on_grid(unigram / "tokenizer.model")
     assert quantize_scores(unigram / "tokenizer.model") == 0  # already on the grid
 
 
 @pytest.mark.parametrize("model", ["runs_model", "trained"])
 def test_unigram_hf_ids_equal_sentencepiece_ids_on_runs_tabs_newlines_and_mixed_scripts(model, request):
-    out, report = request.getfixturevalue("runs_model") if model == "runs_model" else request.getfixturevalue(model)()
+    out, report = request.getfixturevalue(model) if model == "runs_model" else \
+        request.getfixturevalue(model)(model_type="unigram")
     assert mismatches(out, run_texts() + mixed_lines() + TRICKY + fixture_lines()) == []
     assert report["heldout"]["hf_sp_id_mismatches"] == 0
 

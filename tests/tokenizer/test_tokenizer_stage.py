@@ -11,9 +11,11 @@ import pytest
 
 from factory.config import validate_config
 from factory.errors import ConfigError, DataError
+from factory.io import OWNER_FILE
 from factory.runner import run_stage
 from factory.registry import STAGES
 from tests.tokenizer.conftest import tokenizer_config, train
+from tokenizer.config import UNIGRAM_GGUF
 from tokenizer.tokenizer_stage import OUTPUTS, plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +61,23 @@ def test_failed_run_keeps_the_previous_output(trained, corpus, tmp_path):
 def test_outputs_manifest_and_no_leftover_training_text(corpus, tmp_path):
     out = tmp_path / "tok"
     manifest = run_stage(STAGES["tokenizer"], tokenizer_config([corpus], out))
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "manifest.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "manifest.json", OWNER_FILE])
     written = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert written["inputs"][0]["path"] == str(corpus) and len(written["inputs"][0]["sha256"]) == 64
     assert written["metrics"] == manifest.metrics
     assert written["metrics"]["vocab_size"] == 1000
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["corpus"]["train_lines"] + report["corpus"]["heldout_lines"] == report["corpus"]["lines_read"]
+
+
+def test_unigram_says_once_what_llama_cpp_makes_of_it(corpus, tmp_path, caplog):
+    assert UNIGRAM_GGUF not in plan(tokenizer_config([corpus], tmp_path / "bpe")).notes  # the default: bpe
+    unigram = tokenizer_config([corpus], tmp_path / "unigram", model_type="unigram")
+    assert UNIGRAM_GGUF in plan(unigram).notes  # --dry-run prints it
+    with caplog.at_level("WARNING", logger="tokenizer.tokenizer_stage"):
+        run_stage(STAGES["tokenizer"], unigram)
+    assert [r.getMessage() for r in caplog.records if "llama.cpp" in r.getMessage()] == [UNIGRAM_GGUF]
+    assert json.loads((tmp_path / "unigram" / "report.json").read_text())["tokenizer"]["model_type"] == "unigram"
 
 
 def _cli(*overrides: str) -> subprocess.CompletedProcess:
@@ -85,6 +97,7 @@ def test_cli_trains_from_arbitrary_files(corpus, tmp_path):
     assert [i["path"] for i in manifest["inputs"]] == [str(corpus), str(other)]
     assert manifest["config"]["tokenizer"]["num_workers"] == 2
     assert report["heldout"]["round_trip_failures"] == 0
+    assert report["tokenizer"]["model_type"] == "bpe" and "llama.cpp" not in proc.stderr  # the demo's default
     assert manifest["metrics"]["boundary_crossing_rate"] == report["heldout"]["boundary_crossing_rate"] <= 0.02
 
 
