@@ -12,6 +12,7 @@ from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.executor.slurm import SlurmPipelineExecutor
 from loguru import logger
 
+from factory.data.shards import raise_failure
 from factory.data.steps import Step
 from factory.errors import DataError
 
@@ -60,6 +61,7 @@ def _run_steps(steps: list[Step], work: Path, workers: int) -> None:
         done = step.tasks - len(executor.get_incomplete_ranks())
         log.info("data: %s, %d tasks%s", step.name, step.tasks, f" ({done} already done)" if done else "")
         executor.run()
+        raise_failure(work)  # an input a task could not read: stop before later steps use what it read
         if missing := executor.get_incomplete_ranks():
             raise DataError(f"data: step {step.name} left tasks {missing} unfinished (logs: "
                             f"{work / 'logs' / step.name / 'logs'})")

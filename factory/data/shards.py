@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.data.config import DataConfig
+from factory.errors import DataError
 from factory.schema import OPERATIONAL
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,23 @@ def work_dir(output_dir: Path, dc: DataConfig) -> Path:
     else:
         log.info("data: continuing the unfinished run in %s", work)
     return work
+
+
+class UnreadableInput(DataError):
+    """An input a task could not read to its end (a compressed file cut short, damaged parquet)."""
+
+
+def failures_dir(work: Path) -> Path:
+    """Where a task records why it could not read its input (`<rank>.txt`, one line)."""
+    return work / "failed"
+
+
+def raise_failure(work: Path) -> None:
+    """UnreadableInput with the first recorded failure's line, if a task recorded one."""
+    folder = failures_dir(work)
+    first = min(folder.glob("*.txt"), default=None) if folder.is_dir() else None
+    if first is not None:
+        raise UnreadableInput(first.read_text(encoding="utf-8").strip())
 
 
 def _identity(dc: DataConfig) -> dict[str, Any]:
