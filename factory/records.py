@@ -58,6 +58,12 @@ class Record:
         return self.data.get("id") if self.data else None
 
 
+def source_position(source: str) -> int:
+    """The line or row number of a record's `source`, to put records in file order (0 if it has none)."""
+    tail = source.rsplit(":", 1)[-1].rsplit("#", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def detect_format(path: Path) -> str:
     """jsonl, text, parquet or hf (a folder); a DataError naming the known suffixes otherwise."""
     if path.is_dir():

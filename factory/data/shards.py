@@ -12,6 +12,7 @@ from typing import Any
 
 from factory.data.config import DataConfig
 from factory.errors import DataError
+from factory.records import source_position
 from factory.schema import OPERATIONAL
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,7 @@ def first_bad_records(work: Path, rank: int, limit: int) -> list[dict[str, Any]]
         if shard.exists():
             with open(shard, encoding="utf-8") as f:
                 rows += [json.loads(line) for _, line in zip(range(limit), f)]
-    return sorted(rows, key=lambda r: _line_number(r["source"]))[:limit]
-
-
-def _line_number(source: str) -> int:
-    tail = source.rsplit(":", 1)[-1].rsplit("#", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return sorted(rows, key=lambda r: source_position(r["source"]))[:limit]
 
 
 def merge(work: Path, tasks: int, reasons: list[str], kept: Path, rejected: Path) -> None:
