@@ -45,7 +45,7 @@ def loads(text: str | bytes) -> Any:
         raise JsonError(e.msg, e.lineno, e.colno) from None
 
 
-def read_json(path: str | Path, error: type[FactoryError] = DataError, what: str = "JSON") -> Any:
+def read_json(path: str | Path, error: type[FactoryError] = DataError, what: str = "valid JSON") -> Any:
     """The value of a JSON file; `error` naming the file (and line) when it cannot be read or is not strict
     JSON. `what` says what the file should be ("a safetensors index"), for the message."""
     path = Path(path)
@@ -53,14 +53,15 @@ def read_json(path: str | Path, error: type[FactoryError] = DataError, what: str
         return loads(path.read_bytes())
     except (JsonError, UnicodeDecodeError) as e:
         where = f"{path}:{e.line}" if isinstance(e, JsonError) and e.line else str(path)
-        raise error(f"{where}: not valid {what} ({e})") from None
+        raise error(f"{where}: not {what} ({e})") from None
     except OSError as e:
         raise error(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
-def read_json_object(path: str | Path, error: type[FactoryError] = DataError, what: str = "JSON") -> dict[str, Any]:
+def read_json_object(path: str | Path, error: type[FactoryError] = DataError,
+                     what: str = "valid JSON") -> dict[str, Any]:
     """`read_json` for a file whose top level must be an object."""
     value = read_json(path, error, what)
     if not isinstance(value, dict):
-        raise error(f"{path}: not valid {what} (expected a JSON object at the top level, got {type(value).__name__})")
+        raise error(f"{path}: not {what} (expected a JSON object at the top level, got {type(value).__name__})")
     return value

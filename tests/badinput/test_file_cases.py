@@ -106,7 +106,7 @@ def test_truncated_config_json_names_the_file(tmp_path):
     from factory.convert.hf_import import read_hf_config
 
     (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_si')
-    with pytest.raises(FactoryError, match=f"^{tmp_path / 'config.json'}: not valid JSON"):
+    with pytest.raises(FactoryError, match=f"^{tmp_path / 'config.json'}:1: not valid JSON"):
         read_hf_config(tmp_path)
 
 
@@ -136,7 +136,7 @@ def test_truncated_index_names_the_file(tmp_path):
     from factory.convert.hf_io import INDEX, LazyReader
 
     (tmp_path / INDEX).write_text('{"weight_map": {"a": "model-0')
-    with pytest.raises(FactoryError, match=f"^{tmp_path / INDEX}: not a safetensors index"):
+    with pytest.raises(FactoryError, match=f"^{tmp_path / INDEX}:1: not a safetensors index"):
         LazyReader(tmp_path)
 
 
