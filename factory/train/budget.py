@@ -5,10 +5,10 @@ No torch: the pipeline's dry run prints these for every training stage before an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from factory.train.config import TrainConfig
+from factory.train.blend import blend_phases
 
 PLANNING_PEAK_FLOPS = 989e12
 """H100 SXM dense bf16 peak (../shared/notes/anchors.md), the GPU the GPU-hour estimate assumes."""
@@ -33,8 +33,8 @@ def synthetic_share(cfg, blend_file: Path, phase: str | None, pack_blend: Path) 
     else from this config's blend section when the pack stage of this run writes that file."""
     blend_file = Path(blend_file)
     if blend_file.is_file():
-        phases = {p["name"]: [(Path(prefix).name, weight) for prefix, weight in zip(p["prefixes"], p["weights"])]
-                  for p in json.loads(blend_file.read_text())["phases"]}
+        phases = {p.name: [(Path(prefix).name, weight) for prefix, weight in zip(p.prefixes, p.weights)]
+                  for p in blend_phases(blend_file)}
     elif blend_file == pack_blend and getattr(cfg, "blend", None) is not None:
         phases = {p.name: [(e.dataset, e.weight) for e in p.datasets] for p in cfg.blend.phases}
     else:
