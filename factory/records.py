@@ -246,8 +246,9 @@ def _parquet_batches(path: Path, text_field: str | None) -> Iterator[list[dict[s
     columns = parquet.schema_arrow.names
     if text_field is not None and text_field not in columns:
         raise DataError(f"{path}: no '{text_field}' column (columns: {', '.join(columns)})")
-    for batch in parquet.iter_batches(batch_size=BATCH):
-        yield batch.to_pylist()
+    for group in range(parquet.num_row_groups):  # one group at a time: a damaged one is named after the rows before it
+        for batch in parquet.iter_batches(batch_size=BATCH, row_groups=[group]):
+            yield batch.to_pylist()
 
 
 def _hf(path: Path, text_field: str | None, split: str | None) -> Iterator[Record]:

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from factory import sbatch
 from factory.config_base import CoreConfig
 from factory.data.config import DataConfig
 from factory.data.filters import build_filters
@@ -37,6 +38,11 @@ def plan(cfg: CoreConfig) -> Plan:
     if missing:
         raise ConfigError(missing)
     out = dc.output_dir or cfg.stage_dir("data")
+    if dc.executor == "slurm" and not sbatch.is_plain(str(out.resolve())):
+        key = "data.output_dir" if dc.output_dir else "run.dir"
+        raise ConfigError(f"{key}: {out.resolve()} holds a blank or a shell character; datatrove's Slurm executor "
+                          "writes the work folder beside it into job scripts unquoted (use a plain path, or "
+                          "data.executor=local)")
     return Plan(output_dir=out, reads=[i.path for i in dc.inputs], writes=[out / KEPT, out / REJECTED])
 
 

@@ -12,6 +12,7 @@ from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.executor.slurm import SlurmPipelineExecutor
 from loguru import logger
 
+from factory import sbatch
 from factory.data.shards import raise_failure
 from factory.data.steps import Step
 from factory.errors import DataError
@@ -75,10 +76,13 @@ class FactorySlurmExecutor(SlurmPipelineExecutor):
         return None
 
     def get_sbatch_args(self, max_array: int = 1) -> dict:
+        """datatrove's directives with each value as one #SBATCH word (it writes `--key=value` unquoted)."""
         args = super().get_sbatch_args(max_array)
         if not self.mem_per_cpu_gb:
             args.pop("mem-per-cpu")
-        return args
+        words = {key: sbatch.word(str(value)) if value != "" else value for key, value in args.items()}
+        log = sbatch.log_file(self.slurm_logs_folder, "%A_%a.out")
+        return {**words, **{key: log for key in ("output", "error") if key in words}}
 
 
 def submit_slurm(executors: list[SlurmPipelineExecutor]) -> list[str]:

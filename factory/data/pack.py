@@ -25,19 +25,25 @@ RECORDS_PER_CHUNK = 4096
 
 
 def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes, int]]:
-    """(number of the first line, whole lines of about `size` bytes, bytes of the file read so far)."""
+    """(number of the first line, whole lines of about `size` bytes, bytes of the file read so far). Reads go
+    block by block (`read1`), so a file that ends early is named with the last whole line it holds."""
     gz = path.name.lower().endswith(".gz")
-    first = 1
+    first, pending = 1, b""
     try:
         with (gzip.open if gz else open)(path, "rb") as f:
             raw = f.fileobj if gz else f  # progress counts the file's own (compressed) bytes
-            while chunk := f.read(size):
-                if not chunk.endswith(b"\n"):
-                    chunk += f.readline()
-                yield first, chunk.removeprefix(codecs.BOM_UTF8) if first == 1 else chunk, raw.tell()
-                first += chunk.count(b"\n")
+            while block := f.read1(size):
+                pending += block
+                cut = pending.rfind(b"\n") + 1 if len(pending) >= size else 0
+                if cut:
+                    chunk, pending = pending[:cut], pending[cut:]
+                    yield first, chunk.removeprefix(codecs.BOM_UTF8) if first == 1 else chunk, raw.tell()
+                    first += chunk.count(b"\n")
+            if pending:
+                yield first, pending.removeprefix(codecs.BOM_UTF8) if first == 1 else pending, raw.tell()
     except UNREADABLE as e:
-        raise unreadable(path, e, f"line {first - 1}" if first > 1 else None) from None
+        lines = first - 1 + pending.count(b"\n")
+        raise unreadable(path, e, f"line {lines}" if lines else None) from None
 
 
 def _text_chunks(path: Path, field: str, task_bytes: int) -> Iterator[tuple[object, int]]:
