@@ -14,6 +14,7 @@ from factory.data.config import DataConfig
 from factory.errors import DataError
 from factory.records import source_position
 from factory.schema import OPERATIONAL
+from factory.strict_json import JsonError, loads
 
 log = logging.getLogger(__name__)
 BAD_RECORDS = ("malformed", "encoding")
@@ -25,7 +26,7 @@ def work_dir(output_dir: Path, dc: DataConfig) -> Path:
     work = output_dir.with_name(f".{output_dir.name}.work")
     identity = _identity(dc)
     record = work / "identity.json"
-    if work.exists() and (not record.exists() or json.loads(record.read_text()) != identity):
+    if work.exists() and _recorded(record) != identity:
         log.warning("data: %s holds a run of another config or other inputs; starting afresh", work)
         shutil.rmtree(work)
     if not work.exists():
@@ -34,6 +35,14 @@ def work_dir(output_dir: Path, dc: DataConfig) -> Path:
     else:
         log.info("data: continuing the unfinished run in %s", work)
     return work
+
+
+def _recorded(record: Path) -> object:
+    """The identity a work folder records; None when it has none or it is damaged (a kill mid-write)."""
+    try:
+        return loads(record.read_bytes())
+    except (OSError, JsonError, UnicodeDecodeError):
+        return None
 
 
 class UnreadableInput(DataError):

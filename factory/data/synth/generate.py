@@ -43,7 +43,7 @@ def load_personas(sc: SynthConfig) -> list[str]:
         return list(sc.personas)
     if not sc.personas_file.is_file():
         raise DataError(f"{sc.personas_file}: personas file not found")
-    lines = [ln.strip() for ln in sc.personas_file.read_text(encoding="utf-8").splitlines()]
+    lines = (r.text.strip() for r in read_records(sc.personas_file, fmt="text", text_unit="line"))
     personas = list(dict.fromkeys(ln for ln in lines if ln))
     if not personas:
         raise DataError(f"{sc.personas_file}: no personas (expected one per line)")

@@ -285,3 +285,14 @@ def test_a_recorded_null_text_is_skipped_counted_and_done_again(backend, seeds_f
     records = list(out.records())
     assert len(records) == 6 and {r["id"] for r in records} == expected_ids(sc)
     assert out.path.read_text(encoding="utf-8").count("\n") == 7  # the old line is kept, not rewritten
+
+
+def test_a_personas_file_is_read_as_text_records(tmp_path):
+    path = tmp_path / "personas.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "教師\n\n医師\n".encode())
+    sc = SynthConfig.model_validate({"base_url": "http://127.0.0.1:9/v1", "model": "m", "personas_file": str(path),
+                                     "seeds": {"path": str(path)}})
+    assert load_personas(sc) == ["教師", "医師"]  # the byte-order mark is not part of the first persona
+    path.write_bytes("教師\n".encode() + b"\xff\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: not UTF-8"):
+        load_personas(sc)
