@@ -54,8 +54,8 @@ def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
 
 
 def _may_hold_non_finite(chunk: bytes) -> bool:
-    """Whether `NaN` or `Infinity` occurs anywhere in `chunk` (the one-byte tests first: they take ~4 ms for
-    50 MB, the word tests ~80 ms, and Japanese text rarely holds an N or an I at all)."""
+    """Whether `NaN` or `Infinity` occurs anywhere in `chunk`. The one-byte tests go first: a memchr each,
+    about twenty times faster than the word tests, and Japanese text rarely holds an N or an I at all."""
     return (b"N" in chunk and b"NaN" in chunk) or (b"I" in chunk and b"Infinity" in chunk)
 
 
