@@ -18,6 +18,7 @@ from factory.registry import CHAIN
 from factory.schema import section_type
 
 INHERIT_KEY = "inherit"
+YAML_MERGE = "tag:yaml.org,2002:merge"
 MOE_MAKERS = ("upcycle",)
 """Sections whose stage turns the dense model into an MoE: expert parallelism then applies after it."""
 
@@ -89,13 +90,40 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> FactoryCon
     return cfg
 
 
+class RepeatedKey(yaml.constructor.ConstructorError):
+    """A mapping that gives one key twice (plain YAML keeps the last value and drops the first silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, naming the line of the second; merge
+    keys (`<<: *base`) still override as YAML defines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[tuple[type, Any], int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True) if key_node.tag != YAML_MERGE else None
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # a merge key, or a key YAML itself refuses (unhashable)
+            if (type(key), key) in first_line:
+                raise RepeatedKey(None, None, f"key {key!r} given twice in one mapping (first at line "
+                                  f"{first_line[type(key), key] + 1}; YAML would drop the first value)",
+                                  key_node.start_mark)
+            first_line[type(key), key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as the factory reads it: safe tags only, no key given twice."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def _read_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     try:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         if path.resolve() in seen:
             raise ConfigError(f"{path}: '{INHERIT_KEY}' forms a cycle")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: config file cannot be read ({getattr(e, 'strerror', None) or e})") from None
     except yaml.YAMLError as e:
@@ -127,9 +155,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{item}': expected dotted.key=value")
     try:
-        value = yaml.safe_load(text) if text else ""
+        value = load_yaml(text) if text else ""
+    except RepeatedKey as e:
+        raise ConfigError(f"override '{item}': {e.problem}") from None
     except yaml.YAMLError:
-        value = text
+        value = text  # not YAML: the text itself (validation names the key if a string does not fit)
     *parents, leaf = key.split(".")
     node = raw
     for i, part in enumerate(parents):

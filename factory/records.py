@@ -8,19 +8,25 @@ the torn last line of a crashed writer are handled one way:
 - `errors="raise"` stops at the first malformed record with a DataError naming it; `errors="yield"`
   returns malformed records with `error` and `reason` set, for the caller to count and skip;
 - bytes that are not UTF-8 are a malformed record (reason `encoding`), never silently replaced;
-- a last line without its newline that does not parse is a torn write: skipped with one warning.
+- JSON is parsed strictly (factory.strict_json): a key given twice or NaN makes the record malformed;
+- a UTF-8 byte-order mark at the start of a file is not part of its first record;
+- a last line without its newline that does not parse is a torn write: skipped with one warning;
+- a file that cannot be read to its end (a compressed file cut short, damaged parquet, an I/O error) is
+  one DataError naming the file and how far it was read, whatever `errors` says: its records are unknown.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
-import json
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from factory.errors import DataError
+from factory.strict_json import JsonError, loads
 
 log = logging.getLogger(__name__)
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".jsonl.gz": "jsonl", ".parquet": "parquet", ".txt": "text",
@@ -41,7 +47,8 @@ class Record:
     its raw line here (shortened), so that rejected output can show it."""
     error: str = ""
     reason: str = ""
-    """A short kind for counting: encoding, json, not_object, missing_field, not_string."""
+    """A short kind for counting: encoding, json (not JSON, a repeated key, NaN), not_object, missing_field,
+    not_string."""
     data: dict[str, Any] | None = None
     """The whole JSON object or row, every field kept; None for plain text."""
 
@@ -49,6 +56,12 @@ class Record:
     def id(self) -> Any:
         """The record's own `id` field, if it has one."""
         return self.data.get("id") if self.data else None
+
+
+def source_position(source: str) -> int:
+    """The line or row number of a record's `source`, to put records in file order (0 if it has none)."""
+    tail = source.rsplit(":", 1)[-1].rsplit("#", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def detect_format(path: Path) -> str:
@@ -102,12 +115,31 @@ def _raise_first(records: Iterator[Record]) -> Iterator[Record]:
         yield r
 
 
+UNREADABLE = (OSError, EOFError, zlib.error)
+"""What reading a damaged file raises: gzip's BadGzipFile and I/O errors are OSErrors, a compressed stream
+cut short is an EOFError, corrupt deflate data a zlib.error."""
+
+
+def unreadable(path: Path, e: BaseException, after: str | None) -> DataError:
+    """The one line for a file that could not be read to its end; `after` says how far it got (None: nothing)."""
+    reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    if after is None:
+        return DataError(f"{path}: cannot be read ({reason})")
+    return DataError(f"{path}: unreadable after {after} ({reason}); the file is damaged or cut short")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str | None, str, bool]]:
     """(line number, decoded text or None if not UTF-8, decode error, whether the line ended in a newline)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            yield lineno, *decode_line(raw), raw.endswith(b"\n")
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if lineno == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
+                yield lineno, *decode_line(raw), raw.endswith(b"\n")
+    except UNREADABLE as e:
+        raise unreadable(path, e, f"line {lineno}" if lineno else None) from None
 
 
 def _short(raw: str) -> str:
@@ -136,12 +168,13 @@ def jsonl_record(line: str | None, bad_bytes: str, text_field: str | None, sourc
     if not line.strip():
         return None
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        if not ended:
+        obj = loads(line)
+    except JsonError as e:
+        if not ended and e.line:  # a syntax error in an unfinished last line, not a repeated key or NaN
             log.warning("%s: last line is incomplete (a write cut short); ignored", source)
             return TORN
-        return Record(source, _short(line), f"invalid JSON ({e.msg} at column {e.colno})", "json")
+        where = f" at column {e.column}" if e.column else ""
+        return Record(source, _short(line), f"invalid JSON ({e.reason}{where})", "json")
     return _from_object(obj, text_field, source, line)
 
 
@@ -193,11 +226,14 @@ def _text(path: Path, unit: str) -> Iterator[Record]:
 
 def _rows(where: str | Path, text_field: str | None, batches: Iterator[list[dict[str, Any]]]) -> Iterator[Record]:
     row = 0
-    for batch in batches:
-        for obj in batch:
-            raw = repr(obj.get(text_field) if text_field else obj)
-            yield _from_object(obj, text_field, f"{where}#{row}", raw)
-            row += 1
+    try:
+        for batch in batches:
+            for obj in batch:
+                raw = repr(obj.get(text_field) if text_field else obj)
+                yield _from_object(obj, text_field, f"{where}#{row}", raw)
+                row += 1
+    except (*UNREADABLE, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise unreadable(Path(str(where)), e, f"{row} rows" if row else None) from None
 
 
 def _parquet_batches(path: Path, text_field: str | None) -> Iterator[list[dict[str, Any]]]:
@@ -210,8 +246,9 @@ def _parquet_batches(path: Path, text_field: str | None) -> Iterator[list[dict[s
     columns = parquet.schema_arrow.names
     if text_field is not None and text_field not in columns:
         raise DataError(f"{path}: no '{text_field}' column (columns: {', '.join(columns)})")
-    for batch in parquet.iter_batches(batch_size=BATCH):
-        yield batch.to_pylist()
+    for group in range(parquet.num_row_groups):  # one group at a time: a damaged one is named after the rows before it
+        for batch in parquet.iter_batches(batch_size=BATCH, row_groups=[group]):
+            yield batch.to_pylist()
 
 
 def _hf(path: Path, text_field: str | None, split: str | None) -> Iterator[Record]:
@@ -219,8 +256,9 @@ def _hf(path: Path, text_field: str | None, split: str | None) -> Iterator[Recor
 
     try:
         loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as e:
-        raise DataError(f"{path}: not a datasets folder written by save_to_disk ({e})") from None
+    except (*UNREADABLE, ValueError) as e:  # a missing or cut-short arrow file is an OSError
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise DataError(f"{path}: not a readable datasets folder written by save_to_disk ({reason})") from None
     if isinstance(loaded, datasets.DatasetDict):
         if split is not None and split not in loaded:
             raise DataError(f"{path}: no split '{split}' (splits: {', '.join(loaded)})")

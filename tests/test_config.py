@@ -134,6 +134,33 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     assert problem.startswith(f"{bad}:") and "invalid YAML" in problem
 
 
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ("run:\n  name: a\n  dir: runs/a\nmodel:\n  num_layers: 2\nrun:\n  name: b\n", 6, "run"),
+    ("run:\n  name: a\n  name: b\n  dir: runs/a\n", 3, "name"),
+    ("run: {name: a, dir: runs/a, name: b}\n", 1, "name"),
+], ids=["section", "nested-key", "flow-mapping"])
+def test_a_key_given_twice_names_the_second_line(tmp_path, text, line, key):
+    config = tmp_path / "twice.yaml"
+    config.write_text(text)
+    (problem,) = _problems(config)
+    assert problem.startswith(f"{config}:{line}: ") and f"key '{key}' given twice" in problem, problem
+
+
+def test_a_key_given_twice_in_an_inherited_file_or_an_override(tmp_path):
+    (tmp_path / "base.yaml").write_text("run:\n  name: a\nrun:\n  dir: runs/a\n")
+    (tmp_path / "top.yaml").write_text("inherit: base.yaml\n")
+    (problem,) = _problems(tmp_path / "top.yaml")
+    assert problem.startswith(f"{tmp_path / 'base.yaml'}:3: ")
+    (problem,) = _problems("configs/demo-cpu.yaml", ["data.slurm.sbatch_args={account: a, account: b}"])
+    assert problem.startswith("override 'data.slurm.sbatch_args=") and "key 'account' given twice" in problem
+
+
+def test_yaml_merge_keys_still_override():
+    from factory.config import load_yaml
+
+    assert load_yaml("base: &b {x: 1, y: 2}\ntop:\n  <<: *b\n  x: 3\n")["top"] == {"x": 3, "y": 2}
+
+
 def test_missing_file_and_inherit_cycle(tmp_path):
     assert _problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: config file not found"]
     (tmp_path / "a.yaml").write_text("inherit: b.yaml\n")

@@ -131,3 +131,74 @@ def test_gzip_jsonl_and_hf_split(tmp_path):
     assert [r.text for r in read_records(tmp_path / "dd", split="train")] == ["訓練"]
     with pytest.raises(DataError, match="no split 'valid'"):
         list(read_records(tmp_path / "dd", split="valid"))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    import gzip
+
+    body = '{"text": "一行目"}\n{"text": "二行目"}\n'
+    for name, write in (("in.jsonl", lambda p, b: p.write_bytes(b)), ("in.jsonl.gz", lambda p, b: p.write_bytes(
+            gzip.compress(b)))):
+        path = tmp_path / name
+        write(path, b"\xef\xbb\xbf" + body.encode("utf-8"))
+        assert [(r.source, r.text) for r in read_records(path)] == [(f"{path}:1", "一行目"), (f"{path}:2", "二行目")]
+    text = tmp_path / "in.txt"
+    text.write_bytes(b"\xef\xbb\xbf" + "本文\n".encode("utf-8"))
+    assert [r.text for r in read_records(text)] == ["本文"]
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ('{"text": "a", "text": "b"}', "key 'text' given twice"),
+    ('{"text": "a", "meta": {"k": 1, "k": 2}}', "key 'k' given twice"),
+    ('{"text": "a", "score": NaN}', "NaN is not a JSON number"),
+    ('{"text": "a", "score": -Infinity}', "-Infinity is not a JSON number"),
+], ids=["repeated-key", "repeated-nested-key", "nan", "infinity"])
+def test_repeated_keys_and_nan_are_malformed_records_not_dropped_values(tmp_path, line, why):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "ok"}\n' + line + "\n", encoding="utf-8")
+    recs = list(read_records(path, errors="yield"))
+    assert [r.reason for r in recs] == ["", "json"] and why in recs[1].error, recs[1].error
+    with pytest.raises(DataError, match=rf"^{path}:2: invalid JSON \(.*{why}"):
+        list(read_records(path))
+
+
+def _cut(path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_a_compressed_file_cut_short_is_one_line_naming_the_file_and_the_last_line_read(tmp_path):
+    import gzip
+
+    lines = "".join(json.dumps({"text": f"文書{i}" * 40}, ensure_ascii=False) + "\n" for i in range(2000))
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(gzip.compress(lines.encode("utf-8")))
+    _cut(path, 0.5)
+    for errors in ("raise", "yield"):  # unreadable is never a record to count: its records are unknown
+        with pytest.raises(DataError, match=rf"^{path}: unreadable after line \d+ \(Compressed file ended"):
+            list(read_records(path, errors=errors))
+    (tmp_path / "plain.txt.gz").write_bytes(b"not gzip at all\n")
+    with pytest.raises(DataError, match=r"plain.txt.gz: cannot be read \(Not a gzipped file"):
+        list(read_records(tmp_path / "plain.txt.gz"))
+
+
+def test_damaged_parquet_and_datasets_folders_are_one_line(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"東京{i}" * 30 for i in range(3000)]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=500)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)  # a damaged row group; the footer is intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"^{path}: unreadable after \d+ rows"):
+        list(read_records(path))
+    _cut(path, 0.5)
+    with pytest.raises(DataError, match=rf"^{path}: not a readable parquet file"):
+        list(read_records(path))
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "ds"))
+    _cut(next((tmp_path / "ds").glob("*.arrow")), 0.5)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'ds'}: not a readable datasets folder"):
+        list(read_records(tmp_path / "ds"))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from factory.records import read_records
+from factory.records import UNREADABLE, read_records, unreadable
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 
@@ -39,9 +39,12 @@ def input_bytes(paths: Iterable[Path]) -> int:
 
 
 def _gzip_text_bytes(path: Path) -> int:
-    with gzip.open(path, "rb") as f:
-        text = len(f.read(1 << 20))
-        compressed = f.fileobj.tell()
+    try:
+        with gzip.open(path, "rb") as f:
+            text = len(f.read(1 << 20))
+            compressed = f.fileobj.tell()
+    except UNREADABLE as e:  # cut short or not gzip at all: the reader would stop on it anyway
+        raise unreadable(path, e, None) from None
     return round(path.stat().st_size * text / max(1, compressed))
 
 

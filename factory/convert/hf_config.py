@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from factory.convert.architectures import ARCHITECTURES, SUPPORTED, HfArchitecture, get
 from factory.convert.architectures.base import value
-from factory.errors import ConfigError
+from factory.errors import CheckpointError, ConfigError
 from factory.io import atomic_write_json
 from factory.model.config import ModelConfig, MoEConfig
 
@@ -82,19 +84,59 @@ def import_problems(hf: dict, arch: HfArchitecture) -> list[str]:
     return out + arch.import_problems(hf)
 
 
-def model_config(hf: dict, *, seq_length: int | None, make_vocab_size_divisible_by: int,
+REQUIRED_COUNTS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                   "max_position_embeddings", "vocab_size")
+"""config.json keys every architecture needs, each a positive integer."""
+OPTIONAL_COUNTS = ("head_dim", "num_key_value_heads")
+"""Keys that may be absent or null (their defaults follow from the others) but are positive integers if set."""
+
+
+def field_problem(hf: dict, key: str, kind: str = "count") -> str | None:
+    """Why `hf[key]` cannot be read as a positive integer (kind `count`) or a positive number (`positive`)."""
+    if key not in hf:
+        return f"required key '{key}' is missing"
+    got = hf[key]
+    number = isinstance(got, (int, float)) and not isinstance(got, bool)
+    if kind == "count" and not (number and got == int(got) and got > 0):
+        return f"{key}={got!r}: expected a positive integer"
+    if kind == "positive" and not (number and got > 0):
+        return f"{key}={got!r}: expected a positive number"
+    return None
+
+
+def model_config(hf: dict, *, source: str = "config.json", seq_length: int | None, make_vocab_size_divisible_by: int,
                  token_dispatcher: str) -> tuple[HfArchitecture, ModelConfig]:
-    """(architecture, ModelConfig) for an HF config.json dict; refuses what our model cannot represent."""
+    """(architecture, ModelConfig) for an HF config.json dict read from `source`; refuses what our model cannot
+    represent (ConfigError), and a missing or ill-typed key in one line naming `source` and it (CheckpointError)."""
     name = hf.get("model_type")
     if name not in ARCHITECTURES:
         raise ConfigError(f"hf_import: model_type={name!r} is not supported (supported: {SUPPORTED})")
     arch = ARCHITECTURES[name]
+    problem = next((p for key in REQUIRED_COUNTS if (p := field_problem(hf, key))), None) or \
+        next((p for key in OPTIONAL_COUNTS if hf.get(key) is not None and (p := field_problem(hf, key))), None) or \
+        field_problem(hf, "rms_norm_eps", "positive") or \
+        next((f"{key}={hf[key]!r}: expected an object" for key in ("rope_parameters", "rope_scaling")
+              if hf.get(key) is not None and not isinstance(hf[key], dict)), None)
+    if problem:
+        raise CheckpointError(f"{source}: {problem} ({arch.hf_class} config)")
     problems = import_problems(hf, arch)
     if problems:
         raise ConfigError([f"hf_import: {name}: {p}" for p in problems])
-    heads, hidden = hf["num_attention_heads"], hf["hidden_size"]
+    try:
+        return arch, _model_config(hf, arch, seq_length, make_vocab_size_divisible_by, token_dispatcher)
+    except KeyError as e:
+        raise CheckpointError(f"{source}: required key {e.args[0]!r} is missing ({arch.hf_class} config)") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(part) for part in err["loc"])
+        raise CheckpointError(f"{source}: gives model.{key}={err.get('input')!r}: {err['msg']}") from None
+
+
+def _model_config(hf: dict, arch: HfArchitecture, seq_length: int | None, make_vocab_size_divisible_by: int,
+                  token_dispatcher: str) -> ModelConfig:
+    heads, hidden = int(hf["num_attention_heads"]), int(hf["hidden_size"])
     head_dim = value(hf, "head_dim", hidden // heads)
-    max_pos = hf["max_position_embeddings"]
+    max_pos = int(hf["max_position_embeddings"])
     rope = hf.get("rope_parameters") or {}
     fields: dict[str, Any] = dict(
         num_layers=hf["num_hidden_layers"], hidden_size=hidden, ffn_hidden_size=hf["intermediate_size"],
@@ -102,7 +144,7 @@ def model_config(hf: dict, *, seq_length: int | None, make_vocab_size_divisible_
         kv_channels=None if head_dim * heads == hidden else head_dim,
         seq_length=min(seq_length or max_pos, max_pos), max_position_embeddings=max_pos,
         vocab_size=hf["vocab_size"], make_vocab_size_divisible_by=make_vocab_size_divisible_by,
-        rotary_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        rotary_base=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
         norm_epsilon=hf["rms_norm_eps"], init_method_std=value(hf, "initializer_range", 0.02),
         untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False), **arch.model_fields(hf))
     moe = arch.moe_fields(hf)
@@ -111,4 +153,4 @@ def model_config(hf: dict, *, seq_length: int | None, make_vocab_size_divisible_
             "num_experts": hf.get("num_local_experts") or hf["num_experts"],  # Qwen3-MoE saves either name
             "router_topk": hf["num_experts_per_tok"], "token_dispatcher": token_dispatcher,
             "aux_loss_coeff": value(hf, "router_aux_loss_coef", 1e-2), **moe})
-    return arch, ModelConfig.model_validate(fields)
+    return ModelConfig.model_validate(fields)

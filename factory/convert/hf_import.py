@@ -7,7 +7,6 @@ layer by layer on the probe batch; the checkpoint only appears if their logits m
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from factory.io import atomic_dir
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.runtime.runtime import runtime_session
+from factory.strict_json import read_json_object
 from factory.train.checkpoint_stream import CheckpointReader, Layout, save_streaming
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older exports carry; recomputed from theta
@@ -43,10 +43,7 @@ def read_hf_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"hf_import.hf_dir={hf_dir}: no config.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e}); re-download or re-export the model") from None
+    return read_json_object(path, CheckpointError)
 
 
 def check_tensors(reader: LazyReader, arch: HfArchitecture, m: ModelConfig, layout) -> dict[str, object]:
@@ -75,7 +72,7 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
               token_dispatcher: str = "allgather", probe: ProbeConfig | None = None) -> ImportResult:
     """Write a Megatron checkpoint at `out_root` (iteration 0) and the tokenizer at `tokenizer_out`."""
     probe, t0 = probe or ProbeConfig(), time.perf_counter()
-    arch, m = hf_config.model_config(read_hf_config(hf_dir), seq_length=seq_length,
+    arch, m = hf_config.model_config(read_hf_config(hf_dir), source=f"{hf_dir}/config.json", seq_length=seq_length,
                                      make_vocab_size_divisible_by=make_vocab_size_divisible_by,
                                      token_dispatcher=token_dispatcher)
     tok = tokenizer_files.read(hf_dir)

@@ -12,6 +12,7 @@ import torch
 
 from factory.errors import CheckpointError
 from factory.io import atomic_write_json
+from factory.strict_json import JsonError, loads, read_json_object
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -45,25 +46,39 @@ class LazyReader:
         if shard not in self._headers:
             self._headers[shard] = _read_header(self.folder / shard)
         header, data_start = self._headers[shard]
-        entry = header.get(name)
-        if entry is None or entry.get("dtype") not in _FROM_NAME:
-            raise CheckpointError(f"{self.folder / shard}: no readable tensor {name} in its header")
-        begin, end = entry["data_offsets"]
+        dtype, shape, begin, end = _entry(header, name, self.folder / shard)
         buffer = bytearray(end - begin)
         with open(self.folder / shard, "rb") as f:
             f.seek(data_start + begin)
             if f.readinto(buffer) != len(buffer):
                 raise CheckpointError(f"{self.folder / shard}: truncated at tensor {name}")
-        dtype, shape = _FROM_NAME[entry["dtype"]], entry["shape"]
         return torch.frombuffer(buffer, dtype=dtype).reshape(shape) if buffer else torch.empty(shape, dtype=dtype)
+
+
+def _entry(header: dict, name: str, path: Path) -> tuple[torch.dtype, list[int], int, int]:
+    """(dtype, shape, begin, end) of tensor `name` in a shard header; one line naming what is wrong."""
+    entry = header.get(name)
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: no tensor {name} in its header")
+    if entry.get("dtype") not in _FROM_NAME:
+        raise CheckpointError(f"{path}: tensor {name} has dtype {entry.get('dtype')}, which cannot be read (supported: "
+                              f"{', '.join(_FROM_NAME)}; a quantized checkpoint must be dequantized first)")
+    dtype, shape, offsets = _FROM_NAME[entry["dtype"]], entry.get("shape"), entry.get("data_offsets")
+    counts = isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
+    spans = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets)
+    if not (counts and spans and 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{path}: tensor {name}: header gives shape {shape!r} and data_offsets {offsets!r}")
+    if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
+        raise CheckpointError(f"{path}: tensor {name}: {offsets[1] - offsets[0]} bytes for shape {shape} "
+                              f"{entry['dtype']} ({math.prod(shape) * dtype.itemsize} expected)")
+    return dtype, shape, offsets[0], offsets[1]
 
 
 def _read_index(path: Path) -> dict[str, str]:
     """The weight map of a sharded checkpoint's index."""
-    try:
-        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: not a safetensors index (expected JSON with a 'weight_map')") from None
+    weight_map = read_json_object(path, CheckpointError, "a safetensors index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{path}: not a safetensors index (expected a 'weight_map' of tensor -> file name)")
     return weight_map
 
 
@@ -74,9 +89,12 @@ def _read_header(path: Path) -> tuple[dict, int]:
         size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
         raw = f.read(size) if 0 < size < 100 << 20 else b""
     try:
-        return json.loads(raw), 8 + size
-    except ValueError:
-        raise CheckpointError(f"{path}: not a safetensors file (unreadable header)") from None
+        header = loads(raw)
+    except (JsonError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file (unreadable header: {e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (its header is not a JSON object)")
+    return header, 8 + size
 
 
 class StreamingShardWriter:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from factory.errors import CheckpointError, ConfigError
 from factory.io import atomic_write_json
+from factory.strict_json import read_json_object
 
 FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
          "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt")
@@ -51,7 +51,8 @@ def read(folder: Path) -> TokenizerFacts:
     vocab = tok.get_vocab()
     eod = next((vocab[p] for p in EOD_PIECES if p in vocab), None)
     spec = Path(folder) / "tokenizer.json"
-    model_type = json.loads(spec.read_text(encoding="utf-8"))["model"].get("type") if spec.is_file() else None
+    model = read_json_object(spec, ConfigError).get("model") if spec.is_file() else None
+    model_type = model.get("type") if isinstance(model, dict) else None
     return TokenizerFacts(size=len(tok), special_ids=ids, has_chat_template=bool(tok.chat_template),
                           document_end_id=eod, model_type=model_type)
 
@@ -65,7 +66,7 @@ def end_ids(eos_id: int | None, *also: int | None) -> int | list[int] | None:
 def set_eos(folder: Path, token: str) -> None:
     """Make `token`, an added token of the folder's tokenizer.json, its EOS in every file that names one:
     tokenizer_config.json, special_tokens_map.json and config.json."""
-    spec = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))
+    spec = read_json_object(Path(folder) / "tokenizer.json", ConfigError)
     ids = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
     if token not in ids:
         raise ConfigError(f"{folder}/tokenizer.json: {token!r} is not an added token; it cannot be the EOS")
@@ -73,7 +74,7 @@ def set_eos(folder: Path, token: str) -> None:
                              ("special_tokens_map.json", "eos_token", token), ("config.json", "eos_token_id", ids[token])):
         path = Path(folder) / name
         if path.is_file():
-            atomic_write_json(path, {**json.loads(path.read_text(encoding="utf-8")), key: value})
+            atomic_write_json(path, {**read_json_object(path, ConfigError), key: value})
 
 
 def check_vocab(model_vocab: int, tokenizer_size: int, where: str) -> None:
@@ -106,8 +107,8 @@ def make_portable(folder: Path) -> None:
     config_path, spec_path = Path(folder) / "tokenizer_config.json", Path(folder) / "tokenizer.json"
     if not (config_path.is_file() and spec_path.is_file()):
         return
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    config = read_json_object(config_path, ConfigError)
+    spec = read_json_object(spec_path, ConfigError)
     extra = config.pop("extra_special_tokens", None)
     if isinstance(extra, list):
         config["additional_special_tokens"] = extra

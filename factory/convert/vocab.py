@@ -23,6 +23,7 @@ from factory.convert.verify import compare, megatron_logits, probe_tokens
 from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.strict_json import read_json_object
 
 VOCAB_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")
 _JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u9fff\uff66-\uff9f]")
@@ -118,8 +119,8 @@ def write_hf_tokenizer(base_dir: Path, out_dir: Path, proto, added: list[str]) -
     path = out_dir / "tokenizer.json"
     if not path.is_file():
         raise ConfigError(f"hf_import.extend_vocab: {base_dir} has no tokenizer.json")
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    model, first = spec["model"], len(proto.pieces) - len(added)
+    spec = read_json_object(path, ConfigError)
+    model, first = spec.get("model") or {}, len(proto.pieces) - len(added)
     if model.get("type") != "BPE":
         raise ConfigError(f"hf_import.extend_vocab: {path} holds a {model.get('type')} model, not BPE")
     highest = max([*model["vocab"].values(), *(t["id"] for t in spec.get("added_tokens", []))])

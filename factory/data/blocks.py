@@ -17,6 +17,7 @@ from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 from factory.data.config import DataConfig
 from factory.data.dedup import exact_key, normalize
 from factory.data.filters import Filter, build_filters
+from factory.errors import DataError
 from factory.records import read_records
 
 MAX_PRIORITY = 65535
@@ -24,26 +25,34 @@ MAX_PRIORITY = 65535
 
 
 class CorpusReader(PipelineStep):
-    """Task i reads input i with factory.records (file:line sources, every field kept, bad bytes reported)."""
+    """Task i reads input i with factory.records (file:line sources, every field kept, bad bytes reported).
+
+    An input it cannot read to its end (factory.records raises one DataError line) ends the task's stream and
+    is written to `failures/<rank>.txt`; the stage stops with that line after the step (an exception would
+    print datatrove's traceback from the worker instead)."""
 
     type = "📖 - READER"
     name = "corpus"
 
-    def __init__(self, inputs: list[dict[str, Any]], text_unit: str):
+    def __init__(self, inputs: list[dict[str, Any]], text_unit: str, failures: Path):
         super().__init__()
-        self.inputs, self.text_unit = inputs, text_unit
+        self.inputs, self.text_unit, self.failures = inputs, text_unit, Path(failures)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         spec = self.inputs[rank]
         priority = max(1, MAX_PRIORITY - rank)
-        for n, rec in enumerate(read_records(spec["path"], spec["text_field"], spec["format"], self.text_unit,
-                                             errors="yield")):
-            self.stat_update("documents")
-            meta = {"source": rec.source, "fields": rec.data, "japanese": spec["japanese"],
-                    "text_field": spec["text_field"], "priority": priority}
-            if rec.error:
-                meta.update(reason="encoding" if rec.reason == "encoding" else "malformed", detail=rec.error)
-            yield Document(text=rec.text or "", id=f"{rank}/{n}", metadata=meta)
+        records = read_records(spec["path"], spec["text_field"], spec["format"], self.text_unit, errors="yield")
+        try:
+            for n, rec in enumerate(records):
+                self.stat_update("documents")
+                meta = {"source": rec.source, "fields": rec.data, "japanese": spec["japanese"],
+                        "text_field": spec["text_field"], "priority": priority}
+                if rec.error:
+                    meta.update(reason="encoding" if rec.reason == "encoding" else "malformed", detail=rec.error)
+                yield Document(text=rec.text or "", id=f"{rank}/{n}", metadata=meta)
+        except DataError as e:
+            self.failures.mkdir(parents=True, exist_ok=True)
+            (self.failures / f"{rank:05d}.txt").write_text(f"{e}\n", encoding="utf-8")
 
 
 class WellFormed(BaseFilter):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from factory import sbatch
 from factory.schema import OPERATIONAL, Section, rule
 
 Format = Literal["auto", "jsonl", "parquet", "text", "hf"]
+_SBATCH_KEY = re.compile(r"[a-z][a-z-]*")
 
 
 class DataInput(Section):
@@ -104,6 +107,16 @@ class DataSlurmConfig(Section):
     poll_seconds: float = Field(default=30, gt=0)
     """How often the stage checks the submitted jobs before it publishes the result."""
 
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        rule(out, sbatch.name_problem(self.partition) is None, f"{prefix}.partition", repr(self.partition),
+             sbatch.name_problem(self.partition) or "")
+        for key, value in self.sbatch_args.items():
+            rule(out, _SBATCH_KEY.fullmatch(key) is not None and sbatch.line_problem(value) is None,
+                 f"{prefix}.sbatch_args.{key}", repr(value), "expected an sbatch option name (letters and '-') "
+                 "and a value without line breaks")
+        return out
+
 
 class DataConfig(Section):
     """Ingest corpora, filter them and dedup them into `kept.jsonl` + `rejected.jsonl`."""
@@ -136,4 +149,4 @@ class DataConfig(Section):
         f = self.filters
         rule(out, f.min_chars < f.max_chars, f"{prefix}.filters.min_chars", f.min_chars,
              f"must be below filters.max_chars ({f.max_chars})")
-        return out
+        return out + (self.slurm.problems(f"{prefix}.slurm") if self.executor == "slurm" else [])

@@ -9,10 +9,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from factory import sbatch
 from factory.config_base import CoreConfig
 from factory.data.config import DataConfig
 from factory.data.filters import build_filters
-from factory.data.shards import BAD_RECORDS, first_bad_records, merge, shard_counts, work_dir
+from factory.data.shards import (
+    BAD_RECORDS,
+    UnreadableInput,
+    first_bad_records,
+    merge,
+    raise_failure,
+    shard_counts,
+    work_dir,
+)
 from factory.errors import ConfigError, DataError
 from factory.io import atomic_dir
 from factory.manifest import RunManifest
@@ -29,6 +38,11 @@ def plan(cfg: CoreConfig) -> Plan:
     if missing:
         raise ConfigError(missing)
     out = dc.output_dir or cfg.stage_dir("data")
+    if dc.executor == "slurm" and not sbatch.is_plain(str(out.resolve())):
+        key = "data.output_dir" if dc.output_dir else "run.dir"
+        raise ConfigError(f"{key}: {out.resolve()} holds a blank or a shell character; datatrove's Slurm executor "
+                          "writes the work folder beside it into job scripts unquoted (use a plain path, or "
+                          "data.executor=local)")
     return Plan(output_dir=out, reads=[i.path for i in dc.inputs], writes=[out / KEPT, out / REJECTED])
 
 
@@ -41,17 +55,17 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
         next(read_records(inp.path, inp.text_field or dc.text_field, inp.format, dc.text_unit, errors="yield"), None)
     work = work_dir(plan.output_dir, dc)
     steps = data_steps(dc, work)
-    if dc.executor == "slurm":
-        _run_slurm(steps, work, dc)
-    else:
-        from factory.data.executors import run_local
-
-        run_local(steps, work, dc.num_workers)
     reasons = reason_names(dc)
-    per_input = shard_counts(work, len(dc.inputs), reasons)
     try:
+        if dc.executor == "slurm":
+            _run_slurm(steps, work, dc)
+        else:
+            from factory.data.executors import run_local
+
+            run_local(steps, work, dc.num_workers)
+        per_input = shard_counts(work, len(dc.inputs), reasons)
         _check(dc, work, per_input)
-    except DataError:
+    except (UnreadableInput, RejectedTooMany):
         shutil.rmtree(work)  # the same inputs and config would fail the same way
         raise
     with atomic_dir(plan.output_dir) as tmp:
@@ -71,6 +85,10 @@ def reason_names(dc: DataConfig) -> list[str]:
     return names + [n for n, on in (("exact_dup", dc.dedup.exact), ("near_dup", dc.dedup.near)) if on]
 
 
+class RejectedTooMany(DataError):
+    """More malformed records than `max_error_rate` allows, or nothing kept."""
+
+
 def _check(dc: DataConfig, work: Path, per_input: list[Counter[str]]) -> None:
     """Malformed share per input within `max_error_rate`; something in and kept unless `allow_empty`."""
     for rank, (inp, count) in enumerate(zip(dc.inputs, per_input)):
@@ -79,14 +97,14 @@ def _check(dc: DataConfig, work: Path, per_input: list[Counter[str]]) -> None:
         for row in first[:dc.report_errors]:
             log.warning("malformed record %s: %s", row["source"], row["detail"])
         if total and bad / total > dc.max_error_rate:
-            raise DataError(f"{inp.path}: {bad} of {total} records malformed ({bad / total:.1%} > "
+            raise RejectedTooMany(f"{inp.path}: {bad} of {total} records malformed ({bad / total:.1%} > "
                             f"data.max_error_rate {dc.max_error_rate:.1%}); first: {first[0]['source']}: "
                             f"{first[0]['detail']}")
     total = sum(sum(c.values()) for c in per_input)
     kept = sum(c["kept"] for c in per_input)
     if not dc.allow_empty and (total == 0 or kept == 0):
         what = "no records in" if total == 0 else f"none of {total} records kept"
-        raise DataError(f"data: {what} ({', '.join(str(i.path) for i in dc.inputs)}); set data.allow_empty=true "
+        raise RejectedTooMany(f"data: {what} ({', '.join(str(i.path) for i in dc.inputs)}); set data.allow_empty=true "
                         "to accept an empty result")
 
 
@@ -103,6 +121,7 @@ def _run_slurm(steps: list, work: Path, dc: DataConfig) -> None:
     while ids and subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, check=False,
                                  text=True).stdout.strip():
         time.sleep(s.poll_seconds)
+    raise_failure(work)
     for step, executor in zip(steps, executors):
         if missing := executor.get_incomplete_ranks():
             raise DataError(f"data: Slurm step {step.name} left tasks {missing} unfinished (logs: "

@@ -29,12 +29,18 @@ def eod_id(sp) -> int | None:
 
 
 def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
-    """The `field` strings of a chunk of JSONL lines (blank lines skipped) as a pyarrow string array. Any
-    line pyarrow cannot read is found again line by line, so the error names its file and line."""
+    """The `field` strings of a chunk of JSONL lines (blank lines skipped) as a pyarrow string array.
+
+    pyarrow is the fast path; wherever it could accept what the strict reader (factory.strict_json) refuses,
+    the chunk is read line by line instead, so a bad line is named by file and line and pack and the data
+    stage agree on every record: every field is parsed (`infer`), so a key given twice anywhere is an error,
+    and a chunk that may hold NaN or Infinity, which pyarrow reads as numbers, takes the strict path."""
     import pyarrow as pa
     import pyarrow.json as pj
 
-    options = pj.ParseOptions(explicit_schema=pa.schema([(field, pa.string())]), unexpected_field_behavior="ignore")
+    if _may_hold_non_finite(chunk):
+        return pa.array(python_texts(chunk, field, path, first_line), type=pa.string())
+    options = pj.ParseOptions(explicit_schema=pa.schema([(field, pa.string())]), unexpected_field_behavior="infer")
     try:
         column = pj.read_json(pa.BufferReader(chunk), parse_options=options,
                               read_options=pj.ReadOptions(use_threads=True, block_size=1 << 20))
@@ -45,6 +51,12 @@ def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
     return pa.array(python_texts(chunk, field, path, first_line), type=pa.string())
+
+
+def _may_hold_non_finite(chunk: bytes) -> bool:
+    """Whether `NaN` or `Infinity` occurs anywhere in `chunk`. The one-byte tests go first: a memchr each,
+    about twenty times faster than the word tests, and Japanese text rarely holds an N or an I at all."""
+    return (b"N" in chunk and b"NaN" in chunk) or (b"I" in chunk and b"Infinity" in chunk)
 
 
 def python_texts(chunk: bytes, field: str, path: str, first_line: int) -> list[str]:

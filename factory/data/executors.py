@@ -12,6 +12,8 @@ from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.executor.slurm import SlurmPipelineExecutor
 from loguru import logger
 
+from factory import sbatch
+from factory.data.shards import raise_failure
 from factory.data.steps import Step
 from factory.errors import DataError
 
@@ -60,6 +62,7 @@ def _run_steps(steps: list[Step], work: Path, workers: int) -> None:
         done = step.tasks - len(executor.get_incomplete_ranks())
         log.info("data: %s, %d tasks%s", step.name, step.tasks, f" ({done} already done)" if done else "")
         executor.run()
+        raise_failure(work)  # an input a task could not read: stop before later steps use what it read
         if missing := executor.get_incomplete_ranks():
             raise DataError(f"data: step {step.name} left tasks {missing} unfinished (logs: "
                             f"{work / 'logs' / step.name / 'logs'})")
@@ -73,10 +76,13 @@ class FactorySlurmExecutor(SlurmPipelineExecutor):
         return None
 
     def get_sbatch_args(self, max_array: int = 1) -> dict:
+        """datatrove's directives with each value as one #SBATCH word (it writes `--key=value` unquoted)."""
         args = super().get_sbatch_args(max_array)
         if not self.mem_per_cpu_gb:
             args.pop("mem-per-cpu")
-        return args
+        words = {key: sbatch.word(str(value)) if value != "" else value for key, value in args.items()}
+        log = sbatch.log_file(self.slurm_logs_folder, "%A_%a.out")
+        return {**words, **{key: log for key in ("output", "error") if key in words}}
 
 
 def submit_slurm(executors: list[SlurmPipelineExecutor]) -> list[str]:

@@ -1,32 +1,49 @@
 """Tokenize one input into a Megatron indexed dataset (.bin/.idx), EOD appended, a chunk at a time.
 
-JSONL, the format the data stage writes, takes the fast path: pyarrow parses each chunk of whole lines.
-Any other format of the records reader (text, parquet, HF folders) is read through factory.records.
+JSONL, the format the data stage writes, takes the fast path (gzipped too): pyarrow parses each chunk of
+whole lines for the text field, and any line it cannot read is read again by factory.records' line parser,
+which names it. Any other format of the records reader (text, parquet, HF folders) is read through
+factory.records. Either way a malformed record stops the stage naming its file:line (pack has no error
+budget: the data stage is where records are screened), and a file that cannot be read to its end (a
+compressed file cut short) is one line naming the file and the last line read.
 gigatoken (BPE) or SentencePiece (unigram) encodes on every core, and one write appends each chunk.
 """
 
 from __future__ import annotations
 
+import codecs
+import gzip
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 from factory.errors import DataError
-from factory.records import detect_format, read_records
+from factory.records import UNREADABLE, detect_format, read_records, unreadable
 
 RECORDS_PER_CHUNK = 4096
 """Records per chunk for the formats that are not JSONL."""
 
 
-def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
-    """(number of the first line, whole lines of about `size` bytes)."""
-    with open(path, "rb") as f:
-        first = 1
-        while chunk := f.read(size):
-            if not chunk.endswith(b"\n"):
-                chunk += f.readline()
-            yield first, chunk
-            first += chunk.count(b"\n")
+def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes, int]]:
+    """(number of the first line, whole lines of about `size` bytes, bytes of the file read so far). Reads go
+    block by block (`read1`), so a file that ends early is named with the last whole line it holds."""
+    gz = path.name.lower().endswith(".gz")
+    first, pending = 1, b""
+    try:
+        with (gzip.open if gz else open)(path, "rb") as f:
+            raw = f.fileobj if gz else f  # progress counts the file's own (compressed) bytes
+            while block := f.read1(size):
+                pending += block
+                cut = pending.rfind(b"\n") + 1 if len(pending) >= size else 0
+                if cut:
+                    chunk, pending = pending[:cut], pending[cut:]
+                    yield first, chunk.removeprefix(codecs.BOM_UTF8) if first == 1 else chunk, raw.tell()
+                    first += chunk.count(b"\n")
+            if pending:
+                yield first, pending.removeprefix(codecs.BOM_UTF8) if first == 1 else pending, raw.tell()
+    except UNREADABLE as e:
+        lines = first - 1 + pending.count(b"\n")
+        raise unreadable(path, e, f"line {lines}" if lines else None) from None
 
 
 def _text_chunks(path: Path, field: str, task_bytes: int) -> Iterator[tuple[object, int]]:
@@ -35,9 +52,11 @@ def _text_chunks(path: Path, field: str, task_bytes: int) -> Iterator[tuple[obje
 
     from factory.data.encode import parse_texts
 
-    if detect_format(path) == "jsonl" and not path.name.endswith(".gz"):
-        for first, chunk in _chunks(path, task_bytes):
-            yield parse_texts(chunk, field, str(path), first), len(chunk)
+    if detect_format(path) == "jsonl":
+        done = 0
+        for first, chunk, position in _chunks(path, task_bytes):
+            yield parse_texts(chunk, field, str(path), first), position - done
+            done = position
         return
     records = read_records(path, field)
     while batch := [r.text for r in islice(records, RECORDS_PER_CHUNK)]:

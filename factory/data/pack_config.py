@@ -51,9 +51,9 @@ class BlendEntry(Section):
 
     dataset: str
     """Name of a pack dataset."""
-    weight: float | None = Field(default=None, gt=0)
+    weight: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Sampling weight (normalized within the phase)."""
-    repeat: float | None = Field(default=None, gt=0)
+    repeat: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Epochs over the dataset in this phase; its weight becomes tokens x repeat (LLM-jp-3 saw JA twice)."""
 
 

@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from factory.data.config import DataConfig
+from factory.errors import DataError
+from factory.records import source_position
 from factory.schema import OPERATIONAL
+from factory.strict_json import JsonError, loads
 
 log = logging.getLogger(__name__)
 BAD_RECORDS = ("malformed", "encoding")
@@ -23,7 +26,7 @@ def work_dir(output_dir: Path, dc: DataConfig) -> Path:
     work = output_dir.with_name(f".{output_dir.name}.work")
     identity = _identity(dc)
     record = work / "identity.json"
-    if work.exists() and (not record.exists() or json.loads(record.read_text()) != identity):
+    if work.exists() and _recorded(record) != identity:
         log.warning("data: %s holds a run of another config or other inputs; starting afresh", work)
         shutil.rmtree(work)
     if not work.exists():
@@ -32,6 +35,31 @@ def work_dir(output_dir: Path, dc: DataConfig) -> Path:
     else:
         log.info("data: continuing the unfinished run in %s", work)
     return work
+
+
+def _recorded(record: Path) -> object:
+    """The identity a work folder records; None when it has none or it is damaged (a kill mid-write)."""
+    try:
+        return loads(record.read_bytes())
+    except (OSError, JsonError, UnicodeDecodeError):
+        return None
+
+
+class UnreadableInput(DataError):
+    """An input a task could not read to its end (a compressed file cut short, damaged parquet)."""
+
+
+def failures_dir(work: Path) -> Path:
+    """Where a task records why it could not read its input (`<rank>.txt`, one line)."""
+    return work / "failed"
+
+
+def raise_failure(work: Path) -> None:
+    """UnreadableInput with the first recorded failure's line, if a task recorded one."""
+    folder = failures_dir(work)
+    first = min(folder.glob("*.txt"), default=None) if folder.is_dir() else None
+    if first is not None:
+        raise UnreadableInput(first.read_text(encoding="utf-8").strip())
 
 
 def _identity(dc: DataConfig) -> dict[str, Any]:
@@ -71,12 +99,7 @@ def first_bad_records(work: Path, rank: int, limit: int) -> list[dict[str, Any]]
         if shard.exists():
             with open(shard, encoding="utf-8") as f:
                 rows += [json.loads(line) for _, line in zip(range(limit), f)]
-    return sorted(rows, key=lambda r: _line_number(r["source"]))[:limit]
-
-
-def _line_number(source: str) -> int:
-    tail = source.rsplit(":", 1)[-1].rsplit("#", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return sorted(rows, key=lambda r: source_position(r["source"]))[:limit]
 
 
 def merge(work: Path, tasks: int, reasons: list[str], kept: Path, rejected: Path) -> None:

@@ -35,6 +35,7 @@ from factory.data.blocks import (
     shard_writer,
 )
 from factory.data.config import DataConfig, DedupConfig
+from factory.data.shards import failures_dir
 
 for _module in (exact_dedup, minhash_steps):
     # Their progress bars would cut into the stage's log; each step logs its start instead.
@@ -78,7 +79,7 @@ def data_steps(dc: DataConfig, work: Path) -> list[Step]:
                "japanese": i.japanese} for i in dc.inputs]
     tasks, rejected = len(inputs), work / "rejected"
     exact = ExactDedupConfig(content_getter=normalized_text, document_priority=input_priority)
-    read = [CorpusReader(inputs, dc.text_unit), WellFormed(exclusion_writer=RejectedWriter(rejected)),
+    read = [CorpusReader(inputs, dc.text_unit, failures_dir(work)), WellFormed(exclusion_writer=RejectedWriter(rejected)),
             *filter_blocks(dc, rejected), shard_writer(work / "filtered")]
     if not dc.dedup.exact:
         steps, survivors = [Step("filter", read, tasks)], work / "filtered"

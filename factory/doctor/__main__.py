@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import tempfile
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     from factory.doctor.workspace import check_prepared
     from factory.errors import ConfigError, report as report_error
 
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        # A budget of 0 or less would skip every check and still print PASS.
+        return report_error(ConfigError(f"--minutes {args.minutes:g}: expected a positive number of minutes"))
     if args.data is not None:
         try:
             check_prepared(args.data)

@@ -9,6 +9,8 @@ import torch
 
 from factory.doctor import configs, workspace
 from factory.doctor.checks import CheckFailed, DoctorContext
+from factory.errors import DataError
+from factory.strict_json import read_json_object
 
 BF16_LOGIT_TOLERANCE = 0.1
 """max |dlogits| between a bf16 HF model and the bf16 Megatron model (logits of order 1, 8 mantissa bits)."""
@@ -23,7 +25,7 @@ def data(context: DoctorContext) -> str:
         root = workspace.build(context.work_dir / "data", shapes.vocab_size, shapes.documents)
     context.artifacts["data"] = root
     context.artifacts["vocab_size"] = workspace.tokenizer_size(root)
-    counts = json.loads((root / "pack" / "token_counts.json").read_text())
+    counts = read_json_object(root / "pack" / "token_counts.json", DataError, "the pack stage's token counts")
     return f"tokenizer of {context.artifacts['vocab_size']} ids, packed {_total_tokens(counts):,} tokens"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from factory import sbatch
 from factory.schema import Section, rule
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
@@ -126,11 +127,21 @@ class LaunchConfig(Section):
         if self.nproc_per_node is not None and self.gpus_per_node:
             rule(out, self.nproc_per_node <= self.gpus_per_node, f"{prefix}.nproc_per_node", self.nproc_per_node,
                  f"more processes than GPUs per node ({self.gpus_per_node})")
+        for key, value in self.slurm_names().items():  # repr: a blank is the problem, so show it
+            rule(out, value is None or sbatch.name_problem(value) is None, f"{prefix}.{key}", repr(value),
+                 sbatch.name_problem(value or "") or "")
+        rule(out, self.job_name is None or sbatch.line_problem(self.job_name) is None, f"{prefix}.job_name",
+             repr(self.job_name), sbatch.line_problem(self.job_name or "") or "")
         for option in self.extra_sbatch:
             rule(out, option.startswith("-") and "\n" not in option, f"{prefix}.extra_sbatch", option,
                  "expected one sbatch option such as --exclusive")
         return out
 
+
+    def slurm_names(self) -> dict[str, str | None]:
+        """The #SBATCH options that name a Slurm object (none of which can hold a blank), by option name."""
+        return {"partition": self.partition, "account": self.account, "qos": self.qos,
+                "constraint": self.constraint, "reservation": self.reservation}
 
     @property
     def processes_per_node(self) -> int:

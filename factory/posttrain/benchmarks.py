@@ -96,9 +96,10 @@ def _on_model(cfg: CoreConfig, folder: Path, model_name: str, model_key: str, ma
             tok, model = loaded.get()
             (out / "mt_bench").mkdir(parents=True, exist_ok=True)
             answers = mt_bench.generate_answers(model, tok, questions, ec.mt_bench, stop_ids(cfg, tok),
-                                                cfg.runtime.seed, model_key, JsonlLog(out / ANSWERS))
+                                                cfg.runtime.seed, model_key,
+                                                JsonlLog(out / ANSWERS, mt_bench.ANSWER_FIELDS))
             judgements = mt_bench.judge_answers(client, judge_model, questions, answers, prompts, ec.mt_bench.judge,
-                                                JsonlLog(out / JUDGEMENTS))
+                                                JsonlLog(out / JUDGEMENTS, mt_bench.JUDGEMENT_FIELDS))
             report["mt_bench"] = mt_bench.summarize(judgements, judge_model)
             manifest.record(**_mt_bench_metrics(report["mt_bench"], len(questions)))
             manifest.add_output(out / ANSWERS, role="mt_bench_answers")

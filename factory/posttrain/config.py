@@ -71,7 +71,12 @@ class TrainSettings(Section):
     micro_batch_size: int = Field(default=1, ge=1)
     """Sequences (or pairs) per rank per forward pass."""
     max_length: int = Field(default=2048, ge=8)
-    """Longest tokenized sequence; with packing, the packed block length."""
+    """Longest tokenized sequence; with packing, the packed block length. Rows longer than this are cut to it
+    (counted and logged); a dataset none of whose rows fits is refused, naming its shortest row."""
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    """Share of a dataset's rows that may be malformed or break a rule (an unknown role, turns out of order,
+    an empty assistant turn; docs/stages/posttrain.md) and are dropped, counted per rule; above it the stage
+    stops naming the first bad row."""
     lora: LoraSettings | None = None
     """Train LoRA adapters instead of all weights (merged at save)."""
     router_aux_loss_coef: float | None = Field(default=None, ge=0)

@@ -1,20 +1,24 @@
-"""SFT and DPO datasets: read any records file or `datasets` folder, detect the layout, normalize, mix by weight.
+"""SFT and DPO datasets: read any records file or `datasets` folder, detect the layout, normalize, check, mix.
 
 Every SFT row becomes a `messages` conversation (ShareGPT `from/value` is renamed, a prompt/completion
 pair becomes one user turn and one assistant turn) so that all datasets share the chat template and the
 assistant-only loss. DPO rows keep prompt/chosen/rejected; plain strings turn into one-turn conversations
-when another dataset of the mixture is conversational.
+when another dataset of the mixture is conversational. Rows that are malformed or break a rule of
+factory/posttrain/rules.py are counted per rule against `<stage>.max_error_rate`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from factory.errors import DataError
 from factory.posttrain.config import DatasetSpec
+from factory.posttrain.rules import BASE_ROLES, RowError, RowTally, check_conversation, check_lengths, token_length
 from factory.records import read_records
 
 log = logging.getLogger(__name__)
@@ -28,14 +32,42 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "system": "system", "model": "assistant"}
 
 
-def read_rows(spec: DatasetSpec) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    """(column names, (source, row) pairs) of one dataset file or folder; a source is `file:line` or `file#row`."""
+@dataclass(frozen=True)
+class RowPolicy:
+    """How rows are checked: the share that may break a rule, the roles the chat template renders, and (with
+    a tokenizer) the template's rendering and `max_length`."""
+
+    stage: str
+    max_error_rate: float = 0.0
+    roles: tuple[str, ...] = BASE_ROLES
+    tokenizer: Any = None
+    max_length: int | None = None
+
+
+@dataclass
+class Mixture:
+    """The shuffled, weighted training rows and the rows dropped for each rule."""
+
+    dataset: Any
+    rejected: Counter = field(default_factory=Counter)
+
+
+def read_rows(spec: DatasetSpec, tally: RowTally) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    """(column names, (source, row) pairs) of one dataset file or folder; a source is `file:line` or `file#row`.
+    Malformed records (not JSON, not an object, bad bytes) are counted in `tally`."""
     path = spec.path
     if not path.exists():
         raise DataError(f"{path}: dataset not found")
     split = spec.split if path.is_dir() else None
-    rows = [(r.source, r.data) for r in read_records(path, text_field=None, split=split)]
+    rows = []
+    for record in read_records(path, text_field=None, split=split, errors="yield"):
+        tally.total += 1
+        if record.error:
+            tally.reject(record.source, RowError(record.reason, record.error))
+        else:
+            rows.append((record.source, record.data))
     if not rows:
+        tally.check()  # every record malformed: that is the line to show
         raise DataError(f"{path}: empty dataset (no rows)")
     columns = list(dict.fromkeys(key for _, row in rows for key in row))
     return columns, rows
@@ -57,36 +89,39 @@ def detect(columns: list[str], spec: DatasetSpec, stage: str) -> str:
     raise DataError(f"{spec.path}: columns found: {found}; expected: {EXPECTED[stage]}")
 
 
-def _turns(value: Any, where: str) -> list[dict[str, str]]:
-    if isinstance(value, str):
-        raise DataError(f"{where}: expected a list of messages, got a string")
+def _turns(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        got = "a string" if isinstance(value, str) else "nothing" if value is None else type(value).__name__
+        raise RowError("layout", f"expected a list of messages, got {got}")
     out = []
-    for m in value or []:
+    for m in value:
         if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: every message needs a 'role' and a string 'content'")
+            raise RowError("layout", "every message needs a 'role' and a string 'content'")
         out.append({"role": str(m["role"]), "content": m["content"]})
     return out
 
 
-def _as_turns(value: Any, role: str, where: str) -> list[dict[str, str]]:
-    return [{"role": role, "content": value}] if isinstance(value, str) else _turns(value, where)
+def _as_turns(value: Any, role: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": value}] if isinstance(value, str) else _turns(value)
 
 
-def sft_row(row: dict[str, Any], layout: str, where: str) -> dict[str, Any]:
-    """One row as `{"messages": [...]}` with at least one assistant turn."""
+def sft_row(row: dict[str, Any], layout: str, roles: tuple[str, ...]) -> dict[str, Any]:
+    """One row as `{"messages": [...]}`; RowError for a malformed row or a broken rule."""
     if layout == "messages":
-        messages = _turns(row.get("messages"), where)
+        messages = _turns(row.get("messages"))
     elif layout == "sharegpt":
+        turns = row.get("conversations")
+        if not isinstance(turns, list):
+            raise RowError("layout", f"'conversations' must be a list of turns, got {type(turns).__name__}")
         messages = []
-        for m in row.get("conversations") or []:
+        for m in turns:
             role = SHAREGPT_ROLES.get(str(m.get("from", "")).lower()) if isinstance(m, dict) else None
             if role is None or not isinstance(m.get("value"), str):
-                raise DataError(f"{where}: ShareGPT turns need 'from' in {sorted(SHAREGPT_ROLES)} and a string 'value'")
+                raise RowError("role", f"ShareGPT turns need 'from' in {sorted(SHAREGPT_ROLES)} and a string 'value'")
             messages.append({"role": role, "content": m["value"]})
     else:
-        messages = _as_turns(row.get("prompt"), "user", where) + _as_turns(row.get("completion"), "assistant", where)
-    if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(f"{where}: no assistant turn (nothing to train on)")
+        messages = _as_turns(row.get("prompt"), "user") + _as_turns(row.get("completion"), "assistant")
+    check_conversation(messages, roles)
     return {"messages": messages}
 
 
@@ -112,17 +147,19 @@ def usable_pairs(rows: list[tuple[str, dict[str, Any]]], path: Path) -> list[tup
     return [(source, row) for source, row in rows if source not in bad]
 
 
-def dpo_row(row: dict[str, Any], conversational: bool, where: str) -> dict[str, Any]:
+def dpo_row(row: dict[str, Any], conversational: bool, roles: tuple[str, ...]) -> dict[str, Any]:
     """One preference pair; plain strings become one-turn conversations when `conversational`."""
     if not row.get("prompt"):
-        raise DataError(f"{where}: empty 'prompt'")
+        raise RowError("empty_prompt", "empty 'prompt'")
     if not conversational:
-        if not all(isinstance(row[k], str) for k in ("prompt", "chosen", "rejected")):
-            raise DataError(f"{where}: prompt, chosen and rejected must all be strings or all be message lists")
+        if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+            raise RowError("layout", "prompt, chosen and rejected must all be strings or all be message lists")
         return {k: row[k] for k in ("prompt", "chosen", "rejected")}
-    return {"prompt": _as_turns(row["prompt"], "user", where),
-            "chosen": _as_turns(row["chosen"], "assistant", where),
-            "rejected": _as_turns(row["rejected"], "assistant", where)}
+    pair = {"prompt": _as_turns(row["prompt"], "user"), "chosen": _as_turns(row.get("chosen"), "assistant"),
+            "rejected": _as_turns(row.get("rejected"), "assistant")}
+    for answer in ("chosen", "rejected"):
+        check_conversation(pair["prompt"] + pair[answer], roles)
+    return pair
 
 
 def weighted(rows: list[dict[str, Any]], weight: float, rng: random.Random) -> list[dict[str, Any]]:
@@ -131,27 +168,49 @@ def weighted(rows: list[dict[str, Any]], weight: float, rng: random.Random) -> l
     return rows * whole + rng.sample(rows, round(len(rows) * frac))
 
 
-def load_mixture(specs: Iterable[DatasetSpec], stage: str, seed: int):
-    """A shuffled `datasets.Dataset` of the normalized, weighted mixture; logs rows per dataset."""
+def _checked(spec: DatasetSpec, layout: str, rows: list[tuple[str, dict[str, Any]]], tally: RowTally,
+             policy: RowPolicy, conversational: bool) -> list[dict[str, Any]]:
+    """The normalized rows of one dataset that follow every rule; the rest counted in `tally`, which fails the
+    dataset above the rate; with a tokenizer, a DataError when no row fits max_length."""
+    kept, lengths = [], []
+    for source, row in rows:
+        try:
+            norm = sft_row(row, layout, policy.roles) if policy.stage == "sft" else \
+                dpo_row(row, conversational, policy.roles)
+            if policy.tokenizer is not None:
+                lengths.append(token_length(policy.tokenizer, norm))
+        except RowError as e:
+            tally.reject(source, e)
+            continue
+        kept.append(norm)
+    tally.check()
+    if policy.max_length is not None:
+        check_lengths(spec.path, lengths, policy.max_length, policy.stage)
+    return kept
+
+
+def load_mixture(specs: Iterable[DatasetSpec], policy: RowPolicy, seed: int) -> Mixture:
+    """The shuffled, weighted mixture as a `datasets.Dataset`; logs rows per dataset and what was dropped."""
     from datasets import Dataset
 
     rng = random.Random(seed)
     loaded = []
     for spec in specs:
-        columns, rows = read_rows(spec)
-        layout = detect(columns, spec, stage)
-        loaded.append((spec, layout, usable_pairs(rows, spec.path) if stage == "dpo" else rows))
-    conversational = stage == "dpo" and any(not isinstance(rows[0][1].get("prompt"), str) for _, _, rows in loaded)
+        tally = RowTally(spec.path, policy.stage, policy.max_error_rate)
+        columns, rows = read_rows(spec, tally)
+        layout = detect(columns, spec, policy.stage)
+        loaded.append((spec, layout, usable_pairs(rows, spec.path) if policy.stage == "dpo" else rows, tally))
+    conversational = policy.stage == "dpo" and any(not isinstance(rows[0][1].get("prompt"), str)
+                                                   for _, _, rows, _ in loaded)
     mixed: list[dict[str, Any]] = []
-    for spec, layout, rows in loaded:
-        if stage == "sft":
-            norm = [sft_row(row, layout, source) for source, row in rows]
-        else:
-            norm = [dpo_row(row, conversational, source) for source, row in rows]
-        taken = weighted(norm, spec.weight, rng)
-        log.info("%s: %s (%s), %d rows x %g -> %d", stage, spec.path, layout, len(rows), spec.weight, len(taken))
+    rejected: Counter = Counter()
+    for spec, layout, rows, tally in loaded:
+        taken = weighted(_checked(spec, layout, rows, tally, policy, conversational), spec.weight, rng)
+        rejected.update(tally.rejected)
+        log.info("%s: %s (%s), %d rows x %g -> %d", policy.stage, spec.path, layout, len(rows), spec.weight,
+                 len(taken))
         mixed += taken
     if not mixed:
-        raise DataError(f"{stage}: the weighted mixture is empty (weights too small for the datasets)")
+        raise DataError(f"{policy.stage}: the weighted mixture is empty (weights too small for the datasets)")
     rng.shuffle(mixed)
-    return Dataset.from_list(mixed)
+    return Mixture(Dataset.from_list(mixed), rejected)

@@ -82,7 +82,7 @@ def _measure(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManif
     model = hf.load_model(folder, dtype, len(tok)).eval()
     for h in ec.heldout:
         manifest.add_input(h.path, role=f"heldout:{h.language}")
-        texts = [str(r.get(h.text_field, "")) for r in ev.read_rows(h.path, h.max_docs)]
+        texts = ev.read_texts(h.path, h.text_field, h.max_docs)
         report["perplexity"][h.language] = ev.perplexity(model, tok, texts, ec.max_length)
         manifest.record(**{f"perplexity.{h.language}": round(report["perplexity"][h.language]["perplexity"], 4)})
     if ec.prompts:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shlex
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -17,12 +20,13 @@ from factory.records import read_records
 from tokenizer.config import SpecialTokens
 
 
-def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first `limit` records of a file (any format of factory.records); one-line DataError when malformed."""
-    rows = [r.data for r in islice(read_records(path, text_field=None), limit)]
-    if not rows:
+def read_texts(path: Path, text_field: str, limit: int | None = None) -> list[str]:
+    """The `text_field` strings of the first `limit` records of a file (any format of factory.records); a
+    one-line DataError naming file:line for a malformed record or one whose field is missing or not a string."""
+    texts = [r.text for r in islice(read_records(path, text_field=text_field, text_unit="line"), limit)]
+    if not texts:
         raise DataError(f"{path}: empty (no records)")
-    return rows
+    return texts
 
 
 @torch.no_grad()
@@ -113,16 +117,29 @@ def code_switch(answers: list[dict[str, Any]], detector: LangMixDetector, keep: 
 
 def benchmark_commands(model_dir: Path, name: str, lm_eval_tasks: str) -> dict[str, str]:
     """Commands to run on a GPU node against the HF folder (printed, never run here): llm-jp-eval, and the
-    whole Japanese leaderboard of lm-evaluation-harness (its other tasks load their data from the hub)."""
+    whole Japanese leaderboard of lm-evaluation-harness (its other tasks load their data from the hub).
+
+    Every word is shell-quoted, so a folder with spaces or `$` pastes as it is; lm-eval reads `--model_args`
+    as JSON (a path with a comma would split its key=value form), Hydra reads a quoted override value."""
     m = str(model_dir.resolve())
+    model_args = json.dumps({"pretrained": m, "dtype": "bfloat16"}, ensure_ascii=False)
     return {
-        "llm-jp-eval": (f"python scripts/evaluate_llm.py -cn config.yaml model.pretrained_model_name_or_path={m} "
-                        f"tokenizer.pretrained_model_name_or_path={m} "
-                        f"dataset_dir=<llm-jp-eval datasets>/evaluation/test "
-                        f"# in a checkout of github.com/llm-jp/llm-jp-eval"),
-        "lm-evaluation-harness": (f"lm_eval --model hf --model_args pretrained={m},dtype=bfloat16 "
-                                  f"--tasks {lm_eval_tasks} --batch_size auto --output_path results/{name}"),
+        "llm-jp-eval": shlex.join(["python", "scripts/evaluate_llm.py", "-cn", "config.yaml",
+                                   f"model.pretrained_model_name_or_path={hydra_value(m)}",
+                                   f"tokenizer.pretrained_model_name_or_path={hydra_value(m)}",
+                                   "dataset_dir=<llm-jp-eval datasets>/evaluation/test"])
+                       + "  # in a checkout of github.com/llm-jp/llm-jp-eval",
+        "lm-evaluation-harness": shlex.join(["lm_eval", "--model", "hf", "--model_args", model_args,
+                                             "--tasks", lm_eval_tasks, "--batch_size", "auto",
+                                             "--output_path", f"results/{name}"]),
     }
+
+
+def hydra_value(text: str) -> str:
+    """`text` as one Hydra override value: single-quoted, a quote and the backslashes before it escaped (Hydra
+    would otherwise read `,` as a sweep and `=`, brackets or spaces as grammar)."""
+    escaped = re.sub(r"(\\*)'", lambda match: match[1] * 2 + "\\'", text)
+    return "'" + re.sub(r"(\\+)$", lambda match: match[1] * 2, escaped) + "'"
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -130,6 +130,12 @@ def _reply(model, tok, messages: list[dict[str, str]], max_new_tokens: int, temp
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
+ANSWER_FIELDS = {"question_id": int, "category": str, "turns": list}
+JUDGEMENT_FIELDS = {"question_id": int, "category": str, "turn": int, "judgement": str,
+                    "score": (int, float, type(None))}
+"""What the summary reads from each answer and judgement; a record without them is redone."""
+
+
 def generate_answers(model, tok, questions: list[Question], mt: MtBenchConfig, stop_ids: list[int], seed: int,
                      model_key: str, answers: JsonlLog) -> dict[int, dict[str, Any]]:
     """Two-turn answers per question (the second turn sees the first answer), resumed from `answers`."""

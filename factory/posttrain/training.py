@@ -13,7 +13,8 @@ from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
 from factory.posttrain.config import TrainSettings
-from factory.posttrain.data import load_mixture
+from factory.posttrain.data import RowPolicy, load_mixture
+from factory.posttrain.rules import template_roles
 from factory.stage_api import Plan, Stage
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,11 @@ def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
 
     tc, p = stage.section_of(cfg), paths(cfg, stage)
     tok = hf.load_tokenizer(p.tokenizer, f"{stage.name}.tokenizer_dir")
-    data = load_mixture(tc.datasets, stage.name, cfg.runtime.seed)
+    policy = RowPolicy(stage.name, tc.max_error_rate, template_roles(tok.chat_template), tok, tc.max_length)
+    mixture = load_mixture(tc.datasets, policy, cfg.runtime.seed)
+    data = mixture.dataset
+    manifest.record(rows_rejected=sum(mixture.rejected.values()),
+                    **{f"rows_rejected.{rule}": n for rule, n in sorted(mixture.rejected.items())})
     _, dtype = hf.device_and_dtype(cfg)
     model = hf.load_model(p.model, dtype, len(tok))
     for d in tc.datasets:

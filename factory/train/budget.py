@@ -5,11 +5,11 @@ No torch: the pipeline's dry run prints these for every training stage before an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from factory.data.indexed import token_count
 from factory.train.config import TrainConfig
+from factory.train.blend import blend_phases
 
 MAX_USEFUL_EPOCHS = 4
 """Muennighoff et al. 2023 (Scaling Data-Constrained Language Models): up to ~4 epochs, repeated tokens are
@@ -37,8 +37,8 @@ def synthetic_share(cfg, blend_file: Path, phase: str | None, pack_blend: Path) 
     else from this config's blend section when the pack stage of this run writes that file."""
     blend_file = Path(blend_file)
     if blend_file.is_file():
-        phases = {p["name"]: [(Path(prefix).name, weight) for prefix, weight in zip(p["prefixes"], p["weights"])]
-                  for p in json.loads(blend_file.read_text())["phases"]}
+        phases = {p.name: [(Path(prefix).name, weight) for prefix, weight in zip(p.prefixes, p.weights)]
+                  for p in blend_phases(blend_file)}
     elif blend_file == pack_blend and getattr(cfg, "blend", None) is not None:
         phases = {p.name: [(e.dataset, e.weight) for e in p.datasets] for p in cfg.blend.phases}
     else:

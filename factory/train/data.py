@@ -8,46 +8,13 @@ consecutive samples at offsets r*M + k*M*DP. Resuming only needs `consumed_sampl
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from factory.errors import ConfigError, DataError
-
-
-@dataclass(frozen=True)
-class PhaseBlend:
-    """One blend phase as the pack stage resolved it."""
-
-    name: str
-    prefixes: list[str]
-    weights: list[float]
-
-
-def read_blend(path: Path, phase: str | None) -> PhaseBlend:
-    """The named phase (or the first) from the pack stage's blend.json, with its files checked."""
-    if not path.is_file():
-        raise ConfigError(f"blend file not found: {path} (run the pack stage first)")
-    try:
-        phases = json.loads(path.read_text())["phases"]
-        blends = [PhaseBlend(p["name"], list(p["prefixes"]), [float(w) for w in p["weights"]]) for p in phases]
-    except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: malformed blend file ({type(e).__name__}: {e})") from None
-    names = [b.name for b in blends]
-    chosen = blends[0] if phase is None and blends else next((b for b in blends if b.name == phase), None)
-    if chosen is None:
-        raise ConfigError(f"phase={phase}: not in {path} (phases: {', '.join(names) or 'none'})")
-    for prefix in chosen.prefixes:
-        for ext in (".bin", ".idx"):
-            if not Path(prefix + ext).is_file():
-                raise DataError(f"{path}: phase {chosen.name} names {prefix}{ext}, which does not exist")
-        if Path(prefix + ".bin").stat().st_size == 0:
-            raise DataError(f"{path}: phase {chosen.name} names {prefix}.bin, which holds no tokens")
-    return chosen
+from factory.train.blend import PhaseBlend
 
 
 def build_datasets(blend: PhaseBlend, tokenizer, seq_length: int, split: str, seed: int,

@@ -16,7 +16,8 @@ from typing import Any
 from factory.errors import ConfigError
 from factory.identity import identity
 from factory.train.config import PhaseSpec, TrainConfig
-from factory.train.data import PhaseBlend, batch_fingerprint, build_datasets, read_blend
+from factory.train.blend import PhaseBlend, read_blend
+from factory.train.data import batch_fingerprint, build_datasets
 
 
 @dataclass

@@ -34,27 +34,41 @@ POSTTRAIN_CASES = [
     ("dpo", [{**PAIR, "chosen": ""}, {**PAIR, "rejected": ""}], "empty 'chosen'"),
     ("dpo", [PAIR, {**PAIR, "prompt": ""}], ":2: empty 'prompt'"),
     ("dpo", [GOOD_SFT], "expected: prompt+chosen+rejected"),
+    ("sft", [GOOD_SFT, {"messages": [{"role": "usr", "content": "質問"}, {"role": "assistant", "content": "答え"}]}],
+     ":2: message 0: role 'usr' is not one of system, user, assistant"),
+    ("sft", [GOOD_SFT, {"messages": [{"role": "user", "content": "質問"}, {"role": "assistant", "content": " "}]}],
+     ":2: message 1: empty assistant turn"),
+    ("sft", [GOOD_SFT, {"messages": [{"role": "assistant", "content": "答え"}, {"role": "user", "content": "質問"}]}],
+     ":2: message 0: assistant as the first turn (expected system or user)"),
+    ("sft", [GOOD_SFT, {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                                     {"role": "assistant", "content": "c"}]}], ":2: message 1: user after a user turn"),
+    ("sft", [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+             {"conversations": [{"from": "humn", "value": "q"}, {"from": "gpt", "value": "a"}]}],
+     ":2: ShareGPT turns need 'from' in"),
+    ("sft", [GOOD_SFT, GOOD_SFT, "[1, 2]"], ":3: expected a JSON object, got list"),
+    ("dpo", [{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+              "rejected": [{"role": "asistant", "content": "b"}]}, PAIR], ":1: message 1: role 'asistant'"),
 ]
 
 
 @pytest.mark.parametrize(("verb", "lines", "names"), POSTTRAIN_CASES, ids=[f"{v}:{n}" for v, _, n in POSTTRAIN_CASES])
 def test_posttrain_data_case(tmp_path, verb, lines, names):
     from factory.posttrain.config import DatasetSpec
-    from factory.posttrain.data import load_mixture
+    from factory.posttrain.data import RowPolicy, load_mixture
 
     path = _jsonl(tmp_path / "rows.jsonl", lines)
     with pytest.raises(FactoryError) as info:
-        load_mixture([DatasetSpec(path=path)], verb, seed=0)
+        load_mixture([DatasetSpec(path=path)], RowPolicy(verb), seed=0)
     assert len(info.value.lines()) == 1 and str(path) in str(info.value) and names in str(info.value), str(info.value)
     assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
 
 
 def test_degenerate_pairs_are_rejected_with_a_count(tmp_path, caplog):
     from factory.posttrain.config import DatasetSpec
-    from factory.posttrain.data import load_mixture
+    from factory.posttrain.data import RowPolicy, load_mixture
 
     path = _jsonl(tmp_path / "pairs.jsonl", [PAIR, SAME, {**PAIR, "rejected": ""}, PAIR])
-    dataset = load_mixture([DatasetSpec(path=path)], "dpo", seed=0)
+    dataset = load_mixture([DatasetSpec(path=path)], RowPolicy("dpo"), seed=0).dataset
     assert len(dataset) == 2 and all(row["chosen"] != row["rejected"] for row in dataset)
     assert f"rejected 2 of 4 degenerate pairs (first {path}:2: chosen equals rejected)" in caplog.text
 
@@ -92,7 +106,7 @@ def test_truncated_config_json_names_the_file(tmp_path):
     from factory.convert.hf_import import read_hf_config
 
     (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_si')
-    with pytest.raises(FactoryError, match=f"^{tmp_path / 'config.json'}: not valid JSON"):
+    with pytest.raises(FactoryError, match=f"^{tmp_path / 'config.json'}:1: not valid JSON"):
         read_hf_config(tmp_path)
 
 
@@ -122,7 +136,7 @@ def test_truncated_index_names_the_file(tmp_path):
     from factory.convert.hf_io import INDEX, LazyReader
 
     (tmp_path / INDEX).write_text('{"weight_map": {"a": "model-0')
-    with pytest.raises(FactoryError, match=f"^{tmp_path / INDEX}: not a safetensors index"):
+    with pytest.raises(FactoryError, match=f"^{tmp_path / INDEX}:1: not a safetensors index"):
         LazyReader(tmp_path)
 
 

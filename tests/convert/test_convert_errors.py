@@ -116,3 +116,60 @@ def test_config_weights_shape_mismatch(tmp_path):
                                               r"but config.json implies \(192, 64\)"):
         _import(src, tmp_path)
     assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize(("arch", "change", "words"), [
+    ("llama", {"max_position_embeddings": None}, "required key 'max_position_embeddings' is missing"),
+    ("llama", {"hidden_size": "64"}, "hidden_size='64': expected a positive integer"),
+    ("llama", {"num_key_value_heads": 0}, "num_key_value_heads=0: expected a positive integer"),
+    ("llama", {"rms_norm_eps": None}, "required key 'rms_norm_eps' is missing"),
+    ("llama", {"rope_parameters": "default"}, "rope_parameters='default': expected an object"),
+    ("mixtral", {"num_experts_per_tok": None}, "required key 'num_experts_per_tok' is missing"),
+    ("qwen2_moe", {"shared_expert_intermediate_size": None}, "required key 'shared_expert_intermediate_size'"),
+    ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": "fast"}}, "model.rotary_base='fast'"),
+], ids=["no-positions", "text-size", "zero-groups", "no-eps", "rope-string", "no-topk", "no-shared-size",
+        "text-theta"])
+def test_a_missing_or_ill_typed_config_key_is_one_line_naming_the_file(tmp_path, arch, change, words):
+    src = write_hf_model(tmp_path / "src", arch)
+    config = json.loads((src / "config.json").read_text())
+    edited = {k: v for k, v in {**config, **change}.items() if v is not None}
+    (src / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError) as info:
+        _import(src, tmp_path)
+    assert str(info.value).startswith(f"{src}/config.json: ") and words in str(info.value), str(info.value)
+    assert len(info.value.lines()) == 1 and not (tmp_path / "ckpt").exists()
+
+
+def _retype(shard, tensor: str, dtype: str) -> None:
+    """Rewrite one tensor's dtype in a safetensors header, as a quantizing tool would."""
+    import struct
+
+    data = shard.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    header[tensor]["dtype"] = dtype
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    shard.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size:])
+
+
+def test_an_unsupported_dtype_names_the_tensor_its_dtype_and_the_supported_ones(tmp_path):
+    src = write_hf_model(tmp_path / "src", "llama")
+    name = "model.layers.0.mlp.down_proj.weight"
+    _retype(src / "model.safetensors", name, "I8")
+    with pytest.raises(CheckpointError) as info:
+        _import(src, tmp_path)
+    assert str(info.value).startswith(f"{src / 'model.safetensors'}: tensor {name} has dtype I8, which cannot be "
+                                      "read (supported: F32, BF16, F16, F64, I64, I32, U8, BOOL;")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_header_whose_byte_range_does_not_fit_the_shape_is_named(tmp_path):
+    from factory.convert.hf_io import LazyReader
+
+    src = write_hf_model(tmp_path / "src", "llama")
+    name = "model.norm.weight"
+    _retype(src / "model.safetensors", name, "F16")  # the bytes are F32: twice what F16 needs
+    with pytest.raises(CheckpointError, match=rf"model.safetensors: tensor {name}: 256 bytes for shape \[64\] F16 "
+                                              r"\(128 expected\)"):
+        LazyReader(src).get(name)

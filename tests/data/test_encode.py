@@ -4,6 +4,7 @@ parsed by pyarrow with errors named by line, in chunks of whole lines."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +68,13 @@ def test_a_gigatoken_disagreement_is_refused(model_file, monkeypatch):
     (b'{"text": 5}', "x.jsonl:3: 'text' is int, expected a string"),
     (b'["text"]', "x.jsonl:3: expected a JSON object, got list"),
     (b'{"text": "\xff"}', "x.jsonl:3: not UTF-8"),
+    (b'{"text": "c", "meta": {"k": 1, "k": 2}}', r"x.jsonl:3: invalid JSON \(key 'k' given twice"),
+    (b'{"text": "c", "score": NaN}', r"x.jsonl:3: invalid JSON \(NaN is not a JSON number"),
+    (b'{"text": "c", "score": -Infinity}', r"x.jsonl:3: invalid JSON \(-Infinity is not a JSON number"),
 ])
 def test_bad_lines_are_named_by_file_and_line(line, message):
+    """pyarrow reads a repeated key in a field pack does not use, and NaN, without complaint: the strict reader
+    still names them, as it does for the data stage."""
     chunk = b'{"text": "a"}\n\n' + line + b'\n{"text": "b"}\n'
     with pytest.raises(DataError, match=f"^{message}"):
         parse_texts(chunk, "text", "x.jsonl", 1)
@@ -77,8 +83,30 @@ def test_bad_lines_are_named_by_file_and_line(line, message):
 def test_chunks_hold_whole_lines_and_count_them(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_bytes(_jsonl([f"document {i}" for i in range(50)]))
-    chunks = list(_chunks(path, 100))
+    chunks = [(first, chunk) for first, chunk, _ in _chunks(path, 100)]
     assert b"".join(c for _, c in chunks) == path.read_bytes() and len(chunks) > 5
     assert all(c.endswith(b"\n") for _, c in chunks)
     firsts = [first for first, _ in chunks]
     assert firsts == [1] + [1 + sum(c.count(b"\n") for _, c in chunks[:i]) for i in range(1, len(chunks))]
+    assert [position for *_, position in _chunks(path, 100)][-1] == path.stat().st_size
+
+
+def test_gzipped_chunks_are_the_same_lines_and_a_cut_one_names_the_last_whole_line(tmp_path):
+    import gzip
+
+    lines = _jsonl([f"document {i}" for i in range(5000)])
+    path = tmp_path / "c.jsonl.gz"
+    path.write_bytes(gzip.compress(lines))
+    assert b"".join(chunk for _, chunk, _ in _chunks(path, 4096)) == lines
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"^{path}: unreadable after line (\d+) \(Compressed file ended") as info:
+        list(_chunks(path, 4096))
+    last = int(re.search(r"after line (\d+)", str(info.value))[1])
+    with gzip.open(path, "rb") as f:  # the whole lines the cut file still holds, read one by one
+        whole = []
+        try:
+            for raw in f:
+                whole.append(raw)
+        except EOFError:
+            pass
+    assert 0 < last < 5000 and last == len([line for line in whole if line.endswith(b"\n")])

@@ -51,3 +51,14 @@ def test_a_bad_data_folder_is_one_line_and_exit_2_before_any_check(tmp_path):
         f"{tmp_path / 'nope/pack/blend.json'} (expected the tokenizer stage's output in tokenizer/ and the pack "
         "stage's in pack/)"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("minutes", ["-5", "0", "nan", "inf"])
+def test_a_time_budget_that_is_not_a_positive_number_is_refused_in_one_line(tmp_path, capsys, minutes):
+    """`--minutes -5` used to skip every check and print PASS."""
+    from factory.doctor.__main__ import main
+
+    code = main(["--tier", "cpu", "--minutes", minutes, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: --minutes {float(minutes):g}: expected a positive number of minutes\n"
+    assert not (tmp_path / "out").exists()

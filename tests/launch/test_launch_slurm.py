@@ -40,6 +40,9 @@ CASES = {
         "launch": {"venv": "/opt/venv", "cpus_per_task": 16, "output_dir": "/logs",
                    "array": {"max_parallel": 2, "tasks": [["data.inputs=[a.jsonl]", "data.output_dir=runs/g/a"],
                                                           ["data.inputs=[b c.jsonl]", "data.output_dir=runs/g/b"]]}}},
+    "data-quoted": {  # what sbatch's own parser needs quoted: blanks, '#', quotes; '%' doubled in file names
+        "run": {"name": "my run", "dir": 'runs/my run #1/"50%"'},
+        "launch": {"venv": "/opt/my venv", "partition": "cpu,debug", "account": "lab#2", "job_name": "tok 'a'"}},
 }
 
 
@@ -175,3 +178,22 @@ def test_synth_with_serve_run_outside_its_job_names_what_is_missing(tmp_path):
     with pytest.raises(ConfigError, match=r"synth.serve: the vLLM server of runs/g/export/hf is started by the "
                                           r"stage's Slurm job"):
         STAGES["synth"].plan(validate_config(raw))
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("partition", "gpu a100", "launch.partition='gpu a100': a Slurm name cannot contain spaces"),
+    ("account", "lab\tb", "launch.account='lab\\tb': a Slurm name cannot contain spaces"),
+    ("qos", " high", "launch.qos=' high'"),
+    ("job_name", "a\nb", "launch.job_name='a\\nb': cannot contain a line break"),
+], ids=["partition-space", "account-tab", "qos-space", "job-name-newline"])
+def test_values_sbatch_cannot_take_are_refused_naming_the_key(key, value, words):
+    with pytest.raises(ConfigError) as info:
+        validate_config({**CASES["data-array"], "launch": {key: value}})
+    assert len(info.value.problems) == 1 and words in info.value.problems[0], info.value.problems
+
+
+def test_a_run_folder_with_a_line_break_is_refused_before_rendering():
+    cfg = validate_config({"run": {"name": "g", "dir": "runs/a\nb"}})
+    with pytest.raises(ConfigError, match=r"run.dir='runs/a\\nb': cannot contain a line break .*#SBATCH"):
+        render(cfg, "data", "configs/g.yaml", [])
+

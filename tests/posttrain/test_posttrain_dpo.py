@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from factory.posttrain.config import DatasetSpec
-from factory.posttrain.data import load_mixture
+from factory.posttrain.data import RowPolicy, load_mixture
 from factory.runner import run_stage
 from factory.registry import STAGES
 from tests.posttrain.conftest import DPO_DATA, copy_model, post_config
@@ -54,6 +54,6 @@ def test_dpo_lora_on_moe_grows_the_reward_margin_and_output_loads(mixtral_dir, t
     ref = AutoModelForCausalLM.from_pretrained(model_in, local_files_only=True)
     assert type(policy).__name__ == "MixtralForCausalLM" and not (out / "adapter").exists()
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
-    pairs = list(load_mixture([DatasetSpec(**d) for d in DPO_DATA], "dpo", seed=0))
+    pairs = list(load_mixture([DatasetSpec(**d) for d in DPO_DATA], RowPolicy("dpo"), seed=0).dataset)
     assert reward_margin(ref, ref, tok, pairs) == 0.0
     assert reward_margin(policy, ref, tok, pairs) > 0.05

@@ -127,3 +127,23 @@ def test_bad_benchmark_input_is_one_line(llama_dir, eval_data, tmp_path, capsys)
     assert rc == 1 and len(err) == 1
     assert err[0].startswith(f"error: eval.mt_bench.judge: the judge at {url} does not answer: ")
     assert not (tmp_path / "run" / "eval" / "report.json").exists()
+
+
+def test_hand_off_command_survives_the_shell_and_lm_eval_reads_the_path(tmp_path, monkeypatch):
+    """A folder with a space, a comma, `=`, a quote and `$`: bash passes the words lm-eval's own parser reads."""
+    import subprocess
+    import sys
+
+    from lm_eval._cli import HarnessCLI
+
+    from factory.posttrain.evaluate import benchmark_commands
+
+    folder = tmp_path / "my models" / "a,b=c'd$HOME"
+    command = benchmark_commands(folder, "run one", "japanese_leaderboard")["lm-evaluation-harness"]
+    printer = f"{sys.executable} -c 'import json, sys; print(json.dumps(sys.argv[1:]))'"
+    words = json.loads(subprocess.run(["bash", "-c", command.replace("lm_eval", printer, 1)], capture_output=True,
+                                      text=True, check=True).stdout)
+    monkeypatch.setattr(sys, "argv", ["lm_eval", *words])
+    args = HarnessCLI().parse_args()
+    assert args.model_args == {"pretrained": str(folder.resolve()), "dtype": "bfloat16"}
+    assert args.output_path == "results/run one" and args.tasks == ["japanese_leaderboard"]

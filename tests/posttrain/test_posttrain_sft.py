@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from factory.posttrain import model as hf
 from factory.posttrain.config import SftConfig
-from factory.posttrain.data import load_mixture
+from factory.posttrain.data import RowPolicy, load_mixture
 from factory.posttrain.sft_stage import make_trainer
 from factory.runner import run_stage
 from factory.registry import STAGES
@@ -64,7 +64,7 @@ def test_labels_are_minus_100_exactly_outside_assistant_replies(llama_dir, tmp_p
     sc = SftConfig(datasets=SFT_DATA, learning_rate=1e-3, max_steps=1, max_length=256)
     cfg = post_config(tmp_path, sft=sc.model_dump(mode="json"))
     tok = hf.load_tokenizer(llama_dir, "sft.tokenizer_dir")
-    data = load_mixture(sc.datasets, "sft", seed=0)
+    data = load_mixture(sc.datasets, RowPolicy("sft"), seed=0).dataset
     trainer = make_trainer(sc, hf.load_model(llama_dir, torch.float32, len(tok)), tok, data,
                            hf.trainer_kwargs(cfg, sc, tmp_path / "work", "sft"))
     checked = 0

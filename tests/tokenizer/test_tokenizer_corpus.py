@@ -84,3 +84,14 @@ def test_sampler_caps_heldout_bytes():
     list(s.train_lines_of(_lines(1000)))
     assert 0 < s.heldout_bytes <= 1000
     assert s.summary()["heldout_lines"] == len(s.heldout)
+
+
+def test_a_gzip_input_cut_short_or_not_gzip_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "corpus.txt.gz"
+    data = gzip.compress("".join(f"日本語の文です。{i * 7919 % 100003}\n" for i in range(2000)).encode())
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError, match=rf"^{path}: unreadable after line \d+ \(Compressed file ended"):
+        list(iter_lines([path], "text"))
+    path.write_bytes("日本語の文です。\n".encode())
+    with pytest.raises(DataError, match=rf"^{path}: cannot be read \(Not a gzipped file"):
+        input_bytes([path])

@@ -95,11 +95,18 @@ class ChatClient:
 
 
 def _content(payload: bytes) -> str:
+    """The completion's text. A body that is not JSON or has no message, and a message whose content is not a
+    string (vLLM answers `"content": null` when a reasoning or tool-call parser took every token), are failed
+    attempts: retried, then an EndpointError, never a record."""
     try:
-        return json.loads(payload)["choices"][0]["message"]["content"]
+        content = json.loads(payload)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         # A truncated or garbled body is a transport fault as far as the caller is concerned.
         raise _Retryable(f"malformed response: {payload[:120]!r}") from None
+    if not isinstance(content, str):
+        kind = "null" if content is None else type(content).__name__
+        raise _Retryable(f"response content is {kind}, expected a string: {payload[:120]!r}")
+    return content
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -43,7 +43,7 @@ def load_personas(sc: SynthConfig) -> list[str]:
         return list(sc.personas)
     if not sc.personas_file.is_file():
         raise DataError(f"{sc.personas_file}: personas file not found")
-    lines = [ln.strip() for ln in sc.personas_file.read_text(encoding="utf-8").splitlines()]
+    lines = (r.text.strip() for r in read_records(sc.personas_file, fmt="text", text_unit="line"))
     personas = list(dict.fromkeys(ln for ln in lines if ln))
     if not personas:
         raise DataError(f"{sc.personas_file}: no personas (expected one per line)")
@@ -81,25 +81,46 @@ def iter_jobs(sc: SynthConfig, personas: list[str], seeds: list[tuple[str, str]]
 
 
 class JsonlLog:
-    """An append-only JSONL file of finished records: one fsync'd line each, read back on resume."""
+    """An append-only JSONL file of finished records: one fsync'd line each, read back on resume.
 
-    def __init__(self, path: Path):
+    `fields` are what a record must hold, with their types, to count as done: a record written by an older
+    run that lacks one (a `"text": null` an endpoint once returned) is skipped, counted and reported once
+    with the first file:line, so its job is done again; the line itself stays in the file."""
+
+    def __init__(self, path: Path, fields: dict[str, type | tuple[type, ...]] | None = None):
         self.path = path
+        self.fields = {"id": str, **(fields or {})}
+        self.skipped = 0
 
     def done_ids(self) -> set[str]:
         """Ids already written; first cuts off a torn last line left by a crash mid-write."""
         if not self.path.exists():
             return set()
         self._drop_torn_tail()
-        ids: set[str] = set()
-        for rec in read_records(self.path, text_field=None, fmt="jsonl"):
-            if rec.id is None:
-                raise DataError(f"{rec.source}: record has no 'id'")
-            ids.add(rec.id)
-        return ids
+        return {record["id"] for record in self.records()}
 
     def records(self) -> Iterator[dict[str, Any]]:
-        return (rec.data for rec in read_records(self.path, text_field=None, fmt="jsonl"))
+        """The valid records in file order (see the class docstring for the others)."""
+        skipped, first = 0, ""
+        for rec in read_records(self.path, text_field=None, fmt="jsonl"):
+            why = self._invalid(rec.data)
+            if why is None:
+                yield rec.data
+                continue
+            skipped += 1
+            first = first or f"{rec.source}: {why}"
+        if skipped:
+            log.warning("%s: skipped %d record(s) that are not usable, to be done again (first %s)",
+                        self.path, skipped, first)
+        self.skipped = skipped
+
+    def _invalid(self, record: dict[str, Any]) -> str | None:
+        for name, kind in self.fields.items():
+            value = record.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+                got = "missing" if name not in record else "null" if value is None else type(value).__name__
+                return f"'{name}' is {got}"
+        return None
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
@@ -120,6 +141,10 @@ class JsonlLog:
                 os.fsync(f.fileno())
 
 
+SAMPLE_FIELDS = {"text": str, "prompt": str, "task": str, "group": str, "sample": int}
+"""What the training data and the judge read from each sample."""
+
+
 def generate(sc: SynthConfig, client: ChatClient, out: JsonlLog) -> dict[str, int | str]:
     """Run every job not yet in `out`, streaming jobs so memory does not grow with the run."""
     personas, seeds = load_personas(sc), load_seeds(sc.seeds)
@@ -138,6 +163,7 @@ def generate(sc: SynthConfig, client: ChatClient, out: JsonlLog) -> dict[str, in
         out.append(_record(job, text, sc.model))
         generated += 1
     return {"jobs_planned": planned, "jobs_resumed": planned - generated, "jobs_generated": generated,
+            "samples_skipped_unusable": out.skipped,
             "personas": len(personas), "seed_docs": len(seeds),
             "templates": ",".join(TEMPLATES[t].name for t in sc.tasks)}
 

@@ -12,6 +12,9 @@ from factory.data.synth.generate import JsonlLog, record_id
 from factory.data.synth.prompts import JUDGE, judge_messages
 
 _VERDICT = re.compile(r"\[\[([AB])\]\]")
+UNDECIDED_FIELDS = {"prompt": str, "group": str, "judgement": str}
+PAIR_FIELDS = {**UNDECIDED_FIELDS, "chosen": str, "rejected": str}
+"""What the training data reads from each judged pair; a record without them is judged again."""
 
 
 def parse_verdict(text: str) -> str | None:
@@ -53,7 +56,7 @@ def judge_pairs(sc: SynthConfig, client: ChatClient, samples: JsonlLog, pairs_ou
     for (pid, (first, second)), verdict_text in bounded_map(call, todo, sc.concurrency):
         verdict = parse_verdict(verdict_text)
         base = {"id": pid, "prompt": first["prompt"], "group": first["group"], "task": first["task"],
-                "persona": first["persona"], "seed_id": first["seed_id"], "model": first["model"],
+                "persona": first.get("persona"), "seed_id": first.get("seed_id"), "model": first.get("model"),
                 "judge_model": judge_model, "judge_template": JUDGE.name, "judgement": verdict_text}
         if verdict is None:
             undecided_out.append({**base, "reason": "judge named no single winner ([[A]] or [[B]])"})
@@ -64,4 +67,5 @@ def judge_pairs(sc: SynthConfig, client: ChatClient, samples: JsonlLog, pairs_ou
                           "chosen_id": chosen["id"], "rejected_id": rejected["id"]})
         decided += 1
     return {"pairs_candidates": len(candidates), "pairs_resumed": len(candidates) - len(todo),
-            "pairs_decided": decided, "pairs_undecided": undecided}
+            "pairs_decided": decided, "pairs_undecided": undecided,
+            "pairs_skipped_unusable": pairs_out.skipped + undecided_out.skipped}

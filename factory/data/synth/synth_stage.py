@@ -17,8 +17,8 @@ from factory.config_base import CoreConfig
 from factory.data.synth import training_data as td
 from factory.data.synth.client import ChatClient
 from factory.data.synth.config import SynthConfig
-from factory.data.synth.generate import JsonlLog, generate
-from factory.data.synth.judge import judge_pairs
+from factory.data.synth.generate import SAMPLE_FIELDS, JsonlLog, generate
+from factory.data.synth.judge import PAIR_FIELDS, UNDECIDED_FIELDS, judge_pairs
 from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
@@ -61,12 +61,13 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
         manifest.add_input(path, role="personas" if path == sc.personas_file else "teacher" if path == sc.teacher
                            else "tokenizer" if path.name == "tokenizer.model" else "seeds")
     with _endpoint(cfg, sc) as sc:
-        samples = JsonlLog(plan.output_dir / SAMPLES)
+        samples = JsonlLog(plan.output_dir / SAMPLES, SAMPLE_FIELDS)
         manifest.record(**generate(sc, _client(sc, sc.base_url), samples))
         manifest.add_output(samples.path, role="samples")
         if sc.preference.enabled:
             judge = _client(sc, sc.preference.judge_base_url or sc.base_url)
-            pairs, undecided = JsonlLog(plan.output_dir / PAIRS), JsonlLog(plan.output_dir / UNDECIDED)
+            pairs = JsonlLog(plan.output_dir / PAIRS, PAIR_FIELDS)
+            undecided = JsonlLog(plan.output_dir / UNDECIDED, UNDECIDED_FIELDS)
             for log_file in (pairs, undecided):
                 log_file.path.touch()
             manifest.record(**judge_pairs(sc, judge, samples, pairs, undecided))
@@ -105,10 +106,10 @@ def _tokenizer_model(cfg: CoreConfig, sc: SynthConfig) -> Path:
 
 
 def _training_data(cfg: CoreConfig, sc: SynthConfig, out: Path, manifest: RunManifest) -> None:
-    samples = list(JsonlLog(out / SAMPLES).records())
+    samples = list(JsonlLog(out / SAMPLES, SAMPLE_FIELDS).records())
     counts = td.pretraining_text(sc.training, samples, out)
     counts |= td.sft_rows(sc.training, samples, out)
-    pairs = list(JsonlLog(out / PAIRS).records()) if (out / PAIRS).exists() else []
+    pairs = list(JsonlLog(out / PAIRS, PAIR_FIELDS).records()) if (out / PAIRS).exists() else []
     counts |= td.dpo_rows(sc.training, pairs, out)
     if counts["pretraining_kept"]:
         counts |= td.pack_pretraining(out, _tokenizer_model(cfg, sc))

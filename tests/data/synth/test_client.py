@@ -117,3 +117,26 @@ def test_bounded_map_finishes_in_flight_work_then_raises():
             got.append(item)
     # 1 was still in flight when 2 failed: it is handed back; nothing after 2 was started.
     assert got == [0, 1]
+
+
+class NullContent:
+    """An endpoint whose first `nulls` answers carry `"content": null` (vLLM does when a reasoning parser took
+    every token)."""
+
+    def __init__(self, nulls: int):
+        self.nulls, self.calls = nulls, 0
+
+    def complete(self, messages, max_tokens, temperature, seed) -> Completion:
+        self.calls += 1
+        return Completion(None if self.calls <= self.nulls else "答え", 3, 2, "length")
+
+
+def test_a_null_content_is_a_failed_attempt_retried_then_one_line():
+    with ChatServer(NullContent(nulls=1)).running() as url:
+        c, slept = client(url)
+        assert c.complete("m", MESSAGES, 0.0, 8) == "答え" and len(slept) == 1
+    with ChatServer(NullContent(nulls=99)).running() as url:
+        c, _ = client(url, max_retries=2)
+        with pytest.raises(EndpointError, match=r"failed after 3 attempts; last: response content is null, "
+                                                r"expected a string"):
+            c.complete("m", MESSAGES, 0.0, 8)

@@ -16,7 +16,7 @@ import yaml
 
 from factory.data.synth.client import ChatClient, EndpointError
 from factory.data.synth.config import SynthConfig
-from factory.data.synth.generate import JsonlLog, generate, iter_jobs, load_personas, load_seeds
+from factory.data.synth.generate import SAMPLE_FIELDS, JsonlLog, generate, iter_jobs, load_personas, load_seeds
 from factory.data.synth.judge import parse_verdict
 from factory.data.synth.server import BackendError, ChatServer, Completion, HFBackend
 from factory.errors import DataError
@@ -267,3 +267,32 @@ def test_a_teacher_folder_is_served_for_the_stage_then_stopped(model_dir, seeds_
     pairs = [json.loads(line) for line in (stage_dir / "preference.jsonl").read_text().splitlines()]
     assert len(records) == 12 and {r["model"] for r in records} == {str(model_dir)}
     assert len(pairs) == 6 and {p["judgement"] for p in pairs} <= {"[[A]]", "[[B]]"}
+
+
+def test_a_recorded_null_text_is_skipped_counted_and_done_again(backend, seeds_file, tmp_path, caplog):
+    """samples.jsonl written before responses were checked holds a `"text": null`: it is not a done job."""
+    out = JsonlLog(tmp_path / "samples.jsonl", SAMPLE_FIELDS)
+    with ChatServer(backend).running() as url:
+        sc = synth_config(seeds_file, url, tasks=["summary"])
+        generate(sc, client_for(sc), out)
+        lines = out.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        broken = {**json.loads(lines[2]), "text": None}
+        out.path.write_text("".join(lines[:2] + lines[3:]) + json.dumps(broken) + "\n", encoding="utf-8")
+        stats = generate(sc, client_for(sc), out)
+    assert stats["jobs_generated"] == 1 and stats["samples_skipped_unusable"] == 1
+    assert f"samples.jsonl: skipped 1 record(s) that are not usable, to be done again (first {out.path}:6: " \
+           "'text' is null)" in caplog.text
+    records = list(out.records())
+    assert len(records) == 6 and {r["id"] for r in records} == expected_ids(sc)
+    assert out.path.read_text(encoding="utf-8").count("\n") == 7  # the old line is kept, not rewritten
+
+
+def test_a_personas_file_is_read_as_text_records(tmp_path):
+    path = tmp_path / "personas.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "教師\n\n医師\n".encode())
+    sc = SynthConfig.model_validate({"base_url": "http://127.0.0.1:9/v1", "model": "m", "personas_file": str(path),
+                                     "seeds": {"path": str(path)}})
+    assert load_personas(sc) == ["教師", "医師"]  # the byte-order mark is not part of the first persona
+    path.write_bytes("教師\n".encode() + b"\xff\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: not UTF-8"):
+        load_personas(sc)

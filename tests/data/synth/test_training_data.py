@@ -10,7 +10,7 @@ import pytest
 
 from factory.data.synth import training_data as td
 from factory.data.synth.config import SynthTraining
-from factory.train.data import read_blend
+from factory.train.blend import read_blend
 
 GOOD = "日本の鉄道は時間に正確なことで知られている。毎朝多くの人が電車で通勤している。"
 
