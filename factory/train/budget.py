@@ -58,22 +58,23 @@ def repetition(blend_file: Path, phase: str | None, tokens: float) -> str | None
     """One warning line when a phase's token budget reads one of its datasets more than MAX_USEFUL_EPOCHS
     times (its blend weight x the phase's tokens over the dataset's packed tokens); None when it does not,
     or while the blend file or its datasets do not exist yet (before pack)."""
+    if not Path(blend_file).is_file():
+        return None
+    phases = {p.name: p for p in blend_phases(Path(blend_file))}  # a damaged file is one DataError line
+    chosen = phases.get(phase) if phase is not None else next(iter(phases.values()))
+    if chosen is None:
+        return None
     try:
-        phases = {p["name"]: p for p in json.loads(Path(blend_file).read_text())["phases"]}
-        chosen = phases[phase] if phase is not None else next(iter(phases.values()))
-        weights = [float(w) for w in chosen["weights"]]
-        data = [token_count(prefix) for prefix in chosen["prefixes"]]
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        data = [token_count(prefix) for prefix in chosen.prefixes]
+    except (OSError, StopIteration):  # not packed yet, or an index header of another format
         return None
-    total = sum(weights)
-    reads = [(tokens * w / total, prefix, n) for w, prefix, n in zip(weights, chosen["prefixes"], data)]
-    if not reads:
-        return None
+    total = sum(chosen.weights)
+    reads = [(tokens * w / total, prefix, n) for w, prefix, n in zip(chosen.weights, chosen.prefixes, data)]
     share, prefix, size = max(reads, key=lambda r: r[0] / r[2] if r[2] else float("inf"))
     epochs = share / size if size else float("inf")
     if epochs <= MAX_USEFUL_EPOCHS:
         return None
-    return (f"phase {chosen['name']} reads {Path(prefix).name} ~{epochs:,.0f} times ({share:,.0f} training tokens "
+    return (f"phase {chosen.name} reads {Path(prefix).name} ~{epochs:,.0f} times ({share:,.0f} training tokens "
             f"over {size:,} tokens of data); beyond {MAX_USEFUL_EPOCHS} epochs repeated tokens add little "
             f"(Muennighoff et al. 2023): add data to the phase or give it fewer tokens")
 
