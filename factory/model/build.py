@@ -1,16 +1,50 @@
-"""Model config -> megatron.core TransformerConfig, layer spec and GPTModel (Llama-style, dense or MoE)."""
+"""Model config -> megatron.core TransformerConfig, layer spec and GPTModel (Llama-style, dense or MoE).
+
+Every TransformerConfig field is decided here, before the model is built: Megatron's submodules copy
+config fields when they are constructed (the MoE router copies `calculate_per_token_loss`), so a field
+patched on `model.config` afterwards reaches some modules and not others. What the model computes comes
+from the ModelConfig and the parallel layout; how it runs (precision, fusions, attention backend,
+recomputation, loss convention) from one decision, `execution_fields`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 from factory.model.config import ModelConfig
 
+_RECOMPUTE_FIELDS = {
+    "none": {},
+    "selective": {"recompute_granularity": "selective"},
+    "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
+}
 
-def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
-    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags) with
-    activation recomputation `recompute` (none, selective: core attention, full: every layer)."""
+
+@dataclass(frozen=True)
+class Execution:
+    """What the code that drives a model decides about how it runs; the defaults suit inference and tools."""
+
+    recompute: Literal["none", "selective", "full"] = "none"
+    """Activation recomputation: none, selective (core attention) or full (every layer)."""
+    per_token_loss: bool = False
+    """The loss is a per-token sum that Megatron's schedule divides by the global token count
+    (`calculate_per_token_loss`); the MoE router then scales its aux and z losses to match."""
+
+
+def execution_fields(rt, execution: Execution) -> dict:
+    """The TransformerConfig fields that say how the model runs rather than what it computes, decided in one
+    place from the runtime's capabilities (precision, CPU-safe fusions, attention backend) and the driver's
+    choices (recomputation, loss convention). Overlap or fusion choices made from runtime capabilities
+    belong here too, so that whatever plans memory can read the same decision."""
+    return {**rt.transformer_config_overrides(), **_RECOMPUTE_FIELDS[execution.recompute],
+            "calculate_per_token_loss": execution.per_token_loss}
+
+
+def transformer_config(model: ModelConfig, rt, execution: Execution = Execution()):
+    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags), run as
+    `execution` says."""
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig
 
@@ -40,10 +74,6 @@ def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
         sequence_parallel=p.sequence_parallel,
         pipeline_dtype=rt.dtype,
     )
-    if recompute == "selective":
-        fields.update(recompute_granularity="selective")
-    elif recompute == "full":
-        fields.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if model.moe is not None:
         m = model.moe
         fields.update(
@@ -62,7 +92,7 @@ def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
             moe_grouped_gemm=m.grouped_gemm,
             moe_router_dtype="fp32",
         )
-    fields.update(rt.transformer_config_overrides())
+    fields.update(execution_fields(rt, execution))
     return TransformerConfig(**fields)
 
 
@@ -87,7 +117,7 @@ def layer_spec(model: ModelConfig, rt):
 
 
 def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
-                    post_process: bool | None = None, meta: bool = False, recompute: str = "none"):
+                    post_process: bool | None = None, meta: bool = False, execution: Execution = Execution()):
     """A megatron.core GPTModel for this pipeline stage, on the runtime's device; with `meta`, on
     torch's meta device (shapes only, no memory: the sharded state dict of a model too big to hold)."""
     import torch
@@ -101,7 +131,7 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
         post_process = parallel_state.is_pipeline_last_stage()
     with torch.device("meta") if meta else contextlib.nullcontext():
         gpt = GPTModel(
-            config=transformer_config(model, rt, recompute),
+            config=transformer_config(model, rt, execution),
             transformer_layer_spec=layer_spec(model, rt),
             vocab_size=model.padded_vocab_size(rt.parallel.tensor),
             max_sequence_length=model.max_position_embeddings or model.seq_length,
