@@ -98,7 +98,8 @@ def transformer_config(model: ModelConfig, rt, execution: Execution = Execution(
 
 def layer_spec(model: ModelConfig, rt):
     """Transformer Engine spec when the runtime has TE; otherwise Megatron's local spec, with its
-    core attention swapped for `SdpaAttention` unless model.attention=local."""
+    core attention swapped for `SdpaAttention` unless model.attention=local, storing its weights under
+    the keys the TE spec stores them under (`te_checkpoint_keys`)."""
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     num_experts = model.moe.num_experts if model.moe else None
@@ -109,11 +110,25 @@ def layer_spec(model: ModelConfig, rt):
     spec = specs.get_gpt_layer_local_spec(
         num_experts=num_experts, moe_grouped_gemm=grouped, qk_layernorm=model.qk_layernorm,
         normalization="RMSNorm")
+    spec.submodules.sharded_state_dict_keys_map = te_checkpoint_keys(moe=model.moe is not None)
     if model.attention == "sdpa":
         from factory.model.attention import SdpaAttention
 
         spec.submodules.self_attention.submodules.core_attention = SdpaAttention
     return spec
+
+
+def te_checkpoint_keys(moe: bool) -> dict[str, str]:
+    """The local layer's checkpoint keys map onto Transformer Engine's layout, the one Megatron-LM GPU runs write.
+
+    TE fuses a norm into the linear that follows it (TELayerNormColumnParallelLinear), so it stores the input
+    norm as `self_attention.linear_qkv.layer_norm_weight` and a dense layer's pre-MLP norm as
+    `mlp.linear_fc1.layer_norm_weight`; an MoE layer's router and experts take no fused norm, so TE keeps
+    `pre_mlp_layernorm.weight` there. Megatron's local spec maps the pre-MLP norm to the fused key in MoE
+    layers too, which a TE model cannot load (checkpoints written that way still load: factory/train/
+    checkpoint_keys.py)."""
+    keys = {"input_layernorm.": "self_attention.linear_qkv.layer_norm_"}
+    return keys if moe else {**keys, "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"}
 
 
 def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
