@@ -36,8 +36,7 @@ def older_keys(keys: Iterable[str], stored: Collection[str], path: Path) -> dict
                 renamed[key] = key.replace(part, older)
     if renamed:
         log.info("checkpoint: %s stores MoE pre-MLP norms under the older key mlp.linear_fc1.layer_norm_weight; "
-                 "read from there (%d tensors; saves use pre_mlp_layernorm.weight, as Transformer Engine does)",
-                 path, len(renamed))
+                 "read from there (saves use pre_mlp_layernorm.weight, as Transformer Engine does)", path)
     return renamed
 
 
