@@ -2,8 +2,10 @@
 architecture class in factory/convert/architectures).
 
 The same table drives export (Megatron -> HF) and import (HF -> Megatron): each transform implements
-both directions, so no inverse is written by hand. Keys are Megatron's GPTModel names at TP=1 with the
-local layer spec (conversion always builds that spec: it runs on the CPU).
+both directions, so no inverse is written by hand. Keys are Megatron's GPTModel parameter names at TP=1
+with the local layer spec (conversion always builds that spec: it runs on the CPU); the checkpoint reader
+finds each under the key it is stored with, which CPU-local and Transformer Engine models share, so a
+checkpoint trained with TE layers maps through the same tables.
 """
 
 from __future__ import annotations

@@ -1,16 +1,50 @@
-"""Model config -> megatron.core TransformerConfig, layer spec and GPTModel (Llama-style, dense or MoE)."""
+"""Model config -> megatron.core TransformerConfig, layer spec and GPTModel (Llama-style, dense or MoE).
+
+Every TransformerConfig field is decided here, before the model is built: Megatron's submodules copy
+config fields when they are constructed (the MoE router copies `calculate_per_token_loss`), so a field
+patched on `model.config` afterwards reaches some modules and not others. What the model computes comes
+from the ModelConfig and the parallel layout; how it runs (precision, fusions, attention backend,
+recomputation, loss convention) from one decision, `execution_fields`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Literal
 
 from factory.model.config import ModelConfig
 
+_RECOMPUTE_FIELDS = {
+    "none": {},
+    "selective": {"recompute_granularity": "selective"},
+    "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
+}
 
-def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
-    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags) with
-    activation recomputation `recompute` (none, selective: core attention, full: every layer)."""
+
+@dataclass(frozen=True)
+class Execution:
+    """What the code that drives a model decides about how it runs; the defaults suit inference and tools."""
+
+    recompute: Literal["none", "selective", "full"] = "none"
+    """Activation recomputation: none, selective (core attention) or full (every layer)."""
+    per_token_loss: bool = False
+    """The loss is a per-token sum that Megatron's schedule divides by the global token count
+    (`calculate_per_token_loss`); the MoE router then scales its aux and z losses to match."""
+
+
+def execution_fields(rt, execution: Execution) -> dict:
+    """The TransformerConfig fields that say how the model runs rather than what it computes, decided in one
+    place from the runtime's capabilities (precision, CPU-safe fusions, attention backend) and the driver's
+    choices (recomputation, loss convention). Overlap or fusion choices made from runtime capabilities
+    belong here too, so that whatever plans memory can read the same decision."""
+    return {**rt.transformer_config_overrides(), **_RECOMPUTE_FIELDS[execution.recompute],
+            "calculate_per_token_loss": execution.per_token_loss}
+
+
+def transformer_config(model: ModelConfig, rt, execution: Execution = Execution()):
+    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags), run as
+    `execution` says."""
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig
 
@@ -40,10 +74,6 @@ def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
         sequence_parallel=p.sequence_parallel,
         pipeline_dtype=rt.dtype,
     )
-    if recompute == "selective":
-        fields.update(recompute_granularity="selective")
-    elif recompute == "full":
-        fields.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if model.moe is not None:
         m = model.moe
         fields.update(
@@ -62,13 +92,14 @@ def transformer_config(model: ModelConfig, rt, recompute: str = "none"):
             moe_grouped_gemm=m.grouped_gemm,
             moe_router_dtype="fp32",
         )
-    fields.update(rt.transformer_config_overrides())
+    fields.update(execution_fields(rt, execution))
     return TransformerConfig(**fields)
 
 
 def layer_spec(model: ModelConfig, rt):
     """Transformer Engine spec when the runtime has TE; otherwise Megatron's local spec, with its
-    core attention swapped for `SdpaAttention` unless model.attention=local."""
+    core attention swapped for `SdpaAttention` unless model.attention=local, storing its weights under
+    the keys the TE spec stores them under (`te_checkpoint_keys`)."""
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     num_experts = model.moe.num_experts if model.moe else None
@@ -79,6 +110,7 @@ def layer_spec(model: ModelConfig, rt):
     spec = specs.get_gpt_layer_local_spec(
         num_experts=num_experts, moe_grouped_gemm=grouped, qk_layernorm=model.qk_layernorm,
         normalization="RMSNorm")
+    spec.submodules.sharded_state_dict_keys_map = te_checkpoint_keys(moe=model.moe is not None)
     if model.attention == "sdpa":
         from factory.model.attention import SdpaAttention
 
@@ -86,8 +118,21 @@ def layer_spec(model: ModelConfig, rt):
     return spec
 
 
+def te_checkpoint_keys(moe: bool) -> dict[str, str]:
+    """The local layer's checkpoint keys map onto Transformer Engine's layout, the one Megatron-LM GPU runs write.
+
+    TE fuses a norm into the linear that follows it (TELayerNormColumnParallelLinear), so it stores the input
+    norm as `self_attention.linear_qkv.layer_norm_weight` and a dense layer's pre-MLP norm as
+    `mlp.linear_fc1.layer_norm_weight`; an MoE layer's router and experts take no fused norm, so TE keeps
+    `pre_mlp_layernorm.weight` there. Megatron's local spec maps the pre-MLP norm to the fused key in MoE
+    layers too, which a TE model cannot load (checkpoints written that way still load: factory/train/
+    checkpoint_keys.py)."""
+    keys = {"input_layernorm.": "self_attention.linear_qkv.layer_norm_"}
+    return keys if moe else {**keys, "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"}
+
+
 def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
-                    post_process: bool | None = None, meta: bool = False, recompute: str = "none"):
+                    post_process: bool | None = None, meta: bool = False, execution: Execution = Execution()):
     """A megatron.core GPTModel for this pipeline stage, on the runtime's device; with `meta`, on
     torch's meta device (shapes only, no memory: the sharded state dict of a model too big to hold)."""
     import torch
@@ -101,7 +146,7 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
         post_process = parallel_state.is_pipeline_last_stage()
     with torch.device("meta") if meta else contextlib.nullcontext():
         gpt = GPTModel(
-            config=transformer_config(model, rt, recompute),
+            config=transformer_config(model, rt, execution),
             transformer_layer_spec=layer_spec(model, rt),
             vocab_size=model.padded_vocab_size(rt.parallel.tensor),
             max_sequence_length=model.max_position_embeddings or model.seq_length,

@@ -231,6 +231,8 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, ver
     against the save's integrity record first (`verify=False` when the caller just did)."""
     from megatron.core import dist_checkpointing
 
+    from factory.train.checkpoint_keys import fit_to_checkpoint
+
     info = read_info(path)
     if verify:
         integrity.verify(info.path)
@@ -247,6 +249,7 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, ver
         log.warning("checkpoint: %s was saved by %s ranks and loads on %d: per-rank RNG state not restored "
                     "(dropout and other random draws differ from an uninterrupted run)",
                     info.path, info.factory.get("world_size"), rt.world_size)
+    fit_to_checkpoint(state, info.path)  # older MoE keys, TE extra state a CPU-written checkpoint lacks
     try:
         with rt.compute_context():
             loaded = dist_checkpointing.load(state, str(info.path))

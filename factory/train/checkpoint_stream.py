@@ -19,7 +19,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -33,6 +33,7 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 from factory.errors import CheckpointError, FactoryError
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
+from factory.train.checkpoint_keys import older_keys
 from factory.train import checkpoint as ckpt
 from factory.train import checkpoint_root, integrity
 
@@ -113,6 +114,8 @@ class CheckpointReader:
         self.layout = Layout(self.info.model, rt)
         self._storage = dcp.FileSystemReader(str(self.info.path))
         self._metadata = self._storage.read_metadata()
+        keys = {chunk.key for chunks in self.layout.chunks.values() for chunk in chunks}
+        self._older_keys = older_keys(keys, self._metadata.state_dict_metadata, self.info.path)
         self.bytes_read = 0
 
     @property
@@ -137,6 +140,7 @@ class CheckpointReader:
                 raise CheckpointError(f"{self.info.path}: {name} is {shape}; cannot read it into a "
                                       f"{tuple(target.shape)} tensor")
             for chunk in self.layout.chunks[name]:
+                chunk = replace(chunk, key=self._older_keys.get(chunk.key, chunk.key))
                 self._check(chunk)
                 requests.append((chunk, chunk.view(target)))
         try:

@@ -15,7 +15,7 @@ import torch
 
 from factory.config_base import model_parallel_problems
 from factory.errors import CheckpointError, ConfigError
-from factory.model.build import build_gpt_model
+from factory.model.build import Execution, build_gpt_model
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint as ckpt
@@ -114,6 +114,12 @@ def load_tokenizer(stage: str, tokenizer_dir: Path, model: ModelConfig):
     return tokenizer, path
 
 
+CALL_TIME_HOOKS = ("finalize_model_grads_func", "grad_scale_func")
+"""The only TransformerConfig fields set after the model is built. Megatron's schedules read both from the
+config at every forward-backward call (pipeline_parallel/schedules.py) and no module copies them when it is
+constructed; grad_scale_func belongs to the optimizer, which needs the built model."""
+
+
 def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: float, min_lr: float):
     """(GPTModel, its DDP wrapper, Megatron optimizer); distributed optimizer where the runtime supports it."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
@@ -122,10 +128,10 @@ def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: 
 
     opt = train_config.optimizer
     distributed = opt.distributed and runtime.supports_distributed_optimizer
+    # factory/train/step.py's loss_func returns per-token sums with their token counts.
+    execution = Execution(recompute=train_config.recompute, per_token_loss=True)
     with runtime.compute_context():
-        model = build_gpt_model(model_cfg, runtime, recompute=train_config.recompute)
-        model.config.calculate_per_token_loss = True
-        model.config.finalize_model_grads_func = finalize_model_grads
+        model = build_gpt_model(model_cfg, runtime, execution=execution)
         ddp = DistributedDataParallel(model.config, DistributedDataParallelConfig(
             grad_reduce_in_fp32=True, use_distributed_optimizer=distributed), model)
         optimizer = get_megatron_optimizer(OptimizerConfig(
@@ -133,6 +139,7 @@ def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: 
             adam_beta2=opt.adam_beta2, adam_eps=opt.adam_eps, clip_grad=opt.clip_grad,
             bf16=runtime.dtype == torch.bfloat16, params_dtype=runtime.dtype,
             use_distributed_optimizer=distributed), [ddp])
+        model.config.finalize_model_grads_func = finalize_model_grads
         model.config.grad_scale_func = optimizer.scale_loss
     return model, ddp, optimizer
 

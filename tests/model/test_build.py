@@ -90,3 +90,49 @@ def test_qk_layernorm_adds_per_head_norms(runtime):
     assert sum(p.numel() for p in model.parameters()) == parameter_counts(cfg.model).total
     assert parameter_counts(cfg.model).total - parameter_counts(plain).total == 2 * 16 * 2
     assert flops_per_token(cfg.model) == flops_per_token(plain)  # norms are not matmuls
+
+
+def _te_layer(num_experts, qk_layernorm, monkeypatch):
+    """Megatron's Transformer Engine layer spec, built from its definition without TE installed (the TE classes
+    are placeholders then; the spec's structure is what matters here)."""
+    from megatron.core.extensions.transformer_engine_spec_provider import TESpecProvider
+    from megatron.core.models.gpt import gpt_layer_specs as specs
+
+    monkeypatch.setattr(specs, "TESpecProvider", TESpecProvider)
+    return specs.get_gpt_layer_with_transformer_engine_submodules(
+        num_experts=num_experts, moe_grouped_gemm=False, qk_layernorm=qk_layernorm)
+
+
+def _te_norm_keys(layer) -> set[str]:
+    """Where a TE layer spec stores its norm weights: a norm module of its own, or the norm fused into the
+    LayerNorm-linear that follows it; then the layer's keys map, as TransformerLayer.sharded_state_dict applies it."""
+    from megatron.core.extensions.transformer_engine_spec_provider import TESpecProvider
+    from megatron.core.transformer.identity_op import IdentityOp
+
+    fused = TESpecProvider().column_parallel_layer_norm_linear()
+    attention, mlp = layer.self_attention.submodules, layer.mlp.keywords["submodules"]
+    owners = {"input_layernorm.": layer.input_layernorm, "self_attention.q_layernorm.": attention.q_layernorm,
+              "self_attention.k_layernorm.": attention.k_layernorm, "pre_mlp_layernorm.": layer.pre_mlp_layernorm}
+    keys = {prefix + "weight" for prefix, module in owners.items() if module is not IdentityOp}
+    keys |= {name + ".layer_norm_weight" for name, module in
+             (("self_attention.linear_qkv", attention.linear_qkv), ("mlp.linear_fc1", getattr(mlp, "linear_fc1", None)))
+             if module is fused}
+    mapped = set()
+    for key in keys:
+        for old, new in layer.sharded_state_dict_keys_map.items():
+            key = new + key[len(old):] if key.startswith(old) else key
+        mapped.add("decoder.layers." + key)
+    return mapped
+
+
+@pytest.mark.parametrize("base", [TINY_DENSE, TINY_MOE], ids=["dense", "moe8"])
+def test_local_layers_store_norms_under_the_transformer_engine_keys(base, runtime, monkeypatch):
+    """CPU-local and TE models read and write one layout: the keys come from Megatron's TE spec definition."""
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    cfg = make_config(base, model={"qk_layernorm": True})
+    expected = _te_norm_keys(_te_layer(8 if cfg.model.moe else None, True, monkeypatch))
+    stored = {v.key for v in build_gpt_model(cfg.model, runtime).sharded_state_dict().values()
+              if isinstance(v, ShardedTensor) and v.key.startswith("decoder.layers.") and "norm" in v.key}
+    assert stored == expected
+    assert ("decoder.layers.pre_mlp_layernorm.weight" in stored) == bool(cfg.model.moe)
