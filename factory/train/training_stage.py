@@ -60,7 +60,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             notes.append(f"phase {i}: {name or '(first)'} of {phase_blend}, tokens "
                          f"{start_tokens:,.0f} -> {end:,.0f} ({(end - start_tokens) / 1e9:,.1f}B), {share}")
             start_tokens = end
-        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc))
+        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc, stage.name))
         notes.append(memory.describe())
         if memory.shape.on_gpu:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size))
