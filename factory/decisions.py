@@ -21,6 +21,8 @@ from factory.stage_api import Launch
 
 @dataclass
 class Decision:
+    """What the pipeline does with one stage, and why."""
+
     stage: str
     action: str
     """run | skip | hold (not selected by --from/--only)"""
