@@ -102,11 +102,10 @@ def run_job(cfg: CoreConfig, stage: str) -> list[Decision]:
         raise ConfigError(f"--job {stage}: not a stage of this config (stages: {', '.join(pipeline_stages(cfg))})")
     state = load_state(cfg.run.dir)
     why = staleness(state["stages"].get(stage), fingerprints(cfg, pipeline_stages(cfg))[stage])
+    if why and is_main_process():
+        fresh_starts(cfg, [Decision(stage, "run", why[0], fresh=why[1])], set(), moved_from(cfg, state))
     job = chain_record.entry(cfg.run.dir, stage)
-    d = Decision(stage, "run", job.get("reason", "run by a Slurm job"), fresh=bool(why and why[1]),
-                 moved_aside=job.get("moved_aside"))
-    if is_main_process():
-        fresh_starts(cfg, [d], set(), moved_from(cfg, state))
+    d = Decision(stage, "run", job.get("reason", "run by a Slurm job"), moved_aside=job.get("moved_aside"))
     return _run_decided(cfg, [d], set())
 
 
