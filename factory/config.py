@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.registry import CHAIN
-from factory.schema import section_type
+from factory.schema import rule, section_type
 
 INHERIT_KEY = "inherit"
 YAML_MERGE = "tag:yaml.org,2002:merge"
@@ -34,6 +34,9 @@ class _StageSections(CoreConfig):
                 out += section.problems(spec.key) if section is not None else []
             if stage.checks is not None and stage.configured(self):
                 out += stage.checks(self)
+        names = [stage.name for stage in CHAIN]
+        for name in self.launch.stages if self.launch else ():
+            rule(out, name in names, "launch.stages", name, f"not a stage (stages: {', '.join(names)})")
         return out
 
 

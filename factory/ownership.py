@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from factory.errors import ConfigError
 from factory.io import OWNER_FILE, atomic_write_json
 from factory.manifest import MANIFEST_NAME
 

@@ -1,7 +1,9 @@
 """`python -m factory.pipeline --config FILE`: run the stages a config lists, in order, skipping each
 stage whose config sections, upstream stages and recorded inputs are unchanged since its last run.
 
-State lives in `<run.dir>/pipeline.json` (per stage: fingerprint, status, manifest, times, error).
+State lives in `<run.dir>/pipeline.json` (per stage: fingerprint, status, manifest, times, error). The jobs of
+a Slurm chain (`python -m factory.launch slurm pipeline`) each run one stage through `--job STAGE`, which
+records it the same way.
 """
 
 from __future__ import annotations
@@ -10,163 +12,32 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from factory import registry
 from factory.config import load_config
 from factory.config_base import CoreConfig
+from factory.decisions import (Decision, check_selection, decide_and_check, describe, fingerprints, fresh_starts,
+                               moved_from, output_folder, pipeline_stages, staleness, training_plans)
 from factory.errors import ConfigError, FactoryError, OutputError, report
-from factory.fingerprint import changed_keys, stage_fingerprint
-from factory.identity import identity
 from factory.io import move_aside, os_error_line
+from factory.launch import chain_record
 from factory.logs import setup_logging
 from factory.lock import FolderLock
-from factory.manifest import MANIFEST_NAME, read_manifest
+from factory.manifest import MANIFEST_NAME, is_main_process
 from factory.report import write_report
-from factory.run_state import load_state, now, save_state
+from factory.run_state import load_state, now, record_stage
 from factory.runner import run_stage
-from factory.stage_api import Launch
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Decision:
-    stage: str
-    action: str
-    """run | skip | hold (not selected by --from/--only)"""
-    reason: str
-    fresh: bool = False
-    """For a run: the earlier output was made with other result keys or inputs, so it cannot be continued; a
-    resumable stage then needs `--fresh STAGE`, which moves that output aside before starting over."""
-
-
-def pipeline_stages(cfg: CoreConfig) -> list[str]:
-    """The stages whose config section is present, in chain order."""
-    return [s.name for s in registry.CHAIN if getattr(cfg, s.section) is not None]
-
-
-def fingerprints(cfg: CoreConfig, stages: list[str]) -> dict[str, dict[str, Any]]:
-    """Per stage, in chain order: its fingerprint record (factory/fingerprint.py)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in stages:
-        out[name] = stage_fingerprint(cfg, registry.STAGES[name], out)
-    return out
-
-
-def _staleness(rec: dict[str, Any] | None, fp: dict[str, Any]) -> tuple[str, bool] | None:
-    """Why a stage must run and whether its earlier output is of another config (fresh), or None when up to date."""
-    if rec is None:
-        return "no record of a previous run", False
-    if "values" not in rec:
-        return "recorded by an older version of the factory; continuing it", False
-    if rec.get("fingerprint") != fp["fingerprint"]:
-        keys = changed_keys(rec["values"], fp["values"])
-        if keys:
-            return f"config changed: {', '.join(keys)}", True
-        return f"upstream changed: {', '.join(changed_keys(rec.get('after', {}), fp['after']))}", True
-    if keys := changed_keys(rec.get("continues", {}), fp["continues"]):
-        old, new = rec.get("continues", {}), fp["continues"]
-        return "continues: " + ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys), False
-    if rec.get("status") != "done":
-        return f"last run {rec.get('status')}; continuing it", False
-    manifest = Path(rec.get("manifest", ""))
-    if not manifest.is_file():
-        return f"output missing: {manifest}", True
-    try:
-        data = read_manifest(manifest)
-    except FactoryError as e:
-        return f"{e}; running it again", False
-    for out in data.get("outputs", []):
-        if not Path(out["path"]).exists():
-            return f"output missing: {out['path']}", True
-    for inp in data.get("inputs", []):
-        path = Path(inp["path"])
-        if not path.exists() or identity(path) != inp["sha256"]:
-            return f"input changed: {path}", True
-    return None
-
-
-def check_selection(cfg: CoreConfig, start: str | None = None, only: str | None = None,
-                    fresh: set[str] | frozenset[str] = frozenset()) -> None:
-    """Every stage named by --from, --only and --fresh is a stage of the config."""
-    stages = pipeline_stages(cfg)
-    for flag, name in (("--from", start), ("--only", only)):
-        if name is not None and name not in stages:
-            raise ConfigError(f"{flag} {name}: not a stage of this config (stages: {', '.join(stages)})")
-    if unknown := sorted(set(fresh) - set(stages)):
-        raise ConfigError(f"--fresh {','.join(unknown)}: not a stage of this config")
-
-
-def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
-           only: str | None = None) -> list[Decision]:
-    """Run or skip, and why, for every stage of the config, in order."""
-    stages = pipeline_stages(cfg)
-    check_selection(cfg, start, only)
-    fps, records = fingerprints(cfg, stages), state.get("stages", {})
-    decisions: list[Decision] = []
-    running: set[str] = set()
-    for i, name in enumerate(stages):
-        why = _staleness(records.get(name), fps[name])
-        if only is not None or start is not None:
-            chosen = name == only if only is not None else i >= stages.index(start)
-            flag = "--only" if only is not None else "--from"
-            d = (Decision(name, "run", f"selected by {flag}", fresh=bool(why and why[1])) if chosen else
-                 Decision(name, "hold", f"not selected by {flag}" + (f"; not up to date ({why[0]})" if why else "")))
-        elif upstream := [a for a in registry.STAGES[name].after if a in running]:
-            d = Decision(name, "run", f"upstream runs: {', '.join(upstream)}", fresh=True)
-        elif why:
-            d = Decision(name, "run", why[0], fresh=why[1])
-        else:
-            d = Decision(name, "skip", "up to date")
-        if d.action == "run":
-            running.add(name)
-        decisions.append(d)
-    return decisions
-
-
-def output_folder(cfg: CoreConfig, name: str) -> Path:
-    """Where a resumable stage keeps what it continues from: its section's output_dir or <run.dir>/<stage>."""
-    stage = registry.STAGES[name]
-    return getattr(stage.section_of(cfg), "output_dir", None) or cfg.stage_dir(name)
-
-
-def moved_from(cfg: CoreConfig, state: dict[str, Any]) -> str | None:
-    """The run folder pipeline.json was written in, when that is not `cfg.run.dir` (a moved or copied run)."""
-    recorded = state.get("run_dir")
-    return recorded if recorded and recorded != str(cfg.run.dir.resolve()) else None
-
-
-def fresh_starts(cfg: CoreConfig, decisions: list[Decision], fresh: set[str], moved: str | None = None) -> list[str]:
-    """Resumable stages that must start over on an earlier output; a ConfigError unless each is in `fresh`."""
-    blocked, allowed = [], []
-    why_moved = (f" (pipeline.json was written for run.dir={moved}: the run folder was moved or copied, so every "
-                 f"${{run.dir}} path of the config changed)") if moved else ""
-    for d in decisions:
-        if d.action != "run" or not d.fresh or not registry.STAGES[d.stage].resumes:
-            continue
-        out = output_folder(cfg, d.stage)
-        if not (out.is_dir() and any(out.iterdir())):
-            continue
-        if d.stage in fresh:
-            allowed.append(d.stage)
-        else:
-            blocked.append(f"{d.stage}: {d.reason}{why_moved}; its earlier output {out} cannot be continued with this config. "
-                           f"Nothing was run or deleted: pass --fresh {d.stage} to move it aside (to "
-                           f"{out.name}.prev-<UTC time>) and start over, or restore the earlier config")
-    if blocked:
-        raise ConfigError(blocked)
-    return allowed
-
-
-def run_one(cfg: CoreConfig, state: dict[str, Any], d: Decision, fp: dict[str, Any], start_over: bool) -> None:
-    """Run one stage, recording its status in pipeline.json before and after."""
+def run_one(cfg: CoreConfig, d: Decision, fp: dict[str, Any], start_over: bool) -> None:
+    """Run one stage, recording its status in pipeline.json before and after (rank 0 of a launch records)."""
     stage = registry.STAGES[d.stage]
     rec = {**fp, "status": "running", "reason": d.reason, "started_at": now()}
-    state["stages"][d.stage] = rec
-    save_state(cfg.run.dir, state)
+    rec.update({"moved_aside": d.moved_aside} if d.moved_aside else {})
+    _record(cfg, d.stage, rec)
     t0 = time.perf_counter()
     try:
         if start_over:
@@ -181,25 +52,12 @@ def run_one(cfg: CoreConfig, state: dict[str, Any], d: Decision, fp: dict[str, A
         raise
     finally:
         rec.update(ended_at=now(), wall_seconds=round(time.perf_counter() - t0, 3))
-        save_state(cfg.run.dir, state)
+        _record(cfg, d.stage, rec)
 
 
-def describe(decisions: list[Decision]) -> str:
-    width = max(len(d.stage) for d in decisions)
-    return "\n".join(f"{d.stage:<{width}}  {d.action:<4}  {d.reason}" for d in decisions)
-
-
-def training_plans(cfg: CoreConfig, decisions: list[Decision]) -> str:
-    """The plan notes of each training stage that would run: tokens and synthetic share per phase, LR
-    schedule, per-GPU memory, GPU-hours."""
-    lines = []
-    for d in decisions:
-        stage = registry.STAGES[d.stage]
-        if d.action == "run" and stage.launch is Launch.MEGATRON:
-            plan = stage.plan(cfg)
-            lines += [f"# {d.stage}", *(f"  {note}" for note in plan.notes),
-                      *(f"  warning: {warning}" for warning in plan.warnings)]
-    return "\n".join(lines)
+def _record(cfg: CoreConfig, stage: str, rec: dict[str, Any]) -> None:
+    if is_main_process():
+        record_stage(cfg.run.dir, stage, rec)
 
 
 def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = None,
@@ -210,7 +68,7 @@ def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = N
     unless it is in `fresh`, whose earlier outputs are then moved aside (never deleted)."""
     check_selection(cfg, start, only, fresh)
     if dry_run:
-        return _decide_and_check(cfg, start, only, fresh)[0]
+        return decide_and_check(cfg, start, only, fresh)[0]
     made = not cfg.run.dir.exists()
     try:
         cfg.run.dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +76,12 @@ def run_pipeline(cfg: CoreConfig, start: str | None = None, only: str | None = N
         raise OutputError(f"run.dir: {os_error_line(e, cfg.run.dir)}") from None
     try:
         with FolderLock(cfg.run.dir / LOCK_NAME, f"pipeline of {cfg.run.dir}"):
-            return _run_decided(cfg, *_decide_and_check(cfg, start, only, fresh))
+            if queued := chain_record.still_queued(cfg.run.dir):
+                raise OutputError(f"run.dir {cfg.run.dir}: its Slurm chain is queued or running ({', '.join(queued)}); "
+                                  "one writer per run: wait for it (python -m factory.launch status --config FILE) "
+                                  "or scancel its jobs")
+            decisions, _, start_over = decide_and_check(cfg, start, only, fresh)
+            return _run_decided(cfg, decisions, start_over)
     finally:
         if made and not any(cfg.run.dir.iterdir()):
             cfg.run.dir.rmdir()
@@ -228,22 +91,31 @@ LOCK_NAME = ".pipeline.lock"
 """In the run folder: one pipeline at a time writes a run (factory/lock.py)."""
 
 
-def _decide_and_check(cfg: CoreConfig, start: str | None, only: str | None,
-                      fresh: set[str] | frozenset[str]) -> tuple[list[Decision], dict[str, Any], set[str]]:
+def run_job(cfg: CoreConfig, stage: str) -> list[Decision]:
+    """Run `stage` as its job of the run's Slurm chain (factory/launch/chain.py), recorded as the pipeline does.
+
+    The chain decided when it was submitted that the stage runs, and why (chain.json), and moved aside the
+    earlier outputs `--fresh` let start over. The job takes no run lock (the chain's jobs record their stages
+    side by side) and decides only whether the stage starts over, from the record as it is now: a requeued
+    job continues its own output, and an output that appeared since the submission is refused, not moved."""
+    if stage not in pipeline_stages(cfg):
+        raise ConfigError(f"--job {stage}: not a stage of this config (stages: {', '.join(pipeline_stages(cfg))})")
     state = load_state(cfg.run.dir)
-    decisions = decide(cfg, state, start, only)
-    return decisions, state, set(fresh_starts(cfg, decisions, set(fresh), moved_from(cfg, state)))
+    why = staleness(state["stages"].get(stage), fingerprints(cfg, pipeline_stages(cfg))[stage])
+    if why and is_main_process():
+        fresh_starts(cfg, [Decision(stage, "run", why[0], fresh=why[1])], set(), moved_from(cfg, state))
+    job = chain_record.entry(cfg.run.dir, stage)
+    d = Decision(stage, "run", job.get("reason", "run by a Slurm job"), moved_aside=job.get("moved_aside"))
+    return _run_decided(cfg, [d], set())
 
 
-def _run_decided(cfg: CoreConfig, decisions: list[Decision], state: dict[str, Any],
-                 start_over: set[str]) -> list[Decision]:
+def _run_decided(cfg: CoreConfig, decisions: list[Decision], start_over: set[str]) -> list[Decision]:
     fps = fingerprints(cfg, pipeline_stages(cfg))
-    state.setdefault("stages", {})
     for i, d in enumerate(decisions, 1):
         log.info("pipeline: [%d/%d] %s: %s (%s)", i, len(decisions), d.stage, d.action, d.reason)
         if d.action == "run":
             try:
-                run_one(cfg, state, d, fps[d.stage], d.stage in start_over)
+                run_one(cfg, d, fps[d.stage], d.stage in start_over)
             except FactoryError as e:
                 raise StageFailure(d.stage, e.lines(), e.exit_code, e.label) from e
             except Exception as e:
@@ -273,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--from", dest="start", metavar="STAGE", help="run STAGE and every later stage, no skipping")
     which.add_argument("--only", metavar="STAGE", help="run STAGE alone, no skipping")
+    which.add_argument("--job", metavar="STAGE", help="run STAGE as its job of the run's Slurm chain (what the "
+                       "chain's sbatch scripts run; python -m factory.launch slurm pipeline): no run lock, no report")
     p.add_argument("--fresh", action="append", default=[], metavar="STAGE",
                    help="let a resumable stage (pretrain, cpt, synth) whose result keys or inputs changed start over: "
                         "its earlier output is moved aside to <folder>.prev-<UTC time>, never deleted (repeatable)")
@@ -292,15 +166,20 @@ def main(argv: list[str] | None = None) -> int:
         overrides.insert(0, args.config_pos)
     if config is None:
         build_parser().error("a config is required (CONFIG or --config FILE)")
+    if args.job and (args.dry_run or args.fresh):
+        build_parser().error("--job runs what its chain decided: no --dry-run or --fresh")
     t0 = time.perf_counter()
     try:
         cfg = load_config(config, overrides)
         fresh = {name for value in args.fresh for name in value.split(",") if name}
-        decisions = run_pipeline(cfg, args.start, args.only, args.dry_run, fresh)
+        if args.job:
+            decisions = run_job(cfg, args.job)
+        else:
+            decisions = run_pipeline(cfg, args.start, args.only, args.dry_run, fresh)
         print(describe(decisions))
         if args.dry_run:
             print(training_plans(cfg, decisions))
-        if not args.dry_run and not args.no_report:
+        if not args.dry_run and not args.no_report and not args.job:
             print(f"report: {write_report(cfg)}")
     except FactoryError as e:
         return report(e)

@@ -1,16 +1,24 @@
-"""A run folder's pipeline record, `<run.dir>/pipeline.json`: per stage its fingerprint, status and manifest."""
+"""A run folder's pipeline record, `<run.dir>/pipeline.json`: per stage its fingerprint, status and manifest.
+
+Several writers may record stages of one run at once (the jobs of a Slurm chain, factory/launch/chain.py), so
+every change is a read-modify-write of one stage's record under a short lock (`records_lock`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from factory.errors import ConfigError
 from factory.io import atomic_write_json
 
 STATE_NAME = "pipeline.json"
+RECORDS_LOCK = ".records.lock"
+"""In the run folder: held (blocking flock) only while one writer reads, changes and writes a record file."""
 
 
 def now() -> str:
@@ -45,3 +53,22 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> None:
     state["updated_at"] = now()
     state["run_dir"] = str(run_dir.resolve())
     atomic_write_json(run_dir / STATE_NAME, state)
+
+
+@contextlib.contextmanager
+def records_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's short lock around a read-modify-write of pipeline.json or chain.json.
+
+    The lock file stays (removing it would let a waiter lock a file that is gone); the kernel frees the flock
+    when its holder dies."""
+    with open(run_dir / RECORDS_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def record_stage(run_dir: Path, stage: str, record: dict[str, Any]) -> None:
+    """Replace `stage`'s record in pipeline.json, keeping every other stage's as the file holds it now."""
+    with records_lock(run_dir):
+        state = load_state(run_dir)
+        state["stages"][stage] = record
+        save_state(run_dir, state)

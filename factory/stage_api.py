@@ -74,6 +74,9 @@ class Stage:
     """Asks the scheduler for GPUs (the one-process stages that do not are disk- or CPU-bound)."""
     job_array: bool = False
     """May run as a Slurm job array of independent tasks (`launch.array`)."""
+    cpus: Callable[[CoreConfig], int] | None = None
+    """CPUs its one process keeps busy (its local workers): its Slurm job's `--cpus-per-task` unless `launch`
+    sets one."""
     checks: Callable[[CoreConfig], list[str]] | None = None
     """Rules across sections, run when one of its sections is present; one line per problem."""
 

@@ -143,4 +143,4 @@ STAGE = Stage(
     name="tokenizer", help="train a MeCab-pretokenized SentencePiece tokenizer + HF export + report",
     sections=(SectionSpec("tokenizer", TokenizerConfig, "Tokenizer training: add one with `inputs: [FILE, ...]`; "
                           "MeCab pretokenization and SentencePiece options"),),
-    plan=plan, run=run, result_sections=("tokenizer",), job_array=True)
+    plan=plan, run=run, result_sections=("tokenizer",), job_array=True, cpus=lambda cfg: STAGE.section_of(cfg).num_workers)

@@ -137,7 +137,13 @@ def _record(manifest: RunManifest, counts: Counter[str]) -> None:
              ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none")
 
 
+def _local_workers(dc: DataConfig) -> int:
+    """The local executor's workers; with `executor: slurm` the process only submits and watches job arrays."""
+    return dc.num_workers if dc.executor == "local" else 1
+
+
 STAGE = Stage(
     name="data", help="ingest, filter and dedup corpora into JSONL (datatrove)",
     sections=(SectionSpec("data", DataConfig, "Corpora to ingest, filter and dedup into JSONL."),),
-    plan=plan, run=run, result_sections=("data",), job_array=True)
+    plan=plan, run=run, result_sections=("data",), job_array=True,
+    cpus=lambda cfg: _local_workers(STAGE.section_of(cfg)))

@@ -106,4 +106,4 @@ STAGE = Stage(
     sections=(SectionSpec("pack", PackConfig, "Datasets to pack into Megatron indexed datasets."),
               SectionSpec("blend", BlendConfig, "Training mixture by curriculum phase, over the packed datasets.")),
     plan=plan, run=run, result_sections=("pack", "blend"), after=("tokenizer", "data"), job_array=True,
-    checks=blend_problems)
+    checks=blend_problems, cpus=lambda cfg: STAGE.section_of(cfg).num_workers)

@@ -19,8 +19,22 @@ SIGNALS_TO_HANDLE = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 
 def stage_args(stage: str, config: str | Path, overrides: list[str]) -> list[str]:
     """`-m factory.stage STAGE --config FILE [overrides]`; `launch.*` overrides only shape the launch."""
-    kept = [o for o in overrides if not o.startswith("launch.")]
-    return ["-m", "factory.stage", stage, "--config", str(config), *kept]
+    return ["-m", "factory.stage", stage, "--config", str(config), *_stage_overrides(overrides)]
+
+
+def pipeline_job_args(stage: str, config: str | Path, overrides: list[str]) -> list[str]:
+    """`-m factory.pipeline --config FILE [overrides] --job STAGE`: a stage as its job of a chain runs it."""
+    return ["-m", "factory.pipeline", "--config", str(config), *_stage_overrides(overrides), "--job", stage]
+
+
+def status_args(config: str | Path, overrides: list[str], ended: str | None = None) -> list[str]:
+    """`python -m factory.launch status --config FILE [overrides] [--job-ended STAGE]`, as a chain's jobs run it."""
+    return ["python", "-m", "factory.launch", "status", "--config", str(config), *overrides,
+            *(["--job-ended", ended] if ended else [])]
+
+
+def _stage_overrides(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith("launch.")]
 
 
 def torchrun_options(launch: LaunchConfig | None, signals: str = SIGNALS_TO_HANDLE) -> list[str]:

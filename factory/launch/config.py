@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from factory import sbatch
 from factory.schema import Section, rule
@@ -93,6 +94,11 @@ class LaunchConfig(Section):
     """More `#SBATCH` options, verbatim (e.g. --mem=0, --gres=..., --exclude=...); `--sbatch OPTION`."""
     array: ArrayConfig | None = None
     """Job array for the data verbs (tokenizer, data, synth, pack)."""
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per stage, the keys of this section that differ for its jobs, e.g. `{pretrain: {nodes: 4, time:
+    "7-00:00:00"}, tokenizer: {partition: cpu, cpus_per_task: 32}}`; any key but `stages`, `array` and
+    `job_name`. Read by `factory.launch slurm STAGE`, the chain (`factory.launch slurm pipeline`) and the
+    training memory plan."""
 
     @field_validator("time", mode="before")
     @classmethod
@@ -135,8 +141,31 @@ class LaunchConfig(Section):
         for option in self.extra_sbatch:
             rule(out, option.startswith("-") and "\n" not in option, f"{prefix}.extra_sbatch", option,
                  "expected one sbatch option such as --exclusive")
-        return out
+        return out or [line for stage in self.stages for line in self._stage_problems(prefix, stage)]
 
+    def for_stage(self, stage: str) -> LaunchConfig:
+        """This section with the keys of `stages[stage]` in place of its own (as it is while that entry is
+        invalid: `problems` names it, and a loaded config has none)."""
+        try:
+            return self._merged(stage)
+        except ValidationError:
+            return self
+
+    def _merged(self, stage: str) -> LaunchConfig:
+        own = self.stages.get(stage)
+        if not own:
+            return self
+        return LaunchConfig.model_validate({**self.model_dump(exclude={"stages"}), **own})
+
+    def _stage_problems(self, prefix: str, stage: str) -> list[str]:
+        key = f"{prefix}.stages.{stage}"
+        if wrong := sorted(set(self.stages[stage]) & NOT_PER_STAGE):
+            return [f"{key}.{name}: set for the whole launch section, not per stage" for name in wrong]
+        try:
+            merged = self._merged(stage)
+        except ValidationError as e:
+            return [f"{key}.{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}" for err in e.errors()]
+        return merged.problems(key)
 
     def slurm_names(self) -> dict[str, str | None]:
         """The #SBATCH options that name a Slurm object (none of which can hold a blank), by option name."""
@@ -152,6 +181,10 @@ class LaunchConfig(Section):
     def whole_nodes(self) -> bool:
         """Whether training jobs ask for `--exclusive` nodes."""
         return self.gpus_per_node > 0 if self.exclusive is None else self.exclusive
+
+
+NOT_PER_STAGE = {"stages", "array", "job_name"}
+"""Launch keys `launch.stages.<stage>` may not set: a chain names its jobs itself and runs no arrays."""
 
 
 def time_seconds(text: str) -> int:

@@ -181,13 +181,13 @@ def plan_memory(model: ModelConfig, parallel: ParallelConfig, shape: TrainingSha
     return MemoryPlan(layout=parallel.describe(), data_parallel=dp, shape=shape, stages=stages)
 
 
-def training_shape(cfg, train) -> TrainingShape:
-    """The shape a config's training section runs at: world from `launch` (nodes x processes per node; its
-    defaults for a GPU config without one, one process for a CPU one), bf16 and the distributed optimizer
-    where it targets GPUs."""
+def training_shape(cfg, train, stage: str) -> TrainingShape:
+    """The shape a config's training section runs at: world from `launch` as it applies to `stage` (nodes x
+    processes per node; its defaults for a GPU config without one, one process for a CPU one), bf16 and the
+    distributed optimizer where it targets GPUs."""
     from factory.launch.config import LaunchConfig
 
-    launch = cfg.launch or LaunchConfig()
+    launch = (cfg.launch or LaunchConfig()).for_stage(stage)
     on_gpu = cfg.runtime.targets_gpu(gpu_launch=cfg.launch is not None and launch.gpus_per_node > 0)
     precision = cfg.runtime.planned_precision(on_gpu)
     world = launch.nodes * launch.processes_per_node if cfg.launch is not None or on_gpu else 1  # a plain CPU run
@@ -204,16 +204,18 @@ def memory_problems(cfg, section: str) -> list[str]:
     """Config check of `section` at its config's model (a cpt from a checkpoint is checked by its plan)."""
     if cfg.model is None:
         return []
-    return over_limit(cfg, section, plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section))))
+    shape = training_shape(cfg, getattr(cfg, section), section)
+    return over_limit(cfg, section, plan_memory(cfg.model, cfg.parallel, shape))
 
 
 def over_limit(cfg, section: str, plan: MemoryPlan) -> list[str]:
-    """One line when `plan`'s largest stage exceeds `launch.gpu_memory_gb` (GPU runs only)."""
+    """One line when `plan`'s largest stage exceeds `launch.gpu_memory_gb` (GPU runs only; the training stage's
+    own value where `launch.stages` sets one)."""
     from factory.launch.config import LaunchConfig
 
     if not plan.shape.on_gpu:
         return []
-    limit = (cfg.launch or LaunchConfig()).gpu_memory_gb
+    limit = (cfg.launch or LaunchConfig()).for_stage(section).gpu_memory_gb
     if plan.largest.total <= limit * GIB:
         return []
     engine = "" if plan.shape.transformer_engine else ", runtime.transformer_engine=required"

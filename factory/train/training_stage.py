@@ -72,7 +72,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             if repeats := budget.repetition(phase_blend, name, end - start_tokens):
                 warnings.append(repeats)
             start_tokens = end
-        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc))
+        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc, stage.name))
         notes.append(memory.describe())
         if memory.shape.on_gpu:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size))

@@ -16,6 +16,7 @@ import yaml
 
 from factory import pipeline, stage
 from factory.launch.__main__ import main as launch_main
+from factory.run_state import RECORDS_LOCK
 from tests.badinput.conftest import DEMO, assert_one_clear_line, run_main, snapshot
 
 
@@ -239,4 +240,4 @@ def test_pipeline_stage_with_an_output_file_in_the_way(prepared, capsys, tmp_pat
     assert_one_clear_line(code, err, f"{target}: is a file")
     assert "data" in err and target.read_text() == "a user's file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept-here", "run"]
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["pipeline.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [RECORDS_LOCK, "pipeline.json"]

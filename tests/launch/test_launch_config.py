@@ -46,3 +46,23 @@ def test_mounts_need_a_container_and_sbatch_options_start_with_a_dash():
     problems = _problems(container_mounts=["/a:/a"], extra_sbatch=["exclusive"])
     assert any("launch.container_mounts" in p and "needs launch.container_image" in p for p in problems)
     assert any("launch.extra_sbatch=exclusive" in p for p in problems)
+
+
+def test_per_stage_launch_keys_are_checked_like_the_section_and_name_the_stage():
+    problems = _problems(stages={"pretrain": {"nodes": 0}, "tokenizer": {"array": None, "time": "1:2"},
+                                 "cpt": {"time": "00:01:00"}, "typo": {"nodes": 2}})
+    assert any(p.endswith("launch.stages.pretrain.nodes=0: Input should be greater than or equal to 1") for p in problems)
+    assert any(p.endswith("launch.stages.tokenizer.array: set for the whole launch section, not per stage")
+               for p in problems)
+    assert any("launch.stages.cpt.signal_seconds_before_timeout=300: must be shorter" in p for p in problems)
+    assert any(p.endswith("launch.stages=typo: not a stage (stages: tokenizer, data, pack, pretrain, synth, upcycle, "
+                          "import, cpt, export, sft, dpo, eval)") for p in problems)
+
+
+def test_a_stage_gets_its_own_keys_over_the_section():
+    cfg = validate_config({**RUN, "launch": {"nodes": 2, "partition": "gpu", "stages": {
+        "pretrain": {"nodes": 8, "time": "7-00:00:00"}, "tokenizer": {"partition": "cpu", "gpus_per_node": 0}}}})
+    pretrain, tokenizer, export = (cfg.launch.for_stage(s) for s in ("pretrain", "tokenizer", "export"))
+    assert (pretrain.nodes, pretrain.partition, pretrain.time) == (8, "gpu", "7-00:00:00")
+    assert (tokenizer.nodes, tokenizer.partition, tokenizer.gpus_per_node) == (2, "cpu", 0)
+    assert export == cfg.launch

@@ -1,12 +1,14 @@
 """The rendered sbatch scripts on a real Slurm (slurmctld + slurmd + munge): signals, time limit, cancel, requeue.
 
 Each job is `python -m factory.launch slurm pretrain --submit` of the tiny training run on a CPU partition
-(`launch.gpus_per_node: 0`: torchrun with one worker), submitted from the repository root as a user would.
+(`launch.gpus_per_node: 0`: torchrun with one worker), submitted from the repository root as a user would, or
+the pretrain job of `factory.launch slurm pipeline --submit` with the chain's report job waiting for it.
 Loss curves are compared with uninterrupted runs of the same config, trained beside the jobs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,6 +21,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.launch.conftest import job_environment
 from tests.train.conftest import losses, packed_data, train_config  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
@@ -30,13 +33,6 @@ TIME_LIMIT_ITERS = 3000
 unless an iteration takes under ~15 ms (34 ms on the shared 2-core build machine)."""
 SAVE_INTERVAL = 50
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
-DISTRIBUTED_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-"""Left in this process's environment by in-process training tests; a job or run started from here must
-not inherit them (sbatch exports the submitter's environment)."""
-
-
-def _environment(base: dict[str, str]) -> dict[str, str]:
-    return {**{k: v for k, v in base.items() if k not in DISTRIBUTED_ENV}, "OMP_NUM_THREADS": "1"}
 
 
 def _config(packed: Path, folder: Path, name: str, iters: int, **launch) -> Path:
@@ -50,21 +46,27 @@ def _config(packed: Path, folder: Path, name: str, iters: int, **launch) -> Path
 
 
 class Job:
-    """One job submitted with `factory.launch slurm --submit`: its Slurm fields, log and checkpoints."""
+    """One job submitted with `factory.launch slurm --submit`: its Slurm fields, log and checkpoints. With
+    `chain`, the pretrain job of `factory.launch slurm pipeline --submit` (a report job waits for it)."""
 
-    def __init__(self, slurm, config: Path):
-        self.env = _environment(slurm.env)
+    def __init__(self, slurm, config: Path, chain: bool = False):
+        self.env = job_environment(slurm.env)
         raw = yaml.safe_load(config.read_text())
-        done = subprocess.run([sys.executable, "-m", "factory.launch", "slurm", "pretrain", "--config", str(config),
-                               "--submit"], cwd=ROOT, env=self.env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "factory.launch", "slurm", "pipeline" if chain else "pretrain",
+                               "--config", str(config), "--submit"], cwd=ROOT, env=self.env, capture_output=True,
+                              text=True)
         assert done.returncode == 0, done.stderr
-        self.id = re.search(r"Submitted batch job (\d+)", done.stdout).group(1)
         self.run_dir = Path(raw["run"]["dir"])
-        self.log_path = Path(raw["launch"]["output_dir"]) / f"{raw['launch']['job_name']}-{self.id}.out"
+        if chain:
+            self.chain = json.loads((self.run_dir / "chain.json").read_text())["jobs"]
+            self.id, self.log_path = self.chain["pretrain"]["job_id"], Path(self.chain["pretrain"]["log"])
+        else:
+            self.id = re.search(r"Submitted batch job (\d+)", done.stdout).group(1)
+            self.log_path = Path(raw["launch"]["output_dir"]) / f"{raw['launch']['job_name']}-{self.id}.out"
         self.tracker = self.run_dir / "pretrain" / "checkpoints" / "latest_checkpointed_iteration.txt"
 
-    def info(self) -> dict[str, str]:
-        out = self._slurm("scontrol", "show", "job", "-o", self.id).stdout
+    def info(self, job_id: str | None = None) -> dict[str, str]:
+        out = self._slurm("scontrol", "show", "job", "-o", job_id or self.id).stdout
         return dict(re.findall(r"(\w+)=(\S*)", out))
 
     def state(self) -> str:
@@ -137,7 +139,7 @@ def reference(packed_data, tmp_path_factory):  # noqa: F811
         log = (folder / "reference.log").open("w")
         runs[iters] = folder / "reference", log, subprocess.Popen(
             [sys.executable, "-m", "factory.stage", "pretrain", "--config", str(config)], cwd=ROOT,
-            env=_environment(os.environ), stdout=log, stderr=log)
+            env=job_environment(os.environ), stdout=log, stderr=log)
 
     def curve(iters: int) -> list[float]:
         run_dir, log, proc = runs[iters]
@@ -163,6 +165,30 @@ def test_usr1_to_the_batch_shell_saves_requeues_and_resumes_the_same_curve(slurm
     assert first < stopped < ITERS and f"resuming at iteration {stopped} " in job.log(), job.log()[-4000:]
     assert "SIGUSR1: the training saves a checkpoint" in job.log() and "restart 1:" in job.log()
     assert losses(job.run_dir) == reference(ITERS)
+
+
+def test_usr1_requeues_a_chain_job_in_place_and_the_job_after_it_waits_for_it(slurm, packed_data, tmp_path,  # noqa: F811
+                                                                            reference):
+    """The chain of a pretrain-only config: the pretrain job and the report job after it (afterok). A requeued
+    pretrain job keeps its id, so the report job keeps waiting for it, then runs once it has completed."""
+    job = Job(slurm, _config(packed_data, tmp_path, "chain", ITERS), chain=True)
+    report = job.chain["report"]["job_id"]
+    job.wait_for_checkpoint()
+    job.scancel("--batch", "--signal=USR1")
+    job.start_requeued()
+    waiting = job.info(report)
+    assert (waiting["JobState"], waiting["Reason"], waiting["Dependency"]) == ("PENDING", "Dependency",
+                                                                               f"afterok:{job.id}(unfulfilled)")
+    assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
+    job.wait(lambda: job.info(report).get("JobState") in ENDED, "the report job")
+    assert job.info(report)["JobState"] == "COMPLETED" and (job.run_dir / "report" / "report.md").is_file()
+    record = json.loads((job.run_dir / "pipeline.json").read_text())["stages"]["pretrain"]
+    assert (record["status"], record["reason"]) == ("done", "no record of a previous run")
+    status = subprocess.run([sys.executable, "-m", "factory.launch", "status", "--config",
+                             str(tmp_path / "chain.yaml")], cwd=ROOT, env=job.env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert re.search(rf"^pretrain +{job.id} +COMPLETED +done +1 +\S+ +{ITERS} \(", status.stdout, re.M), status.stdout
+    assert f"resuming at iteration {_stopped_at(job)} " in job.log() and losses(job.run_dir) == reference(ITERS)
 
 
 def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path,  # noqa: F811

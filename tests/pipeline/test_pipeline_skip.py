@@ -6,8 +6,9 @@ import shutil
 import pytest
 
 from factory.config import load_config
+from factory.decisions import decide
 from factory.errors import ConfigError, DataError
-from factory.pipeline import decide, run_pipeline
+from factory.pipeline import run_pipeline
 from factory.registry import CHAIN, STAGES, chain_problems
 from factory.run_state import STATE_NAME, load_state
 

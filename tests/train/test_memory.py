@@ -74,7 +74,7 @@ def test_transformer_engine_layers_save_less_in_their_dense_parts():
                                             ("llm-jp-3-172b", "pretrain")])
 def test_presets_fit_80_gib(preset, section):
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml")
-    plan = plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section)))
+    plan = plan_memory(cfg.model, cfg.parallel, training_shape(cfg, getattr(cfg, section), section))
     assert 10 * GIB < plan.largest.total < 80 * GIB, plan.describe()
 
 
@@ -95,3 +95,11 @@ def test_a_layout_that_cannot_fit_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "launch.gpu_memory_gb=80" in lines[0] and "TP1/PP1" in lines[0], proc.stderr
+
+
+def test_a_training_stage_plans_at_its_own_launch_keys():
+    """`launch.stages.pretrain` sets the world the pretrain memory plan divides the batch over, and its GPU size."""
+    cfg = load_config(ROOT / "configs" / "tanuki-8b.yaml", ["launch.stages={pretrain: {nodes: 4}}"])
+    assert cfg.launch.nodes * 8 != 32 and training_shape(cfg, cfg.pretrain, "pretrain").world_size == 4 * 8
+    with pytest.raises(ConfigError, match=r"pretrain: does not fit launch.gpu_memory_gb=20"):
+        load_config(ROOT / "configs" / "tanuki-8b.yaml", ["launch.stages={pretrain: {gpu_memory_gb: 20}}"])
