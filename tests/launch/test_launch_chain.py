@@ -26,9 +26,10 @@ def test_dry_run_prints_the_pipeline_decisions_the_job_graph_and_gpu_hours(tmp_p
     out = capsys.readouterr().out
     assert out.startswith(decisions + "\nchain of ")
     graph = out.split("# pretrain")[0]
-    assert "pack      tanuki-8b.pack." in graph and "after: -; 1 process, 16 CPUs, no GPU, partition cpu" in graph
-    assert "after: pack; 4 nodes x 8 GPUs (8 processes), whole nodes, time 7-00:00:00" in graph
-    assert "after: pack, pretrain; 1 process" in graph
+    assert "tokenizer  tanuki-8b.tokenizer." in graph and "after: -; 1 process, 32 CPUs, no GPU" in graph
+    assert "pack       tanuki-8b.pack." in graph and "after: tokenizer; 1 process, 16 CPUs, no GPU, partition cpu" in graph
+    assert "after: tokenizer, pack; 4 nodes x 8 GPUs (8 processes), whole nodes, time 7-00:00:00" in graph
+    assert "after: tokenizer, pack, pretrain; 1 process" in graph
     assert "H100 GPU-hours at 40% MFU" in out and "days on 32 GPUs" in out
     assert not (tmp_path / "run").exists()
 
@@ -36,7 +37,7 @@ def test_dry_run_prints_the_pipeline_decisions_the_job_graph_and_gpu_hours(tmp_p
 def test_each_job_runs_its_stage_through_the_pipeline_and_cancels_its_dependents_when_it_fails(tmp_path):
     cfg = load_config(TANUKI, [f"run.dir={tmp_path / 'run'}"])
     jobs = {job.stage: job for job in plan_chain(cfg, TANUKI, [f"run.dir={tmp_path / 'run'}"], dry_run=True).jobs}
-    assert list(jobs) == ["pack", "pretrain", "report"] and jobs["pretrain"].after == ["pack"]
+    assert list(jobs) == ["tokenizer", "pack", "pretrain", "report"] and jobs["pretrain"].after == ["tokenizer", "pack"]
     pretrain = jobs["pretrain"].script
     assert f"-m factory.pipeline --config {TANUKI} run.dir={tmp_path / 'run'} --job pretrain" in pretrain
     assert f"if [ \"$stop\" != USR1 ] && ! python -m factory.launch status --config {TANUKI}" in pretrain
