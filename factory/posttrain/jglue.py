@@ -48,13 +48,18 @@ def _json_lines(path: Path, keys: tuple[str, ...]) -> list[tuple[str, dict[str, 
     return rows
 
 
+def _ids(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The row's identifiers that it has (the local files carry them; the tests' rows need not)."""
+    return {k: row[k] for k in keys if k in row}
+
+
 def jcommonsenseqa_rows(path: Path) -> list[dict[str, Any]]:
     keys = ("question", *(f"choice{i}" for i in range(5)), "label")
     rows = []
     for where, r in _json_lines(path, keys):
         if not isinstance(r["label"], int) or not 0 <= r["label"] < 5:
             raise DataError(f"{where}: label {r['label']!r} is not a choice index 0-4")
-        rows.append({"q_id": r.get("q_id"), "question": r["question"],
+        rows.append({**_ids(r, "q_id"), "question": r["question"],
                      **{f"choice{i}": str(r[f"choice{i}"]) for i in range(5)}, "label": r["label"]})
     return rows
 
@@ -66,7 +71,7 @@ def jnli_rows(path: Path) -> list[dict[str, Any]]:
     for where, r in _json_lines(path, ("sentence1", "sentence2", "label")):
         if r["label"] not in NLI_LABELS:
             raise DataError(f"{where}: label {r['label']!r} is not one of {', '.join(NLI_LABELS)}")
-        rows.append({"sentence_pair_id": str(r.get("sentence_pair_id")), "sentence1": r["sentence1"],
+        rows.append({**_ids(r, "sentence_pair_id", "yjcaptions_id"), "sentence1": r["sentence1"],
                      "sentence2": r["sentence2"], "label": NLI_LABELS.index(r["label"])})
     return rows
 
@@ -77,7 +82,7 @@ def jsts_rows(path: Path) -> list[dict[str, Any]]:
         score = float(r["label"])
         if not 0 <= score <= 5:
             raise DataError(f"{where}: similarity {score} outside 0-5")
-        rows.append({"sentence_pair_id": str(r.get("sentence_pair_id")), "sentence1": r["sentence1"],
+        rows.append({**_ids(r, "sentence_pair_id", "yjcaptions_id"), "sentence1": r["sentence1"],
                      "sentence2": r["sentence2"], "label": score})
     return rows
 

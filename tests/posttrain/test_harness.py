@@ -202,3 +202,63 @@ def test_backend_choice_and_a_missing_vllm():
     with pytest.raises(ConfigError, match="eval.harness.backend=vllm: vllm is not installed"):
         harness.make_lm("vllm", None, HarnessConfig(backend="vllm"))
 
+
+
+def test_the_stage_scores_what_lm_evals_own_upstream_task_scores(llama_dir, full_eval_data, tmp_path):
+    """The same tiny model and examples through lm-eval's own registry and API (the leaderboard tasks by name,
+    their data source overridden as a user of lm-eval would): the same prompts, log-likelihoods and accuracies."""
+    import json
+
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factory.posttrain.harness_tasks import upstream_tasks
+
+    class RecordingHFLM(HFLM):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            results = super().loglikelihood(requests, disable_tqdm)
+            self.records += [(*r.args, round(ll, 5)) for r, (ll, _) in zip(requests, results)]
+            return results
+
+    model = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+
+    def lm() -> RecordingHFLM:
+        out = RecordingHFLM(pretrained=model, tokenizer=tok, batch_size=8)
+        out.records = []
+        return out
+
+    stage_lm = lm()
+    stage = harness.evaluate(stage_lm, HarnessConfig(tasks=["jcommonsenseqa", "jnli"], protocols=[
+        "lm-evaluation-harness"], limit=12), full_eval_data, seed=0)
+
+    # The files converted here by hand: JNLI's labels as Rakuten/JGLUE's indices, everything else as it is.
+    def copy(name: str, label=lambda v: v) -> str:
+        rows = [json.loads(line) for line in (full_eval_data / "jglue" / name).read_text(encoding="utf-8").splitlines()]
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({**r, "label": label(r["label"])}, ensure_ascii=False) + "\n"
+                                for r in rows), encoding="utf-8")
+        return str(path)
+
+    nli = ["entailment", "contradiction", "neutral"].index
+    jcqa = {"task": "ja_leaderboard_jcommonsenseqa", "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {
+        "data_files": {"train": copy("jcommonsenseqa-train-v1.3.json"),
+                       "validation": copy("jcommonsenseqa-valid-v1.3.json")}}}
+    jnli = {"task": "ja_leaderboard_jnli", "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {
+        "data_files": {"validation": copy("jnli-valid-v1.3.json", nli)}},  # no train split in the mirror:
+        "training_split": None, "fewshot_split": "validation", "test_split": "validation"}  # as the stage does
+    manager = TaskManager(include_defaults=False, include_path=upstream_tasks().include_path)
+    tasks = manager.load({"group": "parity", "task": [jcqa, jnli]})["tasks"]
+    upstream_lm = lm()
+    results = simple_evaluate(model=upstream_lm, tasks=list(tasks.values()), limit=12, random_seed=0,
+                              numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)["results"]
+
+    assert sorted(stage_lm.records) == sorted(upstream_lm.records) and len(stage_lm.records) == 12 * 5 + 12 * 3
+    by_task = {s.task: s for s in stage}
+    for name in ("jcommonsenseqa", "jnli"):
+        row = results[f"ja_leaderboard_{name}"]
+        assert by_task[name].value == row["acc,none"] and by_task[name].stderr == row["acc_stderr,none"]
+        assert by_task[name].num_fewshot == 3
+    assert (by_task["jcommonsenseqa"].fewshot_split, by_task["jnli"].fewshot_split) == ("train", SHOTS_FROM_VALIDATION)
