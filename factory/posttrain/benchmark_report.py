@@ -45,8 +45,8 @@ def harness_table(scores: list[dict[str, Any]], versions: dict[str, str] | None 
     lines: list[str] = []
     for protocol in dict.fromkeys(s.get("protocol", LEADERBOARD) for s in scores):
         rows = [s for s in scores if s.get("protocol", LEADERBOARD) == protocol]
-        version = f" ({versions[protocol]})" if versions and protocol in versions else ""
-        lines += [f"### {PROTOCOL_HEADINGS.get(protocol, protocol)}{version}", "",
+        version = [f"Followed: {versions[protocol]}.", ""] if versions and protocol in versions else []
+        lines += [f"### {PROTOCOL_HEADINGS.get(protocol, protocol)}", "", *version,
                   "| task | metric | score | ± stderr | examples | shots | chance | majority class | vs chance |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for s in rows:

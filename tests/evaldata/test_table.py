@@ -40,7 +40,8 @@ def test_the_demo_rows_cover_what_the_demo_config_scores():
     assert shots == ["jglue/jcommonsenseqa-train-v1.3.json"]
     questions = mt_bench.load_questions(DEMO, ec.mt_bench.questions)
     assert [q.id for q in questions] == ec.mt_bench.questions == [31, 61, 71]
-    assert [q.category for q in questions if q.reference] == ["math"] and mt_bench.load_judge_prompts(DEMO / mt_bench.FOLDER / "judge_prompts.jsonl")
+    assert [q.category for q in questions if q.reference] == ["math"]
+    assert mt_bench.load_judge_prompts(DEMO / mt_bench.FOLDER / "judge_prompts.jsonl")
     whole = [p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*") if p.is_file()]
     assert sorted(whole) == sorted(["README.md"] + [TASKS[t].file("validation") for t in ec.harness.tasks] + shots
                                    + [f"{mt_bench.FOLDER}/{name}" for name in (*MT_FILES, "LICENSE")] + ["jglue/LICENSE"])

@@ -85,7 +85,7 @@ def test_shots_come_from_train_when_the_folder_has_it_else_from_the_other_valida
     write_jsonl(eval_data / "jglue" / "jcommonsenseqa-train-v1.3.json", TRAIN_ROWS)
     lm = FixedLM(lambda context, choice: -len(choice))
     scores = _run(lm, eval_data, tasks=["jcommonsenseqa", "jnli"], num_fewshot=2)
-    jcqa, jnli = scores["lm-evaluation-harness", "jcommonsenseqa", "acc"], scores["lm-evaluation-harness", "jnli", "acc"]
+    jcqa, jnli = (scores["lm-evaluation-harness", task, "acc"] for task in ("jcommonsenseqa", "jnli"))
     assert (jcqa.fewshot_split, jnli.fewshot_split) == ("train", SHOTS_FROM_VALIDATION)
     train = {r["question"] for r in TRAIN_ROWS}
     for context, _ in lm.requests:
@@ -113,7 +113,8 @@ def test_jsts_the_factorys_own_task_correlations_by_hand(eval_data):
         return 0.0 if choice == "\n" + predicted[first] else -50.0
 
     scores = _run(FixedLM(score), eval_data, tasks=["jsts"], num_fewshot=0, protocols=harness_protocols())
-    assert [k for k in scores if k[1] == "jsts"] == [("lm-evaluation-harness", "jsts", m) for m in ("pearson", "spearman")]
+    assert [k for k in scores if k[1] == "jsts"] == [("lm-evaluation-harness", "jsts", m)
+                                                     for m in ("pearson", "spearman")]
     for metric in ("pearson", "spearman"):
         s = scores["lm-evaluation-harness", "jsts", metric]
         assert s.value == pytest.approx(0.8) and s.chance == 0.0 and s.examples == 4
