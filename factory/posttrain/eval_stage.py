@@ -1,5 +1,6 @@
 """The `eval` stage: perplexity per language, answers to a prompts file, code-switch rate, JGLUE through
-lm-evaluation-harness, Japanese MT-Bench and checkpoints by iteration (benchmarks.py); report.json/.md."""
+lm-evaluation-harness's own leaderboard tasks and under the llm-jp-eval protocol, Japanese MT-Bench and
+checkpoints by iteration (benchmarks.py); report.json/.md."""
 
 from __future__ import annotations
 
@@ -138,8 +139,9 @@ def _write(out: Path, report: dict, answers: list[dict], manifest: RunManifest) 
 
 
 STAGE = Stage(
-    name="eval", help="perplexity, code-switch rate, JGLUE (lm-evaluation-harness), Japanese MT-Bench",
-    sections=(SectionSpec("eval", EvalConfig, "Perplexity, code-switch rate, JGLUE (lm-evaluation-harness) and "
-                          "Japanese MT-Bench of an HF folder or Megatron checkpoints."),),
+    name="eval", help="perplexity, code-switch rate, JGLUE (lm-evaluation-harness, llm-jp-eval), Japanese MT-Bench",
+    sections=(SectionSpec("eval", EvalConfig, "Perplexity, code-switch rate, JGLUE (lm-evaluation-harness's "
+                          "leaderboard tasks and the llm-jp-eval protocol) and Japanese MT-Bench of an HF folder or "
+                          "Megatron checkpoints."),),
     plan=plan, run=run, result_sections=("runtime", "data", "eval"),
     after=("tokenizer", "pretrain", "cpt", "export", "sft", "dpo"), uses_gpu=True)
