@@ -18,7 +18,7 @@ from factory.errors import ConfigError
 from factory.posttrain import harness, llm_jp_eval
 from factory.posttrain.benchmark_config import HarnessConfig
 from factory.posttrain.harness_tasks import SHOTS_FROM_VALIDATION
-from tests.posttrain.conftest import write_jsonl
+from tests.posttrain.conftest import DEMO_DATA, write_jsonl
 
 LEADERBOARD_DESCRIPTION = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 TRAIN_ROWS = [{"q_id": 100 + i, "question": f"練習問題{i}？", **{f"choice{k}": f"答{i}-{k}" for k in range(5)},
@@ -205,9 +205,10 @@ def test_backend_choice_and_a_missing_vllm():
 
 
 
-def test_the_stage_scores_what_lm_evals_own_upstream_task_scores(llama_dir, full_eval_data, tmp_path):
-    """The same tiny model and examples through lm-eval's own registry and API (the leaderboard tasks by name,
-    their data source overridden as a user of lm-eval would): the same prompts, log-likelihoods and accuracies."""
+def test_the_stage_scores_what_lm_evals_own_upstream_task_scores(llama_dir, tmp_path):
+    """The same tiny model and examples (the JGLUE rows the demo ships) through lm-eval's own registry and API
+    (the leaderboard tasks by name, their data source overridden as a user of lm-eval would): the same prompts,
+    log-likelihoods and accuracies."""
     import json
 
     from lm_eval import simple_evaluate
@@ -231,13 +232,14 @@ def test_the_stage_scores_what_lm_evals_own_upstream_task_scores(llama_dir, full
         out.records = []
         return out
 
+    data = DEMO_DATA / "eval"
     stage_lm = lm()
     stage = harness.evaluate(stage_lm, HarnessConfig(tasks=["jcommonsenseqa", "jnli"], protocols=[
-        "lm-evaluation-harness"], limit=12), full_eval_data, seed=0)
+        "lm-evaluation-harness"]), data, seed=0)
 
     # The files converted here by hand: JNLI's labels as Rakuten/JGLUE's indices, everything else as it is.
     def copy(name: str, label=lambda v: v) -> str:
-        rows = [json.loads(line) for line in (full_eval_data / "jglue" / name).read_text(encoding="utf-8").splitlines()]
+        rows = [json.loads(line) for line in (data / "jglue" / name).read_text(encoding="utf-8").splitlines()]
         path = tmp_path / name
         path.write_text("".join(json.dumps({**r, "label": label(r["label"])}, ensure_ascii=False) + "\n"
                                 for r in rows), encoding="utf-8")
@@ -247,16 +249,17 @@ def test_the_stage_scores_what_lm_evals_own_upstream_task_scores(llama_dir, full
     jcqa = {"task": "ja_leaderboard_jcommonsenseqa", "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {
         "data_files": {"train": copy("jcommonsenseqa-train-v1.3.json"),
                        "validation": copy("jcommonsenseqa-valid-v1.3.json")}}}
+    # No JNLI train rows (the demo ships none, the offline mirror has none): shots from validation, as the stage.
     jnli = {"task": "ja_leaderboard_jnli", "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {
-        "data_files": {"validation": copy("jnli-valid-v1.3.json", nli)}},  # no train split in the mirror:
-        "training_split": None, "fewshot_split": "validation", "test_split": "validation"}  # as the stage does
+        "data_files": {"validation": copy("jnli-valid-v1.3.json", nli)}},
+        "training_split": None, "fewshot_split": "validation", "test_split": "validation"}
     manager = TaskManager(include_defaults=False, include_path=upstream_tasks().include_path)
     tasks = manager.load({"group": "parity", "task": [jcqa, jnli]})["tasks"]
     upstream_lm = lm()
-    results = simple_evaluate(model=upstream_lm, tasks=list(tasks.values()), limit=12, random_seed=0,
+    results = simple_evaluate(model=upstream_lm, tasks=list(tasks.values()), random_seed=0,
                               numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)["results"]
 
-    assert sorted(stage_lm.records) == sorted(upstream_lm.records) and len(stage_lm.records) == 12 * 5 + 12 * 3
+    assert sorted(stage_lm.records) == sorted(upstream_lm.records) and len(stage_lm.records) == 10 * 5 + 10 * 3
     by_task = {s.task: s for s in stage}
     for name in ("jcommonsenseqa", "jnli"):
         row = results[f"ja_leaderboard_{name}"]
