@@ -174,8 +174,9 @@ def readme(source: str, absent: list[str]) -> str:
     licence_file = {e.source: e.local for e in FILES if e.upstream == "LICENSE"}
     rows = [f"| `{e.local}` | {e.source.repository} | `{e.source.commit}` ({e.source.date}) | `{e.upstream}` | "
             f"{e.source.licence} (`{licence_file[e.source]}`) |" for e in FILES if e.local not in absent]
-    missing = (f"\nOptional files not installed (the source has none): {', '.join(absent)}. The eval stage does not "
-               f"read them yet; fetch from upstream to add them.\n" if absent else "")
+    missing = (f"\nOptional files not installed (the source has none): {', '.join(absent)}. Without a train split the "
+               f"eval stage takes a task's few-shot examples from its other validation examples (and records so); "
+               f"fetch from upstream to add them.\n" if absent else "")
     return (f"# Evaluation data\n\nInstalled by `{FETCH_COMMAND}` from {source}; every file matched the sha256 and "
             "git blob id pinned in the project's factory/evaldata/table.py (`python -m factory.evaldata verify` "
             "checks them again). Each file keeps its upstream licence, whose text lies beside it.\n\n"

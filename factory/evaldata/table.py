@@ -46,7 +46,8 @@ class EvalFile:
     sha256: str | None
     """sha256 of the file; None where no copy was at hand to compute it (the git blob id still pins it)."""
     required: bool = True
-    """Read by the eval stage today; the train splits (few-shot examples later) may be absent from a mirror."""
+    """Always read by the eval stage; the train splits (its few-shot examples where present, else the other
+    validation examples) may be absent from a mirror."""
 
 
 def _jglue(task: str, split: str, git_blob: str, sha256: str | None) -> EvalFile:

@@ -11,14 +11,24 @@ from pydantic import Field
 from factory.posttrain.jglue import TASKS
 from factory.schema import Section, rule
 
+LEADERBOARD = "lm-evaluation-harness"
+"""The scoring protocol of lm-evaluation-harness's japanese_leaderboard tasks (log-likelihood of each choice)."""
+PROTOCOLS = (LEADERBOARD, "llm-jp-eval")
+
 
 class HarnessConfig(Section):
     """JGLUE tasks run in-process by lm-evaluation-harness on the HF folder."""
 
     tasks: list[str] = Field(default_factory=lambda: list(TASKS), min_length=1)
-    """Tasks to run: jcommonsenseqa (accuracy), jnli (accuracy), jsts (Pearson/Spearman), jsquad (EM/F1)."""
+    """Tasks to run: jcommonsenseqa (accuracy), jnli (accuracy), jsts (Pearson/Spearman), jsquad (exact match)."""
+    protocols: list[Literal["lm-evaluation-harness", "llm-jp-eval"]] = Field(
+        default_factory=lambda: list(PROTOCOLS), min_length=1)
+    """Scoring protocols: lm-evaluation-harness (its japanese_leaderboard task definitions: log-likelihood of
+    each choice) and llm-jp-eval (generation and exact match; jcommonsenseqa, jnli and jsquad only)."""
     num_fewshot: int | None = Field(default=None, ge=0)
-    """Few-shot examples per prompt; None: each task's Japanese-leaderboard default (3, 3, 3, 2)."""
+    """Few-shot examples per prompt, for every task and protocol; None: each one's own default (leaderboard
+    3, 3, 2; the factory's JSTS 3; llm-jp-eval 4). Shots come from the train split where the eval data folder
+    holds it, else from the other validation examples (recorded per task)."""
     limit: int | None = Field(default=None, ge=1)
     """Evaluate only the first N examples of each task (quick runs); None: the whole validation split."""
     batch_size: int = Field(default=8, ge=1)
@@ -27,14 +37,18 @@ class HarnessConfig(Section):
     """lm-eval model backend; auto: vLLM when it is installed and the runtime device is CUDA, else HF."""
     chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template (the leaderboard scores base models without one)."""
-    max_gen_tokens: int = Field(default=64, ge=1)
-    """Token budget of a generated answer (JSQuAD)."""
+    max_gen_tokens: int | None = Field(default=None, ge=1)
+    """Token budget of a JSQuAD answer under lm-evaluation-harness; None: its task's own (the definition sets
+    none, so lm-eval's model default, 256 for HF). A model whose context is not larger needs a smaller one.
+    llm-jp-eval's budgets are its own (its `output_length`)."""
 
     def problems(self, prefix: str) -> list[str]:
         out: list[str] = []
         for name in self.tasks:
             rule(out, name in TASKS, f"{prefix}.tasks", name, f"not a task (supported: {', '.join(TASKS)})")
         rule(out, len(set(self.tasks)) == len(self.tasks), f"{prefix}.tasks", self.tasks, "tasks must be unique")
+        rule(out, len(set(self.protocols)) == len(self.protocols), f"{prefix}.protocols", self.protocols,
+             "protocols must be unique")
         return out
 
 
@@ -59,6 +73,10 @@ class JudgeConfig(Section):
     """First retry delay; doubles on each retry (with jitter)."""
     timeout_seconds: float = Field(default=300.0, gt=0)
     """Per-request timeout."""
+    prompts: Path | None = None
+    """Judge prompts in FastChat's layout (JSON Lines of name, system_prompt, prompt_template), e.g. the Japanese
+    fork's Japanese ones; it must define single-v1, single-math-v1 and their -multi-turn forms. None: FastChat's
+    own `japanese_mt_bench/judge_prompts.jsonl` in the eval data folder."""
 
     def problems(self, prefix: str) -> list[str]:
         out: list[str] = []
@@ -75,7 +93,11 @@ class MtBenchConfig(Section):
     questions: int | list[int] | None = None
     """The first N of the 80 questions, or a list of question ids (e.g. one per category); None: all."""
     max_new_tokens: int = Field(default=1024, ge=1)
-    """Token budget of each answer turn (FastChat: 1024)."""
+    """Token budget of each answer turn (FastChat: 1024); less where the context leaves less after the prompt,
+    which is always kept whole (a turn whose prompt fills the context is refused and counted)."""
+    samples: int = Field(default=1, ge=1)
+    """Answers per question (FastChat's num_choices), each at its category's temperature; the report gives the
+    mean over them and the spread (standard deviation of the overall score across the samples)."""
     judge: JudgeConfig
     """Who grades the answers."""
 

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from factory.posttrain.benchmark_config import LEADERBOARD
+from factory.posttrain.jglue import TASKS
+
 NEAR_CHANCE = 2.0
 """A score within this many standard errors of chance is reported as near chance."""
+PROTOCOL_HEADINGS = {
+    LEADERBOARD: "lm-evaluation-harness: its own japanese_leaderboard task definitions (log-likelihood of each "
+                 "choice; JSQuAD generated), JSTS the factory's own",
+    "llm-jp-eval": "llm-jp-eval protocol: generation, exact match of the first paragraph (NFKC), its instructions "
+                   "and few-shot format",
+}
 
 
 def number(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None or value == "n/a" else f"{value:.{digits}f}"
+
+
+def score_label(score: dict[str, Any]) -> str:
+    """`jcommonsenseqa acc`, or `jcommonsenseqa exact_match (llm-jp-eval)` for the second protocol."""
+    protocol = score.get("protocol", LEADERBOARD)
+    return f"{score['task']} {score['metric']}" + ("" if protocol == LEADERBOARD else f" ({protocol})")
 
 
 def verdict(score: dict[str, Any]) -> str:
@@ -25,29 +40,53 @@ def verdict(score: dict[str, Any]) -> str:
     return "above chance" if value > score["chance"] else "below chance"
 
 
-def harness_table(scores: list[dict[str, Any]]) -> list[str]:
-    lines = ["| task | metric | score | ± stderr | examples | shots | chance | majority class | vs chance |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for s in scores:
-        lines.append(f"| {s['task']} | {s['metric']} | {number(s['value'])} | {number(s['stderr'])} | {s['examples']} "
-                     f"| {s['num_fewshot']} | {number(s['chance'])} | {number(s['majority'])} | {verdict(s)} |")
-    return lines + [""]
+def harness_table(scores: list[dict[str, Any]], versions: dict[str, str] | None = None) -> list[str]:
+    """One table per protocol (with the version it followed), then each task's cut prompts."""
+    lines: list[str] = []
+    for protocol in dict.fromkeys(s.get("protocol", LEADERBOARD) for s in scores):
+        rows = [s for s in scores if s.get("protocol", LEADERBOARD) == protocol]
+        version = [f"Followed: {versions[protocol]}.", ""] if versions and protocol in versions else []
+        lines += [f"### {PROTOCOL_HEADINGS.get(protocol, protocol)}", "", *version,
+                  "| task | metric | score | ± stderr | examples | shots | chance | majority class | vs chance |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for s in rows:
+            shots = f"{s['num_fewshot']} from {s['fewshot_split']}" if s["num_fewshot"] else "0"
+            lines.append(f"| {s['task']} | {s['metric']} | {number(s['value'])} | {number(s['stderr'])} | "
+                         f"{s['examples']} | {shots} | {number(s['chance'])} | {number(s['majority'])} | "
+                         f"{verdict(s)} |")
+        cut = {s["task"]: s for s in rows if s.get("prompts")}
+        lines += [""] + [f"- {truncation(s)}" for s in cut.values()] + ([""] if cut else [])
+    return lines
+
+
+def truncation(score: dict[str, Any]) -> str:
+    """`JNLI: 600 of 600 prompts cut to 128 tokens`."""
+    title = TASKS[score["task"]].title if score["task"] in TASKS else score["task"]
+    return f"{title}: {score['prompts_cut']} of {score['prompts']} prompts cut to {score['context']} tokens"
 
 
 def mt_bench_lines(summary: dict[str, Any]) -> list[str]:
-    lines = [f"Judge: `{summary['judge_model']}`; {summary['rated']} of {summary['judged']} judgements gave a "
-             f"rating (1-10; FastChat's single-answer grading, unrated ones left out of the means).", "",
-             "| category | score |", "|---|---|"]
+    samples = summary.get("samples", 1)
+    spread = summary.get("overall_std")
+    overall = number(summary["overall"], 2) + (f" ± {number(spread, 2)}" if samples > 1 else "")
+    lines = [f"Judge: `{summary['judge_model']}` with the prompts of `{summary.get('judge_prompts', 'FastChat')}`; "
+             f"{summary['rated']} of {summary['judged']} judgements gave a rating (1-10; FastChat's single-answer "
+             f"grading, unrated ones left out of the means). {samples} answer(s) per question at FastChat's "
+             f"temperature per category" + ("; ± is the standard deviation of the overall score across them"
+                                           if samples > 1 else "") + ".", ""]
+    if summary.get("refused_turns"):
+        lines += [f"{summary['refused_turns']} turn(s) not answered: their prompt did not fit the model's context "
+                  "(prompts are never cut).", ""]
+    lines += ["| category | score |", "|---|---|"]
     lines += [f"| {c} | {number(v, 2)} |" for c, v in summary["categories"].items()]
     lines += [f"| turn 1 | {number(summary['turn1'], 2)} |", f"| turn 2 | {number(summary['turn2'], 2)} |",
-              f"| **overall** | **{number(summary['overall'], 2)}** |", ""]
+              f"| **overall** | **{overall}** |", ""]
     return lines
 
 
 def checkpoint_table(rows: list[dict[str, Any]]) -> list[str]:
-    metrics = [(s["task"], s["metric"]) for s in rows[0]["scores"]] if rows else []
-    lines = ["| series | iteration | tokens | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
+    labels = [score_label(s) for s in rows[0]["scores"]] if rows else []
+    lines = ["| series | iteration | tokens | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
     for r in rows:
         cells = [f"{number(s['value'])} ± {number(s['stderr'])}" for s in r["scores"]]
         lines.append(f"| {r['label']} | {r['iteration']} | {r['tokens']:,} | " + " | ".join(cells) + " |")
@@ -58,7 +97,7 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
     """The benchmark sections of eval/report.md (empty when none ran)."""
     lines: list[str] = []
     if report.get("harness"):
-        lines += ["## JGLUE (lm-evaluation-harness)", ""] + harness_table(report["harness"])
+        lines += ["## JGLUE", ""] + harness_table(report["harness"], report.get("harness_protocols"))
     if report.get("mt_bench"):
         lines += ["## Japanese MT-Bench", ""] + mt_bench_lines(report["mt_bench"])
     if report.get("checkpoints"):

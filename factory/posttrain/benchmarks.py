@@ -1,5 +1,6 @@
-"""The eval stage's benchmarks on an HF folder: JGLUE through lm-evaluation-harness, Japanese MT-Bench with an
-LLM judge, and Megatron checkpoints scored by iteration; figures into the manifest and report.json."""
+"""The eval stage's benchmarks on an HF folder: JGLUE through lm-evaluation-harness under two protocols, Japanese
+MT-Bench with an LLM judge, and Megatron checkpoints scored by iteration; figures into the manifest and
+report.json. `plan_reads` reads and checks every input they need before anything is scored."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 
 from factory.config_base import CoreConfig
 from factory.data.synth.generate import JsonlLog
-from factory.errors import ConfigError
+from factory.errors import ConfigError, missing_inputs
 from factory.evaldata import location as evaldata
 from factory.manifest import RunManifest
+from factory.posttrain import llm_jp_eval
 from factory.posttrain import model as hf
 from factory.posttrain import mt_bench
+from factory.posttrain.benchmark_config import LEADERBOARD
 from factory.posttrain.checkpoint_eval import score_checkpoints, sweep_points
 from factory.posttrain.config import EvalConfig
 from factory.posttrain.evaluate import stop_ids
@@ -35,31 +38,64 @@ def eval_data_dir(ec: EvalConfig) -> Path:
 
 
 def plan_reads(ec: EvalConfig) -> tuple[list[Path], list[str]]:
-    """(files the benchmarks read, plan notes); a missing eval data folder or checkpoint is a ConfigError."""
+    """(files the benchmarks read, plan notes), every one read and checked here: a missing eval data folder,
+    file or checkpoint is a ConfigError, a malformed row a DataError naming file:line."""
     if not (ec.harness or ec.mt_bench):
         return [], []
     data_dir = eval_data_dir(ec)
     reads, notes = [], [f"eval data: {data_dir}"]
     if ec.harness:
-        reads += [data_dir / TASKS[t].file for t in ec.harness.tasks]
-        shots = "leaderboard shots" if ec.harness.num_fewshot is None else f"{ec.harness.num_fewshot}-shot"
-        notes.append(f"lm-evaluation-harness: {', '.join(ec.harness.tasks)} ({shots}, "
-                     f"{f'first {ec.harness.limit}' if ec.harness.limit else 'all'} examples each)")
+        reads += _harness_reads(ec, data_dir, notes)
     if ec.mt_bench:
-        reads += [data_dir / "japanese_mt_bench" / name for name in
-                  ("question.jsonl", "reference_answer_gpt-4.jsonl", "judge_prompts.jsonl")]
-        judge = ec.mt_bench.judge
-        if judge.serve not in (None, "self"):
-            reads.append(Path(judge.serve))
-        if judge.api_key_env and not os.environ.get(judge.api_key_env):
-            raise ConfigError(f"eval.mt_bench.judge.api_key_env={judge.api_key_env}: environment variable is not set")
-        count = len(ec.mt_bench.questions) if isinstance(ec.mt_bench.questions, list) else ec.mt_bench.questions
-        notes.append(f"Japanese MT-Bench: {count or 80} questions; judge "
-                     + (f"{judge.serve} served on 127.0.0.1" if judge.serve else f"{judge.model} at {judge.base_url}"))
+        reads += _mt_bench_reads(ec, data_dir, notes)
     if ec.checkpoints:
         points = sweep_points(ec.checkpoints)
         notes.append(f"checkpoints: {len(points)} iterations, each exported to a temporary HF folder and scored")
     return reads, notes
+
+
+def _harness_reads(ec: EvalConfig, data_dir: Path, notes: list[str]) -> list[Path]:
+    reads, shots = [], []
+    for name in ec.harness.tasks:
+        spec = TASKS[name]
+        files = [data_dir / spec.file(split) for split in ("validation", "train")]
+        present = [f for f in files if f.is_file()]
+        _check_present(files[:1])
+        for f in present:
+            spec.rows(f)  # a malformed row fails here, before any scoring
+        reads += present
+        shots.append(f"{name} from {'train' if files[1] in present else 'validation (no train split)'}")
+    count = "leaderboard defaults" if ec.harness.num_fewshot is None else f"{ec.harness.num_fewshot}"
+    notes.append(f"JGLUE ({', '.join(ec.harness.protocols)}): {', '.join(ec.harness.tasks)}; shots ({count}): "
+                 f"{', '.join(shots)}; {f'first {ec.harness.limit}' if ec.harness.limit else 'all'} examples each")
+    if llm_jp_eval.PROTOCOL in ec.harness.protocols:
+        left = [t for t in ec.harness.tasks if t not in llm_jp_eval.TASKS]
+        if left:
+            notes.append(f"llm-jp-eval protocol: {', '.join(left)} not scored (not reproducible from its public code)")
+    return reads
+
+
+def _mt_bench_reads(ec: EvalConfig, data_dir: Path, notes: list[str]) -> list[Path]:
+    judge = ec.mt_bench.judge
+    folder = data_dir / mt_bench.FOLDER
+    reads = [folder / "question.jsonl", folder / "reference_answer_gpt-4.jsonl",
+             mt_bench.judge_prompts_file(data_dir, judge)] + ([Path(judge.serve)] if judge.serve not in (None, "self")
+                                                              else [])
+    _check_present(reads)
+    questions = mt_bench.load_questions(data_dir, ec.mt_bench.questions)
+    mt_bench.load_judge_prompts(reads[2])
+    if judge.api_key_env and not os.environ.get(judge.api_key_env):
+        raise ConfigError(f"eval.mt_bench.judge.api_key_env={judge.api_key_env}: environment variable is not set")
+    notes.append(f"Japanese MT-Bench: {len(questions)} questions x {ec.mt_bench.samples} samples; judge "
+                 + (f"{judge.serve} served on 127.0.0.1" if judge.serve else f"{judge.model} at {judge.base_url}")
+                 + f" with the prompts of {reads[2]}")
+    return reads
+
+
+def _check_present(paths: list[Path]) -> None:
+    missing = missing_inputs("eval", paths)
+    if missing:
+        raise ConfigError(missing)
 
 
 def run(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManifest, out: Path) -> dict[str, Any]:
@@ -81,14 +117,16 @@ def run(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManifest, 
 def _on_model(cfg: CoreConfig, folder: Path, model_name: str, model_key: str, manifest: RunManifest,
               out: Path) -> dict[str, Any]:
     ec, report, loaded = cfg.eval, {}, _LazyModel(cfg, folder)
-    if ec.mt_bench:  # inputs first: a missing question or template fails before any work
+    if ec.mt_bench:  # parsed by the plan already; here for the run
         questions = mt_bench.load_questions(eval_data_dir(ec), ec.mt_bench.questions)
-        prompts = mt_bench.load_judge_prompts(eval_data_dir(ec))
-        hf.load_tokenizer(folder, "eval.mt_bench")  # the answers need the chat template
+        prompts_file = mt_bench.judge_prompts_file(eval_data_dir(ec), ec.mt_bench.judge)
+        prompts = mt_bench.load_judge_prompts(prompts_file)
     with _judge(cfg, folder, model_name) as judge:  # a judge that is down fails before any benchmark work
         if ec.harness:
             scores = _harness_scores(cfg, folder, loaded)
             report["harness"] = [dataclasses.asdict(s) for s in scores]
+            report["harness_protocols"] = protocol_versions()
+            manifest.record(**{f"protocol.{k}": v for k, v in report["harness_protocols"].items()})
             for s in scores:
                 manifest.record(**_score_metrics(s))
         if ec.mt_bench:
@@ -100,11 +138,21 @@ def _on_model(cfg: CoreConfig, folder: Path, model_name: str, model_key: str, ma
                                                 JsonlLog(out / ANSWERS, mt_bench.ANSWER_FIELDS))
             judgements = mt_bench.judge_answers(client, judge_model, questions, answers, prompts, ec.mt_bench.judge,
                                                 JsonlLog(out / JUDGEMENTS, mt_bench.JUDGEMENT_FIELDS))
-            report["mt_bench"] = mt_bench.summarize(judgements, judge_model)
+            refused = sum(a.get("refused_turns", 0) for a in answers.values())
+            report["mt_bench"] = {**mt_bench.summarize(judgements, judge_model, ec.mt_bench.samples, refused),
+                                  "judge_prompts": str(prompts_file)}
             manifest.record(**_mt_bench_metrics(report["mt_bench"], len(questions)))
             manifest.add_output(out / ANSWERS, role="mt_bench_answers")
             manifest.add_output(out / JUDGEMENTS, role="mt_bench_judgements")
     return report
+
+
+def protocol_versions() -> dict[str, str]:
+    """What each JGLUE scoring protocol followed: lm-eval's release (its task YAMLs) and llm-jp-eval's format."""
+    from importlib.metadata import version
+
+    return {LEADERBOARD: f"lm_eval {version('lm_eval')} japanese_leaderboard tasks",
+            llm_jp_eval.PROTOCOL: llm_jp_eval.PROTOCOL_VERSION}
 
 
 def _judge(cfg: CoreConfig, folder: Path, model_name: str):
@@ -140,8 +188,9 @@ def _harness_scores(cfg: CoreConfig, folder: Path, loaded: _LazyModel | None = N
     lm = harness.make_lm(backend, folder, ec.harness, model, tok, str(dtype).removeprefix("torch."))
     scores = harness.evaluate(lm, ec.harness, eval_data_dir(ec), cfg.runtime.seed)
     for s in scores:
-        log.info("eval: %s %s %s ± %s (%d examples, %d-shot; chance %s)", s.task, s.metric, _fmt(s.value),
-                 _fmt(s.stderr), s.examples, s.num_fewshot, _fmt(s.chance))
+        log.info("eval: %s (%s) %s %s ± %s (%d examples, %d-shot from %s; chance %s; %s)", s.task, s.protocol,
+                 s.metric, _fmt(s.value), _fmt(s.stderr), s.examples, s.num_fewshot, s.fewshot_split, _fmt(s.chance),
+                 s.truncation())
     return scores
 
 
@@ -150,14 +199,17 @@ def _fmt(value: float | None) -> str:
 
 
 def _score_metrics(s) -> dict[str, Any]:
-    """A TaskScore as flat manifest metrics."""
-    base = f"{s.task}.{s.metric}"
+    """A TaskScore as flat manifest metrics: `<task>.*` for lm-evaluation-harness, `llm_jp_eval.<task>.*`."""
+    task = s.task if s.protocol == LEADERBOARD else f"llm_jp_eval.{s.task}"
+    base = f"{task}.{s.metric}"
     metrics = {base: s.value if s.value is not None else "n/a", f"{base}_stderr": s.stderr if s.stderr is not None
-               else "n/a", f"{s.task}.examples": s.examples, f"{s.task}.num_fewshot": s.num_fewshot}
+               else "n/a", f"{task}.examples": s.examples, f"{task}.num_fewshot": s.num_fewshot,
+               f"{task}.fewshot_split": s.fewshot_split, f"{task}.prompts": s.prompts,
+               f"{task}.prompts_cut": s.prompts_cut, f"{task}.truncation": s.truncation()}
     if s.chance is not None:
         metrics[f"{base}_chance"] = s.chance
     if s.majority is not None:
-        metrics[f"{s.task}.majority"] = s.majority
+        metrics[f"{task}.majority"] = s.majority
     return metrics
 
 
@@ -165,9 +217,11 @@ def _mt_bench_metrics(summary: dict[str, Any], questions: int) -> dict[str, Any]
     def value(v):
         return "n/a" if v is None else v
 
-    metrics = {"mt_bench.overall": value(summary["overall"]), "mt_bench.turn1": value(summary["turn1"]),
+    metrics = {"mt_bench.overall": value(summary["overall"]), "mt_bench.overall_std": value(summary["overall_std"]),
+               "mt_bench.samples": summary["samples"], "mt_bench.turn1": value(summary["turn1"]),
                "mt_bench.turn2": value(summary["turn2"]), "mt_bench.questions": questions,
                "mt_bench.judged": summary["judged"], "mt_bench.rated": summary["rated"],
-               "mt_bench.judge_model": summary["judge_model"]}
+               "mt_bench.refused_turns": summary["refused_turns"], "mt_bench.judge_model": summary["judge_model"],
+               "mt_bench.judge_prompts": summary["judge_prompts"]}
     metrics.update({f"mt_bench.{c}": value(v) for c, v in summary["categories"].items()})
     return metrics

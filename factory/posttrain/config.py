@@ -169,7 +169,8 @@ class EvalConfig(Section):
     FastChat judge prompts), read by harness, mt_bench and checkpoints; None: $FACTORY_EVAL_DATA, else the cache
     that `python -m factory.evaldata fetch` fills."""
     harness: HarnessConfig | None = None
-    """JGLUE tasks through lm-evaluation-harness."""
+    """JGLUE tasks through lm-evaluation-harness: its own leaderboard task definitions and the llm-jp-eval
+    protocol."""
     mt_bench: MtBenchConfig | None = None
     """Japanese MT-Bench with an LLM judge."""
     checkpoints: list[CheckpointSeries] = Field(default_factory=list)

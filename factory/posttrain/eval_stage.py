@@ -1,5 +1,6 @@
 """The `eval` stage: perplexity per language, answers to a prompts file, code-switch rate, JGLUE through
-lm-evaluation-harness, Japanese MT-Bench and checkpoints by iteration (benchmarks.py); report.json/.md."""
+lm-evaluation-harness's own leaderboard tasks and under the llm-jp-eval protocol, Japanese MT-Bench and
+checkpoints by iteration (benchmarks.py); report.json/.md."""
 
 from __future__ import annotations
 
@@ -26,29 +27,43 @@ log = logging.getLogger(__name__)
 
 
 def plan(cfg: CoreConfig) -> Plan:
+    """Every input checked before anything is scored: the model, the held-out text and prompts, the tokenizer
+    the Megatron checkpoints need (eval.model or eval.checkpoints), and every benchmark file, parsed."""
     from factory.posttrain import benchmarks
 
     ec = STAGE.section_of(cfg)
     model = ec.model or cfg.stage_dir("dpo") / "hf"
     out = ec.output_dir or cfg.stage_dir("eval")
     reads = [model] + [h.path for h in ec.heldout] + ([ec.prompts] if ec.prompts else [])
-    if model.exists() and is_megatron(model):
-        reads.append(ec.tokenizer_dir or cfg.stage_dir("tokenizer"))
+    checkpoint = model.exists() and is_megatron(model)
+    tokenizer = ec.tokenizer_dir or cfg.stage_dir("tokenizer")
+    if checkpoint or ec.checkpoints:
+        reads.append(tokenizer)
     missing = missing_inputs("eval", reads)
     if missing:  # before the benchmarks' inputs: the model is what a user names first
         raise ConfigError(missing)
     bench_reads, notes = benchmarks.plan_reads(ec)
-    if is_megatron(model):
+    if checkpoint or ec.checkpoints:
+        _check_tokenizer(tokenizer)
+    if checkpoint:
         notes.append("Megatron checkpoint: exported to a temporary HF folder (verified by logits) first")
-    missing = missing_inputs("eval", bench_reads)
-    if missing:
-        raise ConfigError(missing)
-    reads += bench_reads
-    if not is_megatron(model):
+    else:
         hf.check_causal_lm(model)
-    return Plan(output_dir=out, reads=reads, notes=notes,
+    if ec.mt_bench:  # the answers need the chat template of the folder they are generated with
+        hf.load_tokenizer(tokenizer if checkpoint else model, "eval.tokenizer_dir" if checkpoint else "eval.model")
+    return Plan(output_dir=out, reads=reads + bench_reads, notes=notes,
                 writes=[out / "report.json", out / "report.md"] + ([out / "generations.jsonl"] if ec.prompts else [])
                 + ([out / benchmarks.ANSWERS, out / benchmarks.JUDGEMENTS] if ec.mt_bench else []))
+
+
+def _check_tokenizer(folder: Path) -> None:
+    """The HF tokenizer the checkpoints' exports carry loads (one line naming eval.tokenizer_dir otherwise)."""
+    from factory.convert import tokenizer_files
+
+    try:
+        tokenizer_files.read(folder)
+    except ConfigError as e:
+        raise ConfigError(f"eval.tokenizer_dir (the tokenizer Megatron checkpoints are exported with): {e}") from None
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
@@ -124,8 +139,9 @@ def _write(out: Path, report: dict, answers: list[dict], manifest: RunManifest) 
 
 
 STAGE = Stage(
-    name="eval", help="perplexity, code-switch rate, JGLUE (lm-evaluation-harness), Japanese MT-Bench",
-    sections=(SectionSpec("eval", EvalConfig, "Perplexity, code-switch rate, JGLUE (lm-evaluation-harness) and "
-                          "Japanese MT-Bench of an HF folder or Megatron checkpoints."),),
+    name="eval", help="perplexity, code-switch rate, JGLUE (lm-evaluation-harness, llm-jp-eval), Japanese MT-Bench",
+    sections=(SectionSpec("eval", EvalConfig, "Perplexity, code-switch rate, JGLUE (lm-evaluation-harness's "
+                          "leaderboard tasks and the llm-jp-eval protocol) and Japanese MT-Bench of an HF folder or "
+                          "Megatron checkpoints."),),
     plan=plan, run=run, result_sections=("runtime", "data", "eval"),
     after=("tokenizer", "pretrain", "cpt", "export", "sft", "dpo"), uses_gpu=True)

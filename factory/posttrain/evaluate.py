@@ -31,14 +31,16 @@ def read_texts(path: Path, text_field: str, limit: int | None = None) -> list[st
 
 @torch.no_grad()
 def perplexity(model, tok, texts: list[str], max_length: int) -> dict[str, float]:
-    """Token-weighted perplexity over `texts` (each cut to `max_length` tokens)."""
+    """Token-weighted perplexity over `texts` (each cut to `max_length` tokens): the exponent of the mean
+    cross-entropy of each next token, computed from the logits. A model's own `loss` is not used: an MoE's adds
+    its load-balancing term (router_aux_loss_coef x the auxiliary loss)."""
     nll, count = 0.0, 0
     for text in texts:
-        ids = tok(text, return_tensors="pt")["input_ids"][:, :max_length]
+        ids = tok(text, return_tensors="pt")["input_ids"][:, :max_length].to(model.device)
         if ids.shape[1] < 2:
             continue
-        loss = model(input_ids=ids, labels=ids).loss.item()  # mean over the ids.shape[1] - 1 predictions
-        nll += loss * (ids.shape[1] - 1)
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
         count += ids.shape[1] - 1
     if count == 0:
         raise DataError("perplexity: no document has two or more tokens")

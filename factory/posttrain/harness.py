@@ -1,34 +1,40 @@
-"""JGLUE through lm-evaluation-harness, in-process: the model backend (HF, or vLLM on GPUs), the tasks built
-from the local eval data, and the scores with their standard errors, example counts and chance levels."""
+"""JGLUE through lm-evaluation-harness, in-process: the model backend (HF, or vLLM on GPUs), the tasks of both
+scoring protocols run on the local eval data (harness_tasks.py), and the scores with their standard errors,
+example counts, chance levels, the split the shots came from and how many prompts were cut to the context."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import logging
 import math
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
 from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
-from lm_eval.api.task import ConfigurableTask
 from lm_eval.tasks import TaskManager
 
 from factory.errors import ConfigError
-from factory.posttrain.benchmark_config import HarnessConfig
-from factory.posttrain.jglue import DESCRIPTION, TASKS, majority_share
+from factory.posttrain import benchmark_report
+from factory.posttrain.benchmark_config import LEADERBOARD, HarnessConfig
+from factory.posttrain.harness_tasks import PreparedTask, prepare
+from factory.posttrain.jglue import TASKS, majority_share
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_ITERS = 1000
 """Resamples for the standard error of the correlations (lm-eval has a closed form only for means)."""
+CUT_WARNING_SHARE = 0.01
+"""Above this share of a task's prompts cut to the context, the stage warns."""
 
 
 @dataclass
 class TaskScore:
-    """One metric of one task, as the manifest and the reports show it."""
+    """One metric of one task under one protocol, as the manifest and the reports show it."""
 
     task: str
     metric: str
@@ -40,29 +46,21 @@ class TaskScore:
     chance: float | None
     majority: float | None = None
     """Accuracy of always answering the most frequent label of the examples scored (classification)."""
+    protocol: str = LEADERBOARD
+    """lm-evaluation-harness (its japanese_leaderboard task definitions) or llm-jp-eval."""
+    fewshot_split: str | None = None
+    prompts: int = 0
+    """Requests sent to the model (one per answer choice for multiple choice)."""
+    prompts_cut: int = 0
+    """Requests longer than the context, whose start (with the instruction) the model never saw."""
+    context: int | None = None
+    """The model's context in tokens, the length prompts were cut to."""
+    definition: str = ""
+    """What defined the prompt (the upstream task YAML, or the protocol's version)."""
 
-
-class LocalTask(ConfigurableTask):
-    """An lm-eval task whose documents were read from the eval data folder (lm-eval never downloads)."""
-
-    def __init__(self, docs: list[dict[str, Any]], config: dict[str, Any]):
-        self._docs = docs
-        super().__init__(config=config)
-
-    def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs) -> None:
-        self.dataset = datasets.DatasetDict({"validation": datasets.Dataset.from_list(self._docs)})
-
-
-def build_task(name: str, data_dir: Path, max_gen_tokens: int) -> LocalTask:
-    """The task `name` on its validation split; few-shot examples come from the same split, never the
-    example being scored (the leaderboard draws them from train, which the eval data folder holds but the
-    tasks do not read yet)."""
-    spec = TASKS[name]
-    config = {"task": name, "test_split": "validation", "fewshot_split": "validation", "description": DESCRIPTION,
-              "target_delimiter": "\n", "num_fewshot": spec.num_fewshot, **spec.lm_eval}
-    if config["output_type"] == "generate_until":
-        config["generation_kwargs"] = {"until": ["\n\n"], "do_sample": False, "max_gen_toks": max_gen_tokens}
-    return LocalTask(spec.read(data_dir / spec.file), config)
+    def truncation(self) -> str:
+        """`JNLI: 600 of 600 prompts cut to 128 tokens`."""
+        return benchmark_report.truncation(dataclasses.asdict(self))
 
 
 def choose_backend(harness: HarnessConfig, device_type: str) -> str:
@@ -85,54 +83,81 @@ def make_lm(backend: str, folder: Path, harness: HarnessConfig, model=None, toke
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=harness.batch_size)
 
 
-class _TruncationCounter(logging.Filter):
-    """Counts lm-eval's per-request 'truncating from the left' warnings and keeps them out of the log."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
+class _DropTruncationWarnings(logging.Filter):
+    """lm-eval warns once per request or batch that it cut; the stage counts them per task instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "exceeds model's maximum length" in record.getMessage():
-            self.count += 1
-            return False
-        return True
+        message = record.getMessage()
+        return "exceeds model's maximum length" not in message and "Left truncation applied" not in message
+
+
+@contextlib.contextmanager
+def _quiet_truncation():
+    hf_log, quiet = logging.getLogger("lm_eval.models.huggingface"), _DropTruncationWarnings()
+    hf_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        hf_log.removeFilter(quiet)
 
 
 def evaluate(lm: LM, harness: HarnessConfig, data_dir: Path, seed: int) -> list[TaskScore]:
-    """Run the configured tasks through `simple_evaluate`; one TaskScore per task and metric."""
-    tasks = [build_task(name, data_dir, harness.max_gen_tokens) for name in harness.tasks]
-    counter = _TruncationCounter()
-    hf_log = logging.getLogger("lm_eval.models.huggingface")
-    hf_log.addFilter(counter)
-    try:
+    """Run every configured task of every protocol through one `simple_evaluate`; one TaskScore per task,
+    protocol and metric, with the truncation counted per task (a warning above CUT_WARNING_SHARE)."""
+    with tempfile.TemporaryDirectory(prefix="factory-jglue-") as work, _quiet_truncation():
+        prepared = prepare(harness, data_dir, Path(work))
         results = simple_evaluate(
-            model=lm, tasks=tasks, num_fewshot=harness.num_fewshot, limit=harness.limit,
+            model=lm, tasks=[p.task for p in prepared], limit=harness.limit,
             task_manager=TaskManager(include_defaults=False), bootstrap_iters=BOOTSTRAP_ITERS, log_samples=True,
             apply_chat_template=harness.chat_template, random_seed=seed, numpy_random_seed=seed,
             torch_random_seed=seed, fewshot_random_seed=seed)
-    finally:
-        hf_log.removeFilter(counter)
-    if counter.count:
-        log.warning("eval: %d harness requests were longer than the model's context and lost their start "
-                    "(fewer shots, eval.harness.num_fewshot, keep prompts whole)", counter.count)
-    return [score for name in harness.tasks for score in _task_scores(name, results)]
+    scores = [score for p in prepared for score in _task_scores(p, results, lm)]
+    for s in {(s.protocol, s.task): s for s in scores}.values():
+        if s.prompts and s.prompts_cut / s.prompts > CUT_WARNING_SHARE:
+            log.warning("eval: %s (%s); the model never saw their start, instruction included (fewer shots, "
+                        "eval.harness.num_fewshot, or a longer context keep them whole)", s.truncation(), s.protocol)
+    return scores
 
 
-def _task_scores(name: str, results: dict[str, Any]) -> list[TaskScore]:
-    spec, row, samples = TASKS[name], results["results"][name], results["samples"][name]
-    examples, shots = int(results["n-samples"][name]["effective"]), int(results["n-shot"][name])
-    majority = majority_share([s["doc"]["label"] for s in samples]) if spec.classes else None
+def _task_scores(p: PreparedTask, results: dict[str, Any], lm: LM) -> list[TaskScore]:
+    task_name = p.task.task_name
+    row, samples = results["results"][task_name], _one_per_doc(results["samples"][task_name])
+    examples, shots = int(results["n-samples"][task_name]["effective"]), int(results["n-shot"][task_name])
+    spec = TASKS[p.name]
+    metrics = spec.metrics if p.protocol == LEADERBOARD else ("exact_match",)
+    classes = "label" in samples[0]["doc"] and spec.classes
+    majority = majority_share([s["doc"]["label"] for s in samples]) if classes else None
+    prompts, cut = _cut_prompts(lm, p.task.OUTPUT_TYPE, [a for s in samples for a in s["arguments"]])
     out = []
-    for metric in spec.metrics:
+    for metric in metrics:
         key = next(k for k in row if k.split(",")[0] == metric)
         value = _number(row[key])
         stderr = _number(row.get(key.replace(",", "_stderr,", 1)))
         if stderr is None and value is not None and metric in ("pearson", "spearman"):
-            stderr = bootstrap_stderr(spec.lm_eval["metric_list"][spec.metrics.index(metric)]["aggregation"],
-                                      [tuple(s[metric]) for s in samples])
-        out.append(TaskScore(name, metric, value, stderr, examples, shots, spec.chance.get(metric), majority))
+            aggregation = next(m["aggregation"] for m in spec.own["metric_list"] if m["metric"] == metric)
+            stderr = bootstrap_stderr(aggregation, [tuple(s[metric]) for s in samples])
+        chance = spec.chance.get(metric if p.protocol == LEADERBOARD else "acc")
+        out.append(TaskScore(p.name, metric, value, stderr, examples, shots, chance, majority, p.protocol,
+                             p.fewshot_split, prompts, cut, lm.max_length, p.definition))
     return out
+
+
+def _one_per_doc(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lm-eval logs a document once per filter; one entry each."""
+    return list({s["doc_id"]: s for s in samples}.values())
+
+
+def _cut_prompts(lm: LM, output_type: str, arguments: list[tuple]) -> tuple[int, int]:
+    """(requests, requests longer than the model's context), measured with the model's own tokenization as its
+    lm-eval class cuts them: a context and continuation beyond max_length + 1 tokens, a generation prompt beyond
+    max_length minus the tokens it may generate."""
+    cut = 0
+    for context, second in arguments:
+        if output_type == "generate_until":
+            cut += len(lm.tok_encode(context)) > lm.max_length - second.get("max_gen_toks", lm.max_gen_toks)
+        else:
+            cut += len(lm.tok_encode(context + second)) > lm.max_length + 1
+    return len(arguments), cut
 
 
 def bootstrap_stderr(statistic, items: list, iters: int = BOOTSTRAP_ITERS, seed: int = 0) -> float | None:
@@ -149,3 +174,4 @@ def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not math.isnan(value):
         return float(value)
     return None
+

@@ -1,8 +1,8 @@
-"""JGLUE v1.3 tasks (JCommonsenseQA, JNLI, JSTS, JSQuAD): readers for the local validation files, prompts in
-the format of lm-evaluation-harness's Japanese leaderboard, and the scoring functions the harness calls.
+"""JGLUE v1.3 (JCommonsenseQA, JNLI, JSTS, JSQuAD) in the eval data folder: readers that turn the local files into
+the rows the Hugging Face dataset `Rakuten/JGLUE` serves (the rows lm-evaluation-harness's `ja_leaderboard_*`
+tasks are written for), the task table, and the factory's own JSTS task, which no leaderboard defines.
 
-Nothing here imports lm-eval, so the config can name the tasks cheaply; `harness.py` turns a `TaskSpec` into
-an lm-eval task.
+Nothing here imports lm-eval, so the config can name the tasks cheaply; `harness.py` builds the lm-eval tasks.
 """
 
 from __future__ import annotations
@@ -16,20 +16,15 @@ from typing import Any, Callable
 
 from factory.errors import DataError
 
-DESCRIPTION = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 NLI_LABELS = ("entailment", "contradiction", "neutral")
-NLI_CHOICES = ["含意", "矛盾", "中立"]
-STS_CHOICES = ["0", "1", "2", "3", "4", "5"]
+"""JNLI's labels in the order of Rakuten/JGLUE's ClassLabel (and of the leaderboard's 含意 / 矛盾 / 中立)."""
+SPLITS = {"validation": "valid", "train": "train"}
+"""lm-eval split name -> JGLUE file name part."""
 
-JCQA_PROMPT = ("### 指示：\n出力は以下から選択してください：\n{% for choice in choices %}- {{ choice }}\n{% endfor %}"
-               "\n### 入力：\n{{ question }}\n\n### 応答：")
-JNLI_PROMPT = ("### 指示：\n与えられた前提と仮説の関係を回答してください。\n\n出力は以下から選択してください：\n含意\n矛盾\n中立"
-               "\n\n### 入力：\n前提：{{ sentence1 }}\n仮説：{{ sentence2 }}\n\n### 応答：")
-# The leaderboard has no JSTS task; this asks for llm-jp-eval's 0-5 similarity in the leaderboard's format.
+# The leaderboard has no JSTS task: this is the factory's own, in the leaderboard's format with a 0-5 question.
+JSTS_DESCRIPTION = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 JSTS_PROMPT = ("### 指示：\n与えられた2つの文の意味がどのくらい近いかを、0（全く異なる）から5（同じ意味）までの整数で"
                "回答してください。\n\n### 入力：\n文1：{{ sentence1 }}\n文2：{{ sentence2 }}\n\n### 応答：")
-JSQUAD_PROMPT = ("### 指示：\n与えられた文脈から、質問に対する答えを抜き出してください。\n\n### 入力：\n文脈：{{ context }}"
-                 "\n質問：{{ question }}\n\n### 応答：")
 
 
 def _json_lines(path: Path, keys: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
@@ -53,50 +48,64 @@ def _json_lines(path: Path, keys: tuple[str, ...]) -> list[tuple[str, dict[str, 
     return rows
 
 
-def read_jcommonsenseqa(path: Path) -> list[dict[str, Any]]:
+def _ids(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The row's identifiers that it has (the local files carry them; the tests' rows need not)."""
+    return {k: row[k] for k in keys if k in row}
+
+
+def jcommonsenseqa_rows(path: Path) -> list[dict[str, Any]]:
     keys = ("question", *(f"choice{i}" for i in range(5)), "label")
-    return [{"question": r["question"], "choices": [str(r[f"choice{i}"]) for i in range(5)], "label": int(r["label"])}
-            for _, r in _json_lines(path, keys)]
+    rows = []
+    for where, r in _json_lines(path, keys):
+        if not isinstance(r["label"], int) or not 0 <= r["label"] < 5:
+            raise DataError(f"{where}: label {r['label']!r} is not a choice index 0-4")
+        rows.append({**_ids(r, "q_id"), "question": r["question"],
+                     **{f"choice{i}": str(r[f"choice{i}"]) for i in range(5)}, "label": r["label"]})
+    return rows
 
 
-def read_jnli(path: Path) -> list[dict[str, Any]]:
-    docs = []
+def jnli_rows(path: Path) -> list[dict[str, Any]]:
+    """The local files spell the label out; Rakuten/JGLUE serves its index, which the leaderboard's task reads
+    (a spelled-out label would silently score 0.0 there)."""
+    rows = []
     for where, r in _json_lines(path, ("sentence1", "sentence2", "label")):
         if r["label"] not in NLI_LABELS:
             raise DataError(f"{where}: label {r['label']!r} is not one of {', '.join(NLI_LABELS)}")
-        docs.append({"sentence1": r["sentence1"], "sentence2": r["sentence2"], "label": NLI_LABELS.index(r["label"])})
-    return docs
+        rows.append({**_ids(r, "sentence_pair_id", "yjcaptions_id"), "sentence1": r["sentence1"],
+                     "sentence2": r["sentence2"], "label": NLI_LABELS.index(r["label"])})
+    return rows
 
 
-def read_jsts(path: Path) -> list[dict[str, Any]]:
-    docs = []
+def jsts_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
     for where, r in _json_lines(path, ("sentence1", "sentence2", "label")):
         score = float(r["label"])
         if not 0 <= score <= 5:
             raise DataError(f"{where}: similarity {score} outside 0-5")
-        # The few-shot answer is the rounded similarity; the score itself is what predictions are compared with.
-        docs.append({"sentence1": r["sentence1"], "sentence2": r["sentence2"], "score": score, "label": round(score)})
-    return docs
+        rows.append({**_ids(r, "sentence_pair_id", "yjcaptions_id"), "sentence1": r["sentence1"],
+                     "sentence2": r["sentence2"], "label": score})
+    return rows
 
 
-def read_jsquad(path: Path) -> list[dict[str, Any]]:
-    """SQuAD v1 layout: data -> paragraphs -> qas; the context drops JGLUE's `title [SEP]` prefix."""
+def jsquad_rows(path: Path) -> list[dict[str, Any]]:
+    """SQuAD v1 layout (data -> paragraphs -> qas) flattened to one row per question, the context kept whole
+    (`title [SEP] text`: the leaderboard's prompt drops the title itself)."""
     try:
         articles = json.loads(path.read_text(encoding="utf-8"))["data"]
+        rows = [{"id": qa["id"], "title": article.get("title", ""), "context": paragraph["context"],
+                 "question": qa["question"], "answers": {"text": [a["text"] for a in qa["answers"]],
+                                                         "answer_start": [a.get("answer_start", -1)
+                                                                          for a in qa["answers"]]},
+                 "is_impossible": bool(qa.get("is_impossible", False))}
+                for article in articles for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: expected one JSON object with 'data' (SQuAD v1 layout): {e}") from None
-    docs = []
-    for article in articles:
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"].split("[SEP]")[-1].strip()
-            for qa in paragraph["qas"]:
-                answers = [a["text"] for a in qa["answers"]]
-                if not answers:
-                    raise DataError(f"{path}: question {qa['id']} has no answers")
-                docs.append({"id": qa["id"], "context": context, "question": qa["question"], "answers": answers})
-    if not docs:
+        raise DataError(f"{path}: expected one JSON object with 'data' (SQuAD v1 layout): {e!r}") from None
+    unanswered = [r["id"] for r in rows if not r["answers"]["text"]]
+    if unanswered:
+        raise DataError(f"{path}: question {unanswered[0]} has no answers")
+    if not rows:
         raise DataError(f"{path}: no questions")
-    return docs
+    return rows
 
 
 def sts_prediction(loglikelihoods: list[float]) -> float:
@@ -107,7 +116,7 @@ def sts_prediction(loglikelihoods: list[float]) -> float:
 
 
 def sts_results(doc: dict[str, Any], results: list[tuple[float, bool]]) -> dict[str, tuple[float, float]]:
-    pair = (sts_prediction([ll for ll, _ in results]), doc["score"])
+    pair = (sts_prediction([ll for ll, _ in results]), doc["label"])
     return {"pearson": pair, "spearman": pair}
 
 
@@ -140,44 +149,34 @@ def spearman(pairs: list[tuple[float, float]]) -> float:
     return pearson(list(zip(_ranks([p for p, _ in pairs]), _ranks([g for _, g in pairs]))))
 
 
-def _normalize(text: str) -> str:
-    return "".join(text.split())  # Japanese answers are compared without any whitespace
-
-
-def char_f1(prediction: str, gold: str) -> float:
-    """Character-level F1 (JGLUE's JSQuAD metric: Japanese has no word boundaries)."""
-    pred, ref = Counter(_normalize(prediction)), Counter(_normalize(gold))
-    common = sum((pred & ref).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / sum(pred.values()), common / sum(ref.values())
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
-    """Exact match and character F1 against the best-matching of the gold answers (SQuAD v1 convention)."""
-    answer = results[0]
-    return {"exact_match": max(float(_normalize(answer) == _normalize(g)) for g in doc["answers"]),
-            "f1": max(char_f1(answer, g) for g in doc["answers"])}
-
-
-def _mean_metric(name: str) -> dict[str, Any]:
-    return {"metric": name, "aggregation": "mean", "higher_is_better": True}
+JSTS_TASK = dict(
+    description=JSTS_DESCRIPTION, doc_to_text=JSTS_PROMPT, doc_to_choice=["0", "1", "2", "3", "4", "5"],
+    doc_to_target=lambda doc: round(doc["label"]), target_delimiter="\n", output_type="multiple_choice",
+    num_fewshot=3, process_results=sts_results,
+    metric_list=[{"metric": "pearson", "aggregation": pearson, "higher_is_better": True},
+                 {"metric": "spearman", "aggregation": spearman, "higher_is_better": True}])
+"""lm-eval fields of the factory's own JSTS task (the few-shot answer is the rounded similarity)."""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its file under the eval data folder, reader, leaderboard defaults and lm-eval fields."""
+    """One JGLUE task: its files in the eval data folder, its reader, and where its lm-eval definition lives."""
 
-    file: str
-    read: Callable[[Path], list[dict[str, Any]]]
+    stem: str
+    """The JGLUE dataset name in the file names: `jglue/<stem>-<valid|train>-v1.3.json`."""
+    title: str
+    """How reports name it."""
+    rows: Callable[[Path], list[dict[str, Any]]]
     metrics: tuple[str, ...]
-    num_fewshot: int
-    """The Japanese leaderboard's default shots (JSTS: as JNLI)."""
     chance: dict[str, float]
     """Score of uniform random guessing, per metric (none for extractive QA)."""
-    lm_eval: dict[str, Any] = field(default_factory=dict)
-    """lm-eval TaskConfig fields: prompt, choices, output type, metrics."""
+    upstream: str | None = None
+    """lm-evaluation-harness's task (`lm_eval/tasks/japanese_leaderboard/<upstream>.yaml`), run as it is on the
+    local files; None: the factory's own task, `own`."""
+    own: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, split: str) -> str:
+        return f"jglue/{self.stem}-{SPLITS[split]}-v1.3.json"
 
     @property
     def classes(self) -> bool:
@@ -186,28 +185,16 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    "jcommonsenseqa": TaskSpec(
-        "jglue/jcommonsenseqa-valid-v1.3.json", read_jcommonsenseqa, ("acc",), 3, {"acc": 1 / 5},
-        dict(doc_to_text=JCQA_PROMPT, doc_to_choice="choices", doc_to_target="label", output_type="multiple_choice",
-             metric_list=[_mean_metric("acc")])),
-    "jnli": TaskSpec(
-        "jglue/jnli-valid-v1.3.json", read_jnli, ("acc",), 3, {"acc": 1 / 3},
-        dict(doc_to_text=JNLI_PROMPT, doc_to_choice=NLI_CHOICES, doc_to_target="label", output_type="multiple_choice",
-             metric_list=[_mean_metric("acc")])),
-    "jsts": TaskSpec(
-        "jglue/jsts-valid-v1.3.json", read_jsts, ("pearson", "spearman"), 3, {"pearson": 0.0, "spearman": 0.0},
-        dict(doc_to_text=JSTS_PROMPT, doc_to_choice=STS_CHOICES, doc_to_target="label", output_type="multiple_choice",
-             process_results=sts_results,
-             metric_list=[{"metric": "pearson", "aggregation": pearson, "higher_is_better": True},
-                          {"metric": "spearman", "aggregation": spearman, "higher_is_better": True}])),
-    "jsquad": TaskSpec(
-        "jglue/jsquad-valid-v1.3.json", read_jsquad, ("exact_match", "f1"), 2, {},
-        dict(doc_to_text=JSQUAD_PROMPT, doc_to_target="{{ answers[0] }}", output_type="generate_until",
-             process_results=squad_results, metric_list=[_mean_metric("exact_match"), _mean_metric("f1")],
-             filter_list=[{"name": "whitespaces", "filter": [{"function": "remove_whitespace"},
-                                                              {"function": "take_first"}]}])),
+    "jcommonsenseqa": TaskSpec("jcommonsenseqa", "JCommonsenseQA", jcommonsenseqa_rows, ("acc",), {"acc": 1 / 5},
+                               upstream="ja_leaderboard_jcommonsenseqa"),
+    "jnli": TaskSpec("jnli", "JNLI", jnli_rows, ("acc",), {"acc": 1 / 3}, upstream="ja_leaderboard_jnli"),
+    "jsts": TaskSpec("jsts", "JSTS", jsts_rows, ("pearson", "spearman"), {"pearson": 0.0, "spearman": 0.0},
+                     own=JSTS_TASK),
+    "jsquad": TaskSpec("jsquad", "JSQuAD", jsquad_rows, ("exact_match",), {}, upstream="ja_leaderboard_jsquad"),
 }
-"""Every task the eval stage runs, by the name configs use."""
+"""Every JGLUE task the eval stage runs, by the name configs use. MARC-ja has a leaderboard task too, but JGLUE
+no longer distributes its data (it is rebuilt from the withdrawn Amazon reviews corpus), so it cannot be
+supplied locally."""
 
 
 def majority_share(labels: list[int]) -> float:

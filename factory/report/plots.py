@@ -8,6 +8,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from factory.posttrain.benchmark_report import score_label
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
@@ -120,13 +122,13 @@ def posttrain(curves: dict[str, Curve], path: Path) -> Path:
 def scores_vs_tokens(rows: list[dict[str, Any]], path: Path) -> Path:
     """Benchmark scores of checkpoints against tokens seen: one panel per task metric, one line per series
     (dense and MoE on the same axis), error bars of one standard error, chance dashed, majority class dotted."""
-    metrics = list(dict.fromkeys((s["task"], s["metric"]) for r in rows for s in r["scores"]))
+    metrics = list(dict.fromkeys(score_label(s) for r in rows for s in r["scores"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
-    for ax, (task, metric) in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics):
         chance = majority = None
         for label in dict.fromkeys(r["label"] for r in rows):
             points = [(r["tokens"], s) for r in rows if r["label"] == label for s in r["scores"]
-                      if (s["task"], s["metric"]) == (task, metric) and s["value"] is not None]
+                      if score_label(s) == metric and s["value"] is not None]
             if points:
                 ax.errorbar([t for t, _ in points], [s["value"] for _, s in points],
                             yerr=[s["stderr"] or 0 for _, s in points], marker="o", capsize=3, label=label)
@@ -135,9 +137,9 @@ def scores_vs_tokens(rows: list[dict[str, Any]], path: Path) -> Path:
             ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
         if majority is not None:
             ax.axhline(majority, color="grey", linestyle=":", linewidth=1, label="majority class")
-        ax.set_title(f"{task} {metric}")
+        ax.set_title(metric)
         ax.set_xlabel("tokens seen")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric.split(" ")[1])
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)

@@ -199,10 +199,11 @@ def benchmarks(arts: Artifacts, out: Path) -> list[str]:
     if not rep or not any(rep.get(k) for k in ("harness", "mt_bench", "checkpoints")):
         return lines + _missing("eval benchmarks (eval.harness, eval.mt_bench, eval.checkpoints)")
     if rep.get("harness"):
-        lines += [f"JGLUE v1.3 validation through lm-evaluation-harness on `{rep['model']}`. Chance is uniform "
-                  f"guessing, majority class always giving the most frequent answer of the examples scored; `near "
-                  f"chance` means within {benchmark_report.NEAR_CHANCE:g} standard errors of chance.", ""]
-        lines += benchmark_report.harness_table(rep["harness"])
+        lines += [f"JGLUE v1.3 validation through lm-evaluation-harness on `{rep['model']}`, under each scoring "
+                  f"protocol. Chance is uniform guessing, majority class always giving the most frequent answer of "
+                  f"the examples scored; `near chance` means within {benchmark_report.NEAR_CHANCE:g} standard errors "
+                  f"of chance.", ""]
+        lines += benchmark_report.harness_table(rep["harness"], rep.get("harness_protocols"))
     if rep.get("mt_bench"):
         lines += ["### Japanese MT-Bench", ""] + benchmark_report.mt_bench_lines(rep["mt_bench"])
     if rep.get("checkpoints"):

@@ -76,5 +76,6 @@ def test_report_benchmarks_section_plots_checkpoint_scores_against_tokens(tmp_pa
     assert (run / "report" / "scores_vs_tokens.png").stat().st_size > 1000 and "(scores_vs_tokens.png)" in text
     assert "| jcommonsenseqa | acc | 0.250 | 0.100 | 20 | 0 | 0.200 | 0.300 | near chance |" in text
     assert "| jnli | acc | 0.750 | 0.100 | 20 | 0 | 0.333 | 0.750 | majority-class level |" in text
-    assert "Judge: `gpt-4`; 3 of 4 judgements gave a rating" in text and "| writing | 7.00 |" in text
+    assert "Judge: `gpt-4` with the prompts of `FastChat`; 3 of 4 judgements gave a rating" in text
+    assert "| writing | 7.00 |" in text and "| **overall** | **5.50** |" in text
     assert "| cpt (MoE) | 10 | 71,680 | 0.300 ± 0.050 |" in text

@@ -11,33 +11,29 @@ from factory.posttrain import jglue
 from tests.posttrain.conftest import write_jsonl
 
 
-def test_readers_turn_rows_into_documents(eval_data):
-    jcqa = jglue.read_jcommonsenseqa(eval_data / jglue.TASKS["jcommonsenseqa"].file)
-    assert jcqa[0] == {"question": "田んぼが広がる風景を何という？", "choices": ["畑", "海", "田園", "地方", "牧場"], "label": 2}
-    assert [d["label"] for d in jglue.read_jnli(eval_data / jglue.TASKS["jnli"].file)] == [2, 0, 2, 1]
-    sts = jglue.read_jsts(eval_data / jglue.TASKS["jsts"].file)
-    assert [(d["score"], d["label"]) for d in sts] == [(1.0, 1), (2.0, 2), (3.0, 3), (4.0, 4)]
-    squad = jglue.read_jsquad(eval_data / jglue.TASKS["jsquad"].file)
-    assert squad[0]["answers"] == ["小笠原諸島", "小笠原"] and not squad[0]["context"].startswith("梅雨 [SEP]")
+def test_readers_turn_the_local_files_into_the_rows_rakuten_jglue_serves(eval_data):
+    jcqa = jglue.jcommonsenseqa_rows(eval_data / jglue.TASKS["jcommonsenseqa"].file("validation"))
+    assert jcqa[0] == {"q_id": 0, "question": "田んぼが広がる風景を何という？",
+                       **{f"choice{i}": c for i, c in enumerate(["畑", "海", "田園", "地方", "牧場"])}, "label": 2}
+    assert [d["label"] for d in jglue.jnli_rows(eval_data / jglue.TASKS["jnli"].file("validation"))] == [2, 0, 2, 1]
+    assert [d["label"] for d in jglue.jsts_rows(eval_data / jglue.TASKS["jsts"].file("validation"))] == [1, 2, 3, 4]
+    squad = jglue.jsquad_rows(eval_data / jglue.TASKS["jsquad"].file("validation"))
+    assert squad[0]["answers"]["text"] == ["小笠原諸島", "小笠原"] and squad[0]["context"].startswith("梅雨 [SEP]")
+    assert [r["id"] for r in squad] == ["q0", "q1", "q2"] and squad[0]["title"] == "梅雨"
 
 
 def test_bad_rows_name_the_file_and_line(tmp_path):
     bad = write_jsonl(tmp_path / "jnli.json", [{"sentence1": "a", "sentence2": "b", "label": "entailment"},
                                               {"sentence1": "a", "sentence2": "b", "label": "maybe"}])
     with pytest.raises(DataError, match=rf"^{bad}:2: label 'maybe' is not one of entailment, contradiction, neutral$"):
-        jglue.read_jnli(bad)
+        jglue.jnli_rows(bad)
     short = write_jsonl(tmp_path / "jcqa.json", [{"question": "q", "choice0": "a", "label": 0}])
     with pytest.raises(DataError, match=rf"^{short}:1: missing choice1, choice2, choice3, choice4"):
-        jglue.read_jcommonsenseqa(short)
-
-
-def test_character_f1_and_exact_match_by_hand():
-    assert jglue.char_f1("雨季です", "雨季") == pytest.approx(2 / 3)  # precision 2/4, recall 2/2
-    assert jglue.char_f1("北アメリカ", "東アジア") == pytest.approx(2 * (1 / 5) * (1 / 4) / (1 / 5 + 1 / 4))
-    assert jglue.char_f1("東京", "大阪") == 0.0
-    doc = {"answers": ["小笠原諸島", "小笠原"]}
-    assert jglue.squad_results(doc, [" 小笠原 "]) == {"exact_match": 1.0, "f1": 1.0}  # the best of the golds
-    assert jglue.squad_results(doc, ["小笠原諸島を除く"])["exact_match"] == 0.0
+        jglue.jcommonsenseqa_rows(short)
+    wrong = write_jsonl(tmp_path / "jcqa2.json", [{"question": "q", **{f"choice{i}": "a" for i in range(5)},
+                                                   "label": 5}])
+    with pytest.raises(DataError, match=rf"^{wrong}:1: label 5 is not a choice index 0-4$"):
+        jglue.jcommonsenseqa_rows(wrong)
 
 
 def test_correlations_and_expected_similarity_by_hand():
@@ -52,6 +48,8 @@ def test_correlations_and_expected_similarity_by_hand():
 
 
 def test_the_full_eval_data_folder_reads_whole(full_eval_data):
-    counts = {name: len(spec.read(full_eval_data / spec.file)) for name, spec in jglue.TASKS.items()}
+    counts = {name: len(spec.rows(full_eval_data / spec.file("validation"))) for name, spec in jglue.TASKS.items()}
     assert counts["jcommonsenseqa"] == 1119 and counts["jnli"] == 2434 and counts["jsts"] == 1457
     assert counts["jsquad"] > 4000
+    train = full_eval_data / jglue.TASKS["jcommonsenseqa"].file("train")
+    assert len(jglue.jcommonsenseqa_rows(train)) == 8939

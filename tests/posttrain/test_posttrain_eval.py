@@ -38,6 +38,30 @@ def test_eval_reports_perplexity_per_language_and_code_switch_rate(llama_dir, tm
     assert str((tmp_path / "dpo" / "hf").resolve()) in report["commands"]["lm-evaluation-harness"]
 
 
+def test_moe_perplexity_is_the_cross_entropy_alone(mixtral_dir, tmp_path):
+    """An MoE's own loss adds router_aux_loss_coef x its load-balancing loss; perplexity must not."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    heldout = DEMO_DATA / "heldout-ja.jsonl"
+    cfg = post_config(tmp_path, eval={"model": str(mixtral_dir), "heldout": [{"path": str(heldout), "language": "ja"}]})
+    run_stage(STAGES["eval"], cfg)
+    reported = json.loads((tmp_path / "eval" / "report.json").read_text())["perplexity"]["ja"]
+    tok = AutoTokenizer.from_pretrained(mixtral_dir)
+    model = AutoModelForCausalLM.from_pretrained(mixtral_dir).eval()
+    nll, count, with_aux = 0.0, 0, 0.0
+    for line in heldout.read_text(encoding="utf-8").splitlines():
+        ids = tok(json.loads(line)["text"], return_tensors="pt")["input_ids"][:, :1024]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+            with_aux += model(input_ids=ids, labels=ids, output_router_logits=True).loss.item() * (ids.shape[1] - 1)
+        nll -= logprobs.gather(1, ids[0, 1:, None]).sum().item()
+        count += ids.shape[1] - 1
+    assert reported["tokens"] == count
+    assert math.isclose(reported["perplexity"], math.exp(nll / count), rel_tol=1e-5)
+    assert math.exp(with_aux / count) > reported["perplexity"] * (1 + 1e-4)  # what the model's loss would give
+
+
 def test_code_switch_rate_flags_a_spliced_multiscript_answer():
     answers = [{"language": "ja", "answer": "日本の首都は Τόκιο 東京です。그리고 とても大きい都市です。"},
                {"language": "ja", "answer": "日本の首都は東京です。"},
@@ -70,20 +94,52 @@ def test_eval_writes_jglue_and_mt_bench_scores_to_the_manifest_and_reports(llama
         cfg = post_config(tmp_path, eval={
             "model": str(llama_dir), "data_dir": str(eval_data),
             "harness": {"tasks": ["jcommonsenseqa", "jnli"], "num_fewshot": 1, "limit": 3},
-            "mt_bench": {"max_new_tokens": 4, "judge": {"base_url": url, "model": "scripted-judge"}}})
+            "mt_bench": {"max_new_tokens": 4, "samples": 2, "judge": {"base_url": url, "model": "scripted-judge"}}})
         metrics = run_stage(STAGES["eval"], cfg).to_dict()["metrics"]
     for task, chance in (("jcommonsenseqa", 0.2), ("jnli", 1 / 3)):
-        assert metrics[f"{task}.acc"] in (0.0, 1 / 3, 2 / 3, 1.0) and metrics[f"{task}.examples"] == 3
-        assert isinstance(metrics[f"{task}.acc_stderr"], float) and metrics[f"{task}.num_fewshot"] == 1
-        assert metrics[f"{task}.acc_chance"] == chance
+        for prefix, metric in ((task, "acc"), (f"llm_jp_eval.{task}", "exact_match")):
+            assert metrics[f"{prefix}.{metric}"] in (0.0, 1 / 3, 2 / 3, 1.0) and metrics[f"{prefix}.examples"] == 3
+            assert isinstance(metrics[f"{prefix}.{metric}_stderr"], float) and metrics[f"{prefix}.num_fewshot"] == 1
+            assert metrics[f"{prefix}.{metric}_chance"] == chance
+            assert metrics[f"{prefix}.fewshot_split"].startswith("validation (no train split")
+            cut, prompts = metrics[f"{prefix}.prompts_cut"], metrics[f"{prefix}.prompts"]
+            assert metrics[f"{prefix}.truncation"].endswith(f": {cut} of {prompts} prompts cut to 256 tokens")
+    assert metrics["jnli.prompts"] == 3 * 3 and metrics["llm_jp_eval.jnli.prompts"] == 3  # choices vs one answer
+    assert metrics["protocol.llm-jp-eval"].startswith("llm-jp-eval v1") and "0.4.13" in metrics[
+        "protocol.lm-evaluation-harness"]
     assert (metrics["mt_bench.overall"], metrics["mt_bench.turn1"], metrics["mt_bench.turn2"]) == (6.0, 8.0, 4.0)
-    assert metrics["mt_bench.judge_model"] == "scripted-judge" and metrics["mt_bench.judged"] == 4
-    assert (metrics["mt_bench.writing"], metrics["mt_bench.math"]) == (6.0, 6.0) and judge.calls == 1 + 4
+    assert (metrics["mt_bench.overall_std"], metrics["mt_bench.samples"], metrics["mt_bench.refused_turns"]) == (
+        0.0, 2, 0)
+    assert metrics["mt_bench.judge_model"] == "scripted-judge" and metrics["mt_bench.judged"] == 8
+    assert (metrics["mt_bench.writing"], metrics["mt_bench.math"]) == (6.0, 6.0) and judge.calls == 1 + 8
+    assert metrics["mt_bench.judge_prompts"] == str(eval_data / "japanese_mt_bench" / "judge_prompts.jsonl")
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert [(s["task"], s["metric"]) for s in report["harness"]] == [("jcommonsenseqa", "acc"), ("jnli", "acc")]
+    assert [(s["protocol"], s["task"], s["metric"]) for s in report["harness"]] == [
+        ("lm-evaluation-harness", "jcommonsenseqa", "acc"), ("llm-jp-eval", "jcommonsenseqa", "exact_match"),
+        ("lm-evaluation-harness", "jnli", "acc"), ("llm-jp-eval", "jnli", "exact_match")]
     text = (tmp_path / "eval" / "report.md").read_text()
-    assert "## JGLUE (lm-evaluation-harness)" in text and "| jcommonsenseqa | acc |" in text
-    assert "Judge: `scripted-judge`; 4 of 4 judgements gave a rating" in text and "| **overall** | **6.00** |" in text
+    assert "### lm-evaluation-harness: its own japanese_leaderboard task definitions" in text
+    assert "### llm-jp-eval protocol: generation, exact match" in text and "| jcommonsenseqa | acc |" in text
+    assert f"- JNLI: {metrics['jnli.prompts_cut']} of 9 prompts cut to 256 tokens" in text
+    assert "Judge: `scripted-judge` with the prompts of" in text and "8 of 8 judgements gave a rating" in text
+    assert "| **overall** | **6.00 ± 0.00** |" in text
+
+
+def test_the_plan_checks_the_tokenizer_checkpoints_need_before_scoring_anything(llama_dir, eval_data, tmp_path,
+                                                                                  capsys):
+    from tests.conftest import TINY_DENSE
+    from tests.convert.conftest import save_megatron
+
+    save_megatron(tmp_path / "pretrain" / "checkpoints", TINY_DENSE)
+    series = [{"path": str(tmp_path / "pretrain" / "checkpoints")}]
+    rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(eval_data), harness={"limit": 1}, checkpoints=series)
+    assert rc == 2 and err == [f"error: eval: input not found: {tmp_path / 'run' / 'tokenizer'}"]
+    (tmp_path / "tok").mkdir()
+    rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(eval_data), harness={"limit": 1}, checkpoints=series,
+                   tokenizer_dir=str(tmp_path / "tok"))
+    assert rc == 2 and err == [f"error: eval.tokenizer_dir (the tokenizer Megatron checkpoints are exported with): "
+                               f"{tmp_path / 'tok'}: no tokenizer_config.json (HF tokenizer files expected)"]
+    assert not (tmp_path / "run" / "eval").exists()  # nothing scored, nothing written
 
 
 def _cli(tmp_path, capsys, llama_dir, *flags, **eval_section) -> tuple[int, list[str]]:
