@@ -5,7 +5,6 @@ No torch: the pipeline's dry run prints these for every training stage before an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from factory.data.indexed import token_count
