@@ -159,11 +159,13 @@ deterministic attention kernels, which Megatron's deterministic_mode asserts."""
 
 
 def _deterministic(device: torch.device) -> None:
-    """torch's deterministic algorithms (on CUDA with what cuBLAS and TE need first). On CUDA an op without a
-    deterministic kernel warns instead of raising, so a run is never stopped by one."""
+    """torch's deterministic algorithms for this session (on CUDA with what cuBLAS and TE need first). On CUDA an
+    op without a deterministic kernel warns instead of raising, so a run is never stopped by one."""
     if device.type == "cuda":
         for key, value in DETERMINISTIC_CUDA_ENV.items():
             os.environ.setdefault(key, value)
+    if not _DETERMINISM_BEFORE:
+        _DETERMINISM_BEFORE.append(torch.are_deterministic_algorithms_enabled())
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
 
 
@@ -205,6 +207,8 @@ def _init_process_group(device: torch.device, cfg: RuntimeConfig) -> tuple[int, 
 
 _SESSION_ENV: dict[str, str] = {}
 """torch.distributed variables a single-process session set, removed again at its shutdown."""
+_DETERMINISM_BEFORE: list[bool] = []
+"""Whether torch's deterministic algorithms were on before a session turned them on (restored at shutdown)."""
 
 
 def _free_port() -> int:
@@ -272,6 +276,8 @@ def shutdown_runtime() -> None:
         parallel_state.destroy_model_parallel()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if _DETERMINISM_BEFORE:  # a later session in this process decides for itself
+        torch.use_deterministic_algorithms(_DETERMINISM_BEFORE.pop())
     for key in _SESSION_ENV:  # what a later process started from this one must not inherit
         os.environ.pop(key, None)
     _SESSION_ENV.clear()
