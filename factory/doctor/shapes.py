@@ -53,8 +53,9 @@ class Shapes:
     """Steps of the bf16-against-fp32 loss comparison (on `model`)."""
     precision_tolerance: float = 0.03
     """Largest relative loss difference between the bf16 and the fp32 run at any of those steps."""
-    moe_ratio_limit: float = 4.0
-    """Largest MoE / dense step-time ratio at equal active parameters a node may show."""
+    moe_ratio_limit: float | None = 4.0
+    """Largest MoE / dense step-time ratio at equal active parameters a node may show; None: reported, not bounded
+    (the CPU tier's tiny models time overheads, and tests assert behaviour, not wall time)."""
     mfu_floor: float = 0.2
     """Smallest MFU of the dense probe a GPU node may show (where the GPU's peak is known)."""
     memory_band: tuple[float, float] = (0.7, 1.25)
@@ -88,7 +89,7 @@ CPU = Shapes(
     resume_tolerance=0.0, layout_resume_tolerance=1e-4, logit_tolerance=1e-5,
     mfu_probe=_probe(2, 64, 176, 4, 2, 64, 512, 2, 2, 1, 2),
     ratio_probe=_probe(2, 64, 128, 4, 2, 64, 512, 2, 1, 1, 2),
-    precision_steps=6)
+    precision_steps=6, moe_ratio_limit=None)
 
 # 76M parameters at 512 pieces (the doctor's own corpus supports a BPE vocabulary of at most ~780); bf16 resume
 # is compared with deterministic kernels on (CUBLAS_WORKSPACE_CONFIG, Megatron's and TE's deterministic modes),

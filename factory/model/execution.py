@@ -209,9 +209,24 @@ def config_problems(runtime, parallel: ParallelConfig, model: ModelConfig | None
     if runtime.precision == "fp8" and runtime.device != "cpu" and runtime.transformer_engine != "disabled" and not te:
         out.append(f"runtime.precision=fp8: needs Transformer Engine and {where}")
     if runtime.precision == "fp8" and model is not None:
-        per_stage = model.num_layers // parallel.pipeline
-        layers = runtime.fp8.bf16_layers
-        if layers > per_stage:
-            out.append(f"runtime.fp8.bf16_layers={layers}: more than the {per_stage} layers of a pipeline stage "
-                       f"(model.num_layers / parallel.pipeline)")
+        out += _fp8_model_problems(runtime.fp8, parallel, model)
+    return out
+
+
+FP8_MULTIPLE = 16
+"""Transformer Engine's FP8 GEMMs take matrices whose dimensions are multiples of 16 (8 for the token dimension)."""
+
+
+def _fp8_model_problems(fp8: Fp8Config, parallel: ParallelConfig, model: ModelConfig) -> list[str]:
+    out: list[str] = []
+    per_stage = model.num_layers // parallel.pipeline
+    if fp8.bf16_layers > per_stage:
+        out.append(f"runtime.fp8.bf16_layers={fp8.bf16_layers}: more than the {per_stage} layers of a pipeline stage "
+                   f"(model.num_layers / parallel.pipeline)")
+    shards = {"model.hidden_size": model.hidden_size, "model.ffn_hidden_size": model.ffn_hidden_size // parallel.tensor,
+              "model.seq_length": model.seq_length}
+    for key, size in shards.items():
+        if size % FP8_MULTIPLE:
+            out.append(f"{key}={getattr(model, key.split('.')[1])}: runtime.precision=fp8 needs GEMM dimensions in "
+                       f"multiples of {FP8_MULTIPLE} (per tensor-parallel shard); this gives {size}")
     return out

@@ -200,3 +200,13 @@ def test_the_runtime_refuses_fp8_where_the_process_cannot_run_it(caps, line):
         check_fp8(RuntimeConfig(device="cuda", precision="fp8"), caps)
     assert err.value.problems == [line]
     check_fp8(RuntimeConfig(device="cuda", precision="fp8"), H100_TE)  # Hopper with TE: accepted
+
+
+def test_fp8_gemm_dimensions_that_are_not_multiples_of_16_are_one_line_each():
+    runtime = {"device": "cuda", "precision": "fp8", "transformer_engine": "required", "fp8": {"bf16_layers": 0}}
+    problems = _problems(runtime=runtime, parallel={"tensor": 2}, model={"ffn_hidden_size": 136, "seq_length": 40})
+    assert problems == [
+        "<config>: model.ffn_hidden_size=136: runtime.precision=fp8 needs GEMM dimensions in multiples of 16 (per "
+        "tensor-parallel shard); this gives 68",
+        "<config>: model.seq_length=40: runtime.precision=fp8 needs GEMM dimensions in multiples of 16 (per "
+        "tensor-parallel shard); this gives 40"]
