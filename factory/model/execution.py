@@ -127,19 +127,20 @@ class Decision:
                 f"({'distributed' if self.distributed_optimizer else 'plain'} optimizer), bucket {bucket}")
 
 
-def _fusion_table(caps: Capabilities, model: ModelConfig, parallel: ParallelConfig,
+def _fusion_table(caps: Capabilities, model: ModelConfig, parallel: ParallelConfig, precision: str,
                   execution: Execution) -> list[Fusion]:
     """(name, field, why it is off or None) for each fusion that applies to this model and layout."""
     cpu = None if caps.cuda else "CPU run"
     te = "needs Transformer Engine layers"
+    cross_entropy = ("the z-loss step computes the loss from the logits" if not execution.model_loss else
+                     "an fp32 run: Megatron's fused kernel returns bf16 logit gradients" if precision == "fp32" else None)
     rows = [
         ("swiglu", "bias_activation_fusion", cpu),  # Megatron's fused SwiGLU: recomputed in backward
         ("bias-dropout-add", "bias_dropout_fusion", cpu),
         ("rope", "apply_rope_fusion", cpu or (None if caps.te_at_least(1, 4) else f"{te} >= 1.4")),
         ("grad-accum", "gradient_accumulation_fusion",
          cpu or (None if caps.apex_grad_accumulation else "no Apex fused_weight_gradient_mlp_cuda")),
-        ("cross-entropy", "cross_entropy_loss_fusion",
-         cpu or (None if execution.model_loss else "the z-loss step computes the loss from the logits")),
+        ("cross-entropy", "cross_entropy_loss_fusion", cpu or cross_entropy),
     ]
     if model.moe is not None:
         rows += [("moe-permute", "moe_permute_fusion", cpu or (None if caps.te_at_least(2, 1) else f"{te} >= 2.1")),
@@ -181,7 +182,7 @@ def decide(caps: Capabilities, model: ModelConfig, parallel: ParallelConfig, pre
     grad, gather, why = _overlap(caps, execution.overlap, distributed, data_parallel)
     fallback = grouped_gemm_fallback(caps, model)
     return Decision(
-        capabilities=caps, precision=precision, fusions=tuple(_fusion_table(caps, model, parallel, execution)),
+        capabilities=caps, precision=precision, fusions=tuple(_fusion_table(caps, model, parallel, precision, execution)),
         fp8=fp8, fp8_layers=fp8_layers, grouped_gemm=bool(model.moe and model.moe.grouped_gemm and fallback is None),
         distributed_optimizer=distributed, overlap_grad_reduce=grad, overlap_param_gather=gather,
         bucket_size=execution.overlap.bucket_size if grad else None, overlap_why=why,

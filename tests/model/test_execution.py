@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -210,3 +211,49 @@ def test_fp8_gemm_dimensions_that_are_not_multiples_of_16_are_one_line_each():
         "tensor-parallel shard); this gives 68",
         "<config>: model.seq_length=40: runtime.precision=fp8 needs GEMM dimensions in multiples of 16 (per "
         "tensor-parallel shard); this gives 40"]
+
+
+def test_an_fp32_run_leaves_the_fused_cross_entropy_off():
+    assert "cross-entropy (an fp32 run: Megatron's fused kernel returns bf16 logit gradients)" in \
+        decide(H100, DENSE, ParallelConfig(), "fp32", None).describe_fusions()
+
+
+FUSION_FIELDS = {"swiglu": "bias_activation_fusion", "bias-dropout-add": "bias_dropout_fusion",
+                 "cross-entropy": "cross_entropy_loss_fusion"}
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
+def test_megatrons_own_fused_kernels_compute_what_the_unfused_layers_do(runtime, monkeypatch):
+    """The kernels a CUDA run turns on without TE or Apex are torch.compile'd, so they run here too, on this
+    project's model: fused SwiGLU and bias-dropout-add give the unfused loss and gradients; the fused cross-entropy
+    the same loss with its gradients rounded to bf16 (why an fp32 run leaves it off)."""
+    import torch
+
+    from factory.model import build
+
+    model_cfg = make_config(TINY_DENSE).model
+    tokens = torch.randint(0, 250, (2, 32), generator=torch.Generator().manual_seed(1))
+
+    def loss_and_grads(model):
+        loss = model(tokens, torch.arange(32).expand(2, 32), None, labels=tokens)
+        loss.sum().backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    plain = build.build_gpt_model(model_cfg, runtime)
+    loss, grads = loss_and_grads(plain)
+    cpu_decision = build.decide_for
+    worst = {}
+    for names in (("swiglu", "bias-dropout-add"), ("cross-entropy",)):
+        def with_fusions(model, rt, execution=Execution(), names=names):
+            decision = cpu_decision(model, rt, execution)
+            return dataclasses.replace(decision, fusions=tuple(dataclasses.replace(f, on=f.on or f.name in names)
+                                                               for f in decision.fusions))
+        monkeypatch.setattr(build, "decide_for", with_fusions)
+        fused = build.build_gpt_model(model_cfg, runtime)
+        assert all(getattr(fused.config, FUSION_FIELDS[name]) for name in names)
+        fused.load_state_dict(plain.state_dict())
+        fused_loss, fused_grads = loss_and_grads(fused)
+        assert torch.allclose(fused_loss, loss, atol=1e-6)
+        worst[names[-1]] = max(((fused_grads[n] - g).abs().max() / g.abs().max()).item() for n, g in grads.items())
+    assert worst["bias-dropout-add"] <= 1e-5
+    assert 1e-5 < worst["cross-entropy"] <= 2**-8  # bf16 rounding, not an error
