@@ -4,6 +4,7 @@ peak GPU memory against the memory plan of the same shape."""
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 
@@ -92,6 +93,7 @@ def train_probe(model_cfg, runtime_cfg, probe: Probe, steps: int | None = None, 
         "optimizer": {"lr": lr, "min_lr": lr, "weight_decay": 0.0}})
     with runtime_session(runtime_cfg, ParallelConfig()) as rt:
         if rt.is_cuda:
+            gc.collect()  # an earlier probe's model (Megatron's modules hold reference cycles) leaves the GPU first
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(rt.device)
         model, ddp, optimizer = build_model(model_cfg, rt, train, lr, lr)
@@ -149,16 +151,20 @@ def reset_peak_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def stage_memory(context, label: str, cfg) -> str:
-    """`record_memory` for a pretrain stage run in this process (one rank) since `reset_peak_memory`."""
+def stage_plan_bytes(cfg) -> float:
+    """The memory plan of a config's pretrain section run by one process, without the CUDA reserve."""
     import dataclasses
 
     from factory.train.memory import plan_memory, training_shape
 
-    if not torch.cuda.is_available():
-        return record_memory(context, label, None, 0.0)
     train = cfg.pretrain
     shape = dataclasses.replace(training_shape(cfg, train, "pretrain"), world_size=1, on_gpu=False,
                                 micro_batches=train.global_batch_size // train.micro_batch_size)
-    plan = plan_memory(cfg.model, cfg.parallel, shape).largest.total
-    return record_memory(context, label, torch.cuda.max_memory_allocated(), plan)
+    return plan_memory(cfg.model, cfg.parallel, shape).largest.total
+
+
+def stage_memory(context, label: str, cfg) -> str:
+    """`record_memory` for a pretrain stage run in this process (one rank) since `reset_peak_memory`."""
+    if not torch.cuda.is_available():
+        return record_memory(context, label, None, 0.0)
+    return record_memory(context, label, torch.cuda.max_memory_allocated(), stage_plan_bytes(cfg))

@@ -94,8 +94,9 @@ CPU = Shapes(
 # 76M parameters at 512 pieces (the doctor's own corpus supports a BPE vocabulary of at most ~780); bf16 resume
 # is compared with deterministic kernels on (CUBLAS_WORKSPACE_CONFIG, Megatron's and TE's deterministic modes),
 # so the curves should match; the tolerance covers reduction-order differences of bf16 (docs/gpu.md). The MFU
-# probe is TinyLlama-1.1B's shape (22 layers cut to 16: 0.97B parameters at a 32k vocabulary), the ratio probe a
-# 0.37B dense model and its 8-expert top-2 twin with the same active parameters.
+# probe has TinyLlama-1.1B's width (hidden 2048, FFN 5632, 32 heads, 4 KV groups) with 20 of its 22 layers: 1.01B
+# parameters at a 32k vocabulary; the ratio probe is a 0.19B dense model and its 8-expert top-2 twin with the same
+# active parameters.
 GPU = Shapes(
     device="cuda", precision="bf16",
     model={"num_layers": 12, "hidden_size": 768, "ffn_hidden_size": 2048, "num_attention_heads": 12,
@@ -103,6 +104,6 @@ GPU = Shapes(
     moe={"num_experts": 8, "router_topk": 2, "token_dispatcher": "alltoall", "grouped_gemm": True},
     train_iters=100, global_batch_size=16, micro_batch_size=8, vocab_size=512, documents=4000,
     resume_tolerance=1e-3, layout_resume_tolerance=2e-2, logit_tolerance=1e-4,
-    mfu_probe=_probe(16, 2048, 5632, 32, 4, 2048, 32000, 4, 2, 3, 8),
+    mfu_probe=_probe(20, 2048, 5632, 32, 4, 2048, 32000, 4, 2, 3, 8),
     ratio_probe=_probe(8, 1024, 4096, 16, 4, 2048, 32000, 4, 1, 3, 6),
     deterministic=True, distributed_optimizer=True, export_dtypes=("float32", "bfloat16"))
