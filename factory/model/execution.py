@@ -155,7 +155,7 @@ def grouped_gemm_fallback(caps: Capabilities, model: ModelConfig) -> str | None:
     asked for."""
     if model.moe is None or not model.moe.grouped_gemm or caps.te_at_least(1, 9):
         return None
-    why = "a CPU run" if not caps.cuda else "no Transformer Engine >= 1.9 (GroupedLinear)"
+    why = "a CPU run" if not caps.cuda else "it needs Transformer Engine >= 1.9's GroupedLinear"
     return (f"model.moe.grouped_gemm=true: no grouped-GEMM kernel here ({why}); the experts run as a sequential "
             "per-expert loop (SequentialMLP), same weights and outputs, slower")
 
