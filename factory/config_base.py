@@ -55,7 +55,10 @@ class CoreConfig(Section):
 
     def core_problems(self, dense_ep_ok: bool) -> list[str]:
         """Rules of the shared sections; `dense_ep_ok` when a stage of this config turns the model into an MoE."""
-        out = self.run.problems("run") + self.parallel.problems("parallel")
+        from factory.model.execution import config_problems
+
+        out = self.run.problems("run") + self.runtime.problems("runtime") + self.parallel.problems("parallel")
+        out += config_problems(self.runtime, self.parallel, self.model)
         if self.model is not None:
             out += self.model.problems("model")
             out += model_parallel_problems(self.model, self.parallel, dense_ep_ok=dense_ep_ok)

@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/doctor"))
     parser.add_argument("--minutes", type=float, default=None, help="time budget; later checks are skipped")
     parser.add_argument("--data", type=Path, default=None, help="a prepared folder (tokenizer/, pack/)")
+    parser.add_argument("--list", action="store_true", help="print the tier's checks and time budgets; run nothing")
     args = parser.parse_args(argv)
+    if args.list:
+        return _list(args.tier)
     from factory.doctor.workspace import check_prepared
     from factory.errors import ConfigError, report as report_error
 
@@ -29,24 +32,21 @@ def main(argv: list[str] | None = None) -> int:
             check_prepared(args.data)
         except ConfigError as e:
             return report_error(e)
-    import torch
-
     from factory.doctor import report
-    from factory.doctor.checks import SKIP, DoctorContext, Result, run_checks, verdict
+    from factory.doctor.checks import SKIP, DoctorContext, Result, pending, run_checks, verdict
     from factory.doctor.tiers import TIERS
-
     from factory.runtime.runtime import cuda_device_count
 
     has_cuda = cuda_device_count() > 0
     tier = args.tier if args.tier != "auto" else ("gpu" if has_cuda else "cpu")
     shapes, checks = TIERS[tier]
     command = "python -m factory.doctor " + shlex.join(argv if argv is not None else sys.argv[1:])
-    environment = {"python": sys.version.split()[0], "torch": torch.__version__}
+    environment = _environment(args.minutes)
     if tier == "gpu" and not has_cuda:
-        results = [Result(c.name, SKIP, "skipped: no CUDA device", 0.0, c.proves) for c in checks]
+        results = [Result(c.name, SKIP, "skipped: no CUDA device", 0.0, c.proves, c.minutes) for c in checks]
     else:
         deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
-        args.out.mkdir(parents=True, exist_ok=True)
+        report.write(args.out, tier, command, pending(checks), environment)  # a run cut off keeps a record
         with tempfile.TemporaryDirectory(dir=args.out, prefix="work-") as work:
             context = DoctorContext(tier, shapes, Path(work), args.data)
             results = run_checks(checks, context, deadline,
@@ -55,6 +55,43 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     print(report.summary(results))
     return 0 if verdict(results) else 1
+
+
+def _list(tier: str) -> int:
+    from factory.doctor.tiers import TIERS
+
+    checks = TIERS["gpu" if tier == "auto" else tier][1]
+    for c in checks:
+        devices = f", {c.devices} GPUs" if c.devices > 1 else ""
+        print(f"[{c.minutes:g} min{devices}] {c.name}: {c.proves}")
+    print(f"{len(checks)} checks, budgets adding up to {sum(c.minutes for c in checks):g} min "
+          f"({sum(c.minutes for c in checks if c.devices == 1):g} min on one GPU)")
+    return 0
+
+
+def _environment(minutes: float | None) -> dict:
+    """Versions and the device the figures were measured with."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    from factory.runtime.capabilities import installed_te_version
+    from factory.runtime.runtime import cuda_device_count
+
+    try:
+        megatron = importlib.metadata.version("megatron-core")
+    except importlib.metadata.PackageNotFoundError:
+        megatron = "not installed"
+    te = installed_te_version()
+    env = {"python": platform.python_version(), "torch": torch.__version__, "megatron-core": megatron,
+           "transformer engine": ".".join(map(str, te)) if te else "not installed",
+           "CUDA devices": cuda_device_count()}
+    if cuda_device_count():
+        major, minor = torch.cuda.get_device_capability(0)
+        env["device"] = f"{torch.cuda.get_device_name(0)} (sm_{major}{minor}), CUDA {torch.version.cuda}"
+    env["time budget"] = f"{minutes:g} min" if minutes else "none"
+    return env
 
 
 if __name__ == "__main__":

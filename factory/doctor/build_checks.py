@@ -6,6 +6,7 @@ import torch
 
 from factory.doctor import configs
 from factory.doctor.checks import CheckFailed, DoctorContext
+from factory.doctor.probe import experts_built
 
 
 def runtime_init(context: DoctorContext) -> str:
@@ -17,10 +18,8 @@ def runtime_init(context: DoctorContext) -> str:
     cfg = configs.validated(configs.base(context.shapes, context.work_dir, 256))
     with runtime_session(cfg.runtime, cfg.parallel) as rt:
         backend = torch.distributed.get_backend()
-        where = rt.device_name
-        engine = "Transformer Engine" if rt.use_transformer_engine else "no Transformer Engine"
-        return (f"{where}, {str(rt.dtype).removeprefix('torch.')}, {backend}, world {rt.world_size}, torch "
-                f"{torch.__version__}, megatron-core {megatron.core.__version__}, {engine}")
+        return (f"{rt.capabilities.describe()}, {rt.precision}, {backend}, world {rt.world_size}, torch "
+                f"{torch.__version__}, megatron-core {megatron.core.__version__}")
 
 
 def _build_and_run(context: DoctorContext, moe: bool) -> str:
@@ -45,7 +44,9 @@ def _build_and_run(context: DoctorContext, moe: bool) -> str:
         if not torch.isfinite(logits).all() or grads < params:
             raise CheckFailed(f"finite logits {bool(torch.isfinite(logits).all())}, {grads}/{params} "
                               "parameters got a gradient")
-        return f"{built:,} parameters, forward + backward finite, {grads}/{params} parameters with gradients"
+        ran = experts_built(model)
+        return (f"{built:,} parameters, forward + backward finite, {grads}/{params} parameters with gradients"
+                + (f"; ran {ran}" if ran else ""))
 
 
 def dense_model(context: DoctorContext) -> str:

@@ -9,11 +9,10 @@ import torch
 
 from factory.doctor import configs, workspace
 from factory.doctor.checks import CheckFailed, DoctorContext
+from factory.doctor.probe import reset_peak_memory, stage_memory
 from factory.errors import DataError
 from factory.strict_json import read_json_object
 
-BF16_LOGIT_TOLERANCE = 0.1
-"""max |dlogits| between a bf16 HF model and the bf16 Megatron model (logits of order 1, 8 mantissa bits)."""
 
 
 def data(context: DoctorContext) -> str:
@@ -35,7 +34,8 @@ def _total_tokens(counts) -> int:
     return 0
 
 
-def _losses(run_dir: Path) -> list[float]:
+def losses(run_dir: Path) -> list[float]:
+    """The logged losses of the pretrain run in `run_dir`."""
     lines = (run_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["loss"] for line in lines if "loss" in json.loads(line)]
 
@@ -48,15 +48,19 @@ def pretrain_resume(context: DoctorContext) -> str:
     shapes, root = context.shapes, context.artifacts["data"]
     vocab, total, half = context.artifacts["vocab_size"], shapes.train_iters, shapes.train_iters // 2
     straight, split = context.work_dir / "straight", context.work_dir / "split"
-    run_stage(STAGES["pretrain"], configs.pretrain(shapes, root, straight, vocab, total, total, half))
+    reset_peak_memory()
+    straight_cfg = configs.pretrain(shapes, root, straight, vocab, total, total, half)
+    run_stage(STAGES["pretrain"], straight_cfg)
+    memory = stage_memory(context, "pretrain_resume", straight_cfg)
     run_stage(STAGES["pretrain"], configs.pretrain(shapes, root, split, vocab, half, total, half))
     run_stage(STAGES["pretrain"], configs.pretrain(shapes, root, split, vocab, total, total, half))
-    first, second = _losses(straight), _losses(split)
+    first, second = losses(straight), losses(split)
     if len(first) != total or len(second) != total:
         raise CheckFailed(f"logged {len(first)} and {len(second)} losses, expected {total} each")
     diff = max(abs(a - b) for a, b in zip(first, second))
     context.artifacts["dense_checkpoint"] = straight / "pretrain" / "checkpoints"
-    figure = f"loss {first[0]:.3f} -> {first[-1]:.3f} over {total} steps, resumed at {half}: max |dloss| {diff:.3g}"
+    figure = (f"loss {first[0]:.3f} -> {first[-1]:.3f} over {total} steps, resumed at {half}: max |dloss| {diff:.3g}; "
+              f"{memory}")
     if diff > shapes.resume_tolerance or not first[-1] < first[0]:
         raise CheckFailed(f"{figure} (allowed {shapes.resume_tolerance:g}, loss must fall)")
     return figure
@@ -128,7 +132,7 @@ def export(context: DoctorContext) -> str:
         runtime = {**shapes.runtime(), "precision": "fp32" if dtype == "float32" else "bf16"}
         reference = megatron_logits(checkpoint, tokens, runtime)
         diff = (hf_model_logits(folder, tokens, torch_dtype, shapes.device) - reference).abs().max().item()
-        bound = shapes.logit_tolerance if dtype == "float32" else BF16_LOGIT_TOLERANCE
+        bound = shapes.logit_tolerance_for("fp32" if dtype == "float32" else "bf16")
         figures.append(f"{manifest.metrics['architecture']} {dtype}: max |dlogits| {diff:.3g} (<= {bound:g})")
         if not diff <= bound:
             raise CheckFailed("; ".join(figures))

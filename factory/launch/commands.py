@@ -38,10 +38,11 @@ def _stage_overrides(overrides: list[str]) -> list[str]:
 
 
 def torchrun_options(launch: LaunchConfig | None, signals: str = SIGNALS_TO_HANDLE) -> list[str]:
-    """Restart and signal options shared by local and Slurm torchrun lines."""
+    """Restart, signal and CPU-binding options shared by local and Slurm torchrun lines."""
     launch = launch or LaunchConfig()
+    binding = ["--numa-binding", launch.cpu_bind] if launch.cpu_bind != "none" else []
     return ["--max-restarts", str(launch.max_restarts), "--signals-to-handle", signals,
-            "--shutdown-timeout", str(launch.signal_seconds_before_timeout)]
+            "--shutdown-timeout", str(launch.signal_seconds_before_timeout), *binding]
 
 
 def torchrun_stages() -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -16,12 +16,16 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NCCL_ENV = {
     "CUDA_DEVICE_MAX_CONNECTIONS": "1",
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
+    "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
     "NCCL_IB_TIMEOUT": "22",
     "NCCL_DEBUG": "WARN",
 }
 """Defaults of `launch.nccl_env`: one CUDA work queue so Megatron's TP/SP communication overlaps in
-issue order; NCCL errors abort the process instead of hanging; a longer InfiniBand retry timeout
-for large jobs; warnings only."""
+issue order; NCCL errors abort the process instead of hanging; tensors of asynchronous collectives freed when
+the collective is waited on rather than held by the allocator's stream records (what overlapped gradient
+reduction and parameter gathering need); expandable allocator segments, which keep fragmentation from growing
+the peak of a long run; a longer InfiniBand retry timeout for large jobs; warnings only."""
 
 
 class ArrayConfig(Section):
@@ -77,6 +81,10 @@ class LaunchConfig(Section):
     """Extra environment variables exported before `srun` (cluster fabric: NCCL_IB_HCA, UCX_NET_DEVICES...)."""
     nccl_env: dict[str, str] = Field(default_factory=lambda: dict(NCCL_ENV))
     """NCCL / CUDA variables exported before `srun`; setting this replaces the defaults (add to `env` instead)."""
+    cpu_bind: Literal["none", "node", "socket", "exclusive", "core-complex"] = "none"
+    """Bind each local rank's process to the CPUs near its GPU (torchrun `--numa-binding`, PyTorch >= 2.9, with
+    numactl on the node): node, the GPU's NUMA node (start here); socket, its socket; exclusive, a disjoint share
+    of that node's cores per rank; core-complex, one L3 cache domain. none leaves placement to the OS."""
     rdzv_port: int | None = Field(default=None, ge=1024, le=65535)
     """Port of the c10d rendezvous on the first node of the allocation; by default derived from the job
     id (10000 + id mod 20000, below Linux's ephemeral ports), so jobs sharing a node never meet."""

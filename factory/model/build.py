@@ -3,51 +3,38 @@
 Every TransformerConfig field is decided here, before the model is built: Megatron's submodules copy
 config fields when they are constructed (the MoE router copies `calculate_per_token_loss`), so a field
 patched on `model.config` afterwards reaches some modules and not others. What the model computes comes
-from the ModelConfig and the parallel layout; how it runs (precision, fusions, attention backend,
-recomputation, loss convention) from one decision, `execution_fields`.
+from the ModelConfig and the parallel layout; how it runs (precision, fusions, FP8, the experts' kernel, attention
+backend, recomputation, loss convention) from one decision made on the runtime's capabilities
+(factory/model/execution.py), which the training setup and the memory plan read too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
-from typing import Literal
 
 from factory.model.config import ModelConfig
+from factory.model.execution import RECOMPUTE_FIELDS, Decision, Execution, decide_for
 
-_RECOMPUTE_FIELDS = {
-    "none": {},
-    "selective": {"recompute_granularity": "selective"},
-    "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
-}
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Execution:
-    """What the code that drives a model decides about how it runs; the defaults suit inference and tools."""
-
-    recompute: Literal["none", "selective", "full"] = "none"
-    """Activation recomputation: none, selective (core attention) or full (every layer)."""
-    per_token_loss: bool = False
-    """The loss is a per-token sum that Megatron's schedule divides by the global token count
-    (`calculate_per_token_loss`); the MoE router then scales its aux and z losses to match."""
-
-
-def execution_fields(rt, execution: Execution) -> dict:
-    """The TransformerConfig fields that say how the model runs rather than what it computes, decided in one
-    place from the runtime's capabilities (precision, CPU-safe fusions, attention backend) and the driver's
-    choices (recomputation, loss convention). Overlap or fusion choices made from runtime capabilities
-    belong here too, so that whatever plans memory can read the same decision."""
-    return {**rt.transformer_config_overrides(), **_RECOMPUTE_FIELDS[execution.recompute],
+def execution_fields(decision: Decision, rt, execution: Execution) -> dict:
+    """The TransformerConfig fields that say how the model runs rather than what it computes: the runtime's
+    dtypes, attention backend and determinism, the decision's fusions and FP8 recipe (factory/model/execution.py,
+    made from the runtime's capabilities), and the driver's recomputation and loss convention."""
+    return {**rt.transformer_config_overrides(), **decision.fields(), **RECOMPUTE_FIELDS[execution.recompute],
             "calculate_per_token_loss": execution.per_token_loss}
 
 
-def transformer_config(model: ModelConfig, rt, execution: Execution = Execution()):
+def transformer_config(model: ModelConfig, rt, execution: Execution = Execution(), decision: Decision | None = None):
     """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags), run as
-    `execution` says."""
+    `execution` says (and as `decision` decided, made here when not given)."""
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig
 
+    decision = decision or decide_for(model, rt, execution)
     p = rt.parallel
     fields = dict(
         num_layers=model.num_layers,
@@ -89,21 +76,21 @@ def transformer_config(model: ModelConfig, rt, execution: Execution = Execution(
             moe_token_dispatcher_type=m.token_dispatcher,
             moe_shared_expert_intermediate_size=m.shared_expert_ffn_hidden_size,
             moe_shared_expert_gate=m.shared_expert_gate,
-            moe_grouped_gemm=m.grouped_gemm,
+            moe_grouped_gemm=decision.grouped_gemm,
             moe_router_dtype="fp32",
         )
-    fields.update(execution_fields(rt, execution))
+    fields.update(execution_fields(decision, rt, execution))
     return TransformerConfig(**fields)
 
 
-def layer_spec(model: ModelConfig, rt):
+def layer_spec(model: ModelConfig, rt, grouped: bool = False):
     """Transformer Engine spec when the runtime has TE; otherwise Megatron's local spec, with its
     core attention swapped for `SdpaAttention` unless model.attention=local, storing its weights under
-    the keys the TE spec stores them under (`te_checkpoint_keys`)."""
+    the keys the TE spec stores them under (`te_checkpoint_keys`). `grouped`: the experts as one grouped GEMM
+    (the decision's `grouped_gemm`)."""
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     num_experts = model.moe.num_experts if model.moe else None
-    grouped = bool(model.moe and model.moe.grouped_gemm)
     if rt.use_transformer_engine:
         return specs.get_gpt_layer_with_transformer_engine_spec(
             num_experts=num_experts, moe_grouped_gemm=grouped, qk_layernorm=model.qk_layernorm)
@@ -140,14 +127,17 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
     from megatron.core.models.gpt import GPTModel
 
     rt.check_model(model)
+    decision = decide_for(model, rt, execution)
+    for warning in decision.warnings:
+        log.warning(warning)
     if pre_process is None:
         pre_process = parallel_state.is_pipeline_first_stage()
     if post_process is None:
         post_process = parallel_state.is_pipeline_last_stage()
     with torch.device("meta") if meta else contextlib.nullcontext():
         gpt = GPTModel(
-            config=transformer_config(model, rt, execution),
-            transformer_layer_spec=layer_spec(model, rt),
+            config=transformer_config(model, rt, execution, decision),
+            transformer_layer_spec=layer_spec(model, rt, decision.grouped_gemm),
             vocab_size=model.padded_vocab_size(rt.parallel.tensor),
             max_sequence_length=model.max_position_embeddings or model.seq_length,
             pre_process=pre_process,

@@ -10,9 +10,11 @@ is only ever called by the runtime when CUDA is absent. Each item has a test in 
 3. RNG tracker: Megatron's model-parallel RNG tracker forks the CUDA generator; on CPU it forks the
    CPU generator instead, so dropout in TP regions stays reproducible and per-rank.
 4. alltoall token dispatcher: uses CUDA streams; `unsupported_on_cpu()` rejects it up front
-   (allgather runs) instead of failing mid-forward.
+   (allgather runs) instead of failing mid-forward. (A grouped-GEMM request falls back to one GEMM per expert
+   with a warning, on CPU as on a GPU without Transformer Engine: factory/model/execution.py.)
 5. Checkpoint writers call `torch.cuda.synchronize()`; with no device work queued it is a no-op.
-6. Fusion flags that need CUDA kernels (`cpu_transformer_overrides`) are forced off.
+6. Fusions: the execution decision (factory/model/execution.py) turns every CUDA kernel off for a CPU run;
+   parameters are initialized on the CPU (`CPU_TRANSFORMER_OVERRIDES`).
 7. Global state that leaks between models in one process (NVTE_* attention env vars written by
    GPTModel, the MoE metrics tracker holding dead process groups, the MoE aux-loss gradient scale
    kept on a class): `reset_megatron_globals()`.
@@ -42,17 +44,8 @@ import torch
 _APPLIED = False
 _NVTE_ENV = ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN")
 
-# Flags that select CUDA-only kernels in TransformerConfig; all must be off on CPU.
-CPU_TRANSFORMER_OVERRIDES = {
-    "use_cpu_initialization": True,
-    "gradient_accumulation_fusion": False,
-    "persist_layer_norm": False,
-    "memory_efficient_layer_norm": False,
-    "apply_rope_fusion": False,
-    "masked_softmax_fusion": False,
-    "bias_activation_fusion": False,
-    "bias_dropout_fusion": False,
-}
+# TransformerConfig fields a CPU run needs beyond the execution decision (which turns every fusion off there).
+CPU_TRANSFORMER_OVERRIDES = {"use_cpu_initialization": True}
 
 
 def apply_cpu_compat() -> None:
@@ -182,8 +175,6 @@ def unsupported_on_cpu(model_cfg) -> list[str]:
     moe = getattr(model_cfg, "moe", None)
     if moe is not None and moe.token_dispatcher == "alltoall":
         out.append("model.moe.token_dispatcher=alltoall: needs CUDA streams; use allgather on CPU")
-    if moe is not None and moe.grouped_gemm:
-        out.append("model.moe.grouped_gemm=true: needs Transformer Engine (CUDA)")
     return out
 
 

@@ -55,23 +55,59 @@ class ParallelConfig(Section):
                 f"/ETP{self.expert_tensor_size}")
 
 
+class Fp8Config(Section):
+    """Transformer Engine FP8 training (runtime.precision=fp8): the scaling recipe and the layers kept in bf16."""
+
+    recipe: Literal["current", "delayed"] = "current"
+    """How each tensor's FP8 scale is chosen: current (from this step's amax, TE's per-tensor current scaling) or
+    delayed (from an amax history of earlier steps, TE's DelayedScaling)."""
+    format: Literal["hybrid", "e4m3"] = "hybrid"
+    """hybrid: e4m3 forward, e5m2 gradients (what LLM-jp and Megatron-LM's recipes use); e4m3 for both."""
+    bf16_layers: int = Field(default=1, ge=0)
+    """Transformer layers kept in bf16 at each end of the model (the first and last N), as LLM-jp did; 0 for
+    none. Megatron-Core 0.19.2 supports it with current scaling only."""
+    amax_history: int = Field(default=1024, ge=1)
+    """delayed only: steps of amax history the scale is taken from (their maximum)."""
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        rule(out, self.recipe != "delayed" or self.bf16_layers == 0, f"{prefix}.bf16_layers", self.bf16_layers,
+             f"Megatron-Core keeps layers in bf16 only under current scaling; set {prefix}.recipe=current or "
+             f"{prefix}.bf16_layers=0")
+        return out
+
+
 class RuntimeConfig(Section):
     """Where and how processes run; the runtime module turns this into a device and dtype."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """cuda when available under auto."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """Parameter/compute dtype; auto is bf16 on CUDA and fp32 on CPU (CPU bf16 matmuls are slow)."""
+    precision: Literal["auto", "fp32", "bf16", "fp8"] = "auto"
+    """Parameter/compute dtype; auto is bf16 on CUDA and fp32 on CPU (CPU bf16 matmuls are slow). fp8: bf16
+    parameters with Transformer Engine FP8 GEMMs (`fp8` below); needs TE layers and an Ada/Hopper or newer GPU."""
+    fp8: Fp8Config = Field(default_factory=Fp8Config)
+    """The FP8 recipe; read only with precision fp8."""
     seed: int = 1234
     """Base seed for Python, NumPy, torch and Megatron's model-parallel RNG tracker."""
     deterministic: bool = False
-    """Ask torch for deterministic kernels."""
+    """Ask for deterministic kernels: torch's deterministic algorithms, and on CUDA a fixed cuBLAS workspace
+    (CUBLAS_WORKSPACE_CONFIG), Megatron's deterministic mode and Transformer Engine's deterministic attention."""
     distributed_timeout_minutes: Annotated[int, OPERATIONAL] = Field(default=10, ge=1)
     """Collective timeout."""
     transformer_engine: Annotated[Literal["auto", "required", "disabled"], OPERATIONAL] = "auto"
     """Transformer Engine layers on CUDA: auto uses them where importable, required refuses to start without
     them (and memory plans count on their smaller saved activations), disabled builds Megatron's local layers.
     CPU runs never use them."""
+
+    def problems(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        if self.precision == "fp8":
+            rule(out, self.device != "cpu", f"{prefix}.precision", self.precision,
+                 "FP8 GEMMs need a CUDA device (runtime.device is cpu)")
+            rule(out, self.transformer_engine != "disabled", f"{prefix}.precision", self.precision,
+                 "FP8 runs through Transformer Engine layers; runtime.transformer_engine is disabled")
+            out += self.fp8.problems(f"{prefix}.fp8")
+        return out
 
     def targets_gpu(self, gpu_launch: bool) -> bool:
         """Whether runs of this config go to GPUs, decided without probing this machine (plans, dry runs):
@@ -90,3 +126,7 @@ class RuntimeConfig(Section):
     def planned_precision(self, on_gpu: bool) -> str:
         """`precision`, with auto resolved as the runtime resolves it on that device."""
         return self.precision if self.precision != "auto" else ("bf16" if on_gpu else "fp32")
+
+    def planned_fp8(self) -> Fp8Config | None:
+        """The FP8 recipe when this config trains in FP8, else None."""
+        return self.fp8 if self.precision == "fp8" else None

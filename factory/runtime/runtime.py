@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from factory.errors import ConfigError
-from factory.runtime import compat
-from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.runtime import capabilities, compat
+from factory.runtime.capabilities import Capabilities
+from factory.runtime.config import Fp8Config, ParallelConfig, RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ class Runtime:
     parallel: ParallelConfig
     transformer_engine: str = "auto"
     """RuntimeConfig.transformer_engine: auto, required or disabled."""
+    precision: str = "fp32"
+    """fp32, bf16 or fp8 (bf16 parameters and Transformer Engine FP8 GEMMs)."""
+    fp8: Fp8Config | None = None
+    """The FP8 recipe of an fp8 run."""
+    deterministic: bool = False
+    capabilities: Capabilities = capabilities.CPU
+    """What this process's device and libraries can run (factory/model/execution.py decides from it)."""
 
     @property
     def is_cuda(self) -> bool:
@@ -62,7 +70,7 @@ class Runtime:
     @property
     def use_transformer_engine(self) -> bool:
         """Whether this process builds Transformer Engine layers (the TE layer spec)."""
-        return transformer_engine_layers(self.transformer_engine, self.is_cuda)
+        return self.capabilities.transformer_engine
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); nothing to wait for on CPU."""
@@ -98,10 +106,12 @@ class Runtime:
         return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
     def transformer_config_overrides(self) -> dict:
-        """TransformerConfig fields that depend on the device (fusions, init placement, backend)."""
+        """TransformerConfig fields that depend on the device (dtypes, init placement, backend, determinism);
+        the fusions are decided from `capabilities` by factory/model/execution.py."""
         from megatron.core.transformer.enums import AttnBackend
 
-        dtype_flags = {"bf16": self.dtype == torch.bfloat16, "params_dtype": self.dtype}
+        dtype_flags = {"bf16": self.dtype == torch.bfloat16, "params_dtype": self.dtype,
+                       "deterministic_mode": self.deterministic}
         if self.is_cuda:
             backend = AttnBackend.auto if self.use_transformer_engine else AttnBackend.local
             return {**dtype_flags, "attention_backend": backend}
@@ -133,10 +143,42 @@ def resolve_device(cfg: RuntimeConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_precision(cfg: RuntimeConfig, device: torch.device) -> str:
+    """fp32, bf16 or fp8: `runtime.precision` with auto resolved for `device`."""
+    return cfg.precision if cfg.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+
+
 def resolve_dtype(cfg: RuntimeConfig, device: torch.device) -> torch.dtype:
-    if cfg.precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.precision]
+    """The parameter dtype (an FP8 run keeps bf16 parameters)."""
+    return torch.float32 if resolve_precision(cfg, device) == "fp32" else torch.bfloat16
+
+
+DETERMINISTIC_CUDA_ENV = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8", "NVTE_ALLOW_NONDETERMINISTIC_ALGO": "0"}
+"""cuBLAS refuses deterministic mode without a fixed workspace (torch raises at the first matmul); TE picks
+deterministic attention kernels, which Megatron's deterministic_mode asserts."""
+
+
+def _deterministic(device: torch.device) -> None:
+    """torch's deterministic algorithms for this session (on CUDA with what cuBLAS and TE need first). On CUDA an
+    op without a deterministic kernel warns instead of raising, so a run is never stopped by one."""
+    if device.type == "cuda":
+        for key, value in DETERMINISTIC_CUDA_ENV.items():
+            os.environ.setdefault(key, value)
+    if not _DETERMINISM_BEFORE:
+        _DETERMINISM_BEFORE.append(torch.are_deterministic_algorithms_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+
+
+def check_fp8(cfg: RuntimeConfig, caps: Capabilities) -> None:
+    """An FP8 run needs Transformer Engine layers and FP8 tensor cores; one line before anything starts."""
+    if cfg.precision != "fp8":
+        return
+    if not caps.transformer_engine:
+        raise ConfigError("runtime.precision=fp8: needs Transformer Engine layers; this process builds none "
+                          f"({caps.describe()})")
+    if not caps.fp8_tensor_cores:
+        raise ConfigError(f"runtime.precision=fp8: {caps.device_name} has no FP8 tensor cores (compute "
+                          "capability 8.9 or newer: Ada, Hopper, Blackwell)")
 
 
 def seed_everything(seed: int, rank_offset: int = 0) -> None:
@@ -165,6 +207,8 @@ def _init_process_group(device: torch.device, cfg: RuntimeConfig) -> tuple[int, 
 
 _SESSION_ENV: dict[str, str] = {}
 """torch.distributed variables a single-process session set, removed again at its shutdown."""
+_DETERMINISM_BEFORE: list[bool] = []
+"""Whether torch's deterministic algorithms were on before a session turned them on (restored at shutdown)."""
 
 
 def _free_port() -> int:
@@ -201,8 +245,10 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     if problems:
         raise ConfigError(problems)
     engine = transformer_engine_layers(cfg.transformer_engine, device.type == "cuda")  # refused before any init
+    caps = capabilities.probe(device, engine)
+    check_fp8(cfg, caps)
     if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
+        _deterministic(device)
     rank, local_rank, world = _init_process_group(device, cfg)
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
@@ -214,10 +260,11 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
         )
     seed_everything(cfg.seed, rank_offset=rank)
     tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed, force_reset_rng=True)
+    precision = resolve_precision(cfg, device)
     rt = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
-                 world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine)
-    log.info("runtime: %s %s, world %d, %s%s", device, rt.dtype, world, parallel.describe(),
-             ", Transformer Engine layers" if engine else "")
+                 world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine, precision=precision,
+                 fp8=cfg.fp8 if precision == "fp8" else None, deterministic=cfg.deterministic, capabilities=caps)
+    log.info("runtime: %s %s, world %d, %s, %s", device, precision, world, parallel.describe(), caps.describe())
     return rt
 
 
@@ -229,6 +276,8 @@ def shutdown_runtime() -> None:
         parallel_state.destroy_model_parallel()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if _DETERMINISM_BEFORE:  # a later session in this process decides for itself
+        torch.use_deterministic_algorithms(_DETERMINISM_BEFORE.pop())
     for key in _SESSION_ENV:  # what a later process started from this one must not inherit
         os.environ.pop(key, None)
     _SESSION_ENV.clear()

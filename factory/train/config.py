@@ -29,6 +29,19 @@ class OptimizerConfig(Section):
     """Shard optimizer state over data-parallel ranks (ZeRO-1) where the runtime supports it (CUDA)."""
 
 
+class DataParallelConfig(Section):
+    """How gradients and parameters move between data-parallel ranks (Megatron's DistributedDataParallel)."""
+
+    overlap_grad_reduce: bool | None = None
+    """Reduce (or reduce-scatter) gradients bucket by bucket while the last micro-batch's backward runs; None: on
+    for CUDA runs with more than one data-parallel rank, off on CPU."""
+    overlap_param_gather: bool | None = None
+    """Distributed optimizer: all-gather the updated parameters bucket by bucket as the next forward reaches
+    them; None: on wherever gradient reduction is overlapped and the distributed optimizer runs."""
+    bucket_size: int | None = Field(default=None, ge=1)
+    """Elements per communication bucket when overlapping; None: Megatron's max(40M, 1M x DP)."""
+
+
 class ScheduleConfig(Section):
     """Learning-rate schedule (Megatron's OptimizerParamScheduler), counted in iterations."""
 
@@ -93,6 +106,8 @@ class TrainConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     checkpoint: Annotated[CheckpointConfig, OPERATIONAL] = Field(default_factory=CheckpointConfig)
     fault: Annotated[FaultConfig, OPERATIONAL] = Field(default_factory=FaultConfig)
+    data_parallel: Annotated[DataParallelConfig, OPERATIONAL] = Field(default_factory=DataParallelConfig)
+    """Communication overlap: the same sums in another order of messages (gradients are reduced in fp32)."""
     phase: str | None = None
     """Blend phase to train on (see the blend section); defaults to the first phase. Ignored with `phases`."""
     phases: list[PhaseSpec] = Field(default_factory=list)
@@ -128,6 +143,16 @@ class TrainConfig(Section):
     """Log to Weights & Biases under this project (needs `wandb` installed)."""
     output_dir: Path | None = None
     """Defaults to `<run.dir>/<stage>`; checkpoints go to `<output>/checkpoints`."""
+
+    def execution(self):
+        """How this training runs the model (factory/model/execution.py): its recomputation, per-token loss
+        (factory/train/step.py), who computes the loss, the optimizer it asks for and its overlap settings."""
+        from factory.model.execution import Execution, Overlap
+
+        dp = self.data_parallel
+        return Execution(recompute=self.recompute, per_token_loss=True, model_loss=self.z_loss_coeff == 0,
+                         distributed_optimizer=self.optimizer.distributed,
+                         overlap=Overlap(dp.overlap_grad_reduce, dp.overlap_param_gather, dp.bucket_size))
 
     def problems(self, prefix: str) -> list[str]:
         out: list[str] = []

@@ -22,6 +22,7 @@ from factory.train.flops import flops_per_token
 from factory.train.metrics import MetricsWriter, format_line
 from factory.train.moe_stats import ExpertLoad, imbalance
 from factory.train.phases import Phase, phase_at, position
+from factory.train.setup import parameters_gathered
 from factory.train.state import TrainState
 from factory.train.step import make_forward_step
 
@@ -96,7 +97,7 @@ class TrainLoop:
         """Mean loss over `eval_iters` global batches of the validation split (the same batches every time)."""
         self.parts.model.eval()
         total = 0.0
-        with torch.no_grad(), self.runtime.compute_context():
+        with torch.no_grad(), self.runtime.compute_context(), parameters_gathered(self.parts.ddp):
             for j in range(self.config.eval_iters):
                 start = j * self.config.global_batch_size
                 total += self._forward_backward(self.parts.valid_data, start, forward_only=True)["loss"]
@@ -137,7 +138,8 @@ class TrainLoop:
                 interval = config.checkpoint.save_interval
                 if done or verdict.leave or (interval and state.iteration % interval == 0):
                     save_start = time.perf_counter()
-                    self.parts.save(state)
+                    with parameters_gathered(self.parts.ddp):
+                        self.parts.save(state)
                     window_start += time.perf_counter() - save_start  # throughput excludes checkpoint writes
                     self.control.beat()
                 if not done and verdict.leave:

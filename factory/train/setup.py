@@ -7,6 +7,7 @@ the optimizer), or the model config (pretrain from scratch).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ import torch
 
 from factory.config_base import model_parallel_problems
 from factory.errors import CheckpointError, ConfigError
-from factory.model.build import Execution, build_gpt_model
+from factory.model.build import build_gpt_model
 from factory.model.config import ModelConfig
+from factory.model.execution import decide_for
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint as ckpt
 from factory.train.config import TrainConfig
@@ -114,34 +116,59 @@ def load_tokenizer(stage: str, tokenizer_dir: Path, model: ModelConfig):
     return tokenizer, path
 
 
-CALL_TIME_HOOKS = ("finalize_model_grads_func", "grad_scale_func")
-"""The only TransformerConfig fields set after the model is built. Megatron's schedules read both from the
+CALL_TIME_HOOKS = ("finalize_model_grads_func", "grad_scale_func", "no_sync_func", "grad_sync_func")
+"""The only TransformerConfig fields set after the model is built. Megatron's schedules read them from the
 config at every forward-backward call (pipeline_parallel/schedules.py) and no module copies them when it is
-constructed; grad_scale_func belongs to the optimizer, which needs the built model."""
+constructed; they are methods of the DDP wrapper and the optimizer, which need the built model."""
 
 
 def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: float, min_lr: float):
-    """(GPTModel, its DDP wrapper, Megatron optimizer); distributed optimizer where the runtime supports it."""
+    """(GPTModel, its DDP wrapper, Megatron optimizer) as the execution decision says: distributed optimizer
+    where the runtime supports it, data-parallel communication overlapped where it pays."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
     opt = train_config.optimizer
-    distributed = opt.distributed and runtime.supports_distributed_optimizer
-    # factory/train/step.py's loss_func returns per-token sums with their token counts.
-    execution = Execution(recompute=train_config.recompute, per_token_loss=True)
+    execution = train_config.execution()
+    decision = decide_for(model_cfg, runtime, execution)
+    log.info("%s; %s; %s", decision.describe_precision(), decision.describe_fusions(), decision.describe_overlap())
     with runtime.compute_context():
         model = build_gpt_model(model_cfg, runtime, execution=execution)
-        ddp = DistributedDataParallel(model.config, DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, use_distributed_optimizer=distributed), model)
+        ddp = DistributedDataParallel(model.config, DistributedDataParallelConfig(**decision.ddp_fields()), model)
         optimizer = get_megatron_optimizer(OptimizerConfig(
             optimizer="adam", lr=lr, min_lr=min_lr, weight_decay=opt.weight_decay, adam_beta1=opt.adam_beta1,
             adam_beta2=opt.adam_beta2, adam_eps=opt.adam_eps, clip_grad=opt.clip_grad,
             bf16=runtime.dtype == torch.bfloat16, params_dtype=runtime.dtype,
-            use_distributed_optimizer=distributed), [ddp])
-        model.config.finalize_model_grads_func = finalize_model_grads
-        model.config.grad_scale_func = optimizer.scale_loss
+            use_distributed_optimizer=decision.distributed_optimizer), [ddp])
+        set_call_time_hooks(model.config, ddp, optimizer)
     return model, ddp, optimizer
+
+
+def set_call_time_hooks(config, ddp, optimizer) -> None:
+    """The schedules' hooks (as Megatron-LM's training.py wires them): gradients are finalized after the last
+    micro-batch; with overlapped reduction, DDP's `no_sync` keeps every micro-batch but the last from starting
+    it, and `start_grad_sync` lets a pipeline schedule start it as soon as its last backward ends."""
+    from megatron.core.distributed.finalize_model_grads import finalize_model_grads
+
+    config.finalize_model_grads_func = finalize_model_grads
+    config.grad_scale_func = optimizer.scale_loss
+    if ddp.ddp_config.overlap_grad_reduce:
+        config.no_sync_func = ddp.no_sync
+        config.grad_sync_func = ddp.start_grad_sync
+
+
+@contextlib.contextmanager
+def parameters_gathered(ddp):
+    """With overlapped parameter all-gather, the last optimizer step's all-gathers finish only as the next
+    forward reaches each bucket: a save or an evaluation first completes them (and runs without the hooks)."""
+    if not ddp.ddp_config.overlap_param_gather:
+        yield
+        return
+    ddp.disable_forward_pre_hook()  # finishes the pending all-gathers
+    try:
+        yield
+    finally:
+        ddp.enable_forward_pre_hook()
 
 
 def build_scheduler(optimizer, train_config: TrainConfig, lr: float, min_lr: float):

@@ -10,7 +10,7 @@ from factory.schema import rule
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
 from factory.train import budget
 from factory.train.config import TrainConfig
-from factory.train.memory import memory_problems, over_limit, plan_memory, training_shape
+from factory.train.memory import memory_problems, over_limit, plan_memory, planned_decision, training_shape
 
 
 def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
@@ -72,10 +72,14 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             if repeats := budget.repetition(phase_blend, name, end - start_tokens):
                 warnings.append(repeats)
             start_tokens = end
-        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc, stage.name))
+        decision = planned_decision(cfg, tc, stage.name, model)
+        notes += [f"execution on {decision.capabilities.describe()}: {decision.describe_precision()}",
+                  decision.describe_fusions(), decision.describe_overlap()]
+        warnings += list(decision.warnings)
+        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc, stage.name, model))
         notes.append(memory.describe())
         if memory.shape.on_gpu:
-            notes.append(budget.gpu_hours(total, flops, memory.shape.world_size))
+            notes.append(budget.gpu_hours(total, flops, memory.shape.world_size, fp8=decision.fp8 is not None))
         if problems := over_limit(cfg, stage.name, memory):
             raise ConfigError(problems)
     writes = [out / "checkpoints", out / "metrics.jsonl", out / "data_cache"]

@@ -66,3 +66,24 @@ def test_a_stage_gets_its_own_keys_over_the_section():
     assert (pretrain.nodes, pretrain.partition, pretrain.time) == (8, "gpu", "7-00:00:00")
     assert (tokenizer.nodes, tokenizer.partition, tokenizer.gpus_per_node) == (2, "cpu", 0)
     assert export == cfg.launch
+
+
+def test_nccl_defaults_free_async_collective_tensors_and_expand_allocator_segments():
+    assert NCCL_ENV["TORCH_NCCL_AVOID_RECORD_STREAMS"] == "1"
+    assert NCCL_ENV["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+
+
+@pytest.mark.parametrize("mode", ["node", "socket", "exclusive", "core-complex"])
+def test_cpu_bind_becomes_torchruns_numa_binding_with_a_mode_torchrun_knows(mode):
+    import subprocess
+    import sys
+
+    from factory.launch.commands import torchrun_options
+
+    cfg = validate_config({**RUN, "launch": {"cpu_bind": mode}})
+    options = torchrun_options(cfg.launch)
+    assert options[options.index("--numa-binding") + 1] == mode
+    assert "--numa-binding" not in torchrun_options(validate_config(RUN).launch)  # none: the OS places processes
+    usage = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--help"], capture_output=True,
+                           text=True, timeout=60).stdout
+    assert "--numa-binding {node,socket,exclusive,core-complex}" in usage

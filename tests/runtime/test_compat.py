@@ -95,12 +95,16 @@ def test_item5_checkpoint_sync_is_noop_and_dist_checkpoint_roundtrips(runtime, t
     assert torch.equal(other(tokens, pos, None), ref)
 
 
-def test_item6_cuda_fusions_are_forced_off(runtime):
-    overrides = runtime.transformer_config_overrides()
-    for flag in ("gradient_accumulation_fusion", "persist_layer_norm", "memory_efficient_layer_norm",
-                 "apply_rope_fusion"):
-        assert overrides[flag] is False
-    assert overrides["params_dtype"] == torch.float32 and overrides["use_cpu_initialization"]
+def test_item6_cuda_fusions_are_off_on_cpu(runtime):
+    """The execution decision on a CPU runtime: every CUDA kernel off, parameters initialized on the CPU."""
+    from factory.model.build import transformer_config
+
+    config = transformer_config(make_config(TINY_MOE).model, runtime)
+    for flag in ("gradient_accumulation_fusion", "apply_rope_fusion", "bias_activation_fusion", "bias_dropout_fusion",
+                 "cross_entropy_loss_fusion", "moe_permute_fusion", "moe_router_fusion", "persist_layer_norm",
+                 "memory_efficient_layer_norm", "masked_softmax_fusion"):
+        assert getattr(config, flag) is False, flag
+    assert config.params_dtype == torch.float32 and config.use_cpu_initialization
 
 
 def test_item7_reset_clears_leaked_globals(runtime):

@@ -112,16 +112,17 @@ def test_gpu_tier_imports_from_a_target_install_on_a_bare_node(tmp_path):
     data = subprocess.run([sys.executable, "-m", "factory.doctor.prepare", str(tmp_path / "data"), "--tier", "cpu"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert data.returncode == 0, data.stderr[-3000:]
-    # Every chain check but the 2-process one (tests/doctor covers it) on the prepared folder, as on the node.
+    # Every one-process check of the CPU tier on the prepared folder, as on the node (tests/doctor runs the others);
+    # bf16 training and GPU memory skip without CUDA.
     script = (f"import importlib, pathlib\nfor m in {modules!r}: importlib.import_module(m)\n"
               "from transformers import AutoModelForCausalLM\n"
               "from factory.doctor.checks import DoctorContext, run_checks\n"
-              "from factory.doctor.tiers import CHAIN\nfrom factory.doctor.shapes import CPU\n"
-              "checks = [c for c in CHAIN if c.name != 'tensor_expert_parallel']\n"
+              "from factory.doctor.tiers import TIERS\nfrom factory.doctor.shapes import CPU\n"
+              "checks = [c for c in TIERS['cpu'][1] if c.devices == 1]\n"
               f"context = DoctorContext('cpu', CPU, pathlib.Path('work'), pathlib.Path({str(tmp_path / 'data')!r}))\n"
               "results = run_checks(checks, context)\n"
               "print([(r.name, r.status, r.figure) for r in results])\n"
-              "assert all(r.status == 'pass' for r in results)\n")
+              "assert all(r.status == 'pass' or r.name in ('precision_agreement', 'memory_plan') for r in results)\n")
     proc = _run_bare([target, bare, ROOT], ["-c", script], tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 

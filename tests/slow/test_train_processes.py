@@ -88,8 +88,15 @@ def test_sigterm_saves_and_exits_0_then_resumes(packed_data, tmp_path):
     assert len(losses(tmp_path)) == 40
 
 
+OVERLAP = ["cpt.data_parallel.overlap_grad_reduce=true", "cpt.data_parallel.bucket_size=2000",
+           "cpt.micro_batch_size=1"]
+"""Data parallelism with gradients reduced bucket by bucket during backward (several buckets, two micro-batches
+per rank: only the last may start the reduction, which the wired no_sync_func ensures)."""
+
+
 @pytest.mark.parametrize("moe,overrides", [(False, ["parallel.tensor=2"]), (False, ["parallel.pipeline=2"]),
-                                           (True, ["parallel.expert=2"])], ids=["tp2-dense", "pp2-dense", "ep2-moe"])
+                                           (True, ["parallel.expert=2"]), (False, OVERLAP)],
+                         ids=["tp2-dense", "pp2-dense", "ep2-moe", "dp2-overlap"])
 def test_two_processes_match_one(packed_data, tmp_path, moe, overrides):
     """Both runs continue (cpt) from one checkpoint, so they start from the same weights."""
     _run(_stage(_write(train_config(packed_data, tmp_path / "base", moe=moe, train_iters=2), tmp_path / "b.yaml")))
@@ -99,7 +106,10 @@ def test_two_processes_match_one(packed_data, tmp_path, moe, overrides):
     two = _write(train_config(packed_data, tmp_path / "two", moe=moe, stage="cpt", train_iters=4, init_from=init),
                  tmp_path / "two.yaml")
     _run(_stage(one, stage="cpt"))
-    _run(_stage(two, *overrides, nproc=2, stage="cpt"))
+    log = _run(_stage(two, *overrides, nproc=2, stage="cpt")).stderr
+    if overrides is OVERLAP:
+        assert "data-parallel overlap: grad reduce on, param gather off (plain optimizer), bucket 2,000" in " ".join(
+            log.split()), log  # the log handler wraps long lines
     assert losses(tmp_path / "two", "cpt") == pytest.approx(losses(tmp_path / "one", "cpt"), abs=1e-5)
 
 
