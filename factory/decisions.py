@@ -120,8 +120,7 @@ def decide(cfg: CoreConfig, state: dict[str, Any], start: str | None = None,
 
 def output_folder(cfg: CoreConfig, name: str) -> Path:
     """Where a resumable stage keeps what it continues from: its section's output_dir or <run.dir>/<stage>."""
-    stage = registry.STAGES[name]
-    return getattr(stage.section_of(cfg), "output_dir", None) or cfg.stage_dir(name)
+    return registry.STAGES[name].outputs(cfg).dir
 
 
 def moved_from(cfg: CoreConfig, state: dict[str, Any]) -> str | None:

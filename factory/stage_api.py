@@ -16,6 +16,7 @@ from typing import Any, Callable
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
+from factory.outputs import Outputs
 from factory.schema import Section
 
 
@@ -63,6 +64,8 @@ class Stage:
     """The config sections it owns; the first is its own (`<name>:` unless the verb is a keyword)."""
     plan: Callable[[CoreConfig], Plan]
     run: Callable[[CoreConfig, Plan, RunManifest], None]
+    outputs: Callable[[CoreConfig], Outputs]
+    """Where it writes (factory/outputs.py): what later stages, the pipeline and the launcher read."""
     result_sections: tuple[str, ...]
     """Config sections whose values change its result (hashed into its pipeline fingerprint)."""
     after: tuple[str, ...] = ()

@@ -24,6 +24,7 @@ TOY = textwrap.dedent('''
 
     from factory.config_base import CoreConfig
     from factory.manifest import RunManifest
+    from factory.outputs import Outputs
     from factory.schema import Section
     from factory.stage_api import Plan, SectionSpec, Stage
 
@@ -36,7 +37,7 @@ TOY = textwrap.dedent('''
 
 
     def plan(cfg: CoreConfig) -> Plan:
-        return Plan(output_dir=cfg.stage_dir("toy"), reads=[STAGE.section_of(cfg).text],
+        return Plan(output_dir=outputs(cfg).dir, reads=[STAGE.section_of(cfg).text],
                     notes=["toy plan note"])
 
 
@@ -44,9 +45,13 @@ TOY = textwrap.dedent('''
         manifest.record(chars=len(STAGE.section_of(cfg).text.read_text()))
 
 
+    def outputs(cfg: CoreConfig) -> Outputs:
+        return Outputs(cfg.stage_dir("toy"))
+
+
     STAGE = Stage(name="toy", help="count characters (toy)",
                   sections=(SectionSpec("toy", ToyConfig, "The toy stage's input."),),
-                  plan=plan, run=run, result_sections=("toy",), after=("data",), job_array=True)
+                  plan=plan, run=run, outputs=outputs, result_sections=("toy",), after=("data",), job_array=True)
 ''')
 
 

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError, DataError
 from factory.io import atomic_dir, atomic_write_json
@@ -58,7 +59,7 @@ def _importable(module: str) -> bool:
 
 def plan(cfg: CoreConfig) -> Plan:
     tc = section(cfg)
-    out = tc.output_dir or cfg.stage_dir("tokenizer")
+    out = outputs.tokenizer(cfg).dir
     budget = "all" if tc.sample_bytes is None else f"a ~{tc.sample_bytes:,}-byte sample"
     notes = [f"{tc.model_type}, vocab {tc.vocab_size}, granularity {tc.granularity} ({tc.dictionary}), "
              f"normalization {tc.normalization}, {tc.num_workers} worker(s)",
@@ -143,4 +144,4 @@ STAGE = Stage(
     name="tokenizer", help="train a MeCab-pretokenized SentencePiece tokenizer + HF export + report",
     sections=(SectionSpec("tokenizer", TokenizerConfig, "Tokenizer training: add one with `inputs: [FILE, ...]`; "
                           "MeCab pretokenization and SentencePiece options"),),
-    plan=plan, run=run, result_sections=("tokenizer",), job_array=True, cpus=lambda cfg: STAGE.section_of(cfg).num_workers)
+    plan=plan, run=run, outputs=outputs.tokenizer, result_sections=("tokenizer",), job_array=True, cpus=lambda cfg: STAGE.section_of(cfg).num_workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from itertools import islice
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.convert.config import ExportConfig
 from factory.convert.gguf import GGUF_NAME
@@ -17,8 +18,8 @@ log = logging.getLogger(__name__)
 
 def plan(cfg: CoreConfig) -> Plan:
     ec = STAGE.section_of(cfg)
-    out = ec.output_dir or cfg.stage_dir("export") / "hf"
-    tokenizer = ec.tokenizer_dir or cfg.stage_dir("tokenizer")
+    out = outputs.export(cfg).dir
+    tokenizer = ec.tokenizer_dir or outputs.tokenizer(cfg).dir
     missing = missing_inputs("export", (ec.checkpoint, tokenizer, *ec.gguf_text))
     if ec.gguf:
         from factory.convert.gguf import llama_cpp_source
@@ -71,4 +72,4 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
 STAGE = Stage(
     name="export", help="Megatron checkpoint -> Hugging Face folder, verified by logits",
     sections=(SectionSpec("export", ExportConfig, "Megatron checkpoint -> Hugging Face folder (Llama, Mixtral, Qwen3-MoE, Qwen2-MoE), verified by logits."),),
-    plan=plan, run=run, result_sections=("runtime", "export"), after=("tokenizer", "pretrain", "upcycle", "import", "cpt"))
+    plan=plan, run=run, outputs=outputs.export, result_sections=("runtime", "export"), after=("tokenizer", "pretrain", "upcycle", "import", "cpt"))

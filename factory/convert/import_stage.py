@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.convert.config import ImportConfig
 from factory.errors import ConfigError, missing_inputs
@@ -15,14 +16,14 @@ log = logging.getLogger(__name__)
 
 def plan(cfg: CoreConfig) -> Plan:
     ic = STAGE.section_of(cfg)
-    root = ic.output_dir or cfg.stage_dir("import") / "checkpoints"
+    declared = outputs.hf_import(cfg)
     if not (ic.hf_dir / "config.json").is_file():
         raise ConfigError(f"hf_import.hf_dir={ic.hf_dir}: no config.json there")
     reads = [ic.hf_dir] + ([ic.extend_vocab.tokenizer_dir, *ic.extend_vocab.text] if ic.extend_vocab else [])
     missing = missing_inputs("hf_import", reads[1:])
     if missing:
         raise ConfigError(missing)
-    return Plan(output_dir=root.parent, reads=reads, writes=[root, root.parent / "tokenizer"],
+    return Plan(output_dir=declared.dir, reads=reads, writes=[declared.checkpoints, declared.tokenizer_dir],
                 notes=[f"verified: max |logit diff| <= {ic.probe.tolerance:g} or nothing is written"])
 
 
@@ -57,4 +58,4 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
 STAGE = Stage(
     name="import", help="Hugging Face folder -> Megatron checkpoint, verified by logits",
     sections=(SectionSpec("hf_import", ImportConfig, "Hugging Face folder -> Megatron checkpoint for cpt, verified by logits (the `import` stage)."),),
-    plan=plan, run=run, result_sections=("runtime", "hf_import"), after=())
+    plan=plan, run=run, outputs=outputs.hf_import, result_sections=("runtime", "hf_import"), after=())

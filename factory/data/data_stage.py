@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from factory import outputs
 from factory import sbatch
 from factory.config_base import CoreConfig
 from factory.data.config import DataConfig
@@ -37,7 +38,7 @@ def plan(cfg: CoreConfig) -> Plan:
     missing = [f"data.inputs: not found: {i.path}" for i in dc.inputs if not i.path.exists()]
     if missing:
         raise ConfigError(missing)
-    out = dc.output_dir or cfg.stage_dir("data")
+    out = outputs.data(cfg).dir
     if dc.executor == "slurm" and not sbatch.is_plain(str(out.resolve())):
         key = "data.output_dir" if dc.output_dir else "run.dir"
         raise ConfigError(f"{key}: {out.resolve()} holds a blank or a shell character; datatrove's Slurm executor "
@@ -145,5 +146,5 @@ def _local_workers(dc: DataConfig) -> int:
 STAGE = Stage(
     name="data", help="ingest, filter and dedup corpora into JSONL (datatrove)",
     sections=(SectionSpec("data", DataConfig, "Corpora to ingest, filter and dedup into JSONL."),),
-    plan=plan, run=run, result_sections=("data",), job_array=True,
+    plan=plan, run=run, outputs=outputs.data, result_sections=("data",), job_array=True,
     cpus=lambda cfg: _local_workers(STAGE.section_of(cfg)))

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.data.pack import pack_records
 from factory.data.pack_config import BlendConfig, PackConfig
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def plan(cfg: CoreConfig) -> Plan:
     pc = STAGE.section_of(cfg)
-    out = pc.output_dir or cfg.stage_dir("pack")
+    out = outputs.pack(cfg).dir
     model = tokenizer_model_path(cfg)
     reads = [model] + [d.path for d in pc.datasets]
     missing = missing_inputs("pack", reads)
@@ -34,7 +35,8 @@ def plan(cfg: CoreConfig) -> Plan:
 
 
 def tokenizer_model_path(cfg: CoreConfig) -> Path:
-    return (STAGE.section_of(cfg).tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"
+    own = STAGE.section_of(cfg).tokenizer_dir
+    return own / "tokenizer.model" if own else outputs.tokenizer(cfg).model_file
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
@@ -105,5 +107,5 @@ STAGE = Stage(
     name="pack", help="tokenize and pack records into Megatron indexed datasets + blends",
     sections=(SectionSpec("pack", PackConfig, "Datasets to pack into Megatron indexed datasets."),
               SectionSpec("blend", BlendConfig, "Training mixture by curriculum phase, over the packed datasets.")),
-    plan=plan, run=run, result_sections=("pack", "blend"), after=("tokenizer", "data"), job_array=True,
+    plan=plan, run=run, outputs=outputs.pack, result_sections=("pack", "blend"), after=("tokenizer", "data"), job_array=True,
     checks=blend_problems, cpus=lambda cfg: STAGE.section_of(cfg).num_workers)

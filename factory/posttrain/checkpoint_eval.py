@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.posttrain.benchmark_config import CheckpointSeries
@@ -22,7 +23,7 @@ def hf_folder(cfg: CoreConfig, model: Path) -> Iterator[Path]:
     """The model as an HF folder: itself, or a temporary export of a Megatron checkpoint (verified by logits)."""
     from factory.convert.export import as_hf_folder  # torch: only a run pays for it
 
-    with as_hf_folder(model, runtime=cfg.runtime, tokenizer_dir=cfg.eval.tokenizer_dir or cfg.stage_dir("tokenizer"),
+    with as_hf_folder(model, runtime=cfg.runtime, tokenizer_dir=cfg.eval.tokenizer_dir or outputs.tokenizer(cfg).dir,
                       run_dir=cfg.run.dir, name=cfg.run.name) as folder:
         yield folder
 

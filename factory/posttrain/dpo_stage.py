@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
 from factory.posttrain.config import DpoConfig
@@ -35,5 +36,5 @@ STAGE = Stage(
     name="dpo", help="direct preference optimization on TRL",
     sections=(SectionSpec("dpo", DpoConfig, "Direct preference optimization of an HF folder with TRL "
                           "(prompt/chosen/rejected; full or LoRA)."),),
-    plan=plan, run=run, result_sections=("runtime", "dpo"), after=("synth", "export", "sft"), launch=Launch.DATA_PARALLEL,
+    plan=plan, run=run, outputs=outputs.dpo, result_sections=("runtime", "dpo"), after=("synth", "export", "sft"), launch=Launch.DATA_PARALLEL,
     uses_gpu=True)

@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.data.config import LangMixConfig
 from factory.data.langmix import LangMixDetector
@@ -32,11 +33,11 @@ def plan(cfg: CoreConfig) -> Plan:
     from factory.posttrain import benchmarks
 
     ec = STAGE.section_of(cfg)
-    model = ec.model or cfg.stage_dir("dpo") / "hf"
-    out = ec.output_dir or cfg.stage_dir("eval")
+    model = ec.model or outputs.dpo(cfg).dir
+    out = outputs.evaluation(cfg).dir
     reads = [model] + [h.path for h in ec.heldout] + ([ec.prompts] if ec.prompts else [])
     checkpoint = model.exists() and is_megatron(model)
-    tokenizer = ec.tokenizer_dir or cfg.stage_dir("tokenizer")
+    tokenizer = ec.tokenizer_dir or outputs.tokenizer(cfg).dir
     if checkpoint or ec.checkpoints:
         reads.append(tokenizer)
     missing = missing_inputs("eval", reads)
@@ -114,7 +115,7 @@ def _benchmark_target(cfg: CoreConfig, model: Path) -> Path:
     """The HF folder the benchmarks load: the model itself, or the export stage's output for a checkpoint."""
     if not is_megatron(model):
         return model
-    return (cfg.export.output_dir if cfg.export and cfg.export.output_dir else None) or cfg.stage_dir("export") / "hf"
+    return outputs.export(cfg).dir
 
 
 def _detector(cfg: CoreConfig) -> LangMixDetector:
@@ -143,5 +144,5 @@ STAGE = Stage(
     sections=(SectionSpec("eval", EvalConfig, "Perplexity, code-switch rate, JGLUE (lm-evaluation-harness's "
                           "leaderboard tasks and the llm-jp-eval protocol) and Japanese MT-Bench of an HF folder or "
                           "Megatron checkpoints."),),
-    plan=plan, run=run, result_sections=("runtime", "data", "eval"),
+    plan=plan, run=run, outputs=outputs.evaluation, result_sections=("runtime", "data", "eval"),
     after=("tokenizer", "pretrain", "cpt", "export", "sft", "dpo"), uses_gpu=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
@@ -37,5 +38,5 @@ STAGE = Stage(
     name="sft", help="supervised fine-tuning on TRL",
     sections=(SectionSpec("sft", SftConfig, "Supervised fine-tuning of an HF folder with TRL (messages, ShareGPT, "
                           "prompt/completion; full or LoRA)."),),
-    plan=plan, run=run, result_sections=("runtime", "sft"), after=("synth", "export"), launch=Launch.DATA_PARALLEL,
+    plan=plan, run=run, outputs=outputs.sft, result_sections=("runtime", "sft"), after=("synth", "export"), launch=Launch.DATA_PARALLEL,
     uses_gpu=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
@@ -18,7 +19,7 @@ from factory.posttrain.rules import template_roles
 from factory.stage_api import Plan, Stage
 
 log = logging.getLogger(__name__)
-DEFAULT_INPUT = {"sft": ("export", "hf"), "dpo": ("sft", "hf")}
+DEFAULT_INPUT = {"sft": outputs.export, "dpo": outputs.sft}
 """Where each stage's model comes from unless `<stage>.model` is set: the previous stage's output."""
 
 
@@ -34,8 +35,8 @@ class Paths:
 
 def paths(cfg: CoreConfig, stage: Stage) -> Paths:
     tc: TrainSettings = stage.section_of(cfg)
-    model = tc.model or cfg.stage_dir(DEFAULT_INPUT[stage.name][0]) / DEFAULT_INPUT[stage.name][1]
-    out = tc.output_dir or cfg.stage_dir(stage.name) / "hf"
+    model = tc.model or DEFAULT_INPUT[stage.name](cfg).dir
+    out = stage.outputs(cfg).dir
     return Paths(model=model, tokenizer=tc.tokenizer_dir or model, output=out, work=out.with_name(f".{out.name}.trainer"))
 
 

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
 from factory.runtime.runtime import runtime_session
@@ -34,14 +35,14 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
     with runtime_session(cfg.runtime, cfg.parallel) as runtime:
         ckpt.recover(ckpt_root, runtime)  # what a killed save left, before anything reads the folder
         start = setup.start_point(stage, train_config, cfg.model, cfg.parallel, ckpt_root,
-                                  default_source=cfg.stage_dir("pretrain") / "checkpoints")
+                                  default_source=outputs.pretrain(cfg).checkpoints)
         runtime.check_model(start.model)
         lr, min_lr = setup.learning_rates(stage, train_config, start)
         n_micro = setup.micro_batches_per_rank(stage, train_config, runtime.data_parallel_size)
         tokenizer, tokenizer_path = setup.load_tokenizer(
-            stage, train_config.tokenizer_dir or cfg.stage_dir("tokenizer"), start.model)
+            stage, train_config.tokenizer_dir or outputs.tokenizer(cfg).dir, start.model)
         gbs = train_config.global_batch_size
-        phases = plan_phases(stage, train_config, cfg.stage_dir("pack") / "blend.json", gbs * start.model.seq_length)
+        phases = plan_phases(stage, train_config, outputs.pack(cfg).blend_file, gbs * start.model.seq_length)
         manifest.add_input(tokenizer_path, role="tokenizer")
         for phase in phases:
             manifest.add_input(phase.blend_path, role=f"blend:{phase.name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # torch and megatron are imported inside plan/run: the registry imports every stage module at start-up.
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
@@ -26,15 +27,15 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     from factory.train.flops import flops_per_token
 
     tc: TrainConfig = stage.section_of(cfg)
-    out = tc.output_dir or cfg.stage_dir(stage.name)
-    blend = tc.blend_file or cfg.stage_dir("pack") / "blend.json"
+    declared = stage.outputs(cfg)
+    out, root = declared.dir, declared.checkpoints
+    blend = tc.blend_file or outputs.pack(cfg).blend_file
     blends = list(dict.fromkeys([p.blend_file or blend for p in tc.phases] or [blend]))
-    reads = [*blends, (tc.tokenizer_dir or cfg.stage_dir("tokenizer")) / "tokenizer.model"]
+    reads = [*blends, (tc.tokenizer_dir or outputs.tokenizer(cfg).dir) / "tokenizer.model"]
     notes = [f"parallel: {cfg.parallel.describe()}; data-parallel size = world / "
              f"{cfg.parallel.model_parallel_size} (model-parallel ranks)",
              f"batch: global {tc.global_batch_size} x seq = tokens per step; micro-batch {tc.micro_batch_size}",
              f"schedule: {tc.schedule.style}, warmup {tc.schedule.warmup_iters}, {tc.train_iters} iterations"]
-    root = out / "checkpoints"
     resume = ckpt.latest_iteration(root)
     model = cfg.model
     complete = ""
@@ -49,7 +50,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     if resume is not None:
         notes.append(f"resumes from {root} iteration {resume}")
     elif stage is CPT:
-        source = tc.init_from or cfg.stage_dir("pretrain") / "checkpoints"
+        source = tc.init_from or outputs.pretrain(cfg).checkpoints
         reads.append(source)
         notes.append(f"starts from {source} ({'fresh' if tc.reset_optimizer else 'kept'} optimizer state)")
         if source.exists():
@@ -60,7 +61,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
         total = tc.train_iters * tc.global_batch_size * seq
         flops = flops_per_token(model)
         notes.append(f"tokens: {total:,} ({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops:.3e}")
-        pack_blend = cfg.stage_dir("pack") / "blend.json"
+        pack_blend = outputs.pack(cfg).blend_file
         start_tokens = 0.0
         for i, p in enumerate(tc.phases or [None]):
             end = p.until_tokens if p is not None and i < len(tc.phases) - 1 else total
@@ -82,7 +83,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size, fp8=decision.fp8 is not None))
         if problems := over_limit(cfg, stage.name, memory):
             raise ConfigError(problems)
-    writes = [out / "checkpoints", out / "metrics.jsonl", out / "data_cache"]
+    writes = [root, out / "metrics.jsonl", out / "data_cache"]
     writes += [out / "tensorboard"] if tc.tensorboard else []
     return Plan(output_dir=out, reads=reads, writes=writes, notes=notes, warnings=warnings, complete=complete)
 
@@ -110,7 +111,7 @@ def cpt_problems(cfg: CoreConfig) -> list[str]:
 PRETRAIN = Stage(
     name="pretrain", help="pretrain a dense or MoE model on Megatron-Core",
     sections=(SectionSpec("pretrain", TrainConfig, "Pretraining from scratch on the packed blend."),),
-    plan=lambda cfg: plan_training(cfg, PRETRAIN),
+    plan=lambda cfg: plan_training(cfg, PRETRAIN), outputs=outputs.pretrain,
     run=lambda cfg, plan, manifest: run_training(cfg, plan, manifest, PRETRAIN),
     result_sections=("runtime", "parallel", "model", "pretrain"), after=("tokenizer", "pack"), resumes=True,
     launch=Launch.MEGATRON, uses_gpu=True, checks=pretrain_problems)
@@ -119,7 +120,7 @@ CPT = Stage(
     name="cpt", help="continue pretraining from a checkpoint",
     sections=(SectionSpec("cpt", TrainConfig,
                           "Continued pretraining from a checkpoint (pretrain, upcycle or import output)."),),
-    plan=lambda cfg: plan_training(cfg, CPT),
+    plan=lambda cfg: plan_training(cfg, CPT), outputs=outputs.cpt,
     run=lambda cfg, plan, manifest: run_training(cfg, plan, manifest, CPT),
     result_sections=("runtime", "parallel", "model", "cpt"),
     after=("tokenizer", "pack", "pretrain", "synth", "upcycle", "import"), resumes=True, launch=Launch.MEGATRON,

@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 def source_path(cfg: CoreConfig) -> Path:
     """The dense checkpoint: the source root (its latest), or the iteration named by iteration or by tokens."""
     uc = STAGE.section_of(cfg)
-    root = uc.source or cfg.stage_dir("pretrain") / "checkpoints"
+    root = uc.source or outputs.pretrain(cfg).checkpoints
     if (uc.source_iteration is None and uc.source_tokens is None) or not root.is_dir():
         return root
     from factory.train import checkpoint as ckpt
@@ -57,7 +58,7 @@ def source_path(cfg: CoreConfig) -> Path:
 
 
 def output_root(cfg: CoreConfig) -> Path:
-    return STAGE.section_of(cfg).output_dir or cfg.stage_dir("upcycle") / "checkpoints"
+    return outputs.upcycle(cfg).checkpoints
 
 
 def plan(cfg: CoreConfig) -> Plan:
@@ -134,4 +135,4 @@ STAGE = Stage(
     name="upcycle", help="turn a dense checkpoint into a verified-equal MoE checkpoint",
     sections=(SectionSpec("upcycle", UpcycleConfig,
                           "Dense checkpoint -> MoE checkpoint equal to it at step 0 (copy, granular, shared, drop)."),),
-    plan=plan, run=run, result_sections=("runtime", "model", "upcycle"), after=("pretrain",))
+    plan=plan, run=run, outputs=outputs.upcycle, result_sections=("runtime", "model", "upcycle"), after=("pretrain",))

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from factory import outputs
 from factory.config_base import CoreConfig
 from factory.data.synth import training_data as td
 from factory.data.synth.client import ChatClient
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def plan(cfg: CoreConfig) -> Plan:
     sc = STAGE.section_of(cfg)
-    out = sc.output_dir or cfg.stage_dir("synth")
+    out = outputs.synth(cfg).dir
     reads = [sc.seeds.path] + ([sc.personas_file] if sc.personas_file else []) + ([sc.teacher] if sc.teacher else [])
     if sc.training is not None:
         reads.append(_tokenizer_model(cfg, sc))
@@ -98,7 +99,7 @@ def _endpoint(cfg: CoreConfig, sc: SynthConfig) -> Iterator[SynthConfig]:
 
 def _tokenizer_dir(cfg: CoreConfig, sc: SynthConfig) -> Path:
     """`synth.training.tokenizer_dir`, else the tokenizer stage's output (the teacher's export and the pack)."""
-    return (sc.training.tokenizer_dir if sc.training else None) or cfg.stage_dir("tokenizer")
+    return (sc.training.tokenizer_dir if sc.training else None) or outputs.tokenizer(cfg).dir
 
 
 def _tokenizer_model(cfg: CoreConfig, sc: SynthConfig) -> Path:
@@ -132,4 +133,4 @@ STAGE = Stage(
     name="synth", help="generate synthetic data (persona x seed document) from a chat endpoint",
     sections=(SectionSpec("synth", SynthConfig,
                           "Synthetic data generation (persona x seed document) against a chat endpoint."),),
-    plan=plan, run=run, result_sections=("synth",), after=("data", "pretrain"), resumes=True, job_array=True)
+    plan=plan, run=run, outputs=outputs.synth, result_sections=("synth",), after=("data", "pretrain"), resumes=True, job_array=True)
