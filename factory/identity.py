@@ -3,10 +3,13 @@
 The scheme (docs/pipeline.md), each the sha256 of a small description:
 - a file up to 16 MiB: the sha256 of its bytes (what `sha256sum` prints);
 - a larger file: its size, mtime and 16 blocks of 1 MiB at evenly spaced offsets (first and last included);
+- a Megatron checkpoint root (holds the tracker): the tracker and the iteration it names, also when a stage wrote
+  it (upcycle, import: its manifest.json records when, so it differs between identical saves);
+- a checkpoint iteration folder: its content, from its integrity.json (every file's size and checksums, written by
+  the save) less torch DCP's `.metadata` (its pickled save plan differs between saves of identical tensors;
+  the shards and metadata.json it indexes are covered), else its small metadata files in full and the name and
+  size of every file;
 - a folder a stage wrote (holds manifest.json): that manifest, which records what produced it;
-- a Megatron checkpoint root (holds the tracker): the tracker and the iteration it names;
-- a checkpoint iteration folder: its integrity.json (every file's size and checksum, written by the save),
-  else its small metadata files in full and the name and size of every file;
 - any other folder: every file's name, size and mtime, and sampled bytes of at most 256 of them (48 MiB).
 So a 200 GB input costs at most 48 MiB of reads, and a checkpoint root its newest iteration's metadata.
 """
@@ -14,6 +17,7 @@ So a 200 GB input costs at most 48 MiB of reads, and a checkpoint root its newes
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 FULL_BYTES = 16 << 20
@@ -22,6 +26,7 @@ FOLDER_BUDGET = 48 << 20
 FOLDER_SAMPLED_FILES = 256
 TRACKER = "latest_checkpointed_iteration.txt"
 CHECKPOINT_METADATA = ("metadata.json", "common.pt", ".metadata")
+SAVE_PLAN = ".metadata"
 
 
 def is_megatron_checkpoint(path: Path) -> bool:
@@ -38,8 +43,6 @@ def identity(path: str | Path) -> str:
         return _digest(_file_parts(path, FULL_BYTES))
     if not path.is_dir():
         raise FileNotFoundError(path)
-    if (path / "manifest.json").is_file():
-        return identity(path / "manifest.json")
     if (path / TRACKER).is_file():
         iteration = (path / TRACKER).read_text().strip()
         target = path / f"iter_{int(iteration):07d}" if iteration.isdigit() else None
@@ -47,6 +50,8 @@ def identity(path: str | Path) -> str:
         return _digest([b"checkpoint", iteration.encode(), inner.encode()])
     if (path / "metadata.json").is_file() and path.name.startswith("iter_"):
         return _digest(_iteration_parts(path))
+    if (path / "manifest.json").is_file():
+        return identity(path / "manifest.json")
     return _digest(_folder_parts(path))
 
 
@@ -76,7 +81,12 @@ def _file_parts(path: Path, budget: int) -> list[bytes]:
 def _iteration_parts(folder: Path) -> list[bytes]:
     integrity = folder / "integrity.json"
     if integrity.is_file():
-        return [b"iteration", integrity.read_bytes()]
+        try:
+            record = json.loads(integrity.read_bytes())
+            record["files"].pop(SAVE_PLAN, None)
+            return [b"iteration-content", json.dumps(record, sort_keys=True).encode()]
+        except (ValueError, KeyError, TypeError, AttributeError):  # damaged: its bytes, as any file's
+            return [b"iteration", integrity.read_bytes()]
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     parts = [b"iteration-files"]
     for f in files:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from factory.identity import identity
 from factory.train.checkpoint import read_info
 from factory.errors import ConfigError
 from tests.upcycle.conftest import DENSE_META, run_upcycle, save_dense, upcycle_config
@@ -83,3 +84,13 @@ def test_a_mid_training_iteration_is_chosen_by_iteration_or_by_tokens(tmp_path):
     manifest = run_upcycle(tmp_path / "run", root, source_tokens=10_000)
     assert read_info(tmp_path / "run" / "upcycle" / "checkpoints").factory["upcycle"]["source_iteration"] == 9
     assert manifest["metrics"]["max_abs_logit_diff"] <= 1e-5
+
+
+def test_upcycling_the_same_checkpoint_again_keeps_its_identity_so_cpt_is_not_invalidated(tmp_path, dense_ckpt):
+    root = tmp_path / "upcycle" / "checkpoints"
+    run_upcycle(tmp_path, dense_ckpt, mode="copy")
+    before = identity(root)
+    run_upcycle(tmp_path, dense_ckpt, mode="copy")  # a new manifest and torch DCP plan, the same tensors
+    assert identity(root) == before  # what cpt recorded as its input still matches: no "input changed"
+    run_upcycle(tmp_path, dense_ckpt, mode="granular", granularity=2)
+    assert identity(root) != before  # other weights: another identity
