@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Generic, TypeVar, cast
 
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
@@ -35,6 +35,10 @@ class Plan:
     then runs nothing and keeps the earlier manifest."""
 
 
+SectionT = TypeVar("SectionT", bound=Section)
+PlanT = TypeVar("PlanT", bound=Plan)
+
+
 class Launch(enum.Enum):
     """How `python -m factory.launch` starts a stage."""
 
@@ -53,8 +57,9 @@ class SectionSpec:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One verb of `python -m factory.stage` and one step of the pipeline."""
+class Stage(Generic[SectionT, PlanT]):
+    """One verb of `python -m factory.stage` and one step of the pipeline, typed by its own section and its plan
+    (a stage whose run needs more than paths and notes subclasses `Plan`: what `plan` found, `run` reads)."""
 
     name: str
     """The verb."""
@@ -62,8 +67,8 @@ class Stage:
     """One line for `--help`."""
     sections: tuple[SectionSpec, ...]
     """The config sections it owns; the first is its own (`<name>:` unless the verb is a keyword)."""
-    plan: Callable[[CoreConfig], Plan]
-    run: Callable[[CoreConfig, Plan, RunManifest], None]
+    plan: Callable[[CoreConfig], PlanT]
+    run: Callable[[CoreConfig, PlanT, RunManifest], None]
     outputs: Callable[[CoreConfig], Outputs]
     """Where it writes (factory/outputs.py): what later stages, the pipeline and the launcher read."""
     result_sections: tuple[str, ...]
@@ -87,13 +92,13 @@ class Stage:
     def section(self) -> str:
         return self.sections[0].key
 
-    def section_of(self, cfg: CoreConfig) -> Any:
+    def section_of(self, cfg: CoreConfig) -> SectionT:
         """The stage's own section of `cfg`; a ConfigError when the config has none."""
         value = getattr(cfg, self.section, None)
         if value is None:
             own = self.sections[0]
             raise ConfigError(f"{self.name}: the config has no '{own.key}' section ({own.help})")
-        return value
+        return cast(SectionT, value)
 
     def configured(self, cfg: CoreConfig) -> bool:
         """Whether `cfg` has any section this stage owns."""

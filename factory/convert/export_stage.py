@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 from factory import outputs
 from factory.config_base import CoreConfig
@@ -16,7 +18,14 @@ from factory.stage_api import Plan, SectionSpec, Stage
 log = logging.getLogger(__name__)
 
 
-def plan(cfg: CoreConfig) -> Plan:
+@dataclass(kw_only=True)
+class ExportPlan(Plan):
+    checkpoint: Path
+    tokenizer_dir: Path
+    """The HF tokenizer files the folder gets: export.tokenizer_dir, else the tokenizer stage's output."""
+
+
+def plan(cfg: CoreConfig) -> ExportPlan:
     ec = STAGE.section_of(cfg)
     out = outputs.export(cfg).dir
     tokenizer = ec.tokenizer_dir or outputs.tokenizer(cfg).dir
@@ -38,16 +47,16 @@ def plan(cfg: CoreConfig) -> Plan:
         notes.append(f"{GGUF_NAME}: llama.cpp's converter, checked against transformers on <= {ec.gguf_max_lines} "
                      f"lines of {', '.join(map(str, ec.gguf_text))}; "
                      f"{'written anyway' if ec.gguf_allow_mismatch else 'refused'} if its ids differ")
-    return Plan(output_dir=out, reads=[ec.checkpoint, tokenizer, *ec.gguf_text], writes=[out / n for n in names],
-                notes=notes)
+    return ExportPlan(output_dir=out, reads=[ec.checkpoint, tokenizer, *ec.gguf_text], writes=[out / n for n in names],
+                      notes=notes, checkpoint=ec.checkpoint, tokenizer_dir=tokenizer)
 
 
-def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: ExportPlan, manifest: RunManifest) -> None:
     from factory.convert.export import GgufCheck, export_checkpoint
 
     ec = STAGE.section_of(cfg)
-    tokenizer = plan.reads[1]
-    manifest.add_input(ec.checkpoint, role="checkpoint")
+    tokenizer = plan.tokenizer_dir
+    manifest.add_input(plan.checkpoint, role="checkpoint")
     manifest.add_input(tokenizer, role="tokenizer")
     gguf = None
     if ec.gguf:
@@ -57,7 +66,7 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
                          allow_mismatch=ec.gguf_allow_mismatch)
         for path in ec.gguf_text:
             manifest.add_input(path, role="gguf_text")
-    result = export_checkpoint(ec.checkpoint, plan.output_dir, runtime=cfg.runtime, tokenizer_dir=tokenizer,
+    result = export_checkpoint(plan.checkpoint, plan.output_dir, runtime=cfg.runtime, tokenizer_dir=tokenizer,
                                architecture=ec.architecture, dtype=ec.dtype,
                                max_shard_bytes=int(ec.max_shard_gb * 1e9), probe=ec.probe,
                                run_dir=cfg.run.dir, name=cfg.run.name, gguf=gguf)
@@ -69,7 +78,7 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
              result.max_abs_logit_diff)
 
 
-STAGE = Stage(
+STAGE: Stage[ExportConfig, ExportPlan] = Stage(
     name="export", help="Megatron checkpoint -> Hugging Face folder, verified by logits",
     sections=(SectionSpec("export", ExportConfig, "Megatron checkpoint -> Hugging Face folder (Llama, Mixtral, Qwen3-MoE, Qwen2-MoE), verified by logits."),),
     plan=plan, run=run, outputs=outputs.export, result_sections=("runtime", "export"), after=("tokenizer", "pretrain", "upcycle", "import", "cpt"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 from factory import outputs
 from factory.config_base import CoreConfig
@@ -14,7 +16,13 @@ from factory.stage_api import Plan, SectionSpec, Stage
 log = logging.getLogger(__name__)
 
 
-def plan(cfg: CoreConfig) -> Plan:
+@dataclass(kw_only=True)
+class ImportPlan(Plan):
+    checkpoints: Path
+    tokenizer_dir: Path
+
+
+def plan(cfg: CoreConfig) -> ImportPlan:
     ic = STAGE.section_of(cfg)
     declared = outputs.hf_import(cfg)
     if not (ic.hf_dir / "config.json").is_file():
@@ -23,15 +31,16 @@ def plan(cfg: CoreConfig) -> Plan:
     missing = missing_inputs("hf_import", reads[1:])
     if missing:
         raise ConfigError(missing)
-    return Plan(output_dir=declared.dir, reads=reads, writes=[declared.checkpoints, declared.tokenizer_dir],
+    return ImportPlan(output_dir=declared.dir, reads=reads, writes=[declared.checkpoints, declared.tokenizer_dir],
+                      checkpoints=declared.checkpoints, tokenizer_dir=declared.tokenizer_dir,
                 notes=[f"verified: max |logit diff| <= {ic.probe.tolerance:g} or nothing is written"])
 
 
-def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: ImportPlan, manifest: RunManifest) -> None:
     from factory.convert.hf_import import import_hf
 
     ic = STAGE.section_of(cfg)
-    root, tokenizer = plan.writes
+    root, tokenizer = plan.checkpoints, plan.tokenizer_dir
     manifest.add_input(ic.hf_dir, role="hf_model")
     def convert(out_root, tokenizer_out):
         return import_hf(ic.hf_dir, out_root, runtime=cfg.runtime, tokenizer_out=tokenizer_out,
@@ -55,7 +64,7 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     log.info("import: %s -> %s, max |logit diff| %.3g", result.architecture, root, result.max_abs_logit_diff)
 
 
-STAGE = Stage(
+STAGE: Stage[ImportConfig, ImportPlan] = Stage(
     name="import", help="Hugging Face folder -> Megatron checkpoint, verified by logits",
     sections=(SectionSpec("hf_import", ImportConfig, "Hugging Face folder -> Megatron checkpoint for cpt, verified by logits (the `import` stage)."),),
     plan=plan, run=run, outputs=outputs.hf_import, result_sections=("runtime", "hf_import"), after=())

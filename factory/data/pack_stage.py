@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory import outputs
@@ -20,7 +21,13 @@ from factory.stage_api import Plan, SectionSpec, Stage
 log = logging.getLogger(__name__)
 
 
-def plan(cfg: CoreConfig) -> Plan:
+@dataclass(kw_only=True)
+class PackPlan(Plan):
+    tokenizer_model: Path
+    """pack.tokenizer_dir's tokenizer.model, else the tokenizer stage's."""
+
+
+def plan(cfg: CoreConfig) -> PackPlan:
     pc = STAGE.section_of(cfg)
     out = outputs.pack(cfg).dir
     model = tokenizer_model_path(cfg)
@@ -31,7 +38,7 @@ def plan(cfg: CoreConfig) -> Plan:
     writes = [out / f"{d.name}_text_document.{ext}" for d in pc.datasets for ext in ("bin", "idx")]
     if cfg.blend is not None:
         writes.append(out / "blend.json")
-    return Plan(output_dir=out, reads=reads, writes=writes)
+    return PackPlan(output_dir=out, reads=reads, writes=writes, tokenizer_model=model)
 
 
 def tokenizer_model_path(cfg: CoreConfig) -> Path:
@@ -39,13 +46,13 @@ def tokenizer_model_path(cfg: CoreConfig) -> Path:
     return own / "tokenizer.model" if own else outputs.tokenizer(cfg).model_file
 
 
-def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: PackPlan, manifest: RunManifest) -> None:
     import sentencepiece as spm
 
     from factory.data.encode import eod_id
 
     pc = STAGE.section_of(cfg)
-    model_path = tokenizer_model_path(cfg)
+    model_path = plan.tokenizer_model
     try:
         sp = spm.SentencePieceProcessor(model_file=str(model_path))
     except (OSError, RuntimeError) as e:
@@ -103,7 +110,7 @@ def blend_problems(cfg: CoreConfig) -> list[str]:
     return out
 
 
-STAGE = Stage(
+STAGE: Stage[PackConfig, PackPlan] = Stage(
     name="pack", help="tokenize and pack records into Megatron indexed datasets + blends",
     sections=(SectionSpec("pack", PackConfig, "Datasets to pack into Megatron indexed datasets."),
               SectionSpec("blend", BlendConfig, "Training mixture by curriculum phase, over the packed datasets.")),

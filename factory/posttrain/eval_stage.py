@@ -27,7 +27,15 @@ from factory.stage_api import Plan, SectionSpec, Stage
 log = logging.getLogger(__name__)
 
 
-def plan(cfg: CoreConfig) -> Plan:
+@dataclasses.dataclass(kw_only=True)
+class EvalPlan(Plan):
+    model: Path
+    """An HF folder or a Megatron checkpoint (exported first)."""
+    tokenizer_dir: Path
+    """What a Megatron checkpoint is exported with."""
+
+
+def plan(cfg: CoreConfig) -> EvalPlan:
     """Every input checked before anything is scored: the model, the held-out text and prompts, the tokenizer
     the Megatron checkpoints need (eval.model or eval.checkpoints), and every benchmark file, parsed."""
     from factory.posttrain import benchmarks
@@ -52,7 +60,7 @@ def plan(cfg: CoreConfig) -> Plan:
         hf.check_causal_lm(model)
     if ec.mt_bench:  # the answers need the chat template of the folder they are generated with
         hf.load_tokenizer(tokenizer if checkpoint else model, "eval.tokenizer_dir" if checkpoint else "eval.model")
-    return Plan(output_dir=out, reads=reads + bench_reads, notes=notes,
+    return EvalPlan(output_dir=out, reads=reads + bench_reads, notes=notes, model=model, tokenizer_dir=tokenizer,
                 writes=[out / "report.json", out / "report.md"] + ([out / "generations.jsonl"] if ec.prompts else [])
                 + ([out / benchmarks.ANSWERS, out / benchmarks.JUDGEMENTS] if ec.mt_bench else []))
 
@@ -67,11 +75,10 @@ def _check_tokenizer(folder: Path) -> None:
         raise ConfigError(f"eval.tokenizer_dir (the tokenizer Megatron checkpoints are exported with): {e}") from None
 
 
-def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: EvalPlan, manifest: RunManifest) -> None:
     from factory.posttrain import benchmarks
 
-    STAGE.section_of(cfg)
-    model_path = plan.reads[0]
+    model_path = plan.model
     manifest.add_input(model_path, role="model")
     with hf_folder(cfg, model_path) as folder:
         report, answers = _measure(cfg, folder, model_path, manifest)
@@ -139,7 +146,7 @@ def _write(out: Path, report: dict, answers: list[dict], manifest: RunManifest) 
     log.info("eval: perplexity %s; code-switch rate %s; report %s", ppl or "n/a", rate, out / "report.md")
 
 
-STAGE = Stage(
+STAGE: Stage[EvalConfig, EvalPlan] = Stage(
     name="eval", help="perplexity, code-switch rate, JGLUE (lm-evaluation-harness, llm-jp-eval), Japanese MT-Bench",
     sections=(SectionSpec("eval", EvalConfig, "Perplexity, code-switch rate, JGLUE (lm-evaluation-harness's "
                           "leaderboard tasks and the llm-jp-eval protocol) and Japanese MT-Bench of an HF folder or "

@@ -18,6 +18,7 @@ from __future__ import annotations
 # torch and megatron are imported inside plan/run: the registry imports every stage module at start-up.
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory import outputs
@@ -57,15 +58,17 @@ def source_path(cfg: CoreConfig) -> Path:
     return ckpt.iteration_dir(root, max(within)[1])
 
 
-def output_root(cfg: CoreConfig) -> Path:
-    return outputs.upcycle(cfg).checkpoints
+@dataclass(kw_only=True)
+class UpcyclePlan(Plan):
+    source: Path
+    """The dense checkpoint iteration (or root) chosen by upcycle.source, source_iteration or source_tokens."""
 
 
-def plan(cfg: CoreConfig) -> Plan:
+def plan(cfg: CoreConfig) -> UpcyclePlan:
     from factory.model.build import parameter_counts
     from factory.train import checkpoint as ckpt
 
-    uc, out = STAGE.section_of(cfg), output_root(cfg)
+    uc, out = STAGE.section_of(cfg), outputs.upcycle(cfg).checkpoints
     info = ckpt.read_info(source_path(cfg))
     check_fits(info.model, cfg.model, info.path)
     target = moe_model(info.model, uc)
@@ -73,7 +76,7 @@ def plan(cfg: CoreConfig) -> Plan:
     if existing not in (None, 0):
         raise ConfigError(f"upcycle.output_dir={out}: holds a checkpoint at iteration {existing}, "
                           "not an upcycle output; choose another folder")
-    return Plan(output_dir=out, reads=[info.path], writes=[ckpt.iteration_dir(out, 0)], notes=[
+    return UpcyclePlan(output_dir=out, reads=[info.path], writes=[ckpt.iteration_dir(out, 0)], source=info.path, notes=[
         f"source: iteration {info.iteration} ({int(info.factory.get('tokens_seen', 0)):,} tokens seen) of {info.path.parent}",
         f"mode {uc.mode}, granularity {uc.granularity}, expert scale {expert_plan(info.model, uc).alpha:g}, "
         f"{'exact: refuses above' if uc.exact else 'reported, not refused:'} tolerance {uc.tolerance:g}",
@@ -81,7 +84,7 @@ def plan(cfg: CoreConfig) -> Plan:
         f"MoE parameters:   {parameter_counts(target).describe()}"])
 
 
-def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
+def run(cfg: CoreConfig, plan: UpcyclePlan, manifest: RunManifest) -> None:
     from factory.runtime.config import ParallelConfig
     from factory.runtime.runtime import runtime_session
     from factory.train import checkpoint as ckpt
@@ -89,7 +92,7 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     from factory.upcycle.weights import MoeProducer, compare, probe_tokens
 
     uc = STAGE.section_of(cfg)
-    info = ckpt.read_info(source_path(cfg))
+    info = ckpt.read_info(plan.source)
     target, xplan = moe_model(info.model, uc), expert_plan(info.model, uc)
     manifest.add_input(info.path, role="dense_checkpoint")
     t0 = time.perf_counter()
@@ -131,7 +134,7 @@ def lineage_meta(info, uc: UpcycleConfig) -> dict:
     return meta
 
 
-STAGE = Stage(
+STAGE: Stage[UpcycleConfig, UpcyclePlan] = Stage(
     name="upcycle", help="turn a dense checkpoint into a verified-equal MoE checkpoint",
     sections=(SectionSpec("upcycle", UpcycleConfig,
                           "Dense checkpoint -> MoE checkpoint equal to it at step 0 (copy, granular, shared, drop)."),),
