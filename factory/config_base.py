@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from factory.launch.config import LaunchConfig
+from factory.launch_config import LaunchConfig
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.schema import Section, rule

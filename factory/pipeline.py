@@ -19,11 +19,11 @@ from factory.config import load_config
 from factory.config_base import CoreConfig
 from factory.decisions import (Decision, check_selection, decide_and_check, describe, fingerprints, fresh_starts,
                                moved_from, output_folder, pipeline_stages, staleness, training_plans)
+from factory import chain_record
 from factory.errors import ConfigError, FactoryError, OutputError, report
 from factory.io import move_aside, os_error_line
-from factory.launch import chain_record
-from factory.logs import setup_logging
 from factory.lock import FolderLock
+from factory.logs import setup_logging
 from factory.manifest import MANIFEST_NAME, is_main_process
 from factory.report import write_report
 from factory.run_state import load_state, now, record_stage

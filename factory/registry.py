@@ -9,12 +9,12 @@ from factory.convert.export_stage import STAGE as EXPORT
 from factory.convert.import_stage import STAGE as IMPORT
 from factory.data.data_stage import STAGE as DATA
 from factory.data.pack_stage import STAGE as PACK
-from factory.data.synth.synth_stage import STAGE as SYNTH
 from factory.errors import ConfigError
 from factory.posttrain.dpo_stage import STAGE as DPO
 from factory.posttrain.eval_stage import STAGE as EVAL
 from factory.posttrain.sft_stage import STAGE as SFT
 from factory.stage_api import Stage
+from factory.synth.synth_stage import STAGE as SYNTH
 from factory.train.training_stage import CPT, PRETRAIN
 from factory.upcycle.upcycle_stage import STAGE as UPCYCLE
 from tokenizer.tokenizer_stage import STAGE as TOKENIZER

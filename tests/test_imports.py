@@ -1,4 +1,5 @@
-"""Layering: no import cycle among the project's modules (function-local imports included), every module
+"""Layering: no import cycle among the project's modules (function-local imports included), none between its
+packages (a package's modules taken together; each top-level module of `factory` on its own), every module
 imports on its own, the stage CLI starts without torch, and no module is over 350 lines."""
 
 from __future__ import annotations
@@ -80,6 +81,28 @@ def test_no_import_cycles_even_through_function_local_imports():
     graph = {name: {m for m in _imports(path, modules) if m != name and not name.startswith(m + ".")}
              for name, path in modules.items()}
     assert _cycles(graph) == []
+
+
+def _package(module: str) -> str:
+    """`factory.train.loop` -> `factory.train`; `factory.io` -> itself; `tokenizer.x` -> `tokenizer`."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "factory" else parts[0]
+
+
+def test_no_import_cycles_between_packages():
+    """A file-level test cannot see a knot like train -> launch -> registry -> train made of acyclic files."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph.setdefault(_package(name), set()).update(
+            _package(m) for m in _imports(path, modules) if _package(m) != _package(name))
+    assert _cycles(graph) == []
+
+
+def test_the_package_graph_check_finds_a_knot():
+    assert _cycles({"factory.train": {"factory.launch"}, "factory.launch": {"factory.registry"},
+                    "factory.registry": {"factory.train"}, "factory.io": set()}) == [
+        ["factory.launch", "factory.registry", "factory.train"]]
 
 
 def test_no_module_is_over_the_line_limit():

@@ -9,10 +9,10 @@ import pytest
 from factory import decisions
 from factory.config import load_config
 from factory.data import pack_stage
-from factory.data.synth import synth_stage
 from factory.errors import ConfigError
 from factory.posttrain import eval_stage, training
 from factory.registry import CHAIN, STAGES
+from factory.synth import synth_stage
 from factory.train.training_stage import CPT, PRETRAIN, plan_training
 from factory.upcycle import upcycle_stage
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from factory.convert import architectures, card, hf_config, tokenizer_files
+from factory.convert import architectures, card, hf_config
 from factory.convert.architectures import HfArchitecture
 from factory.convert.config import ProbeConfig
 from factory.convert.gguf import GGUF_NAME, export_gguf
@@ -25,6 +25,7 @@ from factory.convert.hf_io import StreamingShardWriter
 from factory.convert.mapping import Shapes, entries
 from factory.convert.verify import compare, hf_logits, megatron_logits, probe_tokens
 from factory.errors import CheckpointError
+from factory.hf import tokenizer_files
 from factory.identity import is_megatron_checkpoint
 from factory.io import atomic_dir, atomic_write_text
 from factory.model.config import ModelConfig

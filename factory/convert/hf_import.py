@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
-from factory.convert import hf_config, tokenizer_files
+from factory.convert import hf_config
 from factory.convert.architectures import HfArchitecture
 from factory.convert.config import ProbeConfig
 from factory.convert.hf_io import LazyReader
 from factory.convert.mapping import Shapes, entries
 from factory.convert.verify import compare, hf_logits, megatron_logits, probe_tokens
 from factory.errors import CheckpointError, ConfigError
+from factory.hf import tokenizer_files
 from factory.io import atomic_dir
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig

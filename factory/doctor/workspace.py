@@ -62,6 +62,6 @@ def check_prepared(root: Path) -> Path:
 
 
 def tokenizer_size(root: Path) -> int:
-    from factory.convert import tokenizer_files
+    from factory.hf import tokenizer_files
 
     return tokenizer_files.read(root / "tokenizer").size

@@ -18,9 +18,9 @@ from factory.errors import ConfigError, FactoryError, report
 from factory.io import atomic_write_text
 from factory.launch.chain import launch_pipeline
 from factory.launch.commands import local_command
-from factory.launch.queue import SlurmError
 from factory.launch.slurm import array_task_problems, render
 from factory.launch.status import show_status
+from factory.slurm_queue import SlurmError
 
 
 def launch_local(args: argparse.Namespace, cfg) -> int:

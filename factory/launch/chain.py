@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory import chain_record, slurm_queue
 from factory import registry
+from factory.chain_record import REPORT, job_name
 from factory.config_base import CoreConfig
 from factory.decisions import Decision, decide_and_check, output_folder, training_plans
 from factory.decisions import describe as describe_decisions
 from factory.errors import ConfigError, OutputError
 from factory.io import atomic_write_text, move_aside, os_error_line
-from factory.launch import chain_record, queue
-from factory.launch.chain_record import REPORT, job_name
 from factory.launch.commands import pipeline_job_args, status_args
-from factory.launch.config import LaunchConfig
 from factory.launch.slurm import ChainStep, job_gpus, render, render_report, stage_launch
+from factory.launch_config import LaunchConfig
 from factory.lock import FolderLock
 from factory.pipeline import LOCK_NAME
 from factory.run_state import now
@@ -50,7 +50,7 @@ class ChainJob:
     resources: str
     script: str
     log_dir: Path
-    kept: queue.Job | None = None
+    kept: slurm_queue.Job | None = None
     """The job already queued or running for this stage, which the chain keeps instead of a second one."""
     start_over: bool = False
     job_id: str | None = None
@@ -71,7 +71,7 @@ class Chain:
 
     decisions: list[Decision]
     jobs: list[ChainJob]
-    dead: list[queue.Job]
+    dead: list[slurm_queue.Job]
     unchecked: str = ""
     """Why the run's queued jobs were not looked for (a dry run away from Slurm)."""
 
@@ -88,8 +88,8 @@ def plan_chain(cfg: CoreConfig, config: str, overrides: list[str], start: str | 
     names = {name: job_name(cfg, name) for name in [*(d.stage for d in decisions), REPORT]}
     found, unchecked = {}, ""
     try:
-        found = queue.queued(list(names.values()))
-    except queue.SlurmError as e:
+        found = slurm_queue.queued(list(names.values()))
+    except slurm_queue.SlurmError as e:
         if not dry_run:
             raise
         unchecked = f"jobs already queued for this run were not looked for: {e}"
@@ -122,7 +122,7 @@ def plan_chain(cfg: CoreConfig, config: str, overrides: list[str], start: str | 
 
 
 def _report_job(cfg: CoreConfig, config: str, overrides: list[str], name: str, after: list[str], generated: str,
-                kept: queue.Job | None) -> ChainJob:
+                kept: slurm_queue.Job | None) -> ChainJob:
     launch = (cfg.launch or LaunchConfig()).model_copy(update={
         "time": REPORT_TIME, "cpus_per_task": None, "gpus_per_node": 0, "requeue": False, "stages": {}})
     script = render_report(cfg, launch, name, status_args(config, overrides), generated)
@@ -171,7 +171,7 @@ def submit_chain(cfg: CoreConfig, chain: Chain) -> None:
     """Write each script and submit the jobs held, record them in chain.json, then release them, so that no job
     starts before the record that names it. A resumable stage that `--fresh` lets start over has its earlier
     output moved aside first."""
-    queue.cancel([job.id for job in chain.dead])
+    slurm_queue.cancel([job.id for job in chain.dead])
     jobs, folder = chain.jobs, cfg.run.dir / "launch" / "chain"
     held: list[str] = []
     try:
@@ -180,20 +180,20 @@ def submit_chain(cfg: CoreConfig, chain: Chain) -> None:
             if job.kept:
                 job.job_id = job.kept.id
                 if job.stage == REPORT:
-                    queue.depend(job.job_id, ids)
+                    slurm_queue.depend(job.job_id, ids)
                 continue
             if job.start_over:
                 job.moved_aside = str(move_aside(output_folder(cfg, job.stage), cfg.run.dir))
             path = folder / f"{job.stage}.sbatch"
             atomic_write_text(path, job.script)
             job.log_dir.mkdir(parents=True, exist_ok=True)
-            job.job_id = queue.submit(str(path), ids, hold=True)
+            job.job_id = slurm_queue.submit(str(path), ids, hold=True)
             held.append(job.job_id)
     except OSError as e:
         raise OutputError(f"chain: {os_error_line(e, folder)}") from None
     finally:
         chain_record.update(cfg.run.dir, lambda record: _record(record, jobs))
-        queue.release(held)
+        slurm_queue.release(held)
 
 
 def _record(record: dict[str, Any], jobs: list[ChainJob]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from factory import registry
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
-from factory.launch.config import LaunchConfig
+from factory.launch_config import LaunchConfig
 from factory.schema import rule
 from factory.stage_api import Launch, Stage
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from factory.data.synth.config import VllmServe
+from factory.synth.config import VllmServe
 
 
 def vllm_lines(serve: VllmServe, gpus_per_node: int) -> tuple[list[str], list[str]]:

@@ -17,12 +17,12 @@ from pathlib import Path
 from factory import registry, sbatch
 from factory.config import load_config
 from factory.config_base import CoreConfig
-from factory.data.synth.config import VllmServe
 from factory.errors import ConfigError
 from factory.launch.commands import stage_args, torchrun_options, world_problems
-from factory.launch.config import ArrayConfig, LaunchConfig
 from factory.launch.serving import vllm_lines
+from factory.launch_config import ArrayConfig, LaunchConfig
 from factory.stage_api import Launch
+from factory.synth.config import VllmServe
 
 SLURM_SIGNALS_TO_HANDLE = "SIGINT,SIGHUP,SIGQUIT"
 """Signals torchrun forwards under Slurm. SIGTERM and SIGUSR1 are left to the workers, which Slurm signals

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factory import chain_record, slurm_queue
 from factory import registry
+from factory.chain_record import REPORT
 from factory.config_base import CoreConfig
 from factory.decisions import output_folder
 from factory.errors import ConfigError
-from factory.launch import chain_record, queue
-from factory.launch.chain_record import REPORT
 from factory.report import write_report
 from factory.run_state import STATE_NAME, load_state
 from factory.stage_api import Launch
@@ -38,7 +38,7 @@ class Row:
 
     stage: str
     entry: dict[str, Any]
-    job: queue.Job | None
+    job: slurm_queue.Job | None
     record: dict[str, Any] | None
     """The stage's pipeline.json record when this job wrote it (started after the job was submitted)."""
     outcome: str
@@ -47,7 +47,7 @@ class Row:
 def rows(cfg: CoreConfig, chain: dict[str, Any], ended: str | None = None) -> list[Row]:
     """Every job of the chain in chain order, the report last; `ended` is the stage whose job asks."""
     entries = chain["jobs"]
-    jobs = queue.jobs([e["job_id"] for e in entries.values()]) if queue.available() else {}
+    jobs = slurm_queue.jobs([e["job_id"] for e in entries.values()]) if slurm_queue.available() else {}
     records = load_state(cfg.run.dir)["stages"]
     out = []
     for stage in [*(s.name for s in registry.CHAIN if s.name in entries), *([REPORT] if REPORT in entries else [])]:
@@ -62,7 +62,7 @@ def _own_record(entry: dict[str, Any], record: dict[str, Any] | None) -> dict[st
     return record if record and record.get("started_at", "") >= entry.get("submitted_at", "") else None
 
 
-def _outcome(asking: bool, job: queue.Job | None, record: dict[str, Any] | None, report: bool = False) -> str:
+def _outcome(asking: bool, job: slurm_queue.Job | None, record: dict[str, Any] | None, report: bool = False) -> str:
     status = "done" if report else (record or {}).get("status")  # the report job keeps no record
     if asking:
         return DONE if status == "done" else FAILED
@@ -70,7 +70,7 @@ def _outcome(asking: bool, job: queue.Job | None, record: dict[str, Any] | None,
         return WAITING
     if status == "done" and (job is None or job.state == "COMPLETED"):
         return DONE
-    if job is None and not queue.available() and status not in ("failed", "stopped", "interrupted"):
+    if job is None and not slurm_queue.available() and status not in ("failed", "stopped", "interrupted"):
         return WAITING  # nothing here can say whether it ran
     return FAILED
 
@@ -86,7 +86,7 @@ def table(cfg: CoreConfig, rows: list[Row]) -> str:
 
 def _state(row: Row) -> str:
     if row.job is None:
-        return "gone from Slurm" if queue.available() else "-"
+        return "gone from Slurm" if slurm_queue.available() else "-"
     return row.job.state + (f" ({row.job.reason})" if row.job.state == "PENDING" and row.job.reason else "")
 
 
@@ -150,7 +150,7 @@ def cancel_waiting(chain: dict[str, Any], rows: list[Row]) -> list[str]:
             continue  # it waited for a stage that failed before it
         waiting = [by_stage[s] for s in _waiting_for(chain, row.stage) if s in by_stage]
         stopped = [r for r in waiting if r.job is not None and r.job.state in ("PENDING", "CANCELLED")]
-        queue.cancel([r.entry["job_id"] for r in stopped if r.job.state == "PENDING"])
+        slurm_queue.cancel([r.entry["job_id"] for r in stopped if r.job.state == "PENDING"])
         lines.append(_failure_line(row, stopped))
     return lines
 
@@ -184,7 +184,7 @@ def show_status(args: argparse.Namespace, cfg: CoreConfig) -> int:
     outcome = FAILED if FAILED in stages else WAITING if WAITING in stages else DONE
     if outcome == DONE:
         print(f"report: {_report(cfg)}")
-    if outcome != WAITING and queue.available() and not chain_record.still_queued(cfg.run.dir):
+    if outcome != WAITING and slurm_queue.available() and not chain_record.still_queued(cfg.run.dir):
         chain_record.mark_ended(cfg.run.dir)
     return EXIT[outcome]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from factory.config_base import CoreConfig
-from factory.data.synth.generate import JsonlLog
 from factory.errors import ConfigError, missing_inputs
 from factory.evaldata import location as evaldata
+from factory.jsonl_log import JsonlLog
 from factory.manifest import RunManifest
 from factory.posttrain import llm_jp_eval
 from factory.posttrain import model as hf

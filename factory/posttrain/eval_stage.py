@@ -67,7 +67,7 @@ def plan(cfg: CoreConfig) -> EvalPlan:
 
 def _check_tokenizer(folder: Path) -> None:
     """The HF tokenizer the checkpoints' exports carry loads (one line naming eval.tokenizer_dir otherwise)."""
-    from factory.convert import tokenizer_files
+    from factory.hf import tokenizer_files
 
     try:
         tokenizer_files.read(folder)

@@ -21,10 +21,10 @@ from typing import Any, Iterator
 
 import torch
 
-from factory.data.synth.client import ChatClient, EndpointError, bounded_map
-from factory.data.synth.generate import JsonlLog, record_id
-from factory.data.synth.server import ChatServer, HFBackend
+from factory.endpoints.client import ChatClient, EndpointError, bounded_map
+from factory.endpoints.server import ChatServer, HFBackend
 from factory.errors import DataError
+from factory.jsonl_log import JsonlLog, record_id
 from factory.posttrain.benchmark_config import JudgeConfig, MtBenchConfig
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from factory.launch_config import LaunchConfig
 from factory.model.config import ModelConfig
 from factory.model.execution import Decision, decide
 from factory.runtime import capabilities
@@ -240,8 +241,6 @@ def plan_memory(model: ModelConfig, parallel: ParallelConfig, shape: TrainingSha
 def planned_world(cfg, stage: str) -> tuple[bool, int]:
     """(whether runs of `stage` go to GPUs, their world size): from `launch` as it applies to `stage` (nodes x
     processes per node; its defaults for a GPU config without one, one process for a CPU one)."""
-    from factory.launch.config import LaunchConfig
-
     launch = (cfg.launch or LaunchConfig()).for_stage(stage)
     on_gpu = cfg.runtime.targets_gpu(gpu_launch=cfg.launch is not None and launch.gpus_per_node > 0)
     world = launch.nodes * launch.processes_per_node if cfg.launch is not None or on_gpu else 1  # a plain CPU run
@@ -285,8 +284,6 @@ def memory_problems(cfg, section: str) -> list[str]:
 def over_limit(cfg, section: str, plan: MemoryPlan) -> list[str]:
     """One line when `plan`'s largest stage exceeds `launch.gpu_memory_gb` (GPU runs only; the training stage's
     own value where `launch.stages` sets one)."""
-    from factory.launch.config import LaunchConfig
-
     if not plan.shape.on_gpu:
         return []
     limit = (cfg.launch or LaunchConfig()).for_stage(section).gpu_memory_gb

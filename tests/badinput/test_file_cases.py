@@ -125,7 +125,7 @@ def test_import_of_a_damaged_model_folder(prepared, capsys, tmp_path, config_jso
 
 
 def test_tokenizer_folder_without_a_vocabulary(tmp_path):
-    from factory.convert import tokenizer_files
+    from factory.hf import tokenizer_files
 
     (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
     with pytest.raises(FactoryError, match=f"^{tmp_path}: no tokenizer vocabulary"):

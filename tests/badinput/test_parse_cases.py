@@ -191,14 +191,14 @@ class NullContent:
     """A chat endpoint that answers `"content": null` (as vLLM does when a reasoning parser takes every token)."""
 
     def complete(self, messages, max_tokens, temperature, seed):
-        from factory.data.synth.server import Completion
+        from factory.endpoints.server import Completion
 
         return Completion(None, 3, 0, "length")
 
 
 class Echo:
     def complete(self, messages, max_tokens, temperature, seed):
-        from factory.data.synth.server import Completion
+        from factory.endpoints.server import Completion
 
         return Completion(f"答え: {messages[-1]['content'][:20]}", 3, 3, "stop")
 
@@ -213,7 +213,7 @@ def _synth(folder: Path, url: str) -> list[str]:
 
 
 def test_a_null_completion_is_a_failed_attempt_and_a_recorded_one_is_done_again(tmp_path, capsys):
-    from factory.data.synth.server import ChatServer
+    from factory.endpoints.server import ChatServer
 
     with ChatServer(NullContent()).running() as url:
         code, err = run_main(capsys, stage.main, _synth(tmp_path, url))

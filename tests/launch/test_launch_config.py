@@ -6,7 +6,7 @@ import pytest
 
 from factory.config import validate_config
 from factory.errors import ConfigError
-from factory.launch.config import NCCL_ENV, LaunchConfig, time_seconds
+from factory.launch_config import NCCL_ENV, LaunchConfig, time_seconds
 
 RUN = {"run": {"name": "t", "dir": "runs/t"}}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from factory import chain_record
 from factory.errors import ConfigError, DataError
-from factory.launch import chain_record
 from factory.pipeline import main, run_job, run_pipeline
 from factory.run_state import load_state
 

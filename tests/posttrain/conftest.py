@@ -156,7 +156,7 @@ class ScriptedJudge:
         self.calls = 0
 
     def complete(self, messages, max_tokens, temperature, seed):
-        from factory.data.synth.server import Completion
+        from factory.endpoints.server import Completion
 
         self.calls += 1
         rating = 4 if messages[0]["content"] == "judge turn 2" else 8

@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from factory.data.synth.client import EndpointError
-from factory.data.synth.generate import JsonlLog
-from factory.data.synth.server import ChatServer
-from factory.posttrain import mt_bench
+from factory.endpoints.client import EndpointError
+from factory.endpoints.server import ChatServer
 from factory.errors import DataError
+from factory.jsonl_log import JsonlLog
+from factory.posttrain import mt_bench
 from factory.posttrain.benchmark_config import JudgeConfig, MtBenchConfig
 from tests.posttrain.conftest import MT_JUDGE_PROMPTS, ScriptedJudge, free_port, write_jsonl
 

@@ -9,10 +9,10 @@ import math
 import yaml
 
 from factory.data.langmix import LangMixDetector
-from factory.data.synth.server import ChatServer
+from factory.endpoints.server import ChatServer
 from factory.posttrain.evaluate import code_switch
-from factory.runner import run_stage
 from factory.registry import STAGES
+from factory.runner import run_stage
 from factory.stage import main
 from tests.posttrain.conftest import DEMO_DATA, ScriptedJudge, copy_model, free_port, post_config
 

@@ -19,9 +19,9 @@ from typing import Any, Iterable
 
 from factory.data.filters import LanguageMix, build_filters, first_rejection
 from factory.data.langmix import LangMixDetector
-from factory.data.synth.config import SynthTraining
 from factory.io import atomic_write_json, atomic_write_text
 from factory.posttrain.data import degenerate as degenerate_pair
+from factory.synth.config import SynthTraining
 
 PROVENANCE = ("id", "task", "persona", "seed_id", "template", "model")
 PRETRAINING, PRETRAINING_REJECTED, SFT, DPO = "pretraining.jsonl", "pretraining_rejected.jsonl", "sft.jsonl", "dpo.jsonl"

@@ -6,10 +6,10 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from factory.data.synth.client import ChatClient, bounded_map
-from factory.data.synth.config import SynthConfig
-from factory.data.synth.generate import JsonlLog, record_id
-from factory.data.synth.prompts import JUDGE, judge_messages
+from factory.endpoints.client import ChatClient, bounded_map
+from factory.jsonl_log import JsonlLog, record_id
+from factory.synth.config import SynthConfig
+from factory.synth.prompts import JUDGE, judge_messages
 
 _VERDICT = re.compile(r"\[\[([AB])\]\]")
 UNDECIDED_FIELDS = {"prompt": str, "group": str, "judgement": str}

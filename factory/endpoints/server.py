@@ -1,7 +1,7 @@
 """A small loopback OpenAI-compatible chat server backed by a local Hugging Face model folder.
 
 For tests and the CPU demo, not for throughput: one generation at a time, bound to 127.0.0.1 only.
-`python -m factory.data.synth.server MODEL_DIR [--port 8000]` prints its base URL, then serves.
+`python -m factory.endpoints.server MODEL_DIR [--port 8000]` prints its base URL, then serves.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ class ChatServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m factory.data.synth.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m factory.endpoints.server", description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path, help="local Hugging Face model folder")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="cap on tokens per completion")

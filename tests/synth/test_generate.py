@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from factory.data.synth.client import ChatClient, EndpointError
-from factory.data.synth.config import SynthConfig
-from factory.data.synth.generate import SAMPLE_FIELDS, JsonlLog, generate, iter_jobs, load_personas, load_seeds
-from factory.data.synth.judge import parse_verdict
-from factory.data.synth.server import BackendError, ChatServer, Completion, HFBackend
+from factory.endpoints.client import ChatClient, EndpointError
+from factory.endpoints.server import BackendError, ChatServer, Completion, HFBackend
 from factory.errors import DataError
+from factory.jsonl_log import JsonlLog
 from factory.stage import main
+from factory.synth.config import SynthConfig
+from factory.synth.generate import SAMPLE_FIELDS, generate, iter_jobs, load_personas, load_seeds
+from factory.synth.judge import parse_verdict
 
 pytestmark = pytest.mark.timeout(120)
 PERSONAS = ["地方の高校で物理を教える教師", "町工場を継いだ二代目の経営者"]
@@ -160,7 +161,7 @@ def test_malformed_seed_line_names_file_and_line(seeds_file):
 
 
 def start_server_process(model_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "factory.data.synth.server", str(model_dir), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "factory.endpoints.server", str(model_dir), "--port", "0",
                              "--max-new-tokens", "8"], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parents[3])
     line = proc.stdout.readline()

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from factory.data.synth import training_data as td
-from factory.data.synth.config import SynthTraining
+from factory.synth import training_data as td
+from factory.synth.config import SynthTraining
 from factory.train.blend import read_blend
 
 GOOD = "日本の鉄道は時間に正確なことで知られている。毎朝多くの人が電車で通勤している。"

@@ -2,7 +2,7 @@
 on loopback for its duration), optional judged DPO pairs, and the records as training data.
 
 Resumable: rerunning with the same config skips every record id already in the output files; the training
-data (factory/data/synth/training_data.py) is rewritten from all records on every run.
+data (factory/synth/training_data.py) is rewritten from all records on every run.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from typing import Iterator
 
 from factory import outputs
 from factory.config_base import CoreConfig
-from factory.data.synth import training_data as td
-from factory.data.synth.client import ChatClient
-from factory.data.synth.config import SynthConfig
-from factory.data.synth.generate import SAMPLE_FIELDS, JsonlLog, generate
-from factory.data.synth.judge import PAIR_FIELDS, UNDECIDED_FIELDS, judge_pairs
+from factory.endpoints.client import ChatClient
 from factory.errors import ConfigError, missing_inputs
+from factory.jsonl_log import JsonlLog
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
+from factory.synth import training_data as td
+from factory.synth.config import SynthConfig
+from factory.synth.generate import SAMPLE_FIELDS, generate
+from factory.synth.judge import PAIR_FIELDS, UNDECIDED_FIELDS, judge_pairs
 
 SAMPLES = "samples.jsonl"
 PAIRS = "preference.jsonl"
@@ -85,7 +86,7 @@ def _endpoint(cfg: CoreConfig, sc: SynthConfig) -> Iterator[SynthConfig]:
         yield sc
         return
     from factory.convert.export import as_hf_folder  # torch and transformers: only a served teacher pays
-    from factory.data.synth.server import ChatServer, HFBackend
+    from factory.endpoints.server import ChatServer, HFBackend
 
     with as_hf_folder(sc.teacher, runtime=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, sc), run_dir=cfg.run.dir,
                       name=cfg.run.name) as folder:

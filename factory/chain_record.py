@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from factory import slurm_queue
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError, OutputError
 from factory.io import atomic_write_json
-from factory.launch import queue
 from factory.run_state import now, records_lock
 
 CHAIN_NAME = "chain.json"
@@ -69,10 +69,10 @@ def still_queued(run_dir: Path) -> list[str]:
     if not chain["jobs"] or chain.get("ended_at") or chain.get("run_dir") != str(run_dir.resolve()):
         return []  # none, all seen ended, or the record of the folder this one was copied from
     stages = {job["job_id"]: stage for stage, job in chain["jobs"].items()}
-    if not queue.available():
+    if not slurm_queue.available():
         raise OutputError(f"{path}: names Slurm jobs {', '.join(stages)} and there is no squeue here to check "
                           f"them; run this where Slurm is, or move {path.name} aside if those jobs are gone")
-    me, found = os.environ.get("SLURM_JOB_ID"), queue.jobs(list(stages))
+    me, found = os.environ.get("SLURM_JOB_ID"), slurm_queue.jobs(list(stages))
     return [f"{stage} (job {i}, {found[i].state})" for i, stage in stages.items()
             if i in found and not found[i].ended and i != me]
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from factory.data.synth.client import ChatClient, EndpointError, bounded_map
-from factory.data.synth.server import BackendError, ChatServer, Completion
+from factory.endpoints.client import ChatClient, EndpointError, bounded_map
+from factory.endpoints.server import BackendError, ChatServer, Completion
 
 pytestmark = pytest.mark.timeout(30)
 MESSAGES = [{"role": "user", "content": "こんにちは"}]

@@ -1,0 +1,1 @@
+"""Hugging Face folder files the stages share: the tokenizer files a model folder carries."""
