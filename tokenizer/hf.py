@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from factory.convert.tokenizer_files import make_portable, set_eos
 from factory.errors import VerificationError
+from factory.hf.tokenizer_files import make_portable, set_eos
 from factory.io import atomic_write_json
 from tokenizer.config import SpecialTokens
 
