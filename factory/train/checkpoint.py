@@ -6,9 +6,10 @@
                                               .metadata + __<rank>_<n>.distcp (torch DCP)
 ```
 The sharded part holds `model` (GPTModel.sharded_state_dict(), so any TP/PP/EP can load it),
-optionally `optimizer` and a per-rank `rng_state`. The common part holds Megatron-LM's `args`,
-`iteration` and `checkpoint_version`, the LR scheduler state, and a `factory` dict: the model config,
-data position and lineage, which our own stages read back (`read_info`) without building a model.
+optionally `optimizer` (keyed like the model, so any layout can load it too: `checkpoint_optimizer`) and a
+per-rank `rng_state`. The common part holds Megatron-LM's `args`, `iteration` and `checkpoint_version`, the
+LR scheduler state, the optimizer format (`content_metadata`), and a `factory` dict: the model config, data
+position and lineage, which our own stages read back (`read_info`) without building a model.
 
 An iteration folder is written under a temporary name and renamed when complete; the tracker file
 is rewritten after that, so a crash at any point leaves the previous checkpoint current. The folder steps
@@ -29,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
 from factory.errors import CheckpointError, OutputError
 from factory.io import os_error_line
 from factory.model.config import ModelConfig
-from factory.train import checkpoint_root, checkpoint_writer, integrity
+from factory.runtime.config import ParallelConfig
+from factory.train import checkpoint_optimizer, checkpoint_root, checkpoint_writer, integrity
 from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
 from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration, partial_dir,
                                            saved_iterations)
@@ -103,6 +106,10 @@ class CheckpointInfo:
     model: ModelConfig
     factory: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] | None = None
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """The layout it was saved at (Megatron-LM's `args`)."""
+    content_metadata: dict[str, Any] | None = None
+    """How its optimizer state is keyed (`checkpoint_optimizer.METADATA`); None before that format."""
 
     @property
     def consumed_samples(self) -> int:
@@ -129,9 +136,14 @@ def read_info(path: Path) -> CheckpointInfo:
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{ckpt}: no factory metadata (model config) in common.pt; "
                               "was it written by this project?")
+    args = common.get("args")
+    parallel = ParallelConfig(
+        tensor=getattr(args, "tensor_model_parallel_size", 1), pipeline=getattr(args, "pipeline_model_parallel_size", 1),
+        expert=getattr(args, "expert_model_parallel_size", 1), expert_tensor=getattr(args, "expert_tensor_parallel_size", None))
     return CheckpointInfo(path=ckpt, iteration=int(common.get("iteration", 0)),
                           model=ModelConfig.model_validate(meta["model"]), factory=meta,
-                          scheduler=common.get("opt_param_scheduler"))
+                          scheduler=common.get("opt_param_scheduler"), parallel=parallel,
+                          content_metadata=common.get("content_metadata"))
 
 
 def megatron_args(model: ModelConfig, rt, iteration: int) -> argparse.Namespace:
@@ -147,7 +159,8 @@ def megatron_args(model: ModelConfig, rt, iteration: int) -> argparse.Namespace:
         position_embedding_type="rope", rotary_base=model.rotary_base,
         untie_embeddings_and_output_weights=model.untie_embeddings_and_output_weights,
         tensor_model_parallel_size=p.tensor, pipeline_model_parallel_size=p.pipeline,
-        expert_model_parallel_size=p.expert, context_parallel_size=p.context,
+        expert_model_parallel_size=p.expert, expert_tensor_parallel_size=p.expert_tensor_size,
+        context_parallel_size=p.context,
         ckpt_format="torch_dist", iteration=iteration,
         num_experts=model.moe.num_experts if model.moe else None,
         moe_router_topk=model.moe.router_topk if model.moe else None,
@@ -171,11 +184,6 @@ def _restore_rng(state: dict, rt) -> None:
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _optimizer_sharded(optimizer, model_sd: dict, is_loading: bool) -> dict:
-    return optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
-                                        metadata={"distrib_optim_sharding_type": "fully_sharded_model_space"})
-
-
 def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None,
          scheduler=None, meta: dict[str, Any] | None = None, keep_last: int | None = None,
          keep_every: int | None = None) -> Path:
@@ -194,7 +202,7 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd, "rng_state": _rng_object(rt)}
     if optimizer is not None:
-        state["optimizer"] = _optimizer_sharded(optimizer, model_sd, is_loading=False)
+        state["optimizer"] = checkpoint_optimizer.to_save(optimizer, model_sd)
     state["args"] = megatron_args(model_cfg, rt, iteration)
     state["iteration"] = iteration
     state["checkpoint_version"] = CHECKPOINT_VERSION
@@ -205,7 +213,7 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
     write_errors = checkpoint_writer.prepare()
     try:
         with rt.compute_context():
-            dist_checkpointing.save(state, str(partial))
+            dist_checkpointing.save(state, str(partial), content_metadata=checkpoint_optimizer.METADATA)
     except BaseException as e:  # torch DCP's CheckpointException is a BaseException
         cause = write_errors[0] if write_errors else e if isinstance(e, OSError) else None
         if cause is None:
@@ -241,7 +249,11 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, ver
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
-        state["optimizer"] = _optimizer_sharded(optimizer, model_sd, is_loading=True)
+        if refusal := checkpoint_optimizer.layout_refusal(info, rt.parallel):
+            raise CheckpointError(refusal)
+        metadata = info.content_metadata or checkpoint_optimizer.LEGACY_METADATA
+        state[checkpoint_optimizer.TENSORS], optimizer_rest = checkpoint_optimizer.load_request(
+            optimizer, model_sd, metadata)
     same_world = info.factory.get("world_size") == rt.world_size
     if restore_rng and same_world:
         state["rng_state"] = _rng_object(rt)
@@ -253,19 +265,29 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, ver
     try:
         with rt.compute_context():
             loaded = dist_checkpointing.load(state, str(info.path))
-    except Exception as e:  # noqa: BLE001 - shape/key mismatches surface as many exception types
-        raise CheckpointError(f"{info.path}: does not fit this model ({type(e).__name__}: {_first_line(e)})") from e
-    model.load_state_dict(loaded["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+            model.load_state_dict(loaded["model"])
+            if optimizer is not None:
+                checkpoint_optimizer.restore(optimizer, loaded[checkpoint_optimizer.TENSORS], optimizer_rest,
+                                             loaded.get("optimizer"))
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - shape/key mismatches surface as many types;
+        # torch DCP reports a key the checkpoint lacks as CheckpointException, a BaseException
+        raise CheckpointError(f"{info.path}: does not fit this model ({_describe(e)})") from e
     if "rng_state" in loaded:
         _restore_rng(loaded["rng_state"], rt)
     return info
 
 
-def _first_line(e: Exception) -> str:
+def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def _describe(e: BaseException) -> str:
+    """`Type: first line` of an error; torch DCP's CheckpointException by the first rank's error it wraps."""
+    failures = getattr(e, "failures", None)
+    if isinstance(e, CheckpointException) and failures:
+        e = next(iter(failures.values()))[0]
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _barrier() -> None:

@@ -33,16 +33,21 @@ def prepare() -> list[OSError]:
     return errors
 
 
+def os_error_in(failure) -> OSError | None:
+    """The OSError behind a write failure (torch.save raises a RuntimeError from it), if there is one."""
+    while isinstance(failure, BaseException) and not isinstance(failure, OSError):
+        failure = failure.__cause__ or failure.__context__
+    return failure if isinstance(failure, OSError) else None
+
+
 def _keeping_os_errors(write: Callable) -> Callable:
     errors: list[OSError] = []
 
     @functools.wraps(write)  # the writer reads its signature
     def keeping(*args, **kwargs):
         result = write(*args, **kwargs)  # (thread index, its write results or the exception it met)
-        failure = result[-1] if isinstance(result, tuple) else None
-        while isinstance(failure, BaseException) and not isinstance(failure, OSError):
-            failure = failure.__cause__ or failure.__context__  # torch.save raises RuntimeError from an OSError
-        if isinstance(failure, OSError):
+        failure = os_error_in(result[-1]) if isinstance(result, tuple) else None
+        if failure is not None:
             errors.append(failure)
         return result
 
