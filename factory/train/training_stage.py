@@ -23,6 +23,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     process reads it, the run's processes share that work (`checkpoint.newest_intact`)."""
     from factory.train import checkpoint as ckpt
     from factory.train.checkpoint_root import iteration_of
+    from factory.model.build import parameter_counts
     from factory.train.flops import flops_per_token
 
     tc: TrainConfig = stage.section_of(cfg)
@@ -72,8 +73,10 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             if repeats := budget.repetition(phase_blend, name, end - start_tokens):
                 warnings.append(repeats)
             start_tokens = end
-        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc, stage.name))
+        shape = training_shape(cfg, tc, stage.name)
+        memory = plan_memory(model, cfg.parallel, shape)
         notes.append(memory.describe())
+        notes.append(budget.checkpoint_disk(tc, parameter_counts(model, cfg.parallel.tensor).total, shape.param_bytes))
         if memory.shape.on_gpu:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size))
         if problems := over_limit(cfg, stage.name, memory):
