@@ -5,9 +5,9 @@ torch_dist writer): each tensor that data-parallel replicas hold alike is writte
 instead of all by DP rank 0. The optimizer state goes to files of its own (`optimizer.__<rank>_<n>.distcp`,
 the writer's separation hint), so retention can later drop it from a kept checkpoint without rewriting the
 model's files. The files are then written in the caller's thread, or, for a background save, from a snapshot of
-every tensor (taken before `start` returns, so the training that goes on cannot change what is written) in one
-thread of this process: a stop signal sent to the process group reaches only the main thread, and there is no
-helper process for it to kill (checkpoint_writer).
+the tensors this rank writes (host copies taken before `start` returns, so the training that goes on cannot
+change what is written) in one thread of this process: a stop signal sent to the process group reaches only
+the main thread, and there is no helper process for it to kill (checkpoint_writer).
 
 `PendingSave.commit` is collective and runs in the main thread once every rank has written its files: Megatron's
 finalization (the coordinator writes `.metadata` from every rank's write results, then `metadata.json`), the
@@ -59,26 +59,44 @@ def start(root: Path, iteration: int, state: dict[str, Any], rt, background: boo
         return pending
     transform_list, _ = request.async_fn.args  # Megatron's partial(write_preloaded_data_multithread, ...)
     _, buckets, results = request.async_fn_args
-    staged = request.preload_fn()  # device -> host copies on GPUs; the same tensors on the CPU
     if not background:
-        checkpoint_writer.write_all(transform_list, staged, results)
+        checkpoint_writer.write_all(transform_list, request.preload_fn(), results)  # preload: device -> host
         return pending
     pending.thread = threading.Thread(target=checkpoint_writer.write_all,
-                                      args=(transform_list, _snapshot(staged, buckets), results),
+                                      args=(transform_list, _snapshot(buckets, state, rt), results),
                                       name=f"checkpoint-{iteration}", daemon=True)
     pending.thread.start()
     return pending
 
 
-def _snapshot(staged: list, buckets: list) -> list:
-    """The staged write buckets with every tensor that is still the training's own (on the CPU, staging copies
-    nothing) cloned, so the steps that run during a background write cannot change what it writes."""
-    out = []
-    for (path, key, (objects, tensors)), (_, _, (_, originals)) in zip(staged, buckets):
-        copied = [(item, t.clone() if t.data_ptr() == original.data_ptr() else t)
-                  for (item, t), (_, original) in zip(tensors, originals)]
-        out.append((path, key, (objects, copied)))
-    return out
+def _snapshot(buckets: list, state: dict[str, Any], rt) -> list:
+    """This rank's write buckets with every tensor the training can still change (on the device, or on the host
+    in the training's own storage) copied to the host, so the steps that run during a background write cannot
+    change what it writes. Views (SwiGLU's gate and up halves of fc1, a flattened optimizer shard) the writer's
+    planning has already cloned on the host are the save's own and are not copied again."""
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    training = {sh.data.untyped_storage().data_ptr() for sh in nested_values(state)  # factories applied by save
+                if isinstance(sh, ShardedTensor) and isinstance(sh.data, torch.Tensor)}
+    changing = [t for _, _, (_, tensors) in buckets for _, t in tensors
+                if t.device.type != "cpu" or t.untyped_storage().data_ptr() in training]
+    buffers = _host_buffers(changing, rt)
+    copies = {id(t): held.copy_(t.detach(), non_blocking=True) for t, held in zip(changing, buffers)}
+    rt.synchronize()
+    return [(path, key, (objects, [(item, copies.get(id(t), t)) for item, t in tensors]))
+            for path, key, (objects, tensors) in buckets]
+
+
+_held: list[torch.Tensor] = []
+
+
+def _host_buffers(tensors: list[torch.Tensor], rt) -> list[torch.Tensor]:
+    """Host tensors shaped like `tensors` (pinned on GPUs), kept from save to save: one save is in flight at a
+    time, and copying into memory already mapped runs at memcpy speed, where fresh memory faults every page in."""
+    _held[:] = [_held[i] if i < len(_held) and _held[i].shape == t.shape and _held[i].dtype == t.dtype
+                else torch.empty(t.shape, dtype=t.dtype, pin_memory=rt.is_cuda) for i, t in enumerate(tensors)]
+    return list(_held)
 
 
 class PendingSave:

@@ -52,3 +52,30 @@ def test_an_older_moe_checkpoint_is_refused_where_its_optimizer_keys_differ(tmp_
     assert checkpoint_optimizer.layout_refusal(older, ParallelConfig(expert=4)) is None  # chained the same way
     assert checkpoint_optimizer.layout_refusal(_info(tmp_path, checkpoint_optimizer.METADATA, 2),
                                                ParallelConfig()) is None  # the reshardable format loads anywhere
+
+
+def test_a_background_save_writes_the_tensors_as_they_were_when_it_began(tmp_path, runtime, monkeypatch):
+    """The steps that run while a background save writes change the weights in place; the save keeps its own."""
+    import threading
+
+    import torch
+
+    from factory.model.build import build_gpt_model
+    from factory.train import checkpoint_writer
+
+    dense = make_config(TINY_DENSE).model
+    model = build_gpt_model(dense, runtime)
+    at_save = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    steps_done, write_all = threading.Event(), checkpoint_writer.write_all
+    monkeypatch.setattr(checkpoint_writer, "write_all", lambda *args: (steps_done.wait(), write_all(*args)))
+    pending = ckpt.begin_save(tmp_path, 1, model, dense, runtime, background=True)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)  # what an optimizer step does to the training's own tensors
+    steps_done.set()
+    pending.commit(None, None)
+    loaded = build_gpt_model(dense, runtime)
+    ckpt.load(tmp_path, loaded, runtime)
+    for key, value in loaded.state_dict().items():
+        if key in at_save:
+            assert torch.equal(value, at_save[key]), key
