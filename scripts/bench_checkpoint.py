@@ -6,11 +6,12 @@
 One process (CPU, fp32) trains a GPT of the given shape through Megatron's optimizer, then saves it as the
 training loop does (factory.train.checkpoint: fully parallel save, integrity digests taken while writing):
 synchronously, and in the background while steps go on. Printed: checkpoint size, the seconds the step loop
-waited per save, the background write's length and the steps it overlapped (their mean step time against steps
-without a write), what re-reading the files to hash them would have cost (the integrity record is taken while
-writing instead), and the bytes a load reads. With --ranks N the script runs itself under torchrun with N
-data-parallel ranks and prints the bytes each rank reads with Megatron's fully parallel load (the factory's) and
-with the plain torch_dist load (every replica reads the whole checkpoint).
+waited per save (for a background save: the first, which also allocates the host buffers it copies into, and the
+next), the writer's length and the steps it overlapped (their mean step time against steps without a write), what
+re-reading the files to hash them would have cost (the integrity record is taken while writing instead), and the
+bytes a load reads. With --ranks N the script runs itself under torchrun with N data-parallel ranks and prints the
+bytes each rank writes, and reads with Megatron's fully parallel load (the factory's) and with the plain torch_dist
+load (every replica reads the whole checkpoint). It replaces `<out>/checkpoints`, its own output, and nothing else.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -105,7 +107,11 @@ def save_figures(trainer: Trainer, root: Path, steps: int) -> dict:
         integrity.checksum(path)
     rehash = time.perf_counter() - start
     start = time.perf_counter()
-    pending = save(2, True)
+    first = save(2, True)  # the first background save allocates its host buffers
+    first_wait = time.perf_counter() - start
+    first.commit(3, None)
+    start = time.perf_counter()
+    pending = save(3, True)
     async_wait = time.perf_counter() - start
     during = []
     while pending.thread.is_alive() or not during:
@@ -116,28 +122,33 @@ def save_figures(trainer: Trainer, root: Path, steps: int) -> dict:
     checkpoint_writer.write_all = write_all
     return {"checkpoint_bytes": sum(p.stat().st_size for p in folder.iterdir()),
             "tensor_file_bytes": sum(p.stat().st_size for p in files),
-            "sync_wait_s": sync_wait, "sync_write_s": writes[0], "background_wait_s": async_wait,
-            "background_write_s": writes[1],
+            "sync_wait_s": sync_wait, "sync_write_s": writes[0], "first_background_wait_s": first_wait,
+            "background_wait_s": async_wait, "background_write_s": writes[2],
             "commit_s": commit, "steps_during_write": len(during), "step_s_during_write": sum(during) / len(during),
             "step_s_quiet": sum(quiet[1:]) / max(1, len(quiet) - 1), "rehash_from_page_cache_s": rehash}
 
 
 def load_figures(trainer: Trainer, root: Path) -> dict:
-    """Bytes this rank reads with the factory's load (fully parallel) and with Megatron's plain torch_dist load."""
+    """Bytes this rank wrote, and reads with the factory's load (fully parallel) and with Megatron's plain
+    torch_dist load (model and optimizer state both times)."""
     from megatron.core import dist_checkpointing
 
     from factory.train import checkpoint as ckpt
-    from factory.train import integrity_reader
+    from factory.train import checkpoint_optimizer, integrity_reader
 
     start = time.perf_counter()
     ckpt.load(root, trainer.model, trainer.rt, optimizer=trainer.optimizer)
     parallel = {"bytes_read": integrity_reader._log.bytes_read, "seconds": time.perf_counter() - start}
+    folder = ckpt.resolve(root)
+    model_sd = trainer.model.sharded_state_dict()
+    tensors, _ = checkpoint_optimizer.load_request(trainer.optimizer, model_sd, checkpoint_optimizer.METADATA)
     log = integrity_reader.start_load()
     start = time.perf_counter()
     with trainer.rt.compute_context():
-        dist_checkpointing.load(trainer.model.sharded_state_dict(), str(ckpt.resolve(root)))
-    plain_model = {"bytes_read": log.bytes_read, "seconds": time.perf_counter() - start}
-    return {"fully_parallel_load_model_and_optimizer": parallel, "plain_load_model_only": plain_model}
+        dist_checkpointing.load({"model": model_sd, "optimizer": tensors}, str(folder))
+    plain = {"bytes_read": log.bytes_read, "seconds": time.perf_counter() - start}
+    written = sum(p.stat().st_size for p in folder.glob(f"*__{trainer.rt.rank}_*.distcp"))
+    return {"bytes_written_by_this_rank": written, "fully_parallel_load": parallel, "plain_torch_dist_load": plain}
 
 
 def worker(args) -> None:
@@ -167,16 +178,11 @@ def worker(args) -> None:
 def main() -> None:
     args = _parse()
     sys.path.insert(0, str(ROOT))
+    if not args.worker:
+        shutil.rmtree(args.out / "checkpoints", ignore_errors=True)  # an earlier run of this script's
     if args.worker or args.ranks == 1:
-        if not args.worker:
-            import shutil
-
-            shutil.rmtree(args.out, ignore_errors=True)
         worker(args)
         return
-    import shutil
-
-    shutil.rmtree(args.out, ignore_errors=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.ranks),
            __file__, "--worker", "--hidden", str(args.hidden), "--layers", str(args.layers), "--vocab",
            str(args.vocab), "--seq", str(args.seq), "--out", str(args.out)]
