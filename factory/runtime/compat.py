@@ -19,9 +19,11 @@ is only ever called by the runtime when CUDA is absent. Each item has a test in 
    GPTModel, the MoE metrics tracker holding dead process groups, the MoE aux-loss gradient scale
    kept on a class): `reset_megatron_globals()`.
 8. Training: Megatron's schedules, DDP buffers and optimizer allocate scratch tensors with
-   `device="cuda"` (loss/token counters, norms). `cuda_to_cpu()` is a torch function mode that sends
-   those allocations to the CPU; the runtime enters it around training steps. DDP's grad sync waits
-   on `torch.cuda.current_stream()`: a stream that never has pending work stands in for it.
+   `device="cuda"` (loss/token counters, norms), and its fully parallel checkpoint load moves the shards
+   ranks exchange with `.cuda()`. `cuda_to_cpu()` is a torch function mode that sends those allocations
+   to the CPU and leaves those tensors where they are; the runtime enters it around training steps and
+   checkpoint loads. DDP's grad sync waits on `torch.cuda.current_stream()`: a stream that never has
+   pending work stands in for it.
 9. `clip_grad_by_total_norm_fp32` asserts CUDA gradients; on CPU the same in-place scaling runs
    without the assert.
 
@@ -87,10 +89,12 @@ def _idle_stream(device=None) -> _IdleStream:
 
 
 class _CudaToCpu(torch.overrides.TorchFunctionMode):
-    """Rewrites `device="cuda"` arguments of torch calls to the CPU."""
+    """Rewrites `device="cuda"` arguments of torch calls to the CPU, and `tensor.cuda()` to the tensor itself."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is torch.Tensor.cuda:  # the shards a fully parallel checkpoint load exchanges
+            return args[0]
         device = kwargs.get("device")
         if device is not None and torch.device(device).type == "cuda":
             kwargs["device"] = "cpu"

@@ -90,3 +90,38 @@ def gpu_hours(tokens: float, flops_per_token: float, gpus: int, fp8: bool = Fals
     how = f"{PLANNING_MFU:.0%} MFU" + (f" x {PLANNING_FP8_SPEEDUP:g} for FP8" if fp8 else "")
     return (f"compute: {tokens * flops_per_token:.3g} model FLOPs = {hours:,.0f} H100 GPU-hours at {how} "
             f"({hours / gpus / 24:,.1f} days on {gpus} GPUs)")
+
+
+def kept_iterations(train: TrainConfig) -> tuple[list[int], list[int]]:
+    """(the most recent saves retention keeps, the older ones it keeps for keep_every) at the end of the run."""
+    c, end = train.checkpoint, train.train_iters
+    saved = sorted({*range(c.save_interval or end, end + 1, c.save_interval or end), end})
+    recent = saved[-c.keep_last:]
+    every = [it for it in saved[:-c.keep_last] if c.keep_every and it % c.keep_every == 0]
+    return recent, every
+
+
+def checkpoint_disk(train: TrainConfig, parameters: int, param_bytes: int) -> str:
+    """Size of one checkpoint and of all a run keeps: model weights at the training precision, and the
+    optimizer's fp32 state (Adam moments, plus the fp32 master copy under bf16): params x 14 bytes in bf16."""
+    per_param = param_bytes + (12 if param_bytes == 2 else 8)
+    full, model = parameters * per_param, parameters * param_bytes
+    recent, every = kept_iterations(train)
+    with_optimizer = train.checkpoint.keep_every_optimizer
+    total = len(recent) * full + len(every) * (full if with_optimizer else model)
+    other = len(recent) * full + len(every) * (model if with_optimizer else full)
+    return (f"checkpoints: {_bytes(full)} each (model {_bytes(model)} + optimizer state {_bytes(full - model)}: "
+            f"{_count(parameters)} params x {per_param} bytes); kept at the end: the last {len(recent)} + "
+            f"{len(every)} for keep_every ({'with' if with_optimizer else 'without'} optimizer state) = "
+            f"{_bytes(total)} ({_bytes(other)} with checkpoint.keep_every_optimizer={str(not with_optimizer).lower()})")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:,.2f}B" if n >= 1e9 else f"{n / 1e6:,.2f}M"
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n / 1e3:,.1f} kB"

@@ -6,36 +6,39 @@
                                               .metadata + __<rank>_<n>.distcp (torch DCP)
 ```
 The sharded part holds `model` (GPTModel.sharded_state_dict(), so any TP/PP/EP can load it),
-optionally `optimizer` and a per-rank `rng_state`. The common part holds Megatron-LM's `args`,
-`iteration` and `checkpoint_version`, the LR scheduler state, and a `factory` dict: the model config,
-data position and lineage, which our own stages read back (`read_info`) without building a model.
+optionally `optimizer` (keyed like the model, so any layout can load it too: `checkpoint_optimizer`) and a
+per-rank `rng_state`. The common part holds Megatron-LM's `args`, `iteration` and `checkpoint_version`, the
+LR scheduler state, the optimizer format (`content_metadata`), and a `factory` dict: the model config, data
+position and lineage, which our own stages read back (`read_info`) without building a model.
 
 An iteration folder is written under a temporary name and renamed when complete; the tracker file
 is rewritten after that, so a crash at any point leaves the previous checkpoint current. The folder steps
 (publish, replace, prune) and the recovery after a crash are in `checkpoint_root`.
 
-Saves are synchronous and start no helper process (`checkpoint_writer`), so a stop signal
-sent to the whole process group (torchrun's `os.killpg`, Slurm's signal to every process of a step)
-cannot break the save it asks for.
+Saves are written by every rank (each data-parallel replica writes a share), in the caller's thread or in a
+background thread of this process, and committed once every rank has written (`checkpoint_save`); no helper
+process is started, so a stop signal sent to the whole process group (torchrun's `os.killpg`, Slurm's signal to
+every process of a step) cannot break the save it asks for. Loads check what they read against the save's
+integrity record as they read it (`integrity_reader`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
-from factory.errors import CheckpointError, OutputError
-from factory.io import os_error_line
+from factory.errors import CheckpointError
 from factory.model.config import ModelConfig
-from factory.train import checkpoint_root, checkpoint_writer, integrity
+from factory.runtime.config import ParallelConfig
+from factory.train import checkpoint_optimizer, checkpoint_root, checkpoint_save, integrity, integrity_reader
 from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
-from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration, partial_dir,
+from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration,
                                            saved_iterations)
 
 log = logging.getLogger(__name__)
@@ -43,17 +46,19 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 3.0
 
 
-def newest_intact(root: Path) -> Path:
-    """The newest iteration folder of `root`, from the committed one down, whose every file matches its
-    integrity record (sizes and checksums) and whose common state reads; each damaged one is skipped with a
-    warning naming the file. Reads each folder it checks whole (collective under torch.distributed)."""
+def newest_intact(root: Path, checksums: bool = True, below: int | None = None) -> Path:
+    """The newest iteration folder of `root`, from the committed one (or the one below `below`) down, whose every
+    file matches its integrity record and whose common state reads; each damaged one is skipped with a warning
+    naming the file. `checksums`: read each folder it checks whole (collective under torch.distributed);
+    without, sizes only (a load then checks what it reads: `load`, DamagedCheckpoint)."""
     root = Path(root)
     latest = latest_iteration(root)
-    candidates = [it for it in saved_iterations(root) if latest is not None and it <= latest]
+    top = latest if below is None or latest is None else min(latest, below - 1)
+    candidates = [it for it in saved_iterations(root) if top is not None and it <= top]
     newest_damage = ""
     for it in reversed(candidates):
         folder = iteration_dir(root, it)
-        damage = _damage(folder)
+        damage = _damage(folder, checksums)
         if damage is None:
             return folder
         newest_damage = newest_damage or damage
@@ -62,9 +67,9 @@ def newest_intact(root: Path) -> Path:
     raise CheckpointError(f"{root}: no intact checkpoint ({why})")
 
 
-def _damage(folder: Path) -> str | None:
+def _damage(folder: Path, checksums: bool) -> str | None:
     """The first thing wrong with an iteration folder, or None when it verifies."""
-    found = integrity.problems(folder)
+    found = integrity.problems(folder, checksums=checksums)
     if found:
         return found[0]
     try:
@@ -103,6 +108,10 @@ class CheckpointInfo:
     model: ModelConfig
     factory: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] | None = None
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """The layout it was saved at (Megatron-LM's `args`)."""
+    content_metadata: dict[str, Any] | None = None
+    """How its optimizer state is keyed (`checkpoint_optimizer.METADATA`); None before that format."""
 
     @property
     def consumed_samples(self) -> int:
@@ -129,9 +138,16 @@ def read_info(path: Path) -> CheckpointInfo:
     if not isinstance(meta, dict) or "model" not in meta:
         raise CheckpointError(f"{ckpt}: no factory metadata (model config) in common.pt; "
                               "was it written by this project?")
+    if integrity.optimizer_removed(ckpt):  # kept for keep_every, its optimizer state dropped (checkpoint_strip)
+        meta = {**meta, "has_optimizer": False}
+    args = common.get("args")
+    parallel = ParallelConfig(
+        tensor=getattr(args, "tensor_model_parallel_size", 1), pipeline=getattr(args, "pipeline_model_parallel_size", 1),
+        expert=getattr(args, "expert_model_parallel_size", 1), expert_tensor=getattr(args, "expert_tensor_parallel_size", None))
     return CheckpointInfo(path=ckpt, iteration=int(common.get("iteration", 0)),
                           model=ModelConfig.model_validate(meta["model"]), factory=meta,
-                          scheduler=common.get("opt_param_scheduler"))
+                          scheduler=common.get("opt_param_scheduler"), parallel=parallel,
+                          content_metadata=common.get("content_metadata"))
 
 
 def megatron_args(model: ModelConfig, rt, iteration: int) -> argparse.Namespace:
@@ -147,7 +163,8 @@ def megatron_args(model: ModelConfig, rt, iteration: int) -> argparse.Namespace:
         position_embedding_type="rope", rotary_base=model.rotary_base,
         untie_embeddings_and_output_weights=model.untie_embeddings_and_output_weights,
         tensor_model_parallel_size=p.tensor, pipeline_model_parallel_size=p.pipeline,
-        expert_model_parallel_size=p.expert, context_parallel_size=p.context,
+        expert_model_parallel_size=p.expert, expert_tensor_parallel_size=p.expert_tensor_size,
+        context_parallel_size=p.context,
         ckpt_format="torch_dist", iteration=iteration,
         num_experts=model.moe.num_experts if model.moe else None,
         moe_router_topk=model.moe.router_topk if model.moe else None,
@@ -171,30 +188,24 @@ def _restore_rng(state: dict, rt) -> None:
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _optimizer_sharded(optimizer, model_sd: dict, is_loading: bool) -> dict:
-    return optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
-                                        metadata={"distrib_optim_sharding_type": "fully_sharded_model_space"})
-
-
 def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None,
          scheduler=None, meta: dict[str, Any] | None = None, keep_last: int | None = None,
-         keep_every: int | None = None) -> Path:
+         keep_every: int | None = None, keep_every_optimizer: bool = True) -> Path:
     """Write `root/iter_<iteration>` on all ranks, publish it (the tracker moves last) and apply retention;
     returns the folder. A write the file system refuses (disk full, file size limit) is one OutputError naming
     the folder being written; that folder is removed and the previous checkpoint stays current."""
-    from megatron.core import dist_checkpointing
+    pending = begin_save(root, iteration, model, model_cfg, rt, optimizer=optimizer, scheduler=scheduler, meta=meta)
+    return pending.commit(keep_last, keep_every, keep_every_optimizer)
 
-    root = Path(root)
-    partial = partial_dir(root, iteration)
-    if rt.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)  # an earlier attempt's: never current
-        partial.mkdir()
-    _barrier()
+
+def begin_save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None, scheduler=None,
+               meta: dict[str, Any] | None = None, background: bool = False) -> checkpoint_save.PendingSave:
+    """Write this rank's files of `root/iter_<iteration>` (in a background thread when `background`); the
+    returned save is committed with `commit` once every rank has written (checkpoint_save)."""
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd, "rng_state": _rng_object(rt)}
     if optimizer is not None:
-        state["optimizer"] = _optimizer_sharded(optimizer, model_sd, is_loading=False)
+        state["optimizer"] = checkpoint_optimizer.to_save(optimizer, model_sd)
     state["args"] = megatron_args(model_cfg, rt, iteration)
     state["iteration"] = iteration
     state["checkpoint_version"] = CHECKPOINT_VERSION
@@ -202,46 +213,34 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
         state["opt_param_scheduler"] = scheduler.state_dict()
     state["factory"] = {**(meta or {}), "model": model_cfg.model_dump(mode="json"),
                         "has_optimizer": optimizer is not None, "world_size": rt.world_size}
-    write_errors = checkpoint_writer.prepare()
-    try:
-        with rt.compute_context():
-            dist_checkpointing.save(state, str(partial))
-    except BaseException as e:  # torch DCP's CheckpointException is a BaseException
-        cause = write_errors[0] if write_errors else e if isinstance(e, OSError) else None
-        if cause is None:
-            raise
-        if rt.is_main:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise OutputError(f"checkpoint iteration {iteration}: {os_error_line(cause, partial)}; removed it, the "
-                          "previous checkpoint stays current") from None
-    _barrier()
-    integrity.record(partial)
-    _barrier()
-    if rt.is_main:
-        checkpoint_root.publish(root, iteration)
-        checkpoint_root.prune(root, iteration, keep_last, keep_every)
-    _barrier()
-    final = iteration_dir(root, iteration)
-    log.info("checkpoint: saved iteration %d to %s", iteration, final)
-    return final
+    return checkpoint_save.start(Path(root), iteration, state, rt, background)
 
 
-def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, verify: bool = True) -> CheckpointInfo:
-    """Load model (and optimizer, RNG) from a checkpoint saved with any parallel layout; its files are checked
-    against the save's integrity record first (`verify=False` when the caller just did)."""
+class DamagedCheckpoint(CheckpointError):
+    """A load found stored bytes that differ from the save's integrity record."""
+
+
+def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> CheckpointInfo:
+    """Load model (and optimizer, RNG) from a checkpoint saved with any parallel layout; every item read is
+    checked against the save's integrity record as it is read (DamagedCheckpoint naming the file, on every
+    rank). Each data-parallel replica reads a share and receives the rest from the others (Megatron's fully
+    parallel load), so the job reads the checkpoint once rather than once per replica."""
     from megatron.core import dist_checkpointing
 
     from factory.train.checkpoint_keys import fit_to_checkpoint
 
     info = read_info(path)
-    if verify:
-        integrity.verify(info.path)
+    integrity.verify(info.path, whole_files_only=True)  # the small files; tensor files are checked as read
     if optimizer is not None and not info.has_optimizer:
         raise CheckpointError(f"{info.path}: has no optimizer state to resume from")
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
-        state["optimizer"] = _optimizer_sharded(optimizer, model_sd, is_loading=True)
+        if refusal := checkpoint_optimizer.layout_refusal(info, rt.parallel):
+            raise CheckpointError(refusal)
+        metadata = info.content_metadata or checkpoint_optimizer.LEGACY_METADATA
+        state[checkpoint_optimizer.TENSORS], optimizer_rest = checkpoint_optimizer.load_request(
+            optimizer, model_sd, metadata)
     same_world = info.factory.get("world_size") == rt.world_size
     if restore_rng and same_world:
         state["rng_state"] = _rng_object(rt)
@@ -250,22 +249,60 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True, ver
                     "(dropout and other random draws differ from an uninterrupted run)",
                     info.path, info.factory.get("world_size"), rt.world_size)
     fit_to_checkpoint(state, info.path)  # older MoE keys, TE extra state a CPU-written checkpoint lacks
+    reads = integrity_reader.start_load()
     try:
         with rt.compute_context():
-            loaded = dist_checkpointing.load(state, str(info.path))
-    except Exception as e:  # noqa: BLE001 - shape/key mismatches surface as many exception types
-        raise CheckpointError(f"{info.path}: does not fit this model ({type(e).__name__}: {_first_line(e)})") from e
-    model.load_state_dict(loaded["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+            loaded = dist_checkpointing.load(state, str(info.path), sharded_strategy=_load_strategy())
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - shape/key mismatches surface as many types;
+        # torch DCP reports a key the checkpoint lacks as CheckpointException, a BaseException
+        raise CheckpointError(f"{info.path}: does not fit this model ({_describe(e)})") from e
+    damage = _everyone(reads.damage)
+    if damage:
+        raise DamagedCheckpoint("\n".join([f"checkpoint {info.path} is damaged: {damage[0]}"] + damage[1:]))
+    log.info("checkpoint: loaded %s (%.1f MB read by this rank)", info.path, reads.bytes_read / 1e6)
+    try:
+        with rt.compute_context():
+            model.load_state_dict(loaded["model"])
+            if optimizer is not None:
+                checkpoint_optimizer.restore(optimizer, loaded[checkpoint_optimizer.TENSORS], optimizer_rest,
+                                             loaded.get("optimizer"))
+    except (Exception, CheckpointException) as e:  # noqa: BLE001
+        raise CheckpointError(f"{info.path}: does not fit this model ({_describe(e)})") from e
     if "rng_state" in loaded:
         _restore_rng(loaded["rng_state"], rt)
     return info
 
 
-def _first_line(e: Exception) -> str:
+def _load_strategy():
+    """Megatron's fully parallel load over the data-parallel group (each replica reads a share)."""
+    from megatron.core import parallel_state
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelLoadStrategyWrapper
+    from megatron.core.dist_checkpointing.strategies.torch import TorchDistLoadShardedStrategy
+
+    return FullyParallelLoadStrategyWrapper(TorchDistLoadShardedStrategy(),
+                                            parallel_state.get_data_parallel_group(with_context_parallel=True))
+
+
+def _everyone(lines: list[str]) -> list[str]:
+    """Every rank's `lines`, on every rank."""
+    if not torch.distributed.is_initialized():
+        return lines
+    parts: list[list[str]] = [[] for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(parts, lines)
+    return [line for part in parts for line in part]
+
+
+def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def _describe(e: BaseException) -> str:
+    """`Type: first line` of an error; torch DCP's CheckpointException by the first rank's error it wraps."""
+    failures = getattr(e, "failures", None)
+    if isinstance(e, CheckpointException) and failures:
+        e = next(iter(failures.values()))[0]
+    return f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _barrier() -> None:

@@ -115,20 +115,33 @@ def publish(root: Path, iteration: int) -> None:
     _discard(old)
 
 
-def prune(root: Path, current: int, keep_last: int | None, keep_every: int | None) -> None:
-    """Remove iterations up to `current` beyond the last `keep_last`, keeping multiples of `keep_every`.
-    Folders above `current` (left by an earlier attempt past a fallback) are not counted: a save replaces them."""
+def prune(root: Path, current: int, keep_last: int | None, keep_every: int | None) -> list[int]:
+    """Remove iterations up to `current` beyond the last `keep_last`, keeping multiples of `keep_every`; returns
+    those kept only for `keep_every`. Folders above `current` (left by an earlier attempt past a fallback) are not
+    counted: a save replaces them."""
     if keep_last is None:
-        return
+        return []
     iterations = [it for it in saved_iterations(root) if it <= current]
     recent = set(iterations[-keep_last:]) | {current}
+    kept_every = [it for it in iterations if it not in recent and keep_every and it % keep_every == 0]
     for it in iterations:
-        if it in recent or (keep_every and it % keep_every == 0):
+        if it in recent or it in kept_every:
             continue
         pruned = _hidden(root, it, "pruned")
         os.replace(iteration_dir(root, it), pruned)
         _discard(pruned)
         log.info("checkpoint: removed iteration %d (keep_last=%s, keep_every=%s)", it, keep_last, keep_every)
+    return kept_every
+
+
+def replace(root: Path, iteration: int) -> None:
+    """Put the complete `.iter_N.partial` in place of the (older) iteration N, the tracker untouched: the same
+    steps as `publish`, for a rewritten copy of an iteration below the committed one."""
+    final, partial, old = iteration_dir(root, iteration), partial_dir(root, iteration), _hidden(root, iteration, "old")
+    _discard(old)
+    os.replace(final, old)
+    os.replace(partial, final)
+    _discard(old)
 
 
 def recover(root: Path) -> None:

@@ -30,12 +30,14 @@ from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
 from torch.distributed.checkpoint.planner import LoadPlan, WriteItemType
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
-from factory.errors import CheckpointError, FactoryError
+from factory.errors import CheckpointError, FactoryError, OutputError
+from factory.io import os_error_line
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
 from factory.train.checkpoint_keys import older_keys
 from factory.train import checkpoint as ckpt
 from factory.train import checkpoint_root, integrity
+from factory.train.checkpoint_writer import os_error_in
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +236,11 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
         dcp.save(mcore_to_pyt_state_dict(sharded, False), storage_writer=writer, planner=planner, no_dist=True)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _cause(e) from e
+        cause = _cause(e)
+        if isinstance(cause, OSError):  # a full disk, a quota, `ulimit -f`: one line naming the folder
+            raise OutputError(f"checkpoint iteration {iteration}: {os_error_line(cause, tmp)}; removed it, "
+                              f"nothing was published to {root}") from None
+        raise cause from e
     finally:
         planner.progress.close()
     save_config(CheckpointingConfig("torch_dist", 1), str(tmp))
@@ -246,10 +252,11 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
 
 
 def _cause(e: BaseException) -> BaseException:
-    """The first FactoryError torch DCP wrapped (it reports failures per rank), else `e`."""
+    """The first FactoryError or OSError torch DCP wrapped (it reports failures per rank), else `e`."""
     failures = getattr(e, "failures", {})  # rank -> (exception, traceback)
     inner = [exc for exc, _ in failures.values() if isinstance(exc, FactoryError)]
-    return inner[0] if inner else e
+    inner += [found for exc, _ in failures.values() if (found := os_error_in(exc)) is not None]
+    return inner[0] if inner else os_error_in(e) or e
 
 
 @functools.cache

@@ -66,6 +66,13 @@ class CheckpointConfig(Section):
     """Most recent checkpoints kept."""
     keep_every: int | None = Field(default=None, ge=1)
     """Also keep every iteration divisible by this (LLM-jp kept every 1,000 steps)."""
+    keep_every_optimizer: bool = True
+    """Whether the iterations kept only for `keep_every` keep their optimizer state (12 of the 14 bytes per
+    parameter of a bf16 run); without it they still load for evaluation, export or cpt with fresh optimizer state."""
+    async_save: bool = False
+    """Write periodic saves in a background thread: the step loop waits only for a snapshot of the tensors, and
+    the save is committed at a later step. The final save and a stop signal's are always written before the
+    run goes on or ends."""
 
 
 class FaultConfig(Section):

@@ -17,6 +17,8 @@ from factory.manifest import RunManifest
 from factory.runtime.runtime import runtime_session
 from factory.train import checkpoint as ckpt
 from factory.train import setup
+from factory.train.checkpoint_save import PendingSave
+from factory.train.checkpointer import Checkpointer
 from factory.train.config import TrainConfig
 from factory.train.control import RunControl
 from factory.train.loop import TrainLoop, TrainParts
@@ -69,17 +71,17 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
             setup.check_resumed_data(stage, start, identity, boundary == state.data["batch"])
         state.data = identity
 
-        def save(current: TrainState) -> None:
+        def write(current: TrainState, background: bool) -> PendingSave:
             current.data["batch"] = last_batch_fingerprint(phases, current.iteration, current.consumed_samples, gbs)
             lr_now = scheduler.get_lr(optimizer.param_groups[0])
             trained_on = phase_at(phases, current.iteration - 1).name  # the phase of the last step, as in metrics
             meta = current.meta(stage, gbs * start.model.seq_length, lr_now, trained_on)
             meta.update(peak_lr=lr, min_lr=min_lr)
-            ckpt.save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,
-                      scheduler=scheduler, meta=meta, keep_last=train_config.checkpoint.keep_last,
-                      keep_every=train_config.checkpoint.keep_every)
+            return ckpt.begin_save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,
+                                   scheduler=scheduler, meta=meta, background=background)
 
-        parts = TrainParts(model, ddp, optimizer, scheduler, phases, valid_data, start.model, n_micro, save)
+        checkpointer = Checkpointer(train_config.checkpoint, write)
+        parts = TrainParts(model, ddp, optimizer, scheduler, phases, valid_data, start.model, n_micro, checkpointer)
         metrics = MetricsWriter(out_dir, runtime.is_main, train_config.tensorboard, train_config.wandb_project,
                                 cfg.run.name, cfg.to_dict())
         metrics.truncate_after(state.iteration)

@@ -10,11 +10,12 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from factory.model.config import ModelConfig
+from factory.train.checkpointer import Checkpointer
 from factory.train.config import TrainConfig
 from factory.train.control import RunControl
 from factory.train.data import micro_batches
@@ -43,8 +44,8 @@ class TrainParts:
     model_cfg: ModelConfig
     micro_batches: int
     """Micro-batches per rank per step."""
-    save: Callable[[TrainState], None]
-    """Writes a checkpoint of the current state."""
+    checkpointer: Checkpointer
+    """Saves the run's state (factory/train/checkpointer.py)."""
 
 
 class TrainLoop:
@@ -114,9 +115,11 @@ class TrainLoop:
         tokens_per_s: list[float] = []
         last: dict[str, Any] = {}
         bar = ProgressBar(self.runtime.is_main, config.train_iters, state.iteration)
+        checkpointer = self.parts.checkpointer
         try:
             while state.iteration < config.train_iters:
                 step = self.train_step(state)
+                checkpointer.poll()  # commits a background save every rank has written
                 self.control.beat()
                 window_iters += 1
                 bar.update(state.iteration)
@@ -135,15 +138,16 @@ class TrainLoop:
                     self.control.observe_throughput(tps)
                     window_start, window_iters = time.perf_counter(), 0
                 verdict = self.control.verdict()
-                interval = config.checkpoint.save_interval
-                if done or verdict.leave or (interval and state.iteration % interval == 0):
-                    save_start = time.perf_counter()
-                    with parameters_gathered(self.parts.ddp):
-                        self.parts.save(state)
-                    window_start += time.perf_counter() - save_start  # throughput excludes checkpoint writes
+                if done or verdict.leave or checkpointer.due(state.iteration):
+                    with parameters_gathered(self.parts.ddp):  # the updated weights, also under DP overlap
+                        waited = checkpointer.save(state, final=done or verdict.leave)
+                    window_start += waited  # throughput excludes what the step loop waits for a save
                     self.control.beat()
                 if not done and verdict.leave:
                     self.control.raise_for(verdict, stage, state.iteration, ckpt_root)
+        except BaseException:
+            checkpointer.abandon()
+            raise
         finally:
             bar.close()
         return summary(last, tokens_per_s, state, start_iter, self.tokens_per_iter)

@@ -21,6 +21,7 @@ from factory.model.config import ModelConfig
 from factory.model.execution import decide_for
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint as ckpt
+from factory.train.checkpoint_root import iteration_of
 from factory.train.config import TrainConfig
 from factory.train.data import identity_problems
 from factory.train.state import TrainState
@@ -40,10 +41,10 @@ class StartPoint:
 
 def start_point(stage: str, train_config: TrainConfig, model: ModelConfig | None, parallel: ParallelConfig,
                 ckpt_root: Path, default_source: Path) -> StartPoint:
-    """Resume from the newest intact iteration when `ckpt_root` holds a checkpoint (after `checkpoint.recover`);
-    else cpt continues `init_from`, pretrain starts fresh."""
+    """Resume from the newest intact iteration when `ckpt_root` holds a checkpoint (after `checkpoint.recover`;
+    sizes checked here, checksums as `restore` reads); else cpt continues `init_from`, pretrain starts fresh."""
     if ckpt_root.is_dir() and (any(ckpt_root.glob("iter_*")) or (ckpt_root / ckpt.TRACKER).exists()):
-        info = ckpt.read_info(ckpt.newest_intact(ckpt_root))
+        info = ckpt.read_info(ckpt.newest_intact(ckpt_root, checksums=False))
         if stage == "pretrain" and model is not None:
             check_same_model(model, info)
         point = StartPoint(info.model, info, resuming=True)
@@ -191,7 +192,7 @@ def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime,
     if start.source is None:
         return TrainState()
     if start.resuming:
-        info = ckpt.load(start.source.path, model, runtime, optimizer=optimizer, verify=False)
+        info = _load_newest_intact(start.source.path, model, optimizer, runtime)
         scheduler.load_state_dict(info.scheduler)
         log.info("%s: resuming at iteration %d (%d samples consumed)", stage, info.iteration, info.consumed_samples)
         return TrainState.resumed(info.iteration, info.consumed_samples, info.factory)
@@ -204,6 +205,17 @@ def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime,
         optimizer.reload_model_params()
     log.info("%s: starting from %s (%s optimizer state)", stage, source.path, "keeping" if keep_optimizer else "fresh")
     return TrainState.started_from(str(source.path), source.factory)
+
+
+def _load_newest_intact(path: Path, model, optimizer, runtime) -> ckpt.CheckpointInfo:
+    """Load the run's own checkpoint at `path`; one whose bytes turn out damaged while they are read gives way to
+    the next intact iteration below it (with a warning naming the file), as far as one is left."""
+    while True:
+        try:
+            return ckpt.load(path, model, runtime, optimizer=optimizer)
+        except ckpt.DamagedCheckpoint as e:
+            log.warning("checkpoint: %s; falling back to the previous iteration", e.lines()[0])
+            path = ckpt.newest_intact(path.parent, checksums=False, below=iteration_of(path))
 
 
 def check_resumed_data(stage: str, start: StartPoint, current: dict, boundary_matches: bool | None = None) -> None:

@@ -24,6 +24,7 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     process reads it, the run's processes share that work (`checkpoint.newest_intact`)."""
     from factory.train import checkpoint as ckpt
     from factory.train.checkpoint_root import iteration_of
+    from factory.model.build import parameter_counts
     from factory.train.flops import flops_per_token
 
     tc: TrainConfig = stage.section_of(cfg)
@@ -77,8 +78,10 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
         notes += [f"execution on {decision.capabilities.describe()}: {decision.describe_precision()}",
                   decision.describe_fusions(), decision.describe_overlap()]
         warnings += list(decision.warnings)
-        memory = plan_memory(model, cfg.parallel, training_shape(cfg, tc, stage.name, model))
+        shape = training_shape(cfg, tc, stage.name, model)
+        memory = plan_memory(model, cfg.parallel, shape)
         notes.append(memory.describe())
+        notes.append(budget.checkpoint_disk(tc, parameter_counts(model, cfg.parallel.tensor).total, shape.param_bytes))
         if memory.shape.on_gpu:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size, fp8=decision.fp8 is not None))
         if problems := over_limit(cfg, stage.name, memory):

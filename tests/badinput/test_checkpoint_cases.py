@@ -83,7 +83,7 @@ def _assert_same_end(run_dir: Path, straight: Path) -> None:
 # exercises the replacement of an existing iteration; its save of 5 is a first save of 5 and prunes 3
 # (keep_last=2). A 5 left in place without the tracker is saved again (replaced) by the rerun.
 KILLS = {
-    "files written": ("save", ".iter_0000004.partial", 3),
+    "files written": ("write_all", ".iter_0000004.partial", 3),
     "record written": ("record", ".iter_0000004.partial", 3),
     "old copy moved aside": ("replace", ".iter_0000004.old", 3),
     "new copy moved in": ("replace", "iter_0000004", 4),
@@ -96,8 +96,7 @@ KILLS = {
 KILLER = textwrap.dedent("""
     import os, shutil, signal, sys
     from pathlib import Path
-    from megatron.core import dist_checkpointing
-    from factory.train import integrity
+    from factory.train import checkpoint_writer, integrity
 
     call, target, config = sys.argv[1:]
 
@@ -111,10 +110,10 @@ KILLER = textwrap.dedent("""
             return result
         return wrapped
 
-    if call == "save":
-        dist_checkpointing.save = then_die(dist_checkpointing.save, lambda state, path, *a, **k: path)
+    if call == "write_all":  # a rank's files, each bucket a file of the folder
+        checkpoint_writer.write_all = then_die(checkpoint_writer.write_all, lambda _, buckets, q: Path(buckets[0][0]).parent)
     elif call == "record":
-        integrity.record = then_die(integrity.record, lambda folder: folder)
+        integrity.record = then_die(integrity.record, lambda folder, *a: folder)
     elif call == "replace":
         os.replace = then_die(os.replace, lambda src, dst, *a, **k: dst)
     else:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from factory.train import checkpoint as ckpt
+from factory.train import integrity
 from tests.train.conftest import losses, packed_data, train_config  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
@@ -123,11 +125,13 @@ def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 30
     return int(tracker.read_text())
 
 
-def test_usr1_to_the_process_group_after_a_periodic_checkpoint_saves_and_exits_0(packed_data, tmp_path):
+@pytest.mark.parametrize("async_save", [False, True], ids=["sync", "background"])
+def test_usr1_to_the_process_group_after_a_periodic_checkpoint_saves_and_exits_0(packed_data, tmp_path, async_save):
     """As torchrun and Slurm deliver it: to every process of the group; then SIGTERM every 0.1 s until the
-    process ends, so further signals land in the save and in the exit."""
-    config = _write(train_config(packed_data, tmp_path, train_iters=2000, checkpoint={"save_interval": 2}),
-                    tmp_path / "c.yaml")
+    process ends, so further signals land in the save and in the exit. With background saves the signal also
+    lands while a periodic save is being written: it is committed, then the signal's iteration is saved."""
+    checkpoint = {"save_interval": 2, "async_save": async_save}
+    config = _write(train_config(packed_data, tmp_path, train_iters=2000, checkpoint=checkpoint), tmp_path / "c.yaml")
     root = tmp_path / "pretrain/checkpoints"
     log = tmp_path / "usr1.log"
     with log.open("w") as out:
@@ -148,3 +152,4 @@ def test_usr1_to_the_process_group_after_a_periodic_checkpoint_saves_and_exits_0
     saved = int((root / "latest_checkpointed_iteration.txt").read_text())
     assert first < saved < 2000 and f"stopped by signal at iteration {saved}" in text, text[-3000:]
     assert not list(root.glob(".*.partial"))
+    assert integrity.problems(ckpt.iteration_dir(root, saved)) == []

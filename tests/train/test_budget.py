@@ -58,3 +58,24 @@ def test_dry_run_prints_the_warning_and_the_run_logs_it(packed_data, tmp_path, c
         run_stage(STAGES["pretrain"], cfg)
     assert [r.getMessage() for r in caplog.records if "Muennighoff" in r.getMessage()] == \
         [f"pretrain: {warnings[0].removeprefix('# warning: ')}"]
+
+
+def test_the_disk_plan_counts_kept_checkpoints_and_their_size(packed_data, tmp_path):
+    from factory.config import load_config
+    from factory.model.build import parameter_counts
+    from factory.train.budget import checkpoint_disk, kept_iterations
+
+    llm_jp = load_config("configs/llm-jp-3-172b.yaml").pretrain  # saves every 250, keeps 2 + every 1,000th
+    recent, every = kept_iterations(llm_jp)
+    assert recent == [292750, 292812] and every == list(range(1000, 292001, 1000))
+    line = checkpoint_disk(llm_jp, 172_400_850_000, 2)
+    assert "2.41 TB each" in line and "x 14 bytes" in line and "the last 2 + 292 for keep_every" in line
+    assert "= 709.60 TB (105.51 TB with checkpoint.keep_every_optimizer=false)" in line
+    # against a real save: fp32 weights + Adam moments, 12 bytes per parameter
+    cfg = train_config(packed_data, tmp_path, train_iters=2)
+    run_stage(STAGES["pretrain"], cfg)
+    folder = tmp_path / "pretrain" / "checkpoints" / "iter_0000002"
+    on_disk = sum(p.stat().st_size for p in folder.iterdir())
+    planned = float(checkpoint_disk(cfg.pretrain, parameter_counts(cfg.model).total, 4).split(" MB each")[0]
+                    .split("checkpoints: ")[1]) * 1e6
+    assert abs(planned - on_disk) / on_disk < 0.15, (planned, on_disk)

@@ -71,3 +71,25 @@ def test_streaming_writer_refuses_a_wrong_shape_and_leaves_no_checkpoint(tmp_pat
     with pytest.raises(CheckpointError, match="produced shape"):
         save_streaming(tmp_path / "out", cfg, runtime, lambda name: torch.zeros(2, 2))
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_streaming_writer_on_a_full_disk_is_one_line_naming_the_folder(tmp_path, runtime):
+    """`ulimit -f` (what a full disk or a quota does to a write): one OutputError, nothing left behind."""
+    import resource
+
+    from factory.errors import OutputError
+    from factory.train.checkpoint_stream import Layout, save_streaming
+
+    cfg = make_config(TINY_DENSE).model
+    shapes = {name: shape for name, (shape, _) in Layout(cfg, runtime).params.items()}
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, hard))  # Python ignores SIGXFSZ: the write fails
+    try:
+        with pytest.raises(OutputError) as raised:
+            save_streaming(tmp_path / "out", cfg, runtime, lambda name: torch.zeros(shapes[name]))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    line = str(raised.value)
+    partial = tmp_path / "out" / ".iter_0000000.partial"
+    assert "\n" not in line and line.startswith(f"checkpoint iteration 0: writing {partial}: File too large"), line
+    assert not any((tmp_path / "out").iterdir())

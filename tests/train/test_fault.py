@@ -67,17 +67,18 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(packed_data, t
     run_stage(STAGES["pretrain"], straight)
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(train_config(packed_data, tmp_path / "killed", train_iters=6).to_dict()))
-    # The real save of iteration 4 completes its files, then the process is killed before the rename.
+    # The real save of iteration 4 completes its files and integrity record, then the process is killed before
+    # the rename.
     script = tmp_path / "kill_in_save.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal, sys
-        from megatron.core import dist_checkpointing
-        real_save = dist_checkpointing.save
-        def save_then_die(state, path, *a, **k):
-            real_save(state, path, *a, **k)
-            if "iter_0000004" in str(path):
+        from factory.train import checkpoint_root
+        real_publish = checkpoint_root.publish
+        def die_before_publishing_4(root, iteration):
+            if iteration == 4:
                 os.kill(os.getpid(), signal.SIGKILL)
-        dist_checkpointing.save = save_then_die
+            real_publish(root, iteration)
+        checkpoint_root.publish = die_before_publishing_4
         from factory.stage import main
         if __name__ == "__main__":
             sys.exit(main(["pretrain", "--config", {str(config)!r}]))

@@ -94,3 +94,28 @@ def test_a_folder_without_a_record_is_used_with_a_warning_naming_it(tmp_path, ca
     assert integrity.problems(folder, checksums=False) == [] and caplog.text == ""  # plans stay quiet
     integrity.verify(folder)  # a load: the files are used, unverified, with a warning
     assert f"{folder} has no integrity.json" in caplog.text and "unverified" in caplog.text
+
+
+def test_a_load_checks_what_it_reads_once_and_resume_falls_back_past_a_corrupted_item(packed_data, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """The corruption keeps the file's size: only the digests of the items a load reads can find it."""
+    from factory.train import integrity_reader
+
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path / "straight", train_iters=6))
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path, train_iters=4))
+    newest = tmp_path / "pretrain" / "checkpoints" / "iter_0000004"
+    optimizer_file = next(newest.glob("optimizer.*.distcp"))
+    data = bytearray(optimizer_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    optimizer_file.write_bytes(bytes(data))
+    stored = sum(p.stat().st_size for p in newest.parent.glob("iter_0000002/*.distcp"))
+    whole_file_checks, loads = [], []
+    real_check, real_start = integrity._checksum_problem, integrity_reader.start_load
+    monkeypatch.setattr(integrity, "_checksum_problem", lambda path, entry: whole_file_checks.append(path.name)
+                        or real_check(path, entry))
+    monkeypatch.setattr(integrity_reader, "start_load", lambda: loads.append(real_start()) or loads[-1])
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path, train_iters=6))
+    assert any(f"{newest} is damaged: {optimizer_file}: checksum differs" in r.getMessage() for r in caplog.records)
+    assert losses(tmp_path) == losses(tmp_path / "straight")  # resumed at 2 and retrained 3..6 exactly
+    assert not any(name.endswith(".distcp") for name in whole_file_checks)  # tensor files: checked as read
+    assert 0.9 * stored < loads[-1].bytes_read <= stored  # the resume from 2 read each stored byte once
