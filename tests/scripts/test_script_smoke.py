@@ -28,7 +28,7 @@ from tests.train.conftest import packed_data  # noqa: F401 - a fixture
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-TESTED_ELSEWHERE = {"gpu_bundle.sh", "langmix_eval_set.py", "langmix_unseen.py", "render_slurm_templates.py",
+TESTED_ELSEWHERE = {"gpu_bundle.sh", "device_check.sh", "langmix_eval_set.py", "langmix_unseen.py", "render_slurm_templates.py",
                     "measure_training_memory.py", "compare_llama_cpp.py"}
 SMOKED = {"bench_attention_mfu.py", "bench_checkpoint.py", "bench_convert.py", "bench_data.py",
           "bench_granularity.py", "bench_langmix.py", "bench_model.py", "bench_model_type.py", "bench_pack.py",
