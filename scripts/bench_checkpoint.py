@@ -94,7 +94,7 @@ def save_figures(trainer: Trainer, root: Path, steps: int) -> dict:
 
     def save(iteration: int, background: bool):
         return ckpt.begin_save(root, iteration, trainer.model, trainer.cfg.model, trainer.rt,
-                               optimizer=trainer.optimizer, meta={}, background=background)
+                               optimizer=trainer.optimizer, background=background)
 
     quiet = [trainer.step() for _ in range(steps)]
     start = time.perf_counter()
@@ -166,7 +166,7 @@ def worker(args) -> None:
     else:
         from factory.train import checkpoint as ckpt
 
-        ckpt.save(root, 1, trainer.model, trainer.cfg.model, trainer.rt, optimizer=trainer.optimizer, meta={})
+        ckpt.save(root, 1, trainer.model, trainer.cfg.model, trainer.rt, optimizer=trainer.optimizer)
     result.update(load_figures(trainer, root))
     results = [None] * trainer.rt.world_size
     torch.distributed.all_gather_object(results, result)

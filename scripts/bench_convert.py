@@ -35,12 +35,13 @@ def make(args) -> None:
     from factory.model.config import ModelConfig
     from factory.runtime.config import ParallelConfig, RuntimeConfig
     from factory.runtime.runtime import runtime_session
+    from factory.train.checkpoint_meta import CheckpointMeta
     from factory.train.checkpoint_stream import Layout, save_streaming
 
     cfg = ModelConfig(**_model(args))
     with runtime_session(RuntimeConfig(device="cpu", precision="fp32"), ParallelConfig()) as rt:
         save_streaming(args.workdir / "ckpt", cfg, rt, RandomProducer(Layout(cfg, rt), seed=0),
-                       meta={"stage": "pretrain", "tokens_seen": 0, "lineage": []})
+                       meta=CheckpointMeta(stage="pretrain"))
     _write_tokenizer(args.workdir / "tokenizer", args.vocab)
 
 

@@ -74,13 +74,14 @@ class RandomProducer:
 def write_dense(root: Path, model: dict, seed: int) -> tuple[float, float]:
     """Write the random dense checkpoint; (seconds of write + fsync, of which making the tensors)."""
     from factory.model.config import ModelConfig
+    from factory.train.checkpoint_meta import CheckpointMeta
     from factory.train.checkpoint_stream import Layout, save_streaming
 
     cfg = ModelConfig(**model)
     with _session() as rt:
         produce = RandomProducer(Layout(cfg, rt), seed)
         t0 = time.perf_counter()
-        save_streaming(root, cfg, rt, produce, meta={"stage": "pretrain", "tokens_seen": 0, "lineage": []})
+        save_streaming(root, cfg, rt, produce, meta=CheckpointMeta(stage="pretrain"))
         _sync(root, drop=False)
         return time.perf_counter() - t0, produce.seconds
 

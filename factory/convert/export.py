@@ -88,7 +88,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
     tok = tokenizer_files.read(tokenizer_dir) if tokenizer_dir else None
     if tok:
         tokenizer_files.check_vocab(m.vocab_size, tok.size, f"checkpoint {info.path}")
-    lineage = {**info.factory, "iteration": info.iteration, "checkpoint": str(info.path)}
+    lineage = {**info.meta.to_dict(), "iteration": info.iteration, "checkpoint": str(info.path)}
     tokens = probe_tokens(probe, tok.size if tok else m.vocab_size, m.max_position_embeddings or m.seq_length)
     runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound; local-spec names
     with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_dir) as tmp:

@@ -26,6 +26,7 @@ from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.runtime.runtime import runtime_session
 from factory.strict_json import read_json_object
+from factory.train.checkpoint_meta import CheckpointMeta, HfOrigin
 from factory.train.checkpoint_stream import CheckpointReader, Layout, save_streaming
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older exports carry; recomputed from theta
@@ -96,8 +97,8 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
             return value
 
         with atomic_dir(out_root) as tmp:
-            save_streaming(tmp, m, rt, produce, meta={"source": "hf", "hf_dir": str(hf_dir),
-                                                      "hf_architecture": arch.hf_class})
+            meta = CheckpointMeta(stage="import", imported_from=HfOrigin(str(hf_dir), arch.hf_class))
+            save_streaming(tmp, m, rt, produce, meta=meta)
             logits = megatron_logits(CheckpointReader(tmp, rt), tokens, rt)
             diff = compare(hf_logits(hf_dir, tokens), logits, probe.tolerance, f"import {hf_dir} ({arch.name})")
     with atomic_dir(tokenizer_out) as tmp:

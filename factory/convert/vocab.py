@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.strict_json import read_json_object
+from factory.train.checkpoint_meta import VocabExtension
 from factory.writing_systems import JAPANESE
 
 VOCAB_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")
@@ -222,8 +223,7 @@ def extend(base_root: Path, base_tokenizer: Path, out_root: Path, out_tokenizer:
                 return tensor
             return resized(tensor, model.padded_vocab_size(), old_model.vocab_size, parts)
 
-        meta = {**reader.info.factory, "vocab_extension": {"added": len(added), "from": str(section.tokenizer_dir)}}
-        meta.pop("model", None)
+        meta = replace(reader.info.meta, vocab_extension=VocabExtension(len(added), str(section.tokenizer_dir)))
         save_streaming(root, model, rt, produce, meta=meta)
         tokens = probe_tokens(probe, result.base_size, old_model.max_position_embeddings or old_model.seq_length)
         old_logits = megatron_logits(reader, tokens, rt)[..., :result.base_size]

@@ -73,7 +73,7 @@ def score_checkpoints(cfg: CoreConfig, score: Callable[[Path], list[Any]]) -> li
     for point in sweep_points(cfg.eval.checkpoints):
         series = cfg.eval.checkpoints[point.series]
         info = read_info(point.folder)
-        tokens = info.factory.get("tokens_seen", info.consumed_samples * info.model.seq_length)
+        tokens = info.meta.lineage_tokens
         log.info("eval: scoring %s at iteration %d (%s tokens seen)", series.path, point.iteration, f"{tokens:,}")
         with hf_folder(cfg, point.folder) as folder:
             scores = score(folder)

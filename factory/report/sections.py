@@ -99,9 +99,10 @@ def training(arts: Artifacts, out: Path) -> list[str]:
     rows = []
     for s in curves:
         m = arts.metrics(s)
-        rows.append([s, m.get("steps", "-"), m.get("tokens_seen_total", "-"), m.get("final_loss", "-"),
+        lineage_tokens = m.get("lineage_tokens", m.get("tokens_seen_total", "-"))  # the latter: older manifests
+        rows.append([s, m.get("steps", "-"), lineage_tokens, m.get("final_loss", "-"),
                      m.get("final_valid_loss", "-"), m.get("final_lr", "-"), m.get("mean_tokens_per_s", "-")])
-    lines += _table(["stage", "steps", "tokens (total)", "final loss", "final valid loss", "final LR",
+    lines += _table(["stage", "steps", "lineage tokens", "final loss", "final valid loss", "final LR",
                      "tokens/s"], rows)
     moe = next((c for c in reversed(list(curves.values())) if any(r.get("moe_tokens_per_expert") for r in c)), None)
     if moe:

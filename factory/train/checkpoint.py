@@ -9,7 +9,8 @@ The sharded part holds `model` (GPTModel.sharded_state_dict(), so any TP/PP/EP c
 optionally `optimizer` (keyed like the model, so any layout can load it too: `checkpoint_optimizer`) and a
 per-rank `rng_state`. The common part holds Megatron-LM's `args`, `iteration` and `checkpoint_version`, the
 LR scheduler state, the optimizer format (`content_metadata`), and a `factory` dict: the model config, data
-position and lineage, which our own stages read back (`read_info`) without building a model.
+position and lineage (`checkpoint_meta.CheckpointMeta`), which our own stages read back (`read_info`) without
+building a model.
 
 An iteration folder is written under a temporary name and renamed when complete; the tracker file
 is rewritten after that, so a crash at any point leaves the previous checkpoint current. The folder steps
@@ -25,6 +26,7 @@ integrity record as they read it (`integrity_reader`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from factory.errors import CheckpointError
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint_optimizer, checkpoint_root, checkpoint_save, integrity, integrity_reader
+from factory.train.checkpoint_meta import CheckpointMeta, factory_state
 from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
 from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration,
                                            saved_iterations)
@@ -106,20 +109,13 @@ class CheckpointInfo:
     path: Path
     iteration: int
     model: ModelConfig
-    factory: dict[str, Any] = field(default_factory=dict)
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
+    """Its run, data position, tokens and lineage (the common state's `factory` dict, typed)."""
     scheduler: dict[str, Any] | None = None
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     """The layout it was saved at (Megatron-LM's `args`)."""
     content_metadata: dict[str, Any] | None = None
     """How its optimizer state is keyed (`checkpoint_optimizer.METADATA`); None before that format."""
-
-    @property
-    def consumed_samples(self) -> int:
-        return int(self.factory.get("consumed_samples", 0))
-
-    @property
-    def has_optimizer(self) -> bool:
-        return bool(self.factory.get("has_optimizer"))
 
 
 def read_info(path: Path) -> CheckpointInfo:
@@ -134,18 +130,23 @@ def read_info(path: Path) -> CheckpointInfo:
         common = dist_checkpointing.load_common_state_dict(str(ckpt))
     except Exception as e:  # noqa: BLE001 - any read failure is reported as one line
         raise CheckpointError(f"{ckpt}: cannot read common state ({type(e).__name__}: {_first_line(e)})") from e
-    meta = common.get("factory")
-    if not isinstance(meta, dict) or "model" not in meta:
+    raw = common.get("factory")
+    if not isinstance(raw, dict) or "model" not in raw:
         raise CheckpointError(f"{ckpt}: no factory metadata (model config) in common.pt; "
                               "was it written by this project?")
+    try:
+        meta = CheckpointMeta.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt}: unreadable factory metadata in common.pt ({type(e).__name__}: "
+                              f"{_first_line(e)})") from e
     if integrity.optimizer_removed(ckpt):  # kept for keep_every, its optimizer state dropped (checkpoint_strip)
-        meta = {**meta, "has_optimizer": False}
+        meta = dataclasses.replace(meta, has_optimizer=False)
     args = common.get("args")
     parallel = ParallelConfig(
         tensor=getattr(args, "tensor_model_parallel_size", 1), pipeline=getattr(args, "pipeline_model_parallel_size", 1),
         expert=getattr(args, "expert_model_parallel_size", 1), expert_tensor=getattr(args, "expert_tensor_parallel_size", None))
     return CheckpointInfo(path=ckpt, iteration=int(common.get("iteration", 0)),
-                          model=ModelConfig.model_validate(meta["model"]), factory=meta,
+                          model=ModelConfig.model_validate(raw["model"]), meta=meta,
                           scheduler=common.get("opt_param_scheduler"), parallel=parallel,
                           content_metadata=common.get("content_metadata"))
 
@@ -189,7 +190,7 @@ def _restore_rng(state: dict, rt) -> None:
 
 
 def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None,
-         scheduler=None, meta: dict[str, Any] | None = None, keep_last: int | None = None,
+         scheduler=None, meta: CheckpointMeta | None = None, keep_last: int | None = None,
          keep_every: int | None = None, keep_every_optimizer: bool = True) -> Path:
     """Write `root/iter_<iteration>` on all ranks, publish it (the tracker moves last) and apply retention;
     returns the folder. A write the file system refuses (disk full, file size limit) is one OutputError naming
@@ -199,7 +200,7 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optim
 
 
 def begin_save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None, scheduler=None,
-               meta: dict[str, Any] | None = None, background: bool = False) -> checkpoint_save.PendingSave:
+               meta: CheckpointMeta | None = None, background: bool = False) -> checkpoint_save.PendingSave:
     """Write this rank's files of `root/iter_<iteration>` (in a background thread when `background`); the
     returned save is committed with `commit` once every rank has written (checkpoint_save)."""
     model_sd = model.sharded_state_dict()
@@ -211,8 +212,7 @@ def begin_save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *,
     state["checkpoint_version"] = CHECKPOINT_VERSION
     if scheduler is not None:
         state["opt_param_scheduler"] = scheduler.state_dict()
-    state["factory"] = {**(meta or {}), "model": model_cfg.model_dump(mode="json"),
-                        "has_optimizer": optimizer is not None, "world_size": rt.world_size}
+    state["factory"] = factory_state(meta, model_cfg, has_optimizer=optimizer is not None, world_size=rt.world_size)
     return checkpoint_save.start(Path(root), iteration, state, rt, background)
 
 
@@ -231,7 +231,7 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> 
 
     info = read_info(path)
     integrity.verify(info.path, whole_files_only=True)  # the small files; tensor files are checked as read
-    if optimizer is not None and not info.has_optimizer:
+    if optimizer is not None and not info.meta.has_optimizer:
         raise CheckpointError(f"{info.path}: has no optimizer state to resume from")
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd}
@@ -241,13 +241,13 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> 
         metadata = info.content_metadata or checkpoint_optimizer.LEGACY_METADATA
         state[checkpoint_optimizer.TENSORS], optimizer_rest = checkpoint_optimizer.load_request(
             optimizer, model_sd, metadata)
-    same_world = info.factory.get("world_size") == rt.world_size
+    same_world = info.meta.world_size == rt.world_size
     if restore_rng and same_world:
         state["rng_state"] = _rng_object(rt)
     elif restore_rng:
         log.warning("checkpoint: %s was saved by %s ranks and loads on %d: per-rank RNG state not restored "
                     "(dropout and other random draws differ from an uninterrupted run)",
-                    info.path, info.factory.get("world_size"), rt.world_size)
+                    info.path, info.meta.world_size, rt.world_size)
     fit_to_checkpoint(state, info.path)  # older MoE keys, TE extra state a CPU-written checkpoint lacks
     reads = integrity_reader.start_load()
     try:

@@ -102,7 +102,7 @@ def splits_experts(parallel: ParallelConfig) -> bool:
 def layout_refusal(info, parallel: ParallelConfig) -> str | None:
     """Why a checkpoint's optimizer state cannot load at `parallel` (one line with the way out), else None.
     Only checkpoints of the older format, saved with the experts' optimizer split otherwise, are refused."""
-    if info.content_metadata is not None or info.model.moe is None or not info.has_optimizer:
+    if info.content_metadata is not None or info.model.moe is None or not info.meta.has_optimizer:
         return None
     saved = info.parallel
     if splits_experts(saved) == splits_experts(parallel):

@@ -37,6 +37,7 @@ from factory.progress import ByteProgress
 from factory.train.checkpoint_keys import older_keys
 from factory.train import checkpoint as ckpt
 from factory.train import checkpoint_root, integrity
+from factory.train.checkpoint_meta import CheckpointMeta, factory_state
 from factory.train.checkpoint_writer import os_error_in
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class _SliceLoadPlanner(DefaultLoadPlanner):
 
 
 def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, iteration: int = 0,
-                   meta: dict[str, Any] | None = None) -> tuple[Path, int]:
+                   meta: CheckpointMeta | None = None) -> tuple[Path, int]:
     """Write `root/iter_<iteration>` (model only: no optimizer, no RNG) and move the tracker.
 
     Returns the folder and the bytes of tensor data written."""
@@ -219,8 +220,7 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     layout = Layout(model_cfg, rt)
     state: dict[str, Any] = {"model": layout.sharded, "args": ckpt.megatron_args(model_cfg, rt, iteration),
                              "iteration": iteration, "checkpoint_version": ckpt.CHECKPOINT_VERSION,
-                             "factory": {**(meta or {}), "model": model_cfg.model_dump(mode="json"),
-                                         "has_optimizer": False}}
+                             "factory": factory_state(meta, model_cfg, has_optimizer=False, world_size=None)}
     sharded, common = save_preprocess(state, True)
     sharded["common_state"] = ShardedObject("common_state", common, (1,), (0,), replica_id=0)
     sharded, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)

@@ -54,8 +54,9 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
 
         keep_optimizer = start.source is not None and not start.resuming and not train_config.reset_optimizer
         # Megatron matches saved optimizer param groups by their LR settings: build with the source's.
-        built_lr = (start.source.factory.get("peak_lr", lr), start.source.factory.get("min_lr", min_lr)) \
-            if keep_optimizer else (lr, min_lr)
+        built_lr = (lr, min_lr)
+        if keep_optimizer and start.source.meta.peak_lr is not None:
+            built_lr = (start.source.meta.peak_lr, start.source.meta.min_lr)
         model, ddp, optimizer = setup.build_model(start.model, runtime, train_config, *built_lr)
         scheduler = setup.build_scheduler(optimizer, train_config, lr, min_lr)
         state = setup.restore(stage, start, model, optimizer, scheduler, runtime,
@@ -75,8 +76,8 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
             current.data["batch"] = last_batch_fingerprint(phases, current.iteration, current.consumed_samples, gbs)
             lr_now = scheduler.get_lr(optimizer.param_groups[0])
             trained_on = phase_at(phases, current.iteration - 1).name  # the phase of the last step, as in metrics
-            meta = current.meta(stage, gbs * start.model.seq_length, lr_now, trained_on)
-            meta.update(peak_lr=lr, min_lr=min_lr)
+            meta = current.meta(stage, gbs * start.model.seq_length, final_lr=lr_now, peak_lr=lr, min_lr=min_lr,
+                                phase=trained_on)
             return ckpt.begin_save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,
                                    scheduler=scheduler, meta=meta, background=background)
 

@@ -161,7 +161,7 @@ class TrainLoop:
                   "loss": step["loss"],
                   "lr": self.parts.scheduler.get_lr(optimizer.param_groups[0]), "grad_norm": step["grad_norm"],
                   "tokens_per_s": tokens_per_s, "tflops": flops / 1e12, "mfu": flops / peak if peak else None,
-                  "tokens": state.tokens_seen(self.tokens_per_iter)}
+                  "tokens": state.lineage_tokens(self.tokens_per_iter)}
         if "z_loss" in step:
             record["z_loss"] = step["z_loss"]
         load = self.expert_load.take()
@@ -197,11 +197,11 @@ def reduce_losses(losses: list[dict], device: torch.device) -> dict[str, float]:
 
 def summary(last: dict, tokens_per_s: list[float], state: TrainState, start_iter: int,
             tokens_per_iter: int) -> dict[str, Any]:
-    """The manifest metrics of a run."""
+    """The manifest metrics of a run (tokens named as in checkpoint metadata: run_tokens, lineage_tokens)."""
     steady = tokens_per_s[1:] or tokens_per_s  # the first window includes warm-up
     out = {"final_loss": last.get("loss"), "final_valid_loss": last.get("valid_loss"),
            "steps": state.iteration, "steps_this_run": state.iteration - start_iter,
-           "tokens_seen": state.iteration * tokens_per_iter, "tokens_seen_total": state.tokens_seen(tokens_per_iter),
+           "run_tokens": state.run_tokens(tokens_per_iter), "lineage_tokens": state.lineage_tokens(tokens_per_iter),
            "mean_tokens_per_s": sum(steady) / len(steady) if steady else None, "final_lr": last.get("lr")}
     if last.get("mfu") is not None:
         out["mfu"] = last["mfu"]

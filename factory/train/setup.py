@@ -72,7 +72,9 @@ def learning_rates(stage: str, train_config: TrainConfig, start: StartPoint) -> 
     """(peak, min) LR: a resume keeps its run's range; a new run takes the config's, or inherits the
     starting checkpoint's last LR as its peak (cpt after upcycling)."""
     if start.resuming:
-        peak, low = start.source.factory["peak_lr"], start.source.factory["min_lr"]
+        peak, low = start.source.meta.peak_lr, start.source.meta.min_lr
+        if peak is None or low is None:
+            raise CheckpointError(f"{start.source.path}: records no peak and minimum LR to resume with")
         for key, asked, kept in (("lr", train_config.optimizer.lr, peak), ("min_lr", train_config.optimizer.min_lr, low)):
             if asked is not None and asked != kept:
                 log.warning("%s.optimizer.%s=%g differs from the resumed run's %g; the run keeps %g (a new "
@@ -80,7 +82,7 @@ def learning_rates(stage: str, train_config: TrainConfig, start: StartPoint) -> 
         return peak, low
     lr = train_config.optimizer.lr
     if lr is None:
-        lr = start.source.factory.get("final_lr") if start.source is not None else None
+        lr = start.source.meta.final_lr if start.source is not None else None
         if not lr:
             raise ConfigError(f"{stage}.optimizer.lr: not set, and the starting checkpoint "
                               "records no final learning rate to inherit")
@@ -194,8 +196,9 @@ def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime,
     if start.resuming:
         info = _load_newest_intact(start.source.path, model, optimizer, runtime)
         scheduler.load_state_dict(info.scheduler)
-        log.info("%s: resuming at iteration %d (%d samples consumed)", stage, info.iteration, info.consumed_samples)
-        return TrainState.resumed(info.iteration, info.consumed_samples, info.factory)
+        log.info("%s: resuming at iteration %d (%d samples consumed)", stage, info.iteration,
+                 info.meta.consumed_samples)
+        return TrainState.resumed(info.iteration, info.meta)
     source = start.source
     ckpt.load(source.path, model, runtime, optimizer=optimizer if keep_optimizer else None, restore_rng=False)
     if keep_optimizer:
@@ -204,7 +207,7 @@ def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime,
     else:
         optimizer.reload_model_params()
     log.info("%s: starting from %s (%s optimizer state)", stage, source.path, "keeping" if keep_optimizer else "fresh")
-    return TrainState.started_from(str(source.path), source.factory)
+    return TrainState.started_from(source.meta, str(source.path), source.iteration)
 
 
 def _load_newest_intact(path: Path, model, optimizer, runtime) -> ckpt.CheckpointInfo:
@@ -223,7 +226,7 @@ def check_resumed_data(stage: str, start: StartPoint, current: dict, boundary_ma
     length; or a train_iters whose dataset no longer ends the consumed samples with the same batch)."""
     if not start.resuming:
         return
-    saved = start.source.factory.get("data")
+    saved = start.source.meta.data
     if not saved:
         log.warning("%s: %s records no data identity (an older checkpoint); resuming without checking it",
                     stage, start.source.path)
@@ -231,7 +234,7 @@ def check_resumed_data(stage: str, start: StartPoint, current: dict, boundary_ma
     problems = identity_problems(saved, current, True if boundary_matches is None else boundary_matches)
     if problems:
         raise ConfigError([f"{stage}: resuming {start.source.path} (consumed_samples "
-                           f"{start.source.consumed_samples}) would read other samples than the run it continues:"]
+                           f"{start.source.meta.consumed_samples}) would read other samples than the run it continues:"]
                           + [f"  {p}" for p in problems]
                           + [f"  restore the config, or continue these weights on the new data with cpt "
                              f"(cpt.init_from={start.source.path})"])

@@ -27,6 +27,7 @@ from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
+from factory.train.checkpoint_meta import CheckpointMeta, UpcycleRecord
 from factory.upcycle.config import UpcycleConfig
 from factory.upcycle.target import check_fits, expert_plan, moe_model
 
@@ -50,7 +51,7 @@ def source_path(cfg: CoreConfig) -> Path:
             raise ConfigError(f"upcycle.source_iteration={uc.source_iteration}: not saved in {root} "
                               f"(latest saved: {listed})")
         return ckpt.iteration_dir(root, uc.source_iteration)
-    seen = [(int(ckpt.read_info(ckpt.iteration_dir(root, it)).factory.get("tokens_seen", 0)), it) for it in present]
+    seen = [(ckpt.read_info(ckpt.iteration_dir(root, it)).meta.lineage_tokens, it) for it in present]
     within = [(tokens, it) for tokens, it in seen if tokens <= uc.source_tokens]
     if not within:
         raise ConfigError(f"upcycle.source_tokens={uc.source_tokens:g}: no checkpoint in {root} has seen that few "
@@ -77,7 +78,7 @@ def plan(cfg: CoreConfig) -> UpcyclePlan:
         raise ConfigError(f"upcycle.output_dir={out}: holds a checkpoint at iteration {existing}, "
                           "not an upcycle output; choose another folder")
     return UpcyclePlan(output_dir=out, reads=[info.path], writes=[ckpt.iteration_dir(out, 0)], source=info.path, notes=[
-        f"source: iteration {info.iteration} ({int(info.factory.get('tokens_seen', 0)):,} tokens seen) of {info.path.parent}",
+        f"source: iteration {info.iteration} ({info.meta.lineage_tokens:,} tokens seen) of {info.path.parent}",
         f"mode {uc.mode}, granularity {uc.granularity}, expert scale {expert_plan(info.model, uc).alpha:g}, "
         f"{'exact: refuses above' if uc.exact else 'reported, not refused:'} tolerance {uc.tolerance:g}",
         f"dense parameters: {parameter_counts(info.model).describe()}",
@@ -117,21 +118,16 @@ def run(cfg: CoreConfig, plan: UpcyclePlan, manifest: RunManifest) -> None:
     manifest.add_output(plan.output_dir, role="moe_checkpoint")
 
 
-def lineage_meta(info, uc: UpcycleConfig) -> dict:
-    """The MoE checkpoint's `factory` metadata (from the dense CheckpointInfo): a fresh run that inherits tokens
-    seen and the final LR."""
-    src = info.factory
-    tokens = int(src.get("tokens_seen", 0))
-    upcycle = {"mode": uc.mode, "granularity": uc.granularity, "router_init": uc.router_init,
-               "drop_fraction": uc.drop_fraction if uc.mode == "drop" else 0.0, "noise_std": uc.noise_std,
-               "source": str(info.path), "source_iteration": info.iteration}
-    meta = {"stage": "upcycle", "consumed_samples": 0, "tokens_seen": tokens, "upcycle": upcycle,
-            "lineage": list(src.get("lineage", [])) + [
-                {"stage": src.get("stage", "?"), "checkpoint": str(info.path), "iteration": info.iteration,
-                 "tokens_seen": tokens}]}
-    if src.get("final_lr"):
-        meta["final_lr"] = src["final_lr"]
-    return meta
+def lineage_meta(info, uc: UpcycleConfig) -> CheckpointMeta:
+    """The MoE checkpoint's metadata (from the dense CheckpointInfo): a run of no tokens that inherits the dense
+    lineage's tokens and its final LR."""
+    upcycle = UpcycleRecord(mode=uc.mode, granularity=uc.granularity, router_init=uc.router_init,
+                            drop_fraction=uc.drop_fraction if uc.mode == "drop" else 0.0, noise_std=uc.noise_std,
+                            source=str(info.path), source_iteration=info.iteration)
+    source = info.meta
+    return CheckpointMeta(stage="upcycle", lineage_tokens=source.lineage_tokens, run_tokens=0,
+                          final_lr=source.final_lr or None, upcycle=upcycle,
+                          lineage=source.lineage_from_here(str(info.path), info.iteration))
 
 
 STAGE: Stage[UpcycleConfig, UpcyclePlan] = Stage(

@@ -67,7 +67,7 @@ def save_megatron(root: Path, base: dict, **model_overrides) -> Path:
             for name, p in model.named_parameters():
                 if "layernorm" in name:
                     p.add_(torch.randn_like(p) * 0.1)
-        save(root, 1, model, cfg.model, rt, meta={"source": "test"})
+        save(root, 1, model, cfg.model, rt)
     return root
 
 

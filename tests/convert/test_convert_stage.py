@@ -36,7 +36,8 @@ def test_import_then_export_stages_write_manifests(tmp_path):
     assert written["metrics"]["architecture"] == "mixtral"
     assert written["metrics"]["max_abs_logit_diff"] <= 1e-4
     card = (run / "export" / "hf" / "README.md").read_text()
-    assert "| import |" in card and "MixtralForCausalLM" in card and '"source": "hf"' in card
+    assert "| import |" in card and "MixtralForCausalLM" in card and '"stage": "import"' in card
+    assert f'"hf_dir": "{src}"' in card  # the checkpoint's metadata: what it was imported from
 
 
 def test_refused_verification_leaves_nothing(tmp_path, monkeypatch):

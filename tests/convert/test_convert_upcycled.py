@@ -33,7 +33,7 @@ def _upcycle_by_copy(dense_root, moe_root) -> None:
             dense_key = re.sub(r"mlp\.experts\.local_experts\.\d+\.", "mlp.", key)
             with torch.no_grad():
                 tensor.copy_(torch.zeros_like(tensor) if key.endswith("router.weight") else source[dense_key])
-        save(moe_root, 0, moe, cfg.model, rt, meta={"source": "test-upcycle"})
+        save(moe_root, 0, moe, cfg.model, rt)
 
 
 def test_moe_at_step_0_exports_to_the_dense_logits(tmp_path, tokenizer_dir):

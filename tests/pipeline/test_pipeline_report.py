@@ -25,10 +25,10 @@ def test_report_reads_every_figure_from_the_artifacts(tmp_path):
     cfg = load_config("configs/demo-cpu.yaml", [f"run.dir={run}"])
     manifest(run, "data", {"in": 100, "kept": 61, "rejected": 39, "rejected.length": 30, "rejected.langmix": 9,
                            "rejected.near_dup": 0})
-    manifest(run, "pretrain", {"steps": 4, "final_loss": 6.125, "tokens_seen_total": 4096})
+    manifest(run, "pretrain", {"steps": 4, "final_loss": 6.125, "lineage_tokens": 4096})
     metrics_log(run / "pretrain" / "metrics.jsonl", [
         {"iteration": i, "loss": 9.0 - i, "lr": 1e-3, "tokens": 1024 * i} for i in range(1, 5)])
-    manifest(run, "cpt", {"steps": 2, "final_loss": 4.5})
+    manifest(run, "cpt", {"steps": 2, "final_loss": 4.5, "tokens_seen_total": 6144})  # a manifest of before run_tokens
     metrics_log(run / "cpt" / "metrics.jsonl", [
         {"iteration": i, "loss": 5.0 - i / 4, "lr": 5e-4, "tokens": 4096 + 1024 * i, "valid_loss": 5.5,
          "moe_tokens_per_expert": {"layer0": [10, 20, 30, 40], "layer1": [25, 25, 25, 25]}} for i in (1, 2)])
@@ -45,7 +45,7 @@ def test_report_reads_every_figure_from_the_artifacts(tmp_path):
         assert (out / f"{png}.png").stat().st_size > 1000, png
         assert f"({png}.png)" in text
     assert "| rejected.length | 30 | 30.0% |" in text and "rejected.near_dup" not in text
-    assert "| pretrain | 4 | 4,096 | 6.125 |" in text
+    assert "| pretrain | 4 | 4,096 | 6.125 |" in text and "| cpt | 2 | 6,144 | 4.5 |" in text
     assert "| upcycle | 2.5e-06 | 1e-07 | 1e-05 | copy |" in text
     assert "| export | 3.75e-06 | - | 0.0001 | mixtral |" in text
     assert "| sft | 2 | 8.5 | 7.25 | - |" in text

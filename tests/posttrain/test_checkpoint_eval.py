@@ -17,6 +17,7 @@ def save_iterations(root, base: dict, iterations: dict[int, int]) -> None:
     from factory.model.build import build_gpt_model
     from factory.runtime.runtime import runtime_session
     from factory.train.checkpoint import save
+    from factory.train.checkpoint_meta import CheckpointMeta
     from tests.conftest import make_config
 
     cfg = make_config(base)
@@ -26,7 +27,7 @@ def save_iterations(root, base: dict, iterations: dict[int, int]) -> None:
             with torch.no_grad():
                 for p in model.parameters():
                     p.add_(torch.randn_like(p) * 0.01)
-            save(root, iteration, model, cfg.model, rt, meta={"tokens_seen": tokens})
+            save(root, iteration, model, cfg.model, rt, meta=CheckpointMeta(lineage_tokens=tokens, run_tokens=tokens))
 
 
 def test_missing_folders_and_iterations_are_listed_together(tmp_path):

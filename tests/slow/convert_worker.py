@@ -27,7 +27,7 @@ def main(mode: str, out_dir: Path) -> None:
     rt = init_runtime(cfg.runtime, cfg.parallel)
     model = build_gpt_model(cfg.model, rt)
     if mode == "pp":
-        save(out_dir / "ckpt", 1, model, cfg.model, rt, meta={"source": "test-pp"})
+        save(out_dir / "ckpt", 1, model, cfg.model, rt)
         offset = rt.rank * cfg.model.num_layers // 2
         renamed = {re.sub(r"^decoder\.layers\.(\d+)\.", lambda m: f"decoder.layers.{int(m[1]) + offset}.", k): v
                    for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) and "_extra" not in k}
@@ -38,7 +38,7 @@ def main(mode: str, out_dir: Path) -> None:
     with torch.no_grad():
         logits = model.eval()(tokens, torch.arange(16).expand(2, 16), None)
     logits = tensor_parallel.gather_from_tensor_model_parallel_region(logits)[..., : cfg.model.vocab_size]
-    save(out_dir / "ckpt", 1, model, cfg.model, rt, meta={"source": f"test-{mode}"})
+    save(out_dir / "ckpt", 1, model, cfg.model, rt)
     if rt.rank == 0:
         torch.save({"tokens": tokens, "logits": logits,
                     "local_params": sum(p.numel() for p in model.parameters())}, out_dir / "reference.pt")

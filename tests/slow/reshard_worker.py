@@ -78,8 +78,8 @@ def main(kind: str, out: Path) -> None:
         run, state = Run(base, layout), TrainState()
         run.steps(state, 2)
         ckpt.save(out / source, state.iteration, run.model, run.cfg.model, run.rt, optimizer=run.optimizer,
-                  scheduler=run.scheduler, meta={**state.meta("pretrain", 0, 0.0, "synthetic"), "peak_lr": 1e-2,
-                                                  "min_lr": 1e-3})
+                  scheduler=run.scheduler, meta=state.meta("pretrain", 0, final_lr=0.0, peak_lr=1e-2, min_lr=1e-3,
+                                                           phase="synthetic"))
         result["reference"][source] = run.steps(state, 2)
         result[source] = {}
         for target, target_layout in LAYOUTS[kind].items():
@@ -91,7 +91,7 @@ def main(kind: str, out: Path) -> None:
                 state = setup.restore("pretrain", start, run.model, run.optimizer, run.scheduler, run.rt,
                                       keep_optimizer=False, lr=1e-2, min_lr=1e-3)
                 if not resuming:  # the same data and learning rate: only the optimizer state differs
-                    state.iteration, state.consumed_samples = info.iteration, info.consumed_samples
+                    state.iteration, state.consumed_samples = info.iteration, info.meta.consumed_samples
                     run.scheduler.load_state_dict(info.scheduler)
                 outcome["resume" if resuming else "fresh"] = run.steps(state, 2)
             result[source][target] = outcome

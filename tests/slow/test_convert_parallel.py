@@ -33,7 +33,7 @@ def test_export_of_parallel_checkpoint_matches_its_logits(tmp_path, mode, arch):
 
     ref = _save_parallel(mode, tmp_path)
     info = read_info(tmp_path / "ckpt")
-    assert info.factory["world_size"] == 2
+    assert info.meta.world_size == 2
     assert ref["local_params"] < parameter_counts(info.model).total  # saved sharded
     result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime=RuntimeConfig(device="cpu"),
                                tokenizer_dir=write_tokenizer(tmp_path / "tok"))

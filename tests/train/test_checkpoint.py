@@ -11,6 +11,7 @@ from factory.registry import STAGES
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint as ckpt
 from factory.train import checkpoint_optimizer
+from factory.train.checkpoint_meta import CheckpointMeta
 from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 from tests.train.conftest import train_config
 
@@ -39,7 +40,7 @@ def test_keys_missing_from_a_checkpoint_are_one_checkpoint_error(tmp_path, runti
 
 def _info(tmp_path, content_metadata, expert: int) -> ckpt.CheckpointInfo:
     return ckpt.CheckpointInfo(path=tmp_path, iteration=2, model=make_config(TINY_MOE).model,
-                               factory={"has_optimizer": True}, parallel=ParallelConfig(expert=expert),
+                               meta=CheckpointMeta(has_optimizer=True), parallel=ParallelConfig(expert=expert),
                                content_metadata=content_metadata)
 
 

@@ -33,6 +33,7 @@ def _save_in_the_older_layout(root, runtime) -> dict[str, torch.Tensor]:
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     from factory.train import checkpoint as ckpt
+    from factory.train.checkpoint_meta import CheckpointMeta
 
     model_cfg, model, ddp, optimizer = _training_parts(runtime)
     older = specs.get_gpt_layer_local_spec(num_experts=8, normalization="RMSNorm").submodules
@@ -45,7 +46,7 @@ def _save_in_the_older_layout(root, runtime) -> dict[str, torch.Tensor]:
         norms[f"decoder.layers.{i}.pre_mlp_layernorm.weight"] = layer.pre_mlp_layernorm.weight.detach().clone()
     optimizer.reload_model_params()
     _train_step(runtime, model, ddp, optimizer)  # Adam state to save
-    ckpt.save(root, 5, model, model_cfg, runtime, optimizer=optimizer, meta={"stage": "cpt"})
+    ckpt.save(root, 5, model, model_cfg, runtime, optimizer=optimizer, meta=CheckpointMeta(stage="cpt"))
     return {name: model.state_dict()[name].clone() for name in norms}
 
 

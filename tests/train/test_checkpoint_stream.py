@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from factory.errors import CheckpointError
+from factory.train.checkpoint_meta import CheckpointMeta
 from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 
 
@@ -19,7 +20,7 @@ def _saved_model(root, base, runtime, **model):
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen))
-    ckpt.save(root, 3, net, cfg, runtime, meta={"stage": "pretrain"})
+    ckpt.save(root, 3, net, cfg, runtime, meta=CheckpointMeta(stage="pretrain"))
     return cfg, {k: v for k, v in net.state_dict().items() if isinstance(v, torch.Tensor) and "_extra" not in k}
 
 
@@ -39,12 +40,12 @@ def test_reader_and_streaming_writer_round_trip_bit_identically(tmp_path, runtim
         produced.append(name)
         return reader.read([name])[name]
 
-    final, written = save_streaming(tmp_path / "out", cfg, runtime, produce, meta={"stage": "upcycle"})
+    final, written = save_streaming(tmp_path / "out", cfg, runtime, produce, meta=CheckpointMeta(stage="upcycle"))
     assert sorted(produced) == sorted(weights)  # each parameter made exactly once
     assert written == sum(t.numel() * t.element_size() for t in weights.values())
     loaded = build_gpt_model(cfg, runtime)
     info = ckpt.load(tmp_path / "out", loaded, runtime)  # a normal checkpoint, RNG state not expected
-    assert info.iteration == 0 and info.factory["stage"] == "upcycle" and not info.has_optimizer
+    assert info.iteration == 0 and info.meta.stage == "upcycle" and not info.meta.has_optimizer
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in weights.items())
 
 

@@ -21,7 +21,7 @@ def test_kept_iterations_drop_their_optimizer_state_and_still_load(packed_data, 
     assert ckpt.saved_iterations(root) == [2, 4, 5, 6] and not list(root.glob(".*"))
     for it, full in ((2, False), (4, False), (5, True), (6, True)):
         folder = ckpt.iteration_dir(root, it)
-        assert has_optimizer_files(folder) == full and ckpt.read_info(folder).has_optimizer == full
+        assert has_optimizer_files(folder) == full and ckpt.read_info(folder).meta.has_optimizer == full
         assert integrity.problems(folder) == [] and iteration_line(folder)[0]
     kept = ckpt.iteration_dir(root, 4)
     continued = train_config(packed_data, tmp_path / "cpt", stage="cpt", train_iters=2, init_from=str(kept))

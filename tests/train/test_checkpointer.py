@@ -29,7 +29,8 @@ def test_background_saves_train_and_save_what_synchronous_saves_do(packed_data, 
     for it in (3, 4, 5):
         folder = ckpt.iteration_dir(root, it)
         assert integrity.problems(folder) == []
-        assert ckpt.read_info(folder).consumed_samples == ckpt.read_info(ckpt.iteration_dir(sync_root, it)).consumed_samples
+        assert ckpt.read_info(folder).meta.consumed_samples == \
+            ckpt.read_info(ckpt.iteration_dir(sync_root, it)).meta.consumed_samples
     messages = [r.getMessage() for r in caplog.records]
     assert any("iteration 1:" in m and "(written in the background)" in m for m in messages)
     assert any(m.startswith("checkpoint: iteration 1 committed") for m in messages)

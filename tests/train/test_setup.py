@@ -13,6 +13,7 @@ import torch
 from factory.errors import ConfigError
 from factory.model.config import ModelConfig
 from factory.train.checkpoint import CheckpointInfo
+from factory.train.checkpoint_meta import CheckpointMeta
 from factory.train.config import TrainConfig
 from factory.train.setup import StartPoint, learning_rates, micro_batches_per_rank
 from tests.conftest import TINY_DENSE, TINY_MOE, make_config
@@ -26,7 +27,7 @@ def _config(**optimizer) -> TrainConfig:
 
 
 def _start(resuming: bool, **meta) -> StartPoint:
-    return StartPoint(MODEL, CheckpointInfo(Path("/c/iter_0000004"), 4, MODEL, meta), resuming)
+    return StartPoint(MODEL, CheckpointInfo(Path("/c/iter_0000004"), 4, MODEL, CheckpointMeta(**meta)), resuming)
 
 
 def test_learning_rates_from_config_inherited_or_kept_on_resume():

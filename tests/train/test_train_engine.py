@@ -10,7 +10,9 @@ from factory.errors import CheckpointError, ConfigError
 from factory.runner import run_stage
 from factory.registry import STAGES
 from factory.train import checkpoint as ckpt
-from tests.train.conftest import losses, train_config
+from factory.train.checkpoint_meta import LineageStep
+from tests.train.conftest import VOCAB, losses, train_config
+from tests.upcycle.conftest import upcycle_config
 
 
 def _run(cfg, stage="pretrain"):
@@ -29,8 +31,9 @@ def test_pretrain_learns_and_writes_megatron_layout(packed_data, tmp_path):
     assert sorted(p.name for p in root.iterdir() if p.name.startswith("iter_")) == \
         ["iter_0000004", "iter_0000006", "iter_0000008"]
     info = ckpt.read_info(root)
-    assert info.iteration == 8 and info.consumed_samples == 32 and info.has_optimizer
-    assert info.factory["tokens_seen"] == metrics["tokens_seen"] == 8 * 4 * 32
+    assert info.iteration == 8 and info.meta.consumed_samples == 32 and info.meta.has_optimizer
+    assert info.meta.run_tokens == info.meta.lineage_tokens == metrics["run_tokens"] == metrics["lineage_tokens"] \
+        == 8 * 4 * 32
     assert metrics["final_loss"] == curve[-1] and metrics["final_valid_loss"] > 0
     assert list((tmp_path / "pretrain" / "tensorboard").iterdir())
 
@@ -49,10 +52,29 @@ def test_cpt_inherits_lr_and_lineage_and_can_keep_optimizer(packed_data, tmp_pat
     cfg = train_config(packed_data, tmp_path, stage="cpt", train_iters=2, optimizer={"lr": None},
                        schedule={"style": "constant", "warmup_iters": 0}, reset_optimizer=False)
     metrics = _run(cfg, "cpt").to_dict()["metrics"]
-    assert metrics["final_lr"] == pytest.approx(source.factory["final_lr"])
+    assert metrics["final_lr"] == pytest.approx(source.meta.final_lr)
     info = ckpt.read_info(tmp_path / "cpt" / "checkpoints")
-    assert info.factory["lineage"][-1]["stage"] == "pretrain"
-    assert metrics["tokens_seen_total"] == source.factory["tokens_seen"] + 2 * 4 * 32
+    assert info.meta.lineage[-1] == LineageStep("pretrain", str(source.path), source.meta.lineage_tokens, 4)
+    assert metrics["lineage_tokens"] == info.meta.lineage_tokens == source.meta.lineage_tokens + 2 * 4 * 32
+    assert metrics["run_tokens"] == info.meta.run_tokens == 2 * 4 * 32
+
+
+def test_cpt_from_an_upcycled_checkpoint_counts_the_dense_tokens_in_its_lineage_not_in_its_run(packed_data, tmp_path):
+    _run(train_config(packed_data, tmp_path, train_iters=4, checkpoint={"save_interval": 4}))
+    dense = ckpt.read_info(tmp_path / "pretrain" / "checkpoints")
+    run_stage(STAGES["upcycle"], upcycle_config(tmp_path, dense.path, model={"vocab_size": VOCAB}))
+    upcycled = ckpt.read_info(tmp_path / "upcycle" / "checkpoints")
+    assert (upcycled.meta.lineage_tokens, upcycled.meta.run_tokens) == (4 * 4 * 32, 0)
+    cfg = train_config(packed_data, tmp_path, stage="cpt", train_iters=2, optimizer={"lr": None},
+                       init_from=str(upcycled.path))
+    metrics = _run(cfg, "cpt").to_dict()["metrics"]
+    info = ckpt.read_info(tmp_path / "cpt" / "checkpoints")
+    assert info.model.moe is not None and info.meta.stage == "cpt"
+    assert metrics["lineage_tokens"] == info.meta.lineage_tokens == (4 + 2) * 4 * 32
+    assert metrics["run_tokens"] == info.meta.run_tokens == 2 * 4 * 32
+    assert [(s.stage, s.checkpoint, s.iteration, s.lineage_tokens) for s in info.meta.lineage] == [
+        ("pretrain", str(dense.path), 4, 4 * 4 * 32), ("upcycle", str(upcycled.path), 0, 4 * 4 * 32)]
+    assert info.meta.lineage[-1].upcycle == upcycled.meta.upcycle and upcycled.meta.upcycle.source_iteration == 4
 
 
 def test_z_loss_path_matches_megatron_loss_and_logs_z(packed_data, tmp_path):

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from factory.train.checkpoint_meta import CheckpointMeta
 from tests.conftest import TINY_DENSE, make_config
 
-DENSE_META = {"stage": "pretrain", "final_lr": 3e-4, "tokens_seen": 4096, "lineage": []}
+DENSE_META = CheckpointMeta(stage="pretrain", final_lr=3e-4, lineage_tokens=4096, run_tokens=4096)
 MOE = {"num_experts": 4, "router_topk": 2, "token_dispatcher": "allgather"}
 
 
-def save_dense(root: Path, seed: int = 0, iteration: int = 7, meta: dict = DENSE_META, **model_overrides) -> Path:
+def save_dense(root: Path, seed: int = 0, iteration: int = 7, meta: CheckpointMeta = DENSE_META,
+               **model_overrides) -> Path:
     """A random dense checkpoint of TINY_DENSE (at iteration 7 unless told), saved at TP=1."""
     from factory.model.build import build_gpt_model
     from factory.runtime.runtime import runtime_session

@@ -1,9 +1,12 @@
 """The upcycle stage end to end on a tiny dense checkpoint: exact modes, reported modes, lineage."""
 
+from dataclasses import replace
+
 import pytest
 
 from factory.identity import identity
 from factory.train.checkpoint import read_info
+from factory.train.checkpoint_meta import LineageStep
 from factory.errors import ConfigError
 from tests.upcycle.conftest import DENSE_META, run_upcycle, save_dense, upcycle_config
 
@@ -43,10 +46,13 @@ def test_gpu_only_moe_settings_are_written_and_verified_on_the_cpu(tmp_path, den
 
 def test_checkpoint_carries_lineage_for_cpt(tmp_path, dense_ckpt):
     run_upcycle(tmp_path, dense_ckpt, mode="copy")
-    meta = read_info(tmp_path / "upcycle" / "checkpoints").factory
-    assert meta["final_lr"] == DENSE_META["final_lr"] and meta["tokens_seen"] == DENSE_META["tokens_seen"]
-    assert meta["upcycle"]["mode"] == "copy" and meta["upcycle"]["source_iteration"] == 7
-    assert meta["lineage"][-1]["stage"] == "pretrain" and not meta["has_optimizer"]
+    meta = read_info(tmp_path / "upcycle" / "checkpoints").meta
+    assert meta.final_lr == DENSE_META.final_lr and meta.stage == "upcycle"
+    assert (meta.lineage_tokens, meta.run_tokens) == (DENSE_META.lineage_tokens, 0)  # a run of no tokens
+    assert meta.upcycle.mode == "copy" and meta.upcycle.source_iteration == 7
+    assert meta.upcycle.source == str(dense_ckpt / "iter_0000007")
+    assert meta.lineage == (LineageStep("pretrain", str(dense_ckpt / "iter_0000007"), DENSE_META.lineage_tokens, 7),)
+    assert not meta.has_optimizer and meta.consumed_samples == 0
 
 
 @pytest.mark.parametrize("key, small, large", [("drop_fraction", 0.1, 0.6), ("noise_std", 1e-3, 3e-2)])
@@ -61,7 +67,7 @@ def test_drop_and_noise_report_a_divergence_that_grows(tmp_path, dense_ckpt, key
 def test_rerun_replaces_the_previous_output(tmp_path, dense_ckpt):
     run_upcycle(tmp_path, dense_ckpt, mode="copy")
     run_upcycle(tmp_path, dense_ckpt, mode="granular", granularity=2)
-    assert read_info(tmp_path / "upcycle" / "checkpoints").factory["upcycle"]["mode"] == "granular"
+    assert read_info(tmp_path / "upcycle" / "checkpoints").meta.upcycle.mode == "granular"
 
 
 def test_a_mid_training_iteration_is_chosen_by_iteration_or_by_tokens(tmp_path):
@@ -70,7 +76,7 @@ def test_a_mid_training_iteration_is_chosen_by_iteration_or_by_tokens(tmp_path):
 
     root = tmp_path / "dense"
     for iteration, tokens in ((7, 4096), (9, 8192), (11, 12288)):
-        save_dense(root, iteration=iteration, meta={**DENSE_META, "tokens_seen": tokens})
+        save_dense(root, iteration=iteration, meta=replace(DENSE_META, lineage_tokens=tokens, run_tokens=tokens))
     by_tokens = plan(upcycle_config(tmp_path / "run", root, source_tokens=10_000))
     assert by_tokens.reads == [root / "iter_0000009"] and "iteration 9 (8,192 tokens seen)" in by_tokens.notes[0]
     assert plan(upcycle_config(tmp_path / "run", root, source_iteration=7)).reads == [root / "iter_0000007"]
@@ -82,7 +88,7 @@ def test_a_mid_training_iteration_is_chosen_by_iteration_or_by_tokens(tmp_path):
     with pytest.raises(ConfigError, match="name one of source_iteration"):
         upcycle_config(tmp_path / "run", root, source_iteration=7, source_tokens=10_000)
     manifest = run_upcycle(tmp_path / "run", root, source_tokens=10_000)
-    assert read_info(tmp_path / "run" / "upcycle" / "checkpoints").factory["upcycle"]["source_iteration"] == 9
+    assert read_info(tmp_path / "run" / "upcycle" / "checkpoints").meta.upcycle.source_iteration == 9
     assert manifest["metrics"]["max_abs_logit_diff"] <= 1e-5
 
 
