@@ -29,13 +29,13 @@ TRAIN_TEXT = "train.txt"
 
 def section(cfg: CoreConfig) -> TokenizerConfig:
     """The `tokenizer:` section with its inputs and dictionary checked; every problem is reported at once."""
-    tc = STAGE.section_of(cfg)
-    problems = _input_problems(tc.inputs)
-    if tc.dictionary == "ipadic" and not _importable("ipadic"):
+    settings = STAGE.section_of(cfg)
+    problems = _input_problems(settings.inputs)
+    if settings.dictionary == "ipadic" and not _importable("ipadic"):
         problems.append("tokenizer.dictionary=ipadic: the `ipadic` package is not installed")
     if problems:
         raise ConfigError(problems)
-    return tc
+    return settings
 
 
 def _input_problems(inputs: list[Path]) -> list[str]:
@@ -58,37 +58,40 @@ def _importable(module: str) -> bool:
 
 
 def plan(cfg: CoreConfig) -> Plan:
-    tc = section(cfg)
+    settings = section(cfg)
     out = outputs.tokenizer(cfg).dir
-    budget = "all" if tc.sample_bytes is None else f"a ~{tc.sample_bytes:,}-byte sample"
-    notes = [f"{tc.model_type}, vocab {tc.vocab_size}, granularity {tc.granularity} ({tc.dictionary}), "
-             f"normalization {tc.normalization}, {tc.num_workers} worker(s)",
-             f"training text: {budget} of {input_bytes(tc.inputs):,} input bytes; "
-             f"{tc.heldout_fraction:.1%} of lines held out for the report"]
-    if tc.normalization == "nfkc":
+    budget = "all" if settings.sample_bytes is None else f"a ~{settings.sample_bytes:,}-byte sample"
+    notes = [f"{settings.model_type}, vocab {settings.vocab_size}, "
+             f"granularity {settings.granularity} ({settings.dictionary}), normalization {settings.normalization}, "
+             f"{settings.num_workers} worker(s)",
+             f"training text: {budget} of {input_bytes(settings.inputs):,} input bytes; "
+             f"{settings.heldout_fraction:.1%} of lines held out for the report"]
+    if settings.normalization == "nfkc":
         notes.append("normalization=nfkc: decode(encode(x)) == x no longer holds for full/half-width forms")
-    if tc.model_type == "unigram":
+    if settings.model_type == "unigram":
         notes.append(UNIGRAM_GGUF)
-    return Plan(output_dir=out, reads=list(tc.inputs), writes=[out / name for name in OUTPUTS], notes=notes)
+    return Plan(output_dir=out, reads=list(settings.inputs), writes=[out / name for name in OUTPUTS],
+                notes=notes)
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    tc = section(cfg)
-    if tc.normalization == "nfkc":
+    settings = section(cfg)
+    if settings.normalization == "nfkc":
         log.warning("tokenizer.normalization=nfkc: exact round-trip is lost; the report counts the failures")
-    if tc.model_type == "unigram":
+    if settings.model_type == "unigram":
         log.warning(UNIGRAM_GGUF)
     with atomic_dir(plan.output_dir) as tmp:
-        sampler, pre = _write_training_text(tc, tmp / TRAIN_TEXT, cfg.runtime.seed)
-        log.info("tokenizer: training %s, vocab %d, on %d lines (%d bytes)", tc.model_type, tc.vocab_size,
+        sampler, pre = _write_training_text(settings, tmp / TRAIN_TEXT, cfg.runtime.seed)
+        log.info("tokenizer: training %s, vocab %d, on %d lines (%d bytes)", settings.model_type,
+                 settings.vocab_size,
                  sampler.train_lines, sampler.train_bytes)
-        train_seconds = train(tc, tmp / TRAIN_TEXT, tmp / "tokenizer")
+        train_seconds = train(settings, tmp / TRAIN_TEXT, tmp / "tokenizer")
         (tmp / TRAIN_TEXT).unlink()
         log.info("tokenizer: exporting to Hugging Face and evaluating %d held-out lines", len(sampler.heldout))
-        hf.export(tmp, tc.tokens)
-        report = build_report(tc, tmp, sampler, pre, train_seconds)
+        hf.export(tmp, settings.tokens)
+        report = build_report(settings, tmp, sampler, pre, train_seconds)
         atomic_write_json(tmp / "report.json", report)
-    for path in tc.inputs:
+    for path in settings.inputs:
         manifest.add_input(path, role="text")
     for name in OUTPUTS:
         manifest.add_output(plan.output_dir / name, role="report" if name == "report.json" else "tokenizer")
@@ -96,35 +99,38 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     _log_summary(report)
 
 
-def _write_training_text(tc: TokenizerConfig, path: Path, seed: int) -> tuple[Sampler, PretokenizeResult]:
-    total = input_bytes(tc.inputs)
-    sampler = Sampler(tc.heldout_fraction, tc.heldout_max_bytes, tc.sample_bytes, total, seed)
-    lines = sampler.train_lines_of(iter_lines(tc.inputs, tc.text_field))
+def _write_training_text(settings: TokenizerConfig, path: Path, seed: int) -> tuple[Sampler, PretokenizeResult]:
+    total = input_bytes(settings.inputs)
+    sampler = Sampler(settings.heldout_fraction, settings.heldout_max_bytes,
+                      settings.sample_bytes, total, seed)
+    lines = sampler.train_lines_of(iter_lines(settings.inputs, settings.text_field))
     with progress_bar() as bar:
         task = bar.add_task("pretokenize", total=total)
-        result = write_training_text(lines, path, tc.dictionary, tc.granularity, tc.num_workers,
+        result = write_training_text(lines, path, settings.dictionary, settings.granularity,
+                                     settings.num_workers,
                                      progress=lambda: bar.update(task, completed=sampler.bytes_read))
     if sampler.lines_read == 0:
-        raise DataError(f"tokenizer.inputs: no text in {', '.join(map(str, tc.inputs))}")
+        raise DataError(f"tokenizer.inputs: no text in {', '.join(map(str, settings.inputs))}")
     if result.lines == 0:
         raise DataError(f"tokenizer.inputs: all {sampler.lines_read} lines went to the held-out split; "
                         f"add text or lower tokenizer.heldout_fraction")
     return sampler, result
 
 
-def build_report(tc: TokenizerConfig, out_dir: Path, sampler: Sampler, pre: PretokenizeResult,
+def build_report(settings: TokenizerConfig, out_dir: Path, sampler: Sampler, pre: PretokenizeResult,
                  train_seconds: float) -> dict[str, Any]:
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(out_dir / "tokenizer.model"))
-    heldout = evaluate(sp, hf.load(out_dir), Segmenter(tc.dictionary, "morpheme"), sampler.heldout,
-                       Segmenter(tc.dictionary, "bunsetsu"))
+    heldout = evaluate(sp, hf.load(out_dir), Segmenter(settings.dictionary, "morpheme"), sampler.heldout,
+                       Segmenter(settings.dictionary, "bunsetsu"))
     return {
-        "tokenizer": {"model_type": tc.model_type, "vocab_size": sp.vocab_size(), "granularity": tc.granularity,
-                      "dictionary": tc.dictionary, "normalization": tc.normalization,
-                      "byte_fallback": tc.byte_fallback, "split_digits": tc.split_digits,
-                      "character_coverage": tc.character_coverage},
-        "corpus": {"inputs": [str(p) for p in tc.inputs], **sampler.summary()},
+        "tokenizer": {"model_type": settings.model_type, "vocab_size": sp.vocab_size(),
+                      "granularity": settings.granularity,
+                      "dictionary": settings.dictionary, "normalization": settings.normalization,
+                      "byte_fallback": settings.byte_fallback, "split_digits": settings.split_digits,
+                      "character_coverage": settings.character_coverage},
+        "corpus": {"inputs": [str(p) for p in settings.inputs], **sampler.summary()},
         "timing": {"pretokenize_seconds": round(pre.seconds, 3),
                    "pretokenize_chars_per_second": round(pre.chars_per_second),
                    "training_seconds": round(train_seconds, 3), **peak_rss_mib()},

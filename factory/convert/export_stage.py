@@ -26,11 +26,11 @@ class ExportPlan(Plan):
 
 
 def plan(cfg: CoreConfig) -> ExportPlan:
-    ec = STAGE.section_of(cfg)
+    export = STAGE.section_of(cfg)
     out = outputs.export(cfg).dir
-    tokenizer = ec.tokenizer_dir or outputs.tokenizer(cfg).dir
-    missing = missing_inputs("export", (ec.checkpoint, tokenizer, *ec.gguf_text))
-    if ec.gguf:
+    tokenizer = export.tokenizer_dir or outputs.tokenizer(cfg).dir
+    missing = missing_inputs("export", (export.checkpoint, tokenizer, *export.gguf_text))
+    if export.gguf:
         from factory.convert.gguf import llama_cpp_source
 
         try:
@@ -40,35 +40,36 @@ def plan(cfg: CoreConfig) -> ExportPlan:
     if missing:
         raise ConfigError(missing)
     names = ["model.safetensors.index.json", "config.json", "generation_config.json", "README.md"]
-    notes = [f"architecture={ec.architecture}, dtype={ec.dtype}, shards <= {ec.max_shard_gb} GB",
-             f"verified: max |logit diff| <= {ec.probe.tolerance:g} or nothing is written"]
-    if ec.gguf:
+    notes = [f"architecture={export.architecture}, dtype={export.dtype}, shards <= {export.max_shard_gb} GB",
+             f"verified: max |logit diff| <= {export.probe.tolerance:g} or nothing is written"]
+    if export.gguf:
         names.append(GGUF_NAME)
-        notes.append(f"{GGUF_NAME}: llama.cpp's converter, checked against transformers on <= {ec.gguf_max_lines} "
-                     f"lines of {', '.join(map(str, ec.gguf_text))}; "
-                     f"{'written anyway' if ec.gguf_allow_mismatch else 'refused'} if its ids differ")
-    return ExportPlan(output_dir=out, reads=[ec.checkpoint, tokenizer, *ec.gguf_text], writes=[out / n for n in names],
-                      notes=notes, checkpoint=ec.checkpoint, tokenizer_dir=tokenizer)
+        notes.append(f"{GGUF_NAME}: llama.cpp's converter, checked against transformers on <= {export.gguf_max_lines} "
+                     f"lines of {', '.join(map(str, export.gguf_text))}; "
+                     f"{'written anyway' if export.gguf_allow_mismatch else 'refused'} if its ids differ")
+    return ExportPlan(output_dir=out, reads=[export.checkpoint, tokenizer, *export.gguf_text],
+                      writes=[out / n for n in names],
+                      notes=notes, checkpoint=export.checkpoint, tokenizer_dir=tokenizer)
 
 
 def run(cfg: CoreConfig, plan: ExportPlan, manifest: RunManifest) -> None:
     from factory.convert.export import GgufCheck, export_checkpoint
 
-    ec = STAGE.section_of(cfg)
+    export = STAGE.section_of(cfg)
     tokenizer = plan.tokenizer_dir
     manifest.add_input(plan.checkpoint, role="checkpoint")
     manifest.add_input(tokenizer, role="tokenizer")
     gguf = None
-    if ec.gguf:
+    if export.gguf:
         from tokenizer.corpus import iter_lines
 
-        gguf = GgufCheck(lines=list(islice(iter_lines(ec.gguf_text, "text"), ec.gguf_max_lines)),
-                         allow_mismatch=ec.gguf_allow_mismatch)
-        for path in ec.gguf_text:
+        gguf = GgufCheck(lines=list(islice(iter_lines(export.gguf_text, "text"), export.gguf_max_lines)),
+                         allow_mismatch=export.gguf_allow_mismatch)
+        for path in export.gguf_text:
             manifest.add_input(path, role="gguf_text")
     result = export_checkpoint(plan.checkpoint, plan.output_dir, runtime=cfg.runtime, tokenizer_dir=tokenizer,
-                               architecture=ec.architecture, dtype=ec.dtype,
-                               max_shard_bytes=int(ec.max_shard_gb * 1e9), probe=ec.probe,
+                               architecture=export.architecture, dtype=export.dtype,
+                               max_shard_bytes=int(export.max_shard_gb * 1e9), probe=export.probe,
                                run_dir=cfg.run.dir, name=cfg.run.name, gguf=gguf)
     manifest.add_output(plan.output_dir, role="hf_model")
     manifest.record(architecture=result.architecture, max_abs_logit_diff=result.max_abs_logit_diff,

@@ -23,38 +23,40 @@ class ImportPlan(Plan):
 
 
 def plan(cfg: CoreConfig) -> ImportPlan:
-    ic = STAGE.section_of(cfg)
+    import_config = STAGE.section_of(cfg)
     declared = outputs.hf_import(cfg)
-    if not (ic.hf_dir / "config.json").is_file():
-        raise ConfigError(f"hf_import.hf_dir={ic.hf_dir}: no config.json there")
-    reads = [ic.hf_dir] + ([ic.extend_vocab.tokenizer_dir, *ic.extend_vocab.text] if ic.extend_vocab else [])
+    if not (import_config.hf_dir / "config.json").is_file():
+        raise ConfigError(f"hf_import.hf_dir={import_config.hf_dir}: no config.json there")
+    reads = [import_config.hf_dir] + ([import_config.extend_vocab.tokenizer_dir,
+                                       *import_config.extend_vocab.text] if import_config.extend_vocab else [])
     missing = missing_inputs("hf_import", reads[1:])
     if missing:
         raise ConfigError(missing)
     return ImportPlan(output_dir=declared.dir, reads=reads, writes=[declared.checkpoints, declared.tokenizer_dir],
                       checkpoints=declared.checkpoints, tokenizer_dir=declared.tokenizer_dir,
-                notes=[f"verified: max |logit diff| <= {ic.probe.tolerance:g} or nothing is written"])
+                notes=[f"verified: max |logit diff| <= {import_config.probe.tolerance:g} or nothing is written"])
 
 
 def run(cfg: CoreConfig, plan: ImportPlan, manifest: RunManifest) -> None:
     from factory.convert.hf_import import import_hf
 
-    ic = STAGE.section_of(cfg)
+    import_config = STAGE.section_of(cfg)
     root, tokenizer = plan.checkpoints, plan.tokenizer_dir
-    manifest.add_input(ic.hf_dir, role="hf_model")
+    manifest.add_input(import_config.hf_dir, role="hf_model")
     def convert(out_root, tokenizer_out):
-        return import_hf(ic.hf_dir, out_root, runtime=cfg.runtime, tokenizer_out=tokenizer_out,
-                         seq_length=ic.seq_length, make_vocab_size_divisible_by=ic.make_vocab_size_divisible_by,
-                         token_dispatcher=ic.token_dispatcher, probe=ic.probe)
+        return import_hf(import_config.hf_dir, out_root, runtime=cfg.runtime, tokenizer_out=tokenizer_out,
+                         seq_length=import_config.seq_length,
+                         make_vocab_size_divisible_by=import_config.make_vocab_size_divisible_by,
+                         token_dispatcher=import_config.token_dispatcher, probe=import_config.probe)
 
-    if ic.extend_vocab is None:
+    if import_config.extend_vocab is None:
         result = convert(root, tokenizer)
     else:
         from factory.convert.vocab import import_extended
 
-        result, extension = import_extended(convert, ic, root, tokenizer, cfg.runtime)
-        manifest.add_input(ic.extend_vocab.tokenizer_dir, role="vocab_pieces")
-        for path in ic.extend_vocab.text:
+        result, extension = import_extended(convert, import_config, root, tokenizer, cfg.runtime)
+        manifest.add_input(import_config.extend_vocab.tokenizer_dir, role="vocab_pieces")
+        for path in import_config.extend_vocab.text:
             manifest.add_input(path, role="vocab_text")
         manifest.record(**extension.metrics())
     manifest.add_output(root, role="checkpoint")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +16,9 @@ from factory.convert.hf_io import LazyReader
 from factory.convert.hf_stream import HfLayerStream
 from factory.errors import VerificationError
 from factory.model.layer_stream import LayerStream
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ def probe_tokens(probe: ProbeConfig, vocab_size: int, max_positions: int) -> tor
     return torch.randint(0, vocab_size, (probe.batch, min(probe.length, max_positions)), generator=gen)
 
 
-def megatron_logits(reader, tokens: torch.Tensor, rt, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def megatron_logits(reader, tokens: torch.Tensor, runtime: Runtime, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """fp32 logits of a Megatron checkpoint run layer by layer (padded vocab rows dropped); with a
     lower `dtype`, each weight is first rounded to it (the function an export in that dtype computes)."""
     def fill(targets: dict[str, torch.Tensor]) -> None:
@@ -34,7 +38,7 @@ def megatron_logits(reader, tokens: torch.Tensor, rt, dtype: torch.dtype = torch
             for t in targets.values():
                 t.copy_(t.to(dtype))
 
-    return LayerStream(reader.info.model, rt).forward(tokens, fill)[0]
+    return LayerStream(reader.info.model, runtime).forward(tokens, fill)[0]
 
 
 def hf_logits(folder: Path, tokens: torch.Tensor) -> torch.Tensor:

@@ -249,15 +249,15 @@ def _base_model(folder: Path):
     return base
 
 
-def import_extended(import_hf, ic, root: Path, tokenizer: Path, runtime: RuntimeConfig):
+def import_extended(import_hf, import_config, root: Path, tokenizer: Path, runtime: RuntimeConfig):
     """Run `import_hf` into a staging folder beside `root`, then extend into `root` and `tokenizer`;
     the staging folder is removed whatever happens. Returns (import result, extension result)."""
     staging = root.parent / f".{root.name}.unextended"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         result = import_hf(staging / "checkpoints", staging / "tokenizer")
-        extension = extend(staging / "checkpoints", staging / "tokenizer", root, tokenizer, ic.extend_vocab,
-                           runtime=runtime, probe=ic.probe)
+        extension = extend(staging / "checkpoints", staging / "tokenizer", root, tokenizer, import_config.extend_vocab,
+                           runtime=runtime, probe=import_config.probe)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result, extension

@@ -85,12 +85,12 @@ class FactoryFilter(BaseFilter):
         return False, self.name
 
 
-def filter_blocks(dc: DataConfig, rejected: Path) -> list[BaseFilter]:
+def filter_blocks(data_config: DataConfig, rejected: Path) -> list[BaseFilter]:
     """The factory's filter chain, cheapest first; the Japanese-only ones skip inputs with `japanese: false`."""
-    everywhere = {f.name for f in build_filters(dc, japanese=False)}
-    config = dc.model_dump(mode="json")
+    everywhere = {f.name for f in build_filters(data_config, japanese=False)}
+    config = data_config.model_dump(mode="json")
     return [FactoryFilter(config, i, f.name, f.name not in everywhere, RejectedWriter(rejected))
-            for i, f in enumerate(build_filters(dc, japanese=True))]
+            for i, f in enumerate(build_filters(data_config, japanese=True))]
 
 
 class RejectedWriter(JsonlWriter):

@@ -34,43 +34,44 @@ KEPT, REJECTED = "kept.jsonl", "rejected.jsonl"
 
 
 def plan(cfg: CoreConfig) -> Plan:
-    dc = STAGE.section_of(cfg)
-    missing = [f"data.inputs: not found: {i.path}" for i in dc.inputs if not i.path.exists()]
+    data_config = STAGE.section_of(cfg)
+    missing = [f"data.inputs: not found: {i.path}" for i in data_config.inputs if not i.path.exists()]
     if missing:
         raise ConfigError(missing)
     out = outputs.data(cfg).dir
-    if dc.executor == "slurm" and not sbatch.is_plain(str(out.resolve())):
-        key = "data.output_dir" if dc.output_dir else "run.dir"
+    if data_config.executor == "slurm" and not sbatch.is_plain(str(out.resolve())):
+        key = "data.output_dir" if data_config.output_dir else "run.dir"
         raise ConfigError(f"{key}: {out.resolve()} holds a blank or a shell character; datatrove's Slurm executor "
                           "writes the work folder beside it into job scripts unquoted (use a plain path, or "
                           "data.executor=local)")
-    return Plan(output_dir=out, reads=[i.path for i in dc.inputs], writes=[out / KEPT, out / REJECTED])
+    return Plan(output_dir=out, reads=[i.path for i in data_config.inputs], writes=[out / KEPT, out / REJECTED])
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
     from factory.data.steps import data_steps  # datatrove is imported only by a data run
 
-    dc = STAGE.section_of(cfg)
-    for inp in dc.inputs:
+    data_config = STAGE.section_of(cfg)
+    for inp in data_config.inputs:
         manifest.add_input(inp.path, role="corpus")
-        next(read_records(inp.path, inp.text_field or dc.text_field, inp.format, dc.text_unit, errors="yield"), None)
-    work = work_dir(plan.output_dir, dc)
-    steps = data_steps(dc, work)
-    reasons = reason_names(dc)
+        next(read_records(inp.path, inp.text_field or data_config.text_field, inp.format, data_config.text_unit,
+                          errors="yield"), None)
+    work = work_dir(plan.output_dir, data_config)
+    steps = data_steps(data_config, work)
+    reasons = reason_names(data_config)
     try:
-        if dc.executor == "slurm":
-            _run_slurm(steps, work, dc)
+        if data_config.executor == "slurm":
+            _run_slurm(steps, work, data_config)
         else:
             from factory.data.executors import run_local
 
-            run_local(steps, work, dc.num_workers)
-        per_input = shard_counts(work, len(dc.inputs), reasons)
-        _check(dc, work, per_input)
+            run_local(steps, work, data_config.num_workers)
+        per_input = shard_counts(work, len(data_config.inputs), reasons)
+        _check(data_config, work, per_input)
     except (UnreadableInput, RejectedTooMany):
         shutil.rmtree(work)  # the same inputs and config would fail the same way
         raise
     with atomic_dir(plan.output_dir) as tmp:
-        merge(work, len(dc.inputs), reasons, tmp / KEPT, tmp / REJECTED)
+        merge(work, len(data_config.inputs), reasons, tmp / KEPT, tmp / REJECTED)
     shutil.rmtree(work)
     totals: Counter[str] = Counter({r: 0 for r in reasons})
     for count in per_input:
@@ -80,40 +81,40 @@ def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
         manifest.add_output(p)
 
 
-def reason_names(dc: DataConfig) -> list[str]:
+def reason_names(data_config: DataConfig) -> list[str]:
     """Every reason a record can be rejected for, so the manifest shows zeros too."""
-    names = [*BAD_RECORDS] + [f.name for f in build_filters(dc, japanese=True)]
-    return names + [n for n, on in (("exact_dup", dc.dedup.exact), ("near_dup", dc.dedup.near)) if on]
+    names = [*BAD_RECORDS] + [f.name for f in build_filters(data_config, japanese=True)]
+    return names + [n for n, on in (("exact_dup", data_config.dedup.exact), ("near_dup", data_config.dedup.near)) if on]
 
 
 class RejectedTooMany(DataError):
     """More malformed records than `max_error_rate` allows, or nothing kept."""
 
 
-def _check(dc: DataConfig, work: Path, per_input: list[Counter[str]]) -> None:
+def _check(data_config: DataConfig, work: Path, per_input: list[Counter[str]]) -> None:
     """Malformed share per input within `max_error_rate`; something in and kept unless `allow_empty`."""
-    for rank, (inp, count) in enumerate(zip(dc.inputs, per_input)):
+    for rank, (inp, count) in enumerate(zip(data_config.inputs, per_input)):
         bad, total = sum(count[r] for r in BAD_RECORDS), sum(count.values())
-        first = first_bad_records(work, rank, dc.report_errors or 1)
-        for row in first[:dc.report_errors]:
+        first = first_bad_records(work, rank, data_config.report_errors or 1)
+        for row in first[:data_config.report_errors]:
             log.warning("malformed record %s: %s", row["source"], row["detail"])
-        if total and bad / total > dc.max_error_rate:
+        if total and bad / total > data_config.max_error_rate:
             raise RejectedTooMany(f"{inp.path}: {bad} of {total} records malformed ({bad / total:.1%} > "
-                            f"data.max_error_rate {dc.max_error_rate:.1%}); first: {first[0]['source']}: "
+                            f"data.max_error_rate {data_config.max_error_rate:.1%}); first: {first[0]['source']}: "
                             f"{first[0]['detail']}")
     total = sum(sum(c.values()) for c in per_input)
     kept = sum(c["kept"] for c in per_input)
-    if not dc.allow_empty and (total == 0 or kept == 0):
+    if not data_config.allow_empty and (total == 0 or kept == 0):
         what = "no records in" if total == 0 else f"none of {total} records kept"
-        raise RejectedTooMany(f"data: {what} ({', '.join(str(i.path) for i in dc.inputs)}); set data.allow_empty=true "
-                        "to accept an empty result")
+        inputs = ", ".join(str(i.path) for i in data_config.inputs)
+        raise RejectedTooMany(f"data: {what} ({inputs}); set data.allow_empty=true to accept an empty result")
 
 
-def _run_slurm(steps: list, work: Path, dc: DataConfig) -> None:
+def _run_slurm(steps: list, work: Path, data_config: DataConfig) -> None:
     """Submit one job array per step (each after the one before), wait for the last, then publish here."""
     from factory.data.executors import slurm_executors, submit_slurm
 
-    s = dc.slurm
+    s = data_config.slurm
     executors = slurm_executors(steps, work, partition=s.partition, time=s.time, cpus_per_task=s.cpus_per_task,
                                 mem_per_cpu_gb=s.mem_per_cpu_gb, env_command=s.env_command,
                                 sbatch_args=s.sbatch_args, job_name="data")
@@ -138,9 +139,9 @@ def _record(manifest: RunManifest, counts: Counter[str]) -> None:
              ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none")
 
 
-def _local_workers(dc: DataConfig) -> int:
+def _local_workers(data_config: DataConfig) -> int:
     """The local executor's workers; with `executor: slurm` the process only submits and watches job arrays."""
-    return dc.num_workers if dc.executor == "local" else 1
+    return data_config.num_workers if data_config.executor == "local" else 1
 
 
 STAGE = Stage(

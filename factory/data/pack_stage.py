@@ -28,14 +28,14 @@ class PackPlan(Plan):
 
 
 def plan(cfg: CoreConfig) -> PackPlan:
-    pc = STAGE.section_of(cfg)
+    pack_config = STAGE.section_of(cfg)
     out = outputs.pack(cfg).dir
     model = tokenizer_model_path(cfg)
-    reads = [model] + [d.path for d in pc.datasets]
+    reads = [model] + [d.path for d in pack_config.datasets]
     missing = missing_inputs("pack", reads)
     if missing:
         raise ConfigError(missing)
-    writes = [out / f"{d.name}_text_document.{ext}" for d in pc.datasets for ext in ("bin", "idx")]
+    writes = [out / f"{d.name}_text_document.{ext}" for d in pack_config.datasets for ext in ("bin", "idx")]
     if cfg.blend is not None:
         writes.append(out / "blend.json")
     return PackPlan(output_dir=out, reads=reads, writes=writes, tokenizer_model=model)
@@ -51,24 +51,24 @@ def run(cfg: CoreConfig, plan: PackPlan, manifest: RunManifest) -> None:
 
     from factory.data.encode import eod_id
 
-    pc = STAGE.section_of(cfg)
+    pack_config = STAGE.section_of(cfg)
     model_path = plan.tokenizer_model
     try:
         sp = spm.SentencePieceProcessor(model_file=str(model_path))
     except (OSError, RuntimeError) as e:
         raise ConfigError(f"pack: cannot use tokenizer {model_path}: {e}") from None
     eod = eod_id(sp)
-    if eod is None and pc.append_eod:
+    if eod is None and pack_config.append_eod:
         raise ConfigError(f"pack: cannot use tokenizer {model_path}: it defines neither <EOD> nor </s>")
     manifest.add_input(model_path, role="tokenizer")
     totals: dict[str, dict[str, int]] = {}
     t0 = time.perf_counter()
     with atomic_dir(plan.output_dir) as tmp:
-        for ds in pc.datasets:
+        for ds in pack_config.datasets:
             manifest.add_input(ds.path, role=f"dataset:{ds.name}")
             totals[ds.name] = pack_records(ds.path, ds.text_field, tmp / f"{ds.name}_text_document",
-                                           model_path, sp.vocab_size(), eod if pc.append_eod else None,
-                                           pc.num_workers, pc.task_bytes)
+                                           model_path, sp.vocab_size(), eod if pack_config.append_eod else None,
+                                           pack_config.num_workers, pack_config.task_bytes)
         atomic_write_json(tmp / "token_counts.json", totals)
         if cfg.blend is not None:
             atomic_write_json(tmp / "blend.json", resolve_blend(cfg, plan.output_dir, totals))

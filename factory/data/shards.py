@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 BAD_RECORDS = ("malformed", "encoding")
 
 
-def work_dir(output_dir: Path, dc: DataConfig) -> Path:
+def work_dir(output_dir: Path, data_config: DataConfig) -> Path:
     """`.<output>.work` beside the output: kept when it holds a run of the same config and inputs (the rerun
     continues its unfinished tasks), started afresh otherwise."""
     work = output_dir.with_name(f".{output_dir.name}.work")
-    identity = _identity(dc)
+    identity = _identity(data_config)
     record = work / "identity.json"
     if work.exists() and _recorded(record) != identity:
         log.warning("data: %s holds a run of another config or other inputs; starting afresh", work)
@@ -62,11 +62,11 @@ def raise_failure(work: Path) -> None:
         raise UnreadableInput(first.read_text(encoding="utf-8").strip())
 
 
-def _identity(dc: DataConfig) -> dict[str, Any]:
-    config = dc.model_dump(mode="json", exclude={n for n, f in DataConfig.model_fields.items()
+def _identity(data_config: DataConfig) -> dict[str, Any]:
+    config = data_config.model_dump(mode="json", exclude={n for n, f in DataConfig.model_fields.items()
                                                  if OPERATIONAL in f.metadata})
     inputs = [{"path": str(i.path.resolve()), "bytes": _size(i.path), "mtime_ns": i.path.stat().st_mtime_ns}
-              for i in dc.inputs]
+              for i in data_config.inputs]
     return {"config": config, "inputs": inputs}
 
 

@@ -73,30 +73,31 @@ def minhash_config(cfg: DedupConfig) -> MinhashConfig:
     return MinhashConfig(n_grams=cfg.shingle_size, num_buckets=bands, hashes_per_bucket=rows, seed=cfg.seed)
 
 
-def data_steps(dc: DataConfig, work: Path) -> list[Step]:
+def data_steps(data_config: DataConfig, work: Path) -> list[Step]:
     """The steps in order; `work` holds the intermediate shards, `work/kept` and `work/rejected/<reason>`."""
-    inputs = [{"path": str(i.path), "format": i.format, "text_field": i.text_field or dc.text_field,
-               "japanese": i.japanese} for i in dc.inputs]
+    inputs = [{"path": str(i.path), "format": i.format, "text_field": i.text_field or data_config.text_field,
+               "japanese": i.japanese} for i in data_config.inputs]
     tasks, rejected = len(inputs), work / "rejected"
     exact = ExactDedupConfig(content_getter=normalized_text, document_priority=input_priority)
-    read = [CorpusReader(inputs, dc.text_unit, failures_dir(work)), WellFormed(exclusion_writer=RejectedWriter(rejected)),
-            *filter_blocks(dc, rejected), shard_writer(work / "filtered")]
-    if not dc.dedup.exact:
+    read = [CorpusReader(inputs, data_config.text_unit, failures_dir(work)),
+            WellFormed(exclusion_writer=RejectedWriter(rejected)),
+            *filter_blocks(data_config, rejected), shard_writer(work / "filtered")]
+    if not data_config.dedup.exact:
         steps, survivors = [Step("filter", read, tasks)], work / "filtered"
     else:
         steps = [Step("filter", read + [ExactDedupSignature(str(work / "exact_sigs"), exact)], tasks),
                  Step("exact_find", [ExactFindDedups(str(work / "exact_sigs"), str(work / "exact_dups"), exact)], 1)]
         survivors = work / "unique"
-    if not dc.dedup.near:
-        if dc.dedup.exact:
+    if not data_config.dedup.near:
+        if data_config.dedup.exact:
             steps.append(Step("exact_filter", [ShardReader(work / "filtered"), _exact_filter(work, exact, rejected),
                                                KeptWriter(work / "kept")], tasks))
         else:
             steps[0].pipeline[-1] = KeptWriter(work / "kept")
         return steps
-    minhash = minhash_config(dc.dedup)
+    minhash = minhash_config(data_config.dedup)
     signature = [CharacterMinhashSignature(str(work / "minhash_sigs"), minhash)]
-    if dc.dedup.exact:
+    if data_config.dedup.exact:
         steps.append(Step("exact_filter", [ShardReader(work / "filtered"), _exact_filter(work, exact, rejected),
                                            shard_writer(survivors), *signature], tasks))
     else:

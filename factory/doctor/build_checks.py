@@ -16,9 +16,9 @@ def runtime_init(context: DoctorContext) -> str:
     from factory.runtime.runtime import runtime_session
 
     cfg = configs.validated(configs.base(context.shapes, context.work_dir, 256))
-    with runtime_session(cfg.runtime, cfg.parallel) as rt:
+    with runtime_session(cfg.runtime, cfg.parallel) as runtime:
         backend = torch.distributed.get_backend()
-        return (f"{rt.capabilities.describe()}, {rt.precision}, {backend}, world {rt.world_size}, torch "
+        return (f"{runtime.capabilities.describe()}, {runtime.precision}, {backend}, world {runtime.world_size}, torch "
                 f"{torch.__version__}, megatron-core {megatron.core.__version__}")
 
 
@@ -27,15 +27,15 @@ def _build_and_run(context: DoctorContext, moe: bool) -> str:
     from factory.runtime.runtime import runtime_session
 
     cfg = configs.validated(configs.base(context.shapes, context.work_dir, 256, moe=moe))
-    with runtime_session(cfg.runtime, cfg.parallel) as rt:
-        model = build_gpt_model(cfg.model, rt)
+    with runtime_session(cfg.runtime, cfg.parallel) as runtime:
+        model = build_gpt_model(cfg.model, runtime)
         built = sum(p.numel() for p in model.parameters())
         expected = parameter_counts(cfg.model).total
         if built != expected:
             raise CheckFailed(f"built {built:,} parameters, the parameter count says {expected:,}")
         seq = cfg.model.seq_length
-        tokens = torch.randint(0, 256, (2, seq), generator=torch.Generator().manual_seed(0)).to(rt.device)
-        positions = torch.arange(seq, device=rt.device).expand(2, seq)
+        tokens = torch.randint(0, 256, (2, seq), generator=torch.Generator().manual_seed(0)).to(runtime.device)
+        positions = torch.arange(seq, device=runtime.device).expand(2, seq)
         logits = model(tokens, positions, None, labels=None)
         loss = logits.float().logsumexp(-1).mean()
         loss.backward()

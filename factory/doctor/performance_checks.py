@@ -123,9 +123,9 @@ def moe_kernels(context: DoctorContext) -> str:
     for dispatcher, grouped in VARIANTS:
         name = f"{dispatcher}{' + grouped GEMM' if grouped else ''}"
         model_cfg = _model(base, {**shapes.moe, "token_dispatcher": dispatcher, "grouped_gemm": grouped})
-        with runtime_session(_runtime(context, "fp32"), ParallelConfig()) as rt:
+        with runtime_session(_runtime(context, "fp32"), ParallelConfig()) as runtime:
             try:
-                model = build_gpt_model(model_cfg, rt)
+                model = build_gpt_model(model_cfg, runtime)
             except ConfigError as e:  # alltoall on CPU
                 figures.append(f"{name}: not run ({e.problems[0].split(': ', 1)[1]})")
                 continue
@@ -136,8 +136,8 @@ def moe_kernels(context: DoctorContext) -> str:
                 model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(checkpoint)))
             with torch.no_grad():
                 seq = tokens.shape[1]
-                logits = model.eval()(tokens.to(rt.device), torch.arange(seq, device=rt.device).expand_as(tokens),
-                                      None).float().cpu()
+                positions = torch.arange(seq, device=runtime.device).expand_as(tokens)
+                logits = model.eval()(tokens.to(runtime.device), positions, None).float().cpu()
         ran = experts_built(model)
         if reference is None:
             reference = logits

@@ -7,10 +7,14 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from factory.doctor.shapes import Probe
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 GIB = 2**30
 DISTINCT_BATCHES = 2
@@ -59,7 +63,7 @@ def _batches(model_cfg, probe: Probe, device) -> list[list[dict]]:
     return steps
 
 
-def _planned_bytes(model_cfg, runtime, probe: Probe, decision) -> float:
+def _planned_bytes(model_cfg, runtime: Runtime, probe: Probe, decision) -> float:
     from factory.runtime.config import ParallelConfig
     from factory.train.memory import TrainingShape, plan_memory
 
@@ -91,12 +95,12 @@ def train_probe(model_cfg, runtime_cfg, probe: Probe, steps: int | None = None, 
         "train_iters": warmup + timed, "micro_batch_size": probe.micro_batch_size,
         "global_batch_size": probe.micro_batch_size * probe.micro_batches,
         "optimizer": {"lr": lr, "min_lr": lr, "weight_decay": 0.0}})
-    with runtime_session(runtime_cfg, ParallelConfig()) as rt:
-        if rt.is_cuda:
+    with runtime_session(runtime_cfg, ParallelConfig()) as runtime:
+        if runtime.is_cuda:
             gc.collect()  # an earlier probe's model (Megatron's modules hold reference cycles) leaves the GPU first
             torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(rt.device)
-        model, ddp, optimizer = build_model(model_cfg, rt, train, lr, lr)
+            torch.cuda.reset_peak_memory_stats(runtime.device)
+        model, ddp, optimizer = build_model(model_cfg, runtime, train, lr, lr)
         start = {name: p.detach().float().cpu().clone() for name, p in model.named_parameters()} \
             if keep_initial else None
         if initial is not None:
@@ -104,29 +108,29 @@ def train_probe(model_cfg, runtime_cfg, probe: Probe, steps: int | None = None, 
                 for name, param in model.named_parameters():
                     param.copy_(initial[name])
             optimizer.reload_model_params()
-        batches, step_fn, run = _batches(model_cfg, probe, rt.device), make_forward_step(0.0, rt.device), \
+        batches, step_fn, run = _batches(model_cfg, probe, runtime.device), make_forward_step(0.0, runtime.device), \
             get_forward_backward_func()
         losses, seconds = [], 0.0
         for i in range(warmup + timed):
-            rt.synchronize()
+            runtime.synchronize()
             began = time.perf_counter()
-            with rt.compute_context():
+            with runtime.compute_context():
                 ddp.zero_grad_buffer()
                 optimizer.zero_grad()
                 out = run(forward_step_func=step_fn, data_iterator=iter(batches[i % DISTINCT_BATCHES]), model=[ddp],
                           num_microbatches=probe.micro_batches, seq_length=model_cfg.seq_length,
                           micro_batch_size=probe.micro_batch_size, forward_only=False)
                 optimizer.step()
-            rt.synchronize()
+            runtime.synchronize()
             if i >= warmup:
                 seconds += time.perf_counter() - began
             sums = torch.stack([entry["lm loss"] for entry in out]).sum(0)
             losses.append((sums[0] / sums[1]).item())
-        peak = torch.cuda.max_memory_allocated(rt.device) if rt.is_cuda else None
-        decision = decide_for(model_cfg, rt, train.execution())
+        peak = torch.cuda.max_memory_allocated(runtime.device) if runtime.is_cuda else None
+        decision = decide_for(model_cfg, runtime, train.execution())
         return ProbeResult(losses=losses, seconds_per_step=seconds / timed, tokens_per_step=probe.tokens_per_step,
-                           peak_bytes=peak, plan_bytes=_planned_bytes(model_cfg, rt, probe, decision),
-                           decision=decision, peak_flops=rt.peak_flops(), experts=experts_built(model),
+                           peak_bytes=peak, plan_bytes=_planned_bytes(model_cfg, runtime, probe, decision),
+                           decision=decision, peak_flops=runtime.peak_flops(), experts=experts_built(model),
                            initial=start)
 
 

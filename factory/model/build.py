@@ -13,29 +13,34 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from factory.model.config import ModelConfig
 from factory.model.execution import RECOMPUTE_FIELDS, Decision, Execution, decide_for
 
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 
-def execution_fields(decision: Decision, rt, execution: Execution) -> dict:
+def execution_fields(decision: Decision, runtime: Runtime, execution: Execution) -> dict:
     """The TransformerConfig fields that say how the model runs rather than what it computes: the runtime's
     dtypes, attention backend and determinism, the decision's fusions and FP8 recipe (factory/model/execution.py,
     made from the runtime's capabilities), and the driver's recomputation and loss convention."""
-    return {**rt.transformer_config_overrides(), **decision.fields(), **RECOMPUTE_FIELDS[execution.recompute],
+    return {**runtime.transformer_config_overrides(), **decision.fields(), **RECOMPUTE_FIELDS[execution.recompute],
             "calculate_per_token_loss": execution.per_token_loss}
 
 
-def transformer_config(model: ModelConfig, rt, execution: Execution = Execution(), decision: Decision | None = None):
-    """The TransformerConfig for `model` under runtime `rt` (parallel layout, dtype, device flags), run as
+def transformer_config(model: ModelConfig, runtime: Runtime, execution: Execution = Execution(),
+                       decision: Decision | None = None):
+    """The TransformerConfig for `model` under `runtime` (parallel layout, dtype, device flags), run as
     `execution` says (and as `decision` decided, made here when not given)."""
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig
 
-    decision = decision or decide_for(model, rt, execution)
-    p = rt.parallel
+    decision = decision or decide_for(model, runtime, execution)
+    p = runtime.parallel
     fields = dict(
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
@@ -59,7 +64,7 @@ def transformer_config(model: ModelConfig, rt, execution: Execution = Execution(
         expert_model_parallel_size=p.expert,
         expert_tensor_parallel_size=p.expert_tensor_size,
         sequence_parallel=p.sequence_parallel,
-        pipeline_dtype=rt.dtype,
+        pipeline_dtype=runtime.dtype,
     )
     if model.moe is not None:
         m = model.moe
@@ -79,11 +84,11 @@ def transformer_config(model: ModelConfig, rt, execution: Execution = Execution(
             moe_grouped_gemm=decision.grouped_gemm,
             moe_router_dtype="fp32",
         )
-    fields.update(execution_fields(decision, rt, execution))
+    fields.update(execution_fields(decision, runtime, execution))
     return TransformerConfig(**fields)
 
 
-def layer_spec(model: ModelConfig, rt, grouped: bool = False):
+def layer_spec(model: ModelConfig, runtime: Runtime, grouped: bool = False):
     """Transformer Engine spec when the runtime has TE; otherwise Megatron's local spec, with its
     core attention swapped for `SdpaAttention` unless model.attention=local, storing its weights under
     the keys the TE spec stores them under (`te_checkpoint_keys`). `grouped`: the experts as one grouped GEMM
@@ -91,7 +96,7 @@ def layer_spec(model: ModelConfig, rt, grouped: bool = False):
     from megatron.core.models.gpt import gpt_layer_specs as specs
 
     num_experts = model.moe.num_experts if model.moe else None
-    if rt.use_transformer_engine:
+    if runtime.use_transformer_engine:
         return specs.get_gpt_layer_with_transformer_engine_spec(
             num_experts=num_experts, moe_grouped_gemm=grouped, qk_layernorm=model.qk_layernorm)
     spec = specs.get_gpt_layer_local_spec(
@@ -118,7 +123,7 @@ def te_checkpoint_keys(moe: bool) -> dict[str, str]:
     return keys if moe else {**keys, "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_"}
 
 
-def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
+def build_gpt_model(model: ModelConfig, runtime: Runtime, pre_process: bool | None = None,
                     post_process: bool | None = None, meta: bool = False, execution: Execution = Execution()):
     """A megatron.core GPTModel for this pipeline stage, on the runtime's device; with `meta`, on
     torch's meta device (shapes only, no memory: the sharded state dict of a model too big to hold)."""
@@ -126,8 +131,8 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
 
-    rt.check_model(model)
-    decision = decide_for(model, rt, execution)
+    runtime.check_model(model)
+    decision = decide_for(model, runtime, execution)
     for warning in decision.warnings:
         log.warning(warning)
     if pre_process is None:
@@ -136,9 +141,9 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
         post_process = parallel_state.is_pipeline_last_stage()
     with torch.device("meta") if meta else contextlib.nullcontext():
         gpt = GPTModel(
-            config=transformer_config(model, rt, execution, decision),
-            transformer_layer_spec=layer_spec(model, rt, decision.grouped_gemm),
-            vocab_size=model.padded_vocab_size(rt.parallel.tensor),
+            config=transformer_config(model, runtime, execution, decision),
+            transformer_layer_spec=layer_spec(model, runtime, decision.grouped_gemm),
+            vocab_size=model.padded_vocab_size(runtime.parallel.tensor),
             max_sequence_length=model.max_position_embeddings or model.seq_length,
             pre_process=pre_process,
             post_process=post_process,
@@ -147,7 +152,7 @@ def build_gpt_model(model: ModelConfig, rt, pre_process: bool | None = None,
             rotary_percent=1.0,
             rotary_base=model.rotary_base,
         )
-    return gpt if meta else gpt.to(rt.device)
+    return gpt if meta else gpt.to(runtime.device)
 
 
 @dataclass(frozen=True)

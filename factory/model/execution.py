@@ -11,11 +11,14 @@ says why where it is off; megatron-core 0.19.2 defaults every one of them to off
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from factory.model.config import ModelConfig
 from factory.runtime.capabilities import Capabilities
 from factory.runtime.config import Fp8Config, ParallelConfig
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 RECOMPUTE_FIELDS = {
     "none": {},
@@ -189,13 +192,13 @@ def decide(caps: Capabilities, model: ModelConfig, parallel: ParallelConfig, pre
         warnings=(fallback,) if fallback else ())
 
 
-def decide_for(model: ModelConfig, rt, execution: Execution = Execution()) -> Decision:
-    """The decision for `model` on a live runtime `rt` (factory.runtime.runtime.Runtime)."""
-    return decide(rt.capabilities, model, rt.parallel, rt.precision, rt.fp8, execution, rt.data_parallel_size,
-                  rt.supports_distributed_optimizer)
+def decide_for(model: ModelConfig, runtime: Runtime, execution: Execution = Execution()) -> Decision:
+    """The decision for `model` on a live runtime `runtime` (factory.runtime.runtime.Runtime)."""
+    return decide(runtime.capabilities, model, runtime.parallel, runtime.precision, runtime.fp8, execution,
+                  runtime.data_parallel_size, runtime.supports_distributed_optimizer)
 
 
-def config_problems(runtime, parallel: ParallelConfig, model: ModelConfig | None) -> list[str]:
+def config_problems(runtime: Runtime, parallel: ParallelConfig, model: ModelConfig | None) -> list[str]:
     """Combinations that would crash when the model is built, refused at config time, one line each: sequence
     parallelism and FP8 without Transformer Engine layers, FP8 bf16 layers beyond a pipeline stage's layers."""
     out: list[str] = []

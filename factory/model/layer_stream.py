@@ -8,12 +8,15 @@ embedding -> every layer with the same rotary embedding and causal attention -> 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from factory.model.build import build_gpt_model
 from factory.model.config import ModelConfig
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 Fill = Callable[[dict[str, torch.Tensor]], None]
 """Writes the named weights into the given tensors in place."""
@@ -24,14 +27,14 @@ _LAYER0 = "decoder.layers.0."
 class LayerStream:
     """Eval-mode, TP=1, single-process forward of `model_cfg`, fed weights by name step by step."""
 
-    def __init__(self, model_cfg: ModelConfig, rt):
+    def __init__(self, model_cfg: ModelConfig, runtime: Runtime):
         self.cfg = model_cfg
-        one = rt.runnable(model_cfg).model_copy(update={"num_layers": 1})
+        one = runtime.runnable(model_cfg).model_copy(update={"num_layers": 1})
         # built on meta, then given uninitialized storage: every weight is filled before it is used,
         # so the random init (time, and a transient copy per weight) is skipped
-        meta = build_gpt_model(one, rt, pre_process=True, post_process=True, meta=True)
-        self.model = meta.to_empty(device=rt.device).eval()
-        self.device = rt.device
+        meta = build_gpt_model(one, runtime, pre_process=True, post_process=True, meta=True)
+        self.model = meta.to_empty(device=runtime.device).eval()
+        self.device = runtime.device
         self._tensors = {k: v for k, v in self.model.state_dict(keep_vars=True).items()
                          if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
         layer = [k for k in self._tensors if k.startswith(_LAYER0)]

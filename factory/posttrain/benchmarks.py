@@ -31,32 +31,32 @@ ANSWERS = "mt_bench/answers.jsonl"
 JUDGEMENTS = "mt_bench/judgements.jsonl"
 
 
-def eval_data_dir(ec: EvalConfig) -> Path:
+def eval_data_dir(evaluation: EvalConfig) -> Path:
     """The eval data folder: eval.data_dir, else FACTORY_EVAL_DATA, else the fetched cache (one-line ConfigError
     naming all three when it is missing)."""
-    return evaldata.resolve(ec.data_dir)
+    return evaldata.resolve(evaluation.data_dir)
 
 
-def plan_reads(ec: EvalConfig) -> tuple[list[Path], list[str]]:
+def plan_reads(evaluation: EvalConfig) -> tuple[list[Path], list[str]]:
     """(files the benchmarks read, plan notes), every one read and checked here: a missing eval data folder,
     file or checkpoint is a ConfigError, a malformed row a DataError naming file:line."""
-    if not (ec.harness or ec.mt_bench):
+    if not (evaluation.harness or evaluation.mt_bench):
         return [], []
-    data_dir = eval_data_dir(ec)
+    data_dir = eval_data_dir(evaluation)
     reads, notes = [], [f"eval data: {data_dir}"]
-    if ec.harness:
-        reads += _harness_reads(ec, data_dir, notes)
-    if ec.mt_bench:
-        reads += _mt_bench_reads(ec, data_dir, notes)
-    if ec.checkpoints:
-        points = sweep_points(ec.checkpoints)
+    if evaluation.harness:
+        reads += _harness_reads(evaluation, data_dir, notes)
+    if evaluation.mt_bench:
+        reads += _mt_bench_reads(evaluation, data_dir, notes)
+    if evaluation.checkpoints:
+        points = sweep_points(evaluation.checkpoints)
         notes.append(f"checkpoints: {len(points)} iterations, each exported to a temporary HF folder and scored")
     return reads, notes
 
 
-def _harness_reads(ec: EvalConfig, data_dir: Path, notes: list[str]) -> list[Path]:
+def _harness_reads(evaluation: EvalConfig, data_dir: Path, notes: list[str]) -> list[Path]:
     reads, shots = [], []
-    for name in ec.harness.tasks:
+    for name in evaluation.harness.tasks:
         spec = TASKS[name]
         files = [data_dir / spec.file(split) for split in ("validation", "train")]
         present = [f for f in files if f.is_file()]
@@ -65,28 +65,29 @@ def _harness_reads(ec: EvalConfig, data_dir: Path, notes: list[str]) -> list[Pat
             spec.rows(f)  # a malformed row fails here, before any scoring
         reads += present
         shots.append(f"{name} from {'train' if files[1] in present else 'validation (no train split)'}")
-    count = "leaderboard defaults" if ec.harness.num_fewshot is None else f"{ec.harness.num_fewshot}"
-    notes.append(f"JGLUE ({', '.join(ec.harness.protocols)}): {', '.join(ec.harness.tasks)}; shots ({count}): "
-                 f"{', '.join(shots)}; {f'first {ec.harness.limit}' if ec.harness.limit else 'all'} examples each")
-    if llm_jp_eval.PROTOCOL in ec.harness.protocols:
-        left = [t for t in ec.harness.tasks if t not in llm_jp_eval.TASKS]
+    count = "leaderboard defaults" if evaluation.harness.num_fewshot is None else f"{evaluation.harness.num_fewshot}"
+    harness = evaluation.harness
+    notes.append(f"JGLUE ({', '.join(harness.protocols)}): {', '.join(harness.tasks)}; shots ({count}): "
+                 f"{', '.join(shots)}; {f'first {harness.limit}' if harness.limit else 'all'} examples each")
+    if llm_jp_eval.PROTOCOL in evaluation.harness.protocols:
+        left = [t for t in evaluation.harness.tasks if t not in llm_jp_eval.TASKS]
         if left:
             notes.append(f"llm-jp-eval protocol: {', '.join(left)} not scored (not reproducible from its public code)")
     return reads
 
 
-def _mt_bench_reads(ec: EvalConfig, data_dir: Path, notes: list[str]) -> list[Path]:
-    judge = ec.mt_bench.judge
+def _mt_bench_reads(evaluation: EvalConfig, data_dir: Path, notes: list[str]) -> list[Path]:
+    judge = evaluation.mt_bench.judge
     folder = data_dir / mt_bench.FOLDER
     reads = [folder / "question.jsonl", folder / "reference_answer_gpt-4.jsonl",
              mt_bench.judge_prompts_file(data_dir, judge)] + ([Path(judge.serve)] if judge.serve not in (None, "self")
                                                               else [])
     _check_present(reads)
-    questions = mt_bench.load_questions(data_dir, ec.mt_bench.questions)
+    questions = mt_bench.load_questions(data_dir, evaluation.mt_bench.questions)
     mt_bench.load_judge_prompts(reads[2])
     if judge.api_key_env and not os.environ.get(judge.api_key_env):
         raise ConfigError(f"eval.mt_bench.judge.api_key_env={judge.api_key_env}: environment variable is not set")
-    notes.append(f"Japanese MT-Bench: {len(questions)} questions x {ec.mt_bench.samples} samples; judge "
+    notes.append(f"Japanese MT-Bench: {len(questions)} questions x {evaluation.mt_bench.samples} samples; judge "
                  + (f"{judge.serve} served on 127.0.0.1" if judge.serve else f"{judge.model} at {judge.base_url}")
                  + f" with the prompts of {reads[2]}")
     return reads
@@ -101,14 +102,14 @@ def _check_present(paths: list[Path]) -> None:
 def run(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManifest, out: Path) -> dict[str, Any]:
     """Harness tasks and MT-Bench on `folder` (the HF form of `model_path`, already a manifest input), then
     the checkpoint series; returns the report.json parts."""
-    ec = cfg.eval
+    evaluation = cfg.eval
     report: dict[str, Any] = {}
-    for path in plan_reads(ec)[0]:
+    for path in plan_reads(evaluation)[0]:
         manifest.add_input(path, role="eval_data")
-    if ec.harness or ec.mt_bench:
+    if evaluation.harness or evaluation.mt_bench:
         model_key = next(i["sha256"] for i in manifest.inputs if i["role"] == "model")
         report.update(_on_model(cfg, folder, str(model_path), model_key, manifest, out))
-    if ec.checkpoints:
+    if evaluation.checkpoints:
         report["checkpoints"] = score_checkpoints(cfg, lambda f: _harness_scores(cfg, f))
         manifest.record(checkpoints_scored=len(report["checkpoints"]))
     return report
@@ -116,30 +117,31 @@ def run(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManifest, 
 
 def _on_model(cfg: CoreConfig, folder: Path, model_name: str, model_key: str, manifest: RunManifest,
               out: Path) -> dict[str, Any]:
-    ec, report, loaded = cfg.eval, {}, _LazyModel(cfg, folder)
-    if ec.mt_bench:  # parsed by the plan already; here for the run
-        questions = mt_bench.load_questions(eval_data_dir(ec), ec.mt_bench.questions)
-        prompts_file = mt_bench.judge_prompts_file(eval_data_dir(ec), ec.mt_bench.judge)
+    evaluation, report, loaded = cfg.eval, {}, _LazyModel(cfg, folder)
+    if evaluation.mt_bench:  # parsed by the plan already; here for the run
+        questions = mt_bench.load_questions(eval_data_dir(evaluation), evaluation.mt_bench.questions)
+        prompts_file = mt_bench.judge_prompts_file(eval_data_dir(evaluation), evaluation.mt_bench.judge)
         prompts = mt_bench.load_judge_prompts(prompts_file)
     with _judge(cfg, folder, model_name) as judge:  # a judge that is down fails before any benchmark work
-        if ec.harness:
+        if evaluation.harness:
             scores = _harness_scores(cfg, folder, loaded)
             report["harness"] = [dataclasses.asdict(s) for s in scores]
             report["harness_protocols"] = protocol_versions()
             manifest.record(**{f"protocol.{k}": v for k, v in report["harness_protocols"].items()})
             for s in scores:
                 manifest.record(**_score_metrics(s))
-        if ec.mt_bench:
+        if evaluation.mt_bench:
             client, judge_model = judge
             tok, model = loaded.get()
             (out / "mt_bench").mkdir(parents=True, exist_ok=True)
-            answers = mt_bench.generate_answers(model, tok, questions, ec.mt_bench, stop_ids(cfg, tok),
+            answers = mt_bench.generate_answers(model, tok, questions, evaluation.mt_bench, stop_ids(cfg, tok),
                                                 cfg.runtime.seed, model_key,
                                                 JsonlLog(out / ANSWERS, mt_bench.ANSWER_FIELDS))
-            judgements = mt_bench.judge_answers(client, judge_model, questions, answers, prompts, ec.mt_bench.judge,
+            judgements = mt_bench.judge_answers(client, judge_model, questions, answers, prompts,
+                                                evaluation.mt_bench.judge,
                                                 JsonlLog(out / JUDGEMENTS, mt_bench.JUDGEMENT_FIELDS))
             refused = sum(a.get("refused_turns", 0) for a in answers.values())
-            report["mt_bench"] = {**mt_bench.summarize(judgements, judge_model, ec.mt_bench.samples, refused),
+            report["mt_bench"] = {**mt_bench.summarize(judgements, judge_model, evaluation.mt_bench.samples, refused),
                                   "judge_prompts": str(prompts_file)}
             manifest.record(**_mt_bench_metrics(report["mt_bench"], len(questions)))
             manifest.add_output(out / ANSWERS, role="mt_bench_answers")
@@ -181,12 +183,12 @@ class _LazyModel:
 def _harness_scores(cfg: CoreConfig, folder: Path, loaded: _LazyModel | None = None) -> list:
     from factory.posttrain import harness  # lm-eval is imported only when a harness section runs
 
-    ec = cfg.eval
-    backend = harness.choose_backend(ec.harness, resolve_device(cfg.runtime).type)
+    evaluation = cfg.eval
+    backend = harness.choose_backend(evaluation.harness, resolve_device(cfg.runtime).type)
     _, dtype = hf.device_and_dtype(cfg)
     tok, model = (loaded or _LazyModel(cfg, folder)).get() if backend == "hf" else (None, None)
-    lm = harness.make_lm(backend, folder, ec.harness, model, tok, str(dtype).removeprefix("torch."))
-    scores = harness.evaluate(lm, ec.harness, eval_data_dir(ec), cfg.runtime.seed)
+    lm = harness.make_lm(backend, folder, evaluation.harness, model, tok, str(dtype).removeprefix("torch."))
+    scores = harness.evaluate(lm, evaluation.harness, eval_data_dir(evaluation), cfg.runtime.seed)
     for s in scores:
         log.info("eval: %s (%s) %s %s ± %s (%d examples, %d-shot from %s; chance %s; %s)", s.task, s.protocol,
                  s.metric, _fmt(s.value), _fmt(s.stderr), s.examples, s.num_fewshot, s.fewshot_split, _fmt(s.chance),

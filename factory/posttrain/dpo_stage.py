@@ -11,22 +11,22 @@ from factory.stage_api import Launch, Plan, SectionSpec, Stage
 
 
 def plan(cfg: CoreConfig) -> Plan:
-    dc = STAGE.section_of(cfg)
-    ref = "the LoRA base (adapters off)" if dc.lora else "a frozen copy of the input model"
-    return plan_training(cfg, STAGE, [f"beta {dc.beta:g}, loss {dc.loss_type}, reference: {ref}"])
+    dpo_config = STAGE.section_of(cfg)
+    ref = "the LoRA base (adapters off)" if dpo_config.lora else "a frozen copy of the input model"
+    return plan_training(cfg, STAGE, [f"beta {dpo_config.beta:g}, loss {dpo_config.loss_type}, reference: {ref}"])
 
 
-def make_trainer(dc: DpoConfig, model, tok, data, kwargs: dict, peft=None):
+def make_trainer(dpo_config: DpoConfig, model, tok, data, kwargs: dict, peft=None):
     """TRL's DPOTrainer; the reference is a frozen copy of the input model (or the LoRA base)."""
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**kwargs, beta=dc.beta, loss_type=[dc.loss_type])
+    args = DPOConfig(**kwargs, beta=dpo_config.beta, loss_type=[dpo_config.loss_type])
     return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    dc = STAGE.section_of(cfg)
-    curve = train(cfg, STAGE, manifest, lambda *a: make_trainer(dc, *a))
+    dpo_config = STAGE.section_of(cfg)
+    curve = train(cfg, STAGE, manifest, lambda *a: make_trainer(dpo_config, *a))
     margins = [c["rewards/margins"] for c in curve if "rewards/margins" in c]
     if margins:
         manifest.record(first_reward_margin=margins[0], last_reward_margin=margins[-1])

@@ -16,10 +16,10 @@ from factory.config_base import CoreConfig
 from factory.data.config import LangMixConfig
 from factory.data.langmix import LangMixDetector
 from factory.errors import ConfigError, missing_inputs
+from factory.identity import is_megatron_checkpoint as is_megatron
 from factory.io import atomic_write_json, atomic_write_text
 from factory.manifest import RunManifest
 from factory.posttrain import model as hf
-from factory.identity import is_megatron_checkpoint as is_megatron
 from factory.posttrain.checkpoint_eval import hf_folder
 from factory.posttrain.config import EvalConfig
 from factory.stage_api import Plan, SectionSpec, Stage
@@ -40,29 +40,30 @@ def plan(cfg: CoreConfig) -> EvalPlan:
     the Megatron checkpoints need (eval.model or eval.checkpoints), and every benchmark file, parsed."""
     from factory.posttrain import benchmarks
 
-    ec = STAGE.section_of(cfg)
-    model = ec.model or outputs.dpo(cfg).dir
+    eval_config = STAGE.section_of(cfg)
+    model = eval_config.model or outputs.dpo(cfg).dir
     out = outputs.evaluation(cfg).dir
-    reads = [model] + [h.path for h in ec.heldout] + ([ec.prompts] if ec.prompts else [])
+    reads = [model] + [h.path for h in eval_config.heldout] + ([eval_config.prompts] if eval_config.prompts else [])
     checkpoint = model.exists() and is_megatron(model)
-    tokenizer = ec.tokenizer_dir or outputs.tokenizer(cfg).dir
-    if checkpoint or ec.checkpoints:
+    tokenizer = eval_config.tokenizer_dir or outputs.tokenizer(cfg).dir
+    if checkpoint or eval_config.checkpoints:
         reads.append(tokenizer)
     missing = missing_inputs("eval", reads)
     if missing:  # before the benchmarks' inputs: the model is what a user names first
         raise ConfigError(missing)
-    bench_reads, notes = benchmarks.plan_reads(ec)
-    if checkpoint or ec.checkpoints:
+    bench_reads, notes = benchmarks.plan_reads(eval_config)
+    if checkpoint or eval_config.checkpoints:
         _check_tokenizer(tokenizer)
     if checkpoint:
         notes.append("Megatron checkpoint: exported to a temporary HF folder (verified by logits) first")
     else:
         hf.check_causal_lm(model)
-    if ec.mt_bench:  # the answers need the chat template of the folder they are generated with
+    if eval_config.mt_bench:  # the answers need the chat template of the folder they are generated with
         hf.load_tokenizer(tokenizer if checkpoint else model, "eval.tokenizer_dir" if checkpoint else "eval.model")
     return EvalPlan(output_dir=out, reads=reads + bench_reads, notes=notes, model=model, tokenizer_dir=tokenizer,
-                writes=[out / "report.json", out / "report.md"] + ([out / "generations.jsonl"] if ec.prompts else [])
-                + ([out / benchmarks.ANSWERS, out / benchmarks.JUDGEMENTS] if ec.mt_bench else []))
+                writes=[out / "report.json",
+                        out / "report.md"] + ([out / "generations.jsonl"] if eval_config.prompts else [])
+                + ([out / benchmarks.ANSWERS, out / benchmarks.JUDGEMENTS] if eval_config.mt_bench else []))
 
 
 def _check_tokenizer(folder: Path) -> None:
@@ -93,24 +94,25 @@ def _measure(cfg: CoreConfig, folder: Path, model_path: Path, manifest: RunManif
     """Perplexity per language and the answers to the prompts file with their code-switch rate."""
     from factory.posttrain import evaluate as ev
 
-    ec = cfg.eval
+    eval_config = cfg.eval
     report = {"model": str(model_path), "perplexity": {}, "code_switch": None,
-              "commands": ev.benchmark_commands(_benchmark_target(cfg, model_path), cfg.run.name, ec.lm_eval_tasks)}
+              "commands": ev.benchmark_commands(_benchmark_target(cfg, model_path), cfg.run.name,
+                                                eval_config.lm_eval_tasks)}
     answers: list[dict] = []
-    if not ec.heldout and not ec.prompts:
+    if not eval_config.heldout and not eval_config.prompts:
         return report, answers
-    prompts = ev.read_prompts(ec.prompts) if ec.prompts else []
+    prompts = ev.read_prompts(eval_config.prompts) if eval_config.prompts else []
     tok = hf.load_tokenizer(folder, "eval.tokenizer_dir")
     _, dtype = hf.device_and_dtype(cfg)
     model = hf.load_model(folder, dtype, len(tok)).eval()
-    for h in ec.heldout:
+    for h in eval_config.heldout:
         manifest.add_input(h.path, role=f"heldout:{h.language}")
         texts = ev.read_texts(h.path, h.text_field, h.max_docs)
-        report["perplexity"][h.language] = ev.perplexity(model, tok, texts, ec.max_length)
+        report["perplexity"][h.language] = ev.perplexity(model, tok, texts, eval_config.max_length)
         manifest.record(**{f"perplexity.{h.language}": round(report["perplexity"][h.language]["perplexity"], 4)})
-    if ec.prompts:
-        manifest.add_input(ec.prompts, role="prompts")
-        answers = ev.answer(model, tok, prompts, ec.max_new_tokens, ev.stop_ids(cfg, tok))
+    if eval_config.prompts:
+        manifest.add_input(eval_config.prompts, role="prompts")
+        answers = ev.answer(model, tok, prompts, eval_config.max_new_tokens, ev.stop_ids(cfg, tok))
         cs = ev.code_switch(answers, _detector(cfg))
         report["code_switch"] = dataclasses.asdict(cs)
         manifest.record(code_switch_rate=cs.rate if cs.rate is not None else "n/a",

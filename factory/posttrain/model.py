@@ -111,26 +111,30 @@ def lora_config(lora: LoraSettings | None):
                       target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
-def trainer_kwargs(cfg: CoreConfig, tc: TrainSettings, work_dir: Path, key: str) -> dict[str, Any]:
+def trainer_kwargs(cfg: CoreConfig, settings: TrainSettings, work_dir: Path, key: str) -> dict[str, Any]:
     """TrainingArguments shared by SFTConfig and DPOConfig; the global batch sets gradient accumulation."""
     world = int(os.environ.get("WORLD_SIZE", 1))
-    per_step = tc.micro_batch_size * world
-    if tc.global_batch_size % per_step:
-        raise ConfigError(f"{key}.global_batch_size={tc.global_batch_size}: must be a multiple of "
-                          f"micro_batch_size x world size ({tc.micro_batch_size} x {world})")
+    per_step = settings.micro_batch_size * world
+    if settings.global_batch_size % per_step:
+        raise ConfigError(f"{key}.global_batch_size={settings.global_batch_size}: must be a multiple of "
+                          f"micro_batch_size x world size ({settings.micro_batch_size} x {world})")
     import torch
 
     cpu, dtype = device_and_dtype(cfg)
     return dict(
-        output_dir=str(work_dir), per_device_train_batch_size=tc.micro_batch_size,
-        gradient_accumulation_steps=tc.global_batch_size // per_step, learning_rate=tc.learning_rate,
-        lr_scheduler_type=tc.lr_scheduler, warmup_steps=tc.warmup_steps, weight_decay=tc.weight_decay,
-        max_grad_norm=tc.max_grad_norm, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
-        max_length=tc.max_length, logging_steps=tc.logging_steps, save_strategy="steps" if tc.save_steps else "no",
-        save_steps=tc.save_steps or 500, report_to=[], seed=cfg.runtime.seed, use_cpu=cpu,
-        bf16=dtype == torch.bfloat16, gradient_checkpointing=tc.gradient_checkpointing,
-        router_aux_loss_coef=tc.router_aux_loss_coef, disable_tqdm=True, dataloader_num_workers=0,
-        deepspeed=str(tc.deepspeed) if tc.deepspeed else None)
+        output_dir=str(work_dir), per_device_train_batch_size=settings.micro_batch_size,
+        gradient_accumulation_steps=settings.global_batch_size // per_step,
+                learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_steps,
+                weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm, num_train_epochs=settings.epochs,
+                max_steps=settings.max_steps or -1,
+        max_length=settings.max_length, logging_steps=settings.logging_steps,
+                save_strategy="steps" if settings.save_steps else "no",
+        save_steps=settings.save_steps or 500, report_to=[], seed=cfg.runtime.seed, use_cpu=cpu,
+        bf16=dtype == torch.bfloat16, gradient_checkpointing=settings.gradient_checkpointing,
+        router_aux_loss_coef=settings.router_aux_loss_coef, disable_tqdm=True, dataloader_num_workers=0,
+        deepspeed=str(settings.deepspeed) if settings.deepspeed else None)
 
 
 def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:

@@ -12,26 +12,26 @@ from factory.stage_api import Launch, Plan, SectionSpec, Stage
 
 
 def plan(cfg: CoreConfig) -> Plan:
-    sc = STAGE.section_of(cfg)
-    notes = [f"assistant-only loss {'on' if sc.assistant_only_loss else 'off'}, "
-             f"packing {'on' if sc.packing else 'off'}, NEFTune alpha {sc.neftune_noise_alpha or 'off'}"]
+    sft = STAGE.section_of(cfg)
+    notes = [f"assistant-only loss {'on' if sft.assistant_only_loss else 'off'}, "
+             f"packing {'on' if sft.packing else 'off'}, NEFTune alpha {sft.neftune_noise_alpha or 'off'}"]
     return plan_training(cfg, STAGE, notes)
 
 
-def make_trainer(sc: SftConfig, model, tok, data, kwargs: dict, peft=None):
+def make_trainer(sft: SftConfig, model, tok, data, kwargs: dict, peft=None):
     """TRL's SFTTrainer with the section's loss mask, packing and NEFTune options."""
     from trl import SFTConfig, SFTTrainer
 
-    if sc.assistant_only_loss:
+    if sft.assistant_only_loss:
         hf.check_assistant_markers(tok, "sft.tokenizer_dir")
-    args = SFTConfig(**kwargs, assistant_only_loss=sc.assistant_only_loss, packing=sc.packing,
-                     neftune_noise_alpha=sc.neftune_noise_alpha)
+    args = SFTConfig(**kwargs, assistant_only_loss=sft.assistant_only_loss, packing=sft.packing,
+                     neftune_noise_alpha=sft.neftune_noise_alpha)
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    sc = STAGE.section_of(cfg)
-    train(cfg, STAGE, manifest, lambda *a: make_trainer(sc, *a))
+    sft = STAGE.section_of(cfg)
+    train(cfg, STAGE, manifest, lambda *a: make_trainer(sft, *a))
 
 
 STAGE = Stage(

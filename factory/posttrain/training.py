@@ -34,31 +34,34 @@ class Paths:
 
 
 def paths(cfg: CoreConfig, stage: Stage) -> Paths:
-    tc: TrainSettings = stage.section_of(cfg)
-    model = tc.model or DEFAULT_INPUT[stage.name](cfg).dir
+    settings: TrainSettings = stage.section_of(cfg)
+    model = settings.model or DEFAULT_INPUT[stage.name](cfg).dir
     out = stage.outputs(cfg).dir
-    return Paths(model=model, tokenizer=tc.tokenizer_dir or model, output=out, work=out.with_name(f".{out.name}.trainer"))
+    return Paths(model=model, tokenizer=settings.tokenizer_dir or model, output=out,
+                 work=out.with_name(f".{out.name}.trainer"))
 
 
 def plan_training(cfg: CoreConfig, stage: Stage, notes: list[str]) -> Plan:
-    tc, p = stage.section_of(cfg), paths(cfg, stage)
-    reads = [p.model] + ([p.tokenizer] if p.tokenizer != p.model else []) + [d.path for d in tc.datasets]
+    settings, p = stage.section_of(cfg), paths(cfg, stage)
+    reads = [p.model] + ([p.tokenizer] if p.tokenizer != p.model else []) + [d.path for d in settings.datasets]
     missing = missing_inputs(stage.name, reads)
     if missing:
         raise ConfigError(missing)
     config = hf.check_causal_lm(p.model)
     notes = [f"model: {hf.describe(config)}", *notes]
     positions = getattr(config.get_text_config(), "max_position_embeddings", None)
-    if positions and tc.max_length > positions:
+    if positions and settings.max_length > positions:
         log.warning("%s.max_length=%d exceeds the model's max_position_embeddings (%d)",
-                    stage.name, tc.max_length, positions)
-        notes = [*notes, f"warning: max_length {tc.max_length} > max_position_embeddings {positions}"]
-    batch = f"global batch {tc.global_batch_size} = micro {tc.micro_batch_size} x accumulation x world size"
-    length = f"max_steps {tc.max_steps}" if tc.max_steps else f"{tc.epochs:g} epoch(s)"
-    lora = f"LoRA r={tc.lora.r} alpha={tc.lora.alpha} (merged at save)" if tc.lora else "full fine-tuning"
+                    stage.name, settings.max_length, positions)
+        notes = [*notes, f"warning: max_length {settings.max_length} > max_position_embeddings {positions}"]
+    batch = f"global batch {settings.global_batch_size} = micro {settings.micro_batch_size} x accumulation x world size"
+    length = f"max_steps {settings.max_steps}" if settings.max_steps else f"{settings.epochs:g} epoch(s)"
+    lora = (f"LoRA r={settings.lora.r} alpha={settings.lora.alpha} (merged at save)" if settings.lora
+            else "full fine-tuning")
     return Plan(output_dir=p.output, reads=reads,
                 writes=[p.output / "config.json", p.output / "loss_curve.json", p.work],
-                notes=[f"LR {tc.learning_rate:g} {tc.lr_scheduler}, {length}, {batch}", lora, *notes])
+                notes=[f"LR {settings.learning_rate:g} {settings.lr_scheduler}, {length}, {batch}", lora,
+                       *notes])
 
 
 def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
@@ -67,19 +70,21 @@ def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
     train, and publish the HF folder; returns the loss curve."""
     from factory.posttrain.evaluate import chat_end, stop_ids
 
-    tc, p = stage.section_of(cfg), paths(cfg, stage)
+    settings, p = stage.section_of(cfg), paths(cfg, stage)
     tok = hf.load_tokenizer(p.tokenizer, f"{stage.name}.tokenizer_dir")
-    policy = RowPolicy(stage.name, tc.max_error_rate, template_roles(tok.chat_template), tok, tc.max_length)
-    mixture = load_mixture(tc.datasets, policy, cfg.runtime.seed)
+    policy = RowPolicy(stage.name, settings.max_error_rate, template_roles(tok.chat_template), tok,
+                       settings.max_length)
+    mixture = load_mixture(settings.datasets, policy, cfg.runtime.seed)
     data = mixture.dataset
     manifest.record(rows_rejected=sum(mixture.rejected.values()),
                     **{f"rows_rejected.{rule}": n for rule, n in sorted(mixture.rejected.items())})
     _, dtype = hf.device_and_dtype(cfg)
     model = hf.load_model(p.model, dtype, len(tok))
-    for d in tc.datasets:
+    for d in settings.datasets:
         manifest.add_input(d.path, role=f"dataset:{d.format}")
     manifest.add_input(p.model, role="model")
-    trainer = build(model, tok, data, hf.trainer_kwargs(cfg, tc, p.work, stage.name), hf.lora_config(tc.lora))
+    trainer = build(model, tok, data, hf.trainer_kwargs(cfg, settings, p.work, stage.name),
+                    hf.lora_config(settings.lora))
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0

@@ -30,15 +30,15 @@ class Job:
     messages: list[dict[str, str]]
 
 
-def load_personas(sc: SynthConfig) -> list[str]:
-    if sc.personas_file is None:
-        return list(sc.personas)
-    if not sc.personas_file.is_file():
-        raise DataError(f"{sc.personas_file}: personas file not found")
-    lines = (r.text.strip() for r in read_records(sc.personas_file, fmt="text", text_unit="line"))
+def load_personas(synth_config: SynthConfig) -> list[str]:
+    if synth_config.personas_file is None:
+        return list(synth_config.personas)
+    if not synth_config.personas_file.is_file():
+        raise DataError(f"{synth_config.personas_file}: personas file not found")
+    lines = (r.text.strip() for r in read_records(synth_config.personas_file, fmt="text", text_unit="line"))
     personas = list(dict.fromkeys(ln for ln in lines if ln))
     if not personas:
-        raise DataError(f"{sc.personas_file}: no personas (expected one per line)")
+        raise DataError(f"{synth_config.personas_file}: no personas (expected one per line)")
     return personas
 
 
@@ -59,15 +59,15 @@ def load_seeds(sd: SeedDocs) -> list[tuple[str, str]]:
     return list(seeds.items())
 
 
-def iter_jobs(sc: SynthConfig, personas: list[str], seeds: list[tuple[str, str]]) -> Iterator[Job]:
+def iter_jobs(synth_config: SynthConfig, personas: list[str], seeds: list[tuple[str, str]]) -> Iterator[Job]:
     for seed_id, text in seeds:
-        document = text[:sc.seeds.max_chars]
+        document = text[:synth_config.seeds.max_chars]
         for persona in personas:
-            for task in sc.tasks:
+            for task in synth_config.tasks:
                 tpl = TEMPLATES[task]
                 messages = tpl.messages(persona=persona, document=document)
                 group = record_id(persona, seed_id, task, tpl.name)
-                for sample in range(sc.samples_per_prompt):
+                for sample in range(synth_config.samples_per_prompt):
                     yield Job(record_id(persona, seed_id, task, sample, tpl.name), group, persona, seed_id,
                               task, sample, tpl.name, messages)
 
@@ -76,27 +76,29 @@ SAMPLE_FIELDS = {"text": str, "prompt": str, "task": str, "group": str, "sample"
 """What the training data and the judge read from each sample."""
 
 
-def generate(sc: SynthConfig, client: ChatClient, out: JsonlLog) -> dict[str, int | str]:
+def generate(synth_config: SynthConfig, client: ChatClient, out: JsonlLog) -> dict[str, int | str]:
     """Run every job not yet in `out`, streaming jobs so memory does not grow with the run."""
-    personas, seeds = load_personas(sc), load_seeds(sc.seeds)
-    planned = len(personas) * len(seeds) * len(sc.tasks) * sc.samples_per_prompt
+    personas, seeds = load_personas(synth_config), load_seeds(synth_config.seeds)
+    planned = len(personas) * len(seeds) * len(synth_config.tasks) * synth_config.samples_per_prompt
     out.path.parent.mkdir(parents=True, exist_ok=True)
     done = out.done_ids()
-    todo = (job for job in iter_jobs(sc, personas, seeds) if job.id not in done)
+    todo = (job for job in iter_jobs(synth_config, personas, seeds) if job.id not in done)
     log.info("synth: %d jobs (%d personas x %d seeds x %d tasks x %d samples), %d in %s already",
-             planned, len(personas), len(seeds), len(sc.tasks), sc.samples_per_prompt, len(done), out.path)
+             planned, len(personas), len(seeds), len(synth_config.tasks), synth_config.samples_per_prompt, len(done),
+             out.path)
 
     def call(job: Job) -> str:
-        return client.complete(sc.model, job.messages, sc.temperature, sc.max_tokens, seed=int(job.id[:8], 16))
+        return client.complete(synth_config.model, job.messages, synth_config.temperature, synth_config.max_tokens,
+                               seed=int(job.id[:8], 16))
 
     generated = 0
-    for job, text in bounded_map(call, todo, sc.concurrency):
-        out.append(_record(job, text, sc.model))
+    for job, text in bounded_map(call, todo, synth_config.concurrency):
+        out.append(_record(job, text, synth_config.model))
         generated += 1
     return {"jobs_planned": planned, "jobs_resumed": planned - generated, "jobs_generated": generated,
             "samples_skipped_unusable": out.skipped,
             "personas": len(personas), "seed_docs": len(seeds),
-            "templates": ",".join(TEMPLATES[t].name for t in sc.tasks)}
+            "templates": ",".join(TEMPLATES[t].name for t in synth_config.tasks)}
 
 
 def _record(job: Job, text: str, model: str) -> dict[str, Any]:

@@ -32,11 +32,11 @@ def candidate_pairs(samples: JsonlLog) -> list[tuple[dict[str, Any], dict[str, A
     return [(g[0], g[1]) for g in groups.values() if len(g) == 2]
 
 
-def judge_pairs(sc: SynthConfig, client: ChatClient, samples: JsonlLog, pairs_out: JsonlLog,
+def judge_pairs(synth_config: SynthConfig, client: ChatClient, samples: JsonlLog, pairs_out: JsonlLog,
                 undecided_out: JsonlLog) -> dict[str, int]:
     """Judge every candidate pair not judged yet; decided pairs go to `pairs_out`, the rest (with why)
     to `undecided_out`. Returns counts."""
-    judge_model = sc.preference.judge_model or sc.model
+    judge_model = synth_config.preference.judge_model or synth_config.model
     todo = []
     done = pairs_out.done_ids() | undecided_out.done_ids()
     candidates = candidate_pairs(samples)
@@ -49,11 +49,11 @@ def judge_pairs(sc: SynthConfig, client: ChatClient, samples: JsonlLog, pairs_ou
     def call(item: tuple[str, tuple[dict, dict]]) -> str:
         _, (first, second) = item
         messages = judge_messages(first["prompt"], first["text"], second["text"])
-        choices = ["[[A]]", "[[B]]"] if sc.preference.verdict_only else None
-        return client.complete(judge_model, messages, 0.0, sc.preference.max_tokens, choices=choices)
+        choices = ["[[A]]", "[[B]]"] if synth_config.preference.verdict_only else None
+        return client.complete(judge_model, messages, 0.0, synth_config.preference.max_tokens, choices=choices)
 
     decided = undecided = 0
-    for (pid, (first, second)), verdict_text in bounded_map(call, todo, sc.concurrency):
+    for (pid, (first, second)), verdict_text in bounded_map(call, todo, synth_config.concurrency):
         verdict = parse_verdict(verdict_text)
         base = {"id": pid, "prompt": first["prompt"], "group": first["group"], "task": first["task"],
                 "persona": first.get("persona"), "seed_id": first.get("seed_id"), "model": first.get("model"),

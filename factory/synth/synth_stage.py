@@ -32,89 +32,93 @@ log = logging.getLogger(__name__)
 
 
 def plan(cfg: CoreConfig) -> Plan:
-    sc = STAGE.section_of(cfg)
+    synth = STAGE.section_of(cfg)
     out = outputs.synth(cfg).dir
-    reads = [sc.seeds.path] + ([sc.personas_file] if sc.personas_file else []) + ([sc.teacher] if sc.teacher else [])
-    if sc.training is not None:
-        reads.append(_tokenizer_model(cfg, sc))
+    reads = ([synth.seeds.path] + ([synth.personas_file] if synth.personas_file else [])
+             + ([synth.teacher] if synth.teacher else []))
+    if synth.training is not None:
+        reads.append(_tokenizer_model(cfg, synth))
     problems = missing_inputs("synth", reads)
-    if sc.serve is not None and sc.base_url is None:
-        problems.append(f"synth.serve: the vLLM server of {sc.serve.model} is started by the stage's Slurm job "
+    if synth.serve is not None and synth.base_url is None:
+        problems.append(f"synth.serve: the vLLM server of {synth.serve.model} is started by the stage's Slurm job "
                         "(python -m factory.launch slurm synth); to run here, give synth.base_url and synth.model")
-    if sc.api_key_env and not os.environ.get(sc.api_key_env):
-        problems.append(f"synth.api_key_env={sc.api_key_env}: environment variable is not set")
+    if synth.api_key_env and not os.environ.get(synth.api_key_env):
+        problems.append(f"synth.api_key_env={synth.api_key_env}: environment variable is not set")
     if problems:
         raise ConfigError(problems)
-    writes = [out / SAMPLES] + ([out / PAIRS, out / UNDECIDED] if sc.preference.enabled else [])
-    teacher = f"teacher {sc.teacher} served on 127.0.0.1" if sc.teacher else f"endpoint {sc.base_url} model {sc.model}"
-    notes = [f"{teacher}; tasks {', '.join(sc.tasks)}; {sc.samples_per_prompt} sample(s) per prompt; resumes from "
-             f"existing {SAMPLES}"]
-    if sc.training is not None:
+    writes = [out / SAMPLES] + ([out / PAIRS, out / UNDECIDED] if synth.preference.enabled else [])
+    teacher = (f"teacher {synth.teacher} served on 127.0.0.1" if synth.teacher
+               else f"endpoint {synth.base_url} model {synth.model}")
+    notes = [f"{teacher}; tasks {', '.join(synth.tasks)}; {synth.samples_per_prompt} sample(s) per prompt; "
+             f"resumes from existing {SAMPLES}"]
+    if synth.training is not None:
         writes += [out / n for n in (td.PRETRAINING, td.PRETRAINING_REJECTED, td.SFT, td.DPO, "blend.json")]
-        notes.append(f"training data: pretraining text of {', '.join(sc.training.pretraining_tasks)} (filtered, "
-                     f"packed as dataset '{td.PACKED}'), SFT from {', '.join(sc.training.sft_tasks)}, DPO from the "
+        notes.append(f"training data: pretraining text of {', '.join(synth.training.pretraining_tasks)} (filtered, "
+                     f"packed as dataset '{td.PACKED}'), SFT from {', '.join(synth.training.sft_tasks)}, DPO from the "
                      "judged pairs")
     return Plan(output_dir=out, reads=reads, writes=writes, notes=notes)
 
 
 def run(cfg: CoreConfig, plan: Plan, manifest: RunManifest) -> None:
-    sc = STAGE.section_of(cfg)
+    synth = STAGE.section_of(cfg)
     for path in plan.reads:
-        manifest.add_input(path, role="personas" if path == sc.personas_file else "teacher" if path == sc.teacher
+        manifest.add_input(path, role="personas" if path == synth.personas_file else "teacher" if path == synth.teacher
                            else "tokenizer" if path.name == "tokenizer.model" else "seeds")
-    with _endpoint(cfg, sc) as sc:
+    with _endpoint(cfg, synth) as synth:
         samples = JsonlLog(plan.output_dir / SAMPLES, SAMPLE_FIELDS)
-        manifest.record(**generate(sc, _client(sc, sc.base_url), samples))
+        manifest.record(**generate(synth, _client(synth, synth.base_url), samples))
         manifest.add_output(samples.path, role="samples")
-        if sc.preference.enabled:
-            judge = _client(sc, sc.preference.judge_base_url or sc.base_url)
+        if synth.preference.enabled:
+            judge = _client(synth, synth.preference.judge_base_url or synth.base_url)
             pairs = JsonlLog(plan.output_dir / PAIRS, PAIR_FIELDS)
             undecided = JsonlLog(plan.output_dir / UNDECIDED, UNDECIDED_FIELDS)
             for log_file in (pairs, undecided):
                 log_file.path.touch()
-            manifest.record(**judge_pairs(sc, judge, samples, pairs, undecided))
+            manifest.record(**judge_pairs(synth, judge, samples, pairs, undecided))
             manifest.add_output(pairs.path, role="preference")
             manifest.add_output(undecided.path, role="preference_undecided")
-    if sc.training is not None:
-        _training_data(cfg, sc, plan.output_dir, manifest)
+    if synth.training is not None:
+        _training_data(cfg, synth, plan.output_dir, manifest)
 
 
 @contextlib.contextmanager
-def _endpoint(cfg: CoreConfig, sc: SynthConfig) -> Iterator[SynthConfig]:
-    """`sc` itself, or, with a teacher, `sc` pointed at the teacher served on loopback until the block ends."""
-    if sc.teacher is None:
-        yield sc
+def _endpoint(cfg: CoreConfig, synth: SynthConfig) -> Iterator[SynthConfig]:
+    """`synth` itself, or, with a teacher, `synth` pointed at the teacher served on loopback until the block ends."""
+    if synth.teacher is None:
+        yield synth
         return
     from factory.convert.export import as_hf_folder  # torch and transformers: only a served teacher pays
     from factory.endpoints.server import ChatServer, HFBackend
 
-    with as_hf_folder(sc.teacher, runtime=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, sc), run_dir=cfg.run.dir,
+    with as_hf_folder(synth.teacher, runtime=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, synth),
+                      run_dir=cfg.run.dir,
                       name=cfg.run.name) as folder:
-        name = sc.model or str(sc.teacher)
-        server = ChatServer(HFBackend(folder, max(sc.max_tokens, sc.preference.max_tokens)), port=0, model_name=name)
+        name = synth.model or str(synth.teacher)
+        server = ChatServer(HFBackend(folder, max(synth.max_tokens, synth.preference.max_tokens)),
+                            port=0, model_name=name)
         with server.running() as base_url:
-            log.info("synth: teacher %s served at %s", sc.teacher, base_url)
-            yield sc.model_copy(update={"base_url": base_url, "model": name})
-        log.info("synth: teacher %s stopped", sc.teacher)
+            log.info("synth: teacher %s served at %s", synth.teacher, base_url)
+            yield synth.model_copy(update={"base_url": base_url, "model": name})
+        log.info("synth: teacher %s stopped", synth.teacher)
 
 
-def _tokenizer_dir(cfg: CoreConfig, sc: SynthConfig) -> Path:
+def _tokenizer_dir(cfg: CoreConfig, synth: SynthConfig) -> Path:
     """`synth.training.tokenizer_dir`, else the tokenizer stage's output (the teacher's export and the pack)."""
-    return (sc.training.tokenizer_dir if sc.training else None) or outputs.tokenizer(cfg).dir
+    return (synth.training.tokenizer_dir if synth.training else None) or outputs.tokenizer(cfg).dir
 
 
-def _tokenizer_model(cfg: CoreConfig, sc: SynthConfig) -> Path:
-    return _tokenizer_dir(cfg, sc) / "tokenizer.model"
+def _tokenizer_model(cfg: CoreConfig, synth: SynthConfig) -> Path:
+    return _tokenizer_dir(cfg, synth) / "tokenizer.model"
 
 
-def _training_data(cfg: CoreConfig, sc: SynthConfig, out: Path, manifest: RunManifest) -> None:
+def _training_data(cfg: CoreConfig, synth: SynthConfig, out: Path, manifest: RunManifest) -> None:
     samples = list(JsonlLog(out / SAMPLES, SAMPLE_FIELDS).records())
-    counts = td.pretraining_text(sc.training, samples, out)
-    counts |= td.sft_rows(sc.training, samples, out)
+    counts = td.pretraining_text(synth.training, samples, out)
+    counts |= td.sft_rows(synth.training, samples, out)
     pairs = list(JsonlLog(out / PAIRS, PAIR_FIELDS).records()) if (out / PAIRS).exists() else []
-    counts |= td.dpo_rows(sc.training, pairs, out)
+    counts |= td.dpo_rows(synth.training, pairs, out)
     if counts["pretraining_kept"]:
-        counts |= td.pack_pretraining(out, _tokenizer_model(cfg, sc))
+        counts |= td.pack_pretraining(out, _tokenizer_model(cfg, synth))
         manifest.add_output(out / "pack", role="synthetic_pretraining")
     else:
         log.warning("synth: no pretraining text passed the filters; nothing packed")
@@ -124,10 +128,11 @@ def _training_data(cfg: CoreConfig, sc: SynthConfig, out: Path, manifest: RunMan
     log.info("synth: training data: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-def _client(sc: SynthConfig, base_url: str) -> ChatClient:
-    return ChatClient(base_url, api_key=os.environ.get(sc.api_key_env) if sc.api_key_env else None,
-                      timeout=sc.timeout_seconds, max_retries=sc.max_retries, backoff=sc.backoff_seconds,
-                      backoff_max=sc.backoff_max_seconds)
+def _client(synth: SynthConfig, base_url: str) -> ChatClient:
+    return ChatClient(base_url, api_key=os.environ.get(synth.api_key_env) if synth.api_key_env else None,
+                      timeout=synth.timeout_seconds, max_retries=synth.max_retries,
+                      backoff=synth.backoff_seconds,
+                      backoff_max=synth.backoff_max_seconds)
 
 
 STAGE = Stage(

@@ -30,7 +30,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
@@ -43,6 +43,9 @@ from factory.train.checkpoint_meta import CheckpointMeta, factory_state
 from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
 from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration,
                                            saved_iterations)
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +85,9 @@ def _damage(folder: Path, checksums: bool) -> str | None:
     return None
 
 
-def recover(root: Path, rt) -> None:
+def recover(root: Path, runtime: Runtime) -> None:
     """Tidy what an interrupted save left under `root` (rank 0 does it, every rank waits) before a run reads it."""
-    if rt.is_main:
+    if runtime.is_main:
         checkpoint_root.recover(root)
     _barrier()
 
@@ -151,9 +154,9 @@ def read_info(path: Path) -> CheckpointInfo:
                           content_metadata=common.get("content_metadata"))
 
 
-def megatron_args(model: ModelConfig, rt, iteration: int) -> argparse.Namespace:
+def megatron_args(model: ModelConfig, runtime: Runtime, iteration: int) -> argparse.Namespace:
     """The subset of Megatron-LM's `args` its loaders and converters read from a checkpoint."""
-    p = rt.parallel
+    p = runtime.parallel
     args = argparse.Namespace(
         num_layers=model.num_layers, hidden_size=model.hidden_size, ffn_hidden_size=model.ffn_hidden_size,
         num_attention_heads=model.num_attention_heads, group_query_attention=model.query_groups < model.num_attention_heads,
@@ -174,53 +177,56 @@ def megatron_args(model: ModelConfig, rt, iteration: int) -> argparse.Namespace:
     return args
 
 
-def _rng_object(rt) -> Any:
+def _rng_object(runtime: Runtime) -> Any:
     from megatron.core import tensor_parallel
     from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-    state = {**rt.device_rng_state(), "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
-    return ShardedObject("rng_state", state, (rt.world_size,), (rt.rank,), replica_id=0)
+    state = {**runtime.device_rng_state(), "tracker": tensor_parallel.get_cuda_rng_tracker().get_states()}
+    return ShardedObject("rng_state", state, (runtime.world_size,), (runtime.rank,), replica_id=0)
 
 
-def _restore_rng(state: dict, rt) -> None:
+def _restore_rng(state: dict, runtime: Runtime) -> None:
     from megatron.core import tensor_parallel
 
-    rt.set_device_rng_state(state)
+    runtime.set_device_rng_state(state)
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None,
+def save(root: Path, iteration: int, model, model_cfg: ModelConfig, runtime: Runtime, *, optimizer=None,
          scheduler=None, meta: CheckpointMeta | None = None, keep_last: int | None = None,
          keep_every: int | None = None, keep_every_optimizer: bool = True) -> Path:
     """Write `root/iter_<iteration>` on all ranks, publish it (the tracker moves last) and apply retention;
     returns the folder. A write the file system refuses (disk full, file size limit) is one OutputError naming
     the folder being written; that folder is removed and the previous checkpoint stays current."""
-    pending = begin_save(root, iteration, model, model_cfg, rt, optimizer=optimizer, scheduler=scheduler, meta=meta)
+    pending = begin_save(root, iteration, model, model_cfg, runtime, optimizer=optimizer, scheduler=scheduler,
+                         meta=meta)
     return pending.commit(keep_last, keep_every, keep_every_optimizer)
 
 
-def begin_save(root: Path, iteration: int, model, model_cfg: ModelConfig, rt, *, optimizer=None, scheduler=None,
-               meta: CheckpointMeta | None = None, background: bool = False) -> checkpoint_save.PendingSave:
+def begin_save(root: Path, iteration: int, model, model_cfg: ModelConfig, runtime: Runtime, *, optimizer=None,
+               scheduler=None, meta: CheckpointMeta | None = None,
+               background: bool = False) -> checkpoint_save.PendingSave:
     """Write this rank's files of `root/iter_<iteration>` (in a background thread when `background`); the
     returned save is committed with `commit` once every rank has written (checkpoint_save)."""
     model_sd = model.sharded_state_dict()
-    state: dict[str, Any] = {"model": model_sd, "rng_state": _rng_object(rt)}
+    state: dict[str, Any] = {"model": model_sd, "rng_state": _rng_object(runtime)}
     if optimizer is not None:
         state["optimizer"] = checkpoint_optimizer.to_save(optimizer, model_sd)
-    state["args"] = megatron_args(model_cfg, rt, iteration)
+    state["args"] = megatron_args(model_cfg, runtime, iteration)
     state["iteration"] = iteration
     state["checkpoint_version"] = CHECKPOINT_VERSION
     if scheduler is not None:
         state["opt_param_scheduler"] = scheduler.state_dict()
-    state["factory"] = factory_state(meta, model_cfg, has_optimizer=optimizer is not None, world_size=rt.world_size)
-    return checkpoint_save.start(Path(root), iteration, state, rt, background)
+    state["factory"] = factory_state(meta, model_cfg, has_optimizer=optimizer is not None,
+                                     world_size=runtime.world_size)
+    return checkpoint_save.start(Path(root), iteration, state, runtime, background)
 
 
 class DamagedCheckpoint(CheckpointError):
     """A load found stored bytes that differ from the save's integrity record."""
 
 
-def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> CheckpointInfo:
+def load(path: Path, model, runtime: Runtime, *, optimizer=None, restore_rng: bool = True) -> CheckpointInfo:
     """Load model (and optimizer, RNG) from a checkpoint saved with any parallel layout; every item read is
     checked against the save's integrity record as it is read (DamagedCheckpoint naming the file, on every
     rank). Each data-parallel replica reads a share and receives the rest from the others (Megatron's fully
@@ -236,22 +242,22 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> 
     model_sd = model.sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
-        if refusal := checkpoint_optimizer.layout_refusal(info, rt.parallel):
+        if refusal := checkpoint_optimizer.layout_refusal(info, runtime.parallel):
             raise CheckpointError(refusal)
         metadata = info.content_metadata or checkpoint_optimizer.LEGACY_METADATA
         state[checkpoint_optimizer.TENSORS], optimizer_rest = checkpoint_optimizer.load_request(
             optimizer, model_sd, metadata)
-    same_world = info.meta.world_size == rt.world_size
+    same_world = info.meta.world_size == runtime.world_size
     if restore_rng and same_world:
-        state["rng_state"] = _rng_object(rt)
+        state["rng_state"] = _rng_object(runtime)
     elif restore_rng:
         log.warning("checkpoint: %s was saved by %s ranks and loads on %d: per-rank RNG state not restored "
                     "(dropout and other random draws differ from an uninterrupted run)",
-                    info.path, info.meta.world_size, rt.world_size)
+                    info.path, info.meta.world_size, runtime.world_size)
     fit_to_checkpoint(state, info.path)  # older MoE keys, TE extra state a CPU-written checkpoint lacks
     reads = integrity_reader.start_load()
     try:
-        with rt.compute_context():
+        with runtime.compute_context():
             loaded = dist_checkpointing.load(state, str(info.path), sharded_strategy=_load_strategy())
     except (Exception, CheckpointException) as e:  # noqa: BLE001 - shape/key mismatches surface as many types;
         # torch DCP reports a key the checkpoint lacks as CheckpointException, a BaseException
@@ -261,7 +267,7 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> 
         raise DamagedCheckpoint("\n".join([f"checkpoint {info.path} is damaged: {damage[0]}"] + damage[1:]))
     log.info("checkpoint: loaded %s (%.1f MB read by this rank)", info.path, reads.bytes_read / 1e6)
     try:
-        with rt.compute_context():
+        with runtime.compute_context():
             model.load_state_dict(loaded["model"])
             if optimizer is not None:
                 checkpoint_optimizer.restore(optimizer, loaded[checkpoint_optimizer.TENSORS], optimizer_rest,
@@ -269,7 +275,7 @@ def load(path: Path, model, rt, *, optimizer=None, restore_rng: bool = True) -> 
     except (Exception, CheckpointException) as e:  # noqa: BLE001
         raise CheckpointError(f"{info.path}: does not fit this model ({_describe(e)})") from e
     if "rng_state" in loaded:
-        _restore_rng(loaded["rng_state"], rt)
+        _restore_rng(loaded["rng_state"], runtime)
     return info
 
 

@@ -8,7 +8,7 @@ chunk's view geometry inside the parameter.
 
 - `CheckpointReader.read(names)` fills just those parameters with torch DCP, reading only the stored
   chunks that overlap them, whatever TP/PP/EP layout the checkpoint was saved with.
-- `save_streaming(root, model_cfg, rt, produce)` writes an iteration folder whose tensors come from
+- `save_streaming(root, model_cfg, runtime, produce)` writes an iteration folder whose tensors come from
   `produce(name)` while torch DCP writes them, one parameter held at a time.
 """
 
@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -34,11 +34,14 @@ from factory.errors import CheckpointError, FactoryError, OutputError
 from factory.io import os_error_line
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
-from factory.train.checkpoint_keys import older_keys
 from factory.train import checkpoint as ckpt
 from factory.train import checkpoint_root, integrity
+from factory.train.checkpoint_keys import older_keys
 from factory.train.checkpoint_meta import CheckpointMeta, factory_state
 from factory.train.checkpoint_writer import os_error_in
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +70,12 @@ class Chunk:
 class Layout:
     """Parameter name -> (shape, dtype) and its stored chunks, for one model config at TP=1."""
 
-    def __init__(self, model_cfg: ModelConfig, rt):
+    def __init__(self, model_cfg: ModelConfig, runtime: Runtime):
         from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
 
         from factory.model.build import build_gpt_model
 
-        model = build_gpt_model(rt.runnable(model_cfg), rt, pre_process=True, post_process=True, meta=True)
+        model = build_gpt_model(runtime.runnable(model_cfg), runtime, pre_process=True, post_process=True, meta=True)
         tensors = {id(t): (name, t) for name, t in model.state_dict(keep_vars=True).items()
                    if isinstance(t, torch.Tensor)}
         self.sharded = model.sharded_state_dict()
@@ -111,10 +114,10 @@ def _leaves(state) -> Iterable:
 class CheckpointReader:
     """Named parameters of one checkpoint; only the stored chunks that hold them are read."""
 
-    def __init__(self, path: Path, rt):
+    def __init__(self, path: Path, runtime: Runtime):
         self.info = ckpt.read_info(path)
         integrity.verify(self.info.path)
-        self.layout = Layout(self.info.model, rt)
+        self.layout = Layout(self.info.model, runtime)
         self._storage = dcp.FileSystemReader(str(self.info.path))
         self._metadata = self._storage.read_metadata()
         keys = {chunk.key for chunks in self.layout.chunks.values() for chunk in chunks}
@@ -204,7 +207,7 @@ class _SliceLoadPlanner(DefaultLoadPlanner):
         pass  # the data was read straight into the view
 
 
-def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, iteration: int = 0,
+def save_streaming(root: Path, model_cfg: ModelConfig, runtime: Runtime, produce: Produce, *, iteration: int = 0,
                    meta: CheckpointMeta | None = None) -> tuple[Path, int]:
     """Write `root/iter_<iteration>` (model only: no optimizer, no RNG) and move the tracker.
 
@@ -215,10 +218,10 @@ def save_streaming(root: Path, model_cfg: ModelConfig, rt, produce: Produce, *, 
     from megatron.core.dist_checkpointing.strategies.torch import (
         _replace_state_dict_keys_with_sharded_keys, mcore_to_pyt_state_dict)
 
-    if rt.world_size != 1:
+    if runtime.world_size != 1:
         raise CheckpointError("save_streaming runs in one process")
-    layout = Layout(model_cfg, rt)
-    state: dict[str, Any] = {"model": layout.sharded, "args": ckpt.megatron_args(model_cfg, rt, iteration),
+    layout = Layout(model_cfg, runtime)
+    state: dict[str, Any] = {"model": layout.sharded, "args": ckpt.megatron_args(model_cfg, runtime, iteration),
                              "iteration": iteration, "checkpoint_version": ckpt.CHECKPOINT_VERSION,
                              "factory": factory_state(meta, model_cfg, has_optimizer=False, world_size=None)}
     sharded, common = save_preprocess(state, True)

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Callable
 
+from factory.train.cadence import Every
 from factory.train.checkpoint_save import PendingSave
 from factory.train.config import CheckpointConfig
 from factory.train.state import TrainState
@@ -32,7 +33,8 @@ class Checkpointer:
         self.started = 0.0
 
     def due(self, iteration: int) -> bool:
-        return bool(self.config.save_interval) and iteration % self.config.save_interval == 0
+        """A periodic save (the last one and a stop signal's are asked for by the loop)."""
+        return Every(self.config.save_interval).due(iteration)
 
     def save(self, state: TrainState, final: bool) -> float:
         """Save `state`: in the background when `async_save` and not `final`, else now; returns the seconds the

@@ -8,13 +8,15 @@ by itself when its checkpoint folder already holds a checkpoint.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from factory import outputs
 from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
-from factory.runtime.runtime import runtime_session
+from factory.model.config import ModelConfig
+from factory.runtime.runtime import Runtime, runtime_session
 from factory.train import checkpoint as ckpt
 from factory.train import setup
 from factory.train.checkpoint_save import PendingSave
@@ -23,11 +25,38 @@ from factory.train.config import TrainConfig
 from factory.train.control import RunControl
 from factory.train.loop import TrainLoop, TrainParts
 from factory.train.metrics import MetricsWriter
-from factory.train.phases import (build_phase_datasets, data_identity, last_batch_fingerprint, phase_at,
+from factory.train.phases import (Phase, build_phase_datasets, data_identity, last_batch_fingerprint, phase_at,
                                   plan_phases)
 from factory.train.state import TrainState
 
 log = logging.getLogger("factory.train")
+
+
+@dataclass(frozen=True)
+class StateWriter:
+    """Writes a training state as this run's checkpoint: what `Checkpointer` calls when a save is due."""
+
+    root: Path
+    stage: str
+    model: Any
+    model_cfg: ModelConfig
+    runtime: Runtime
+    optimizer: Any
+    scheduler: Any
+    phases: list[Phase]
+    global_batch_size: int
+    peak_lr: float
+    min_lr: float
+
+    def __call__(self, current: TrainState, background: bool) -> PendingSave:
+        gbs = self.global_batch_size
+        current.data["batch"] = last_batch_fingerprint(self.phases, current.iteration, current.consumed_samples, gbs)
+        lr_now = self.scheduler.get_lr(self.optimizer.param_groups[0])
+        trained_on = phase_at(self.phases, current.iteration - 1).name  # the phase of the last step, as in metrics
+        meta = current.meta(self.stage, gbs * self.model_cfg.seq_length, final_lr=lr_now, peak_lr=self.peak_lr,
+                            min_lr=self.min_lr, phase=trained_on)
+        return ckpt.begin_save(self.root, current.iteration, self.model, self.model_cfg, self.runtime,
+                               optimizer=self.optimizer, scheduler=self.scheduler, meta=meta, background=background)
 
 
 def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
@@ -72,15 +101,8 @@ def train(cfg: CoreConfig, stage: str, train_config: TrainConfig, out_dir: Path,
             setup.check_resumed_data(stage, start, identity, boundary == state.data["batch"])
         state.data = identity
 
-        def write(current: TrainState, background: bool) -> PendingSave:
-            current.data["batch"] = last_batch_fingerprint(phases, current.iteration, current.consumed_samples, gbs)
-            lr_now = scheduler.get_lr(optimizer.param_groups[0])
-            trained_on = phase_at(phases, current.iteration - 1).name  # the phase of the last step, as in metrics
-            meta = current.meta(stage, gbs * start.model.seq_length, final_lr=lr_now, peak_lr=lr, min_lr=min_lr,
-                                phase=trained_on)
-            return ckpt.begin_save(ckpt_root, current.iteration, model, start.model, runtime, optimizer=optimizer,
-                                   scheduler=scheduler, meta=meta, background=background)
-
+        write = StateWriter(ckpt_root, stage, model, start.model, runtime, optimizer, scheduler, phases, gbs,
+                            peak_lr=lr, min_lr=min_lr)
         checkpointer = Checkpointer(train_config.checkpoint, write)
         parts = TrainParts(model, ddp, optimizer, scheduler, phases, valid_data, start.model, n_micro, checkpointer)
         metrics = MetricsWriter(out_dir, runtime.is_main, train_config.tensorboard, train_config.wandb_project,

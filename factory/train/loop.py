@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from factory.model.config import ModelConfig
+from factory.train.cadence import Every
 from factory.train.checkpointer import Checkpointer
 from factory.train.config import TrainConfig
 from factory.train.control import RunControl
@@ -61,6 +62,8 @@ class TrainLoop:
         self.flops_per_token = flops_per_token(parts.model_cfg)
         self.tokens_per_iter = train_config.global_batch_size * parts.model_cfg.seq_length
         self.peak_flops = runtime.peak_flops()
+        self.logging = Every(train_config.log_interval, last=train_config.train_iters)
+        self.validation = Every(train_config.eval_interval, last=train_config.train_iters)
 
     def close(self) -> None:
         self.expert_load.close()
@@ -124,8 +127,8 @@ class TrainLoop:
                 window_iters += 1
                 bar.update(state.iteration)
                 done = state.iteration == config.train_iters
-                due_eval = bool(config.eval_interval) and (state.iteration % config.eval_interval == 0 or done)
-                if state.iteration % config.log_interval == 0 or due_eval or done:
+                due_eval = self.validation.due(state.iteration)
+                if self.logging.due(state.iteration) or due_eval:
                     self.runtime.synchronize()
                     tps = window_iters * self.tokens_per_iter / (time.perf_counter() - window_start)
                     tokens_per_s.append(tps)

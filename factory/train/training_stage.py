@@ -27,46 +27,48 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     from factory.model.build import parameter_counts
     from factory.train.flops import flops_per_token
 
-    tc: TrainConfig = stage.section_of(cfg)
+    section: TrainConfig = stage.section_of(cfg)
     declared = stage.outputs(cfg)
     out, root = declared.dir, declared.checkpoints
-    blend = tc.blend_file or outputs.pack(cfg).blend_file
-    blends = list(dict.fromkeys([p.blend_file or blend for p in tc.phases] or [blend]))
-    reads = [*blends, (tc.tokenizer_dir or outputs.tokenizer(cfg).dir) / "tokenizer.model"]
+    blend = section.blend_file or outputs.pack(cfg).blend_file
+    blends = list(dict.fromkeys([p.blend_file or blend for p in section.phases] or [blend]))
+    reads = [*blends, (section.tokenizer_dir or outputs.tokenizer(cfg).dir) / "tokenizer.model"]
     notes = [f"parallel: {cfg.parallel.describe()}; data-parallel size = world / "
              f"{cfg.parallel.model_parallel_size} (model-parallel ranks)",
-             f"batch: global {tc.global_batch_size} x seq = tokens per step; micro-batch {tc.micro_batch_size}",
-             f"schedule: {tc.schedule.style}, warmup {tc.schedule.warmup_iters}, {tc.train_iters} iterations"]
+             f"batch: global {section.global_batch_size} x seq = tokens per step; "
+             f"micro-batch {section.micro_batch_size}",
+             f"schedule: {section.schedule.style}, warmup {section.schedule.warmup_iters}, "
+             f"{section.train_iters} iterations"]
     resume = ckpt.latest_iteration(root)
     model = cfg.model
     complete = ""
     warnings: list[str] = []
-    if resume is not None and resume > tc.train_iters:
-        raise ConfigError(f"{stage.name}.train_iters={tc.train_iters}: below iteration {resume}, which its checkpoint "
-                          f"{root} already reached; set train_iters >= {resume} to continue the run")
-    if resume == tc.train_iters:
+    if resume is not None and resume > section.train_iters:
+        raise ConfigError(f"{stage.name}.train_iters={section.train_iters}: below iteration {resume}, which its "
+                          f"checkpoint {root} already reached; set train_iters >= {resume} to continue the run")
+    if resume == section.train_iters:
         resume = iteration_of(ckpt.newest_intact(root))  # the full check, see above
-        if resume == tc.train_iters:
-            complete = f"{stage.name}: already at iteration {resume} of {tc.train_iters} ({root})"
+        if resume == section.train_iters:
+            complete = f"{stage.name}: already at iteration {resume} of {section.train_iters} ({root})"
     if resume is not None:
         notes.append(f"resumes from {root} iteration {resume}")
     elif stage is CPT:
-        source = tc.init_from or outputs.pretrain(cfg).checkpoints
+        source = section.init_from or outputs.pretrain(cfg).checkpoints
         reads.append(source)
-        notes.append(f"starts from {source} ({'fresh' if tc.reset_optimizer else 'kept'} optimizer state)")
+        notes.append(f"starts from {source} ({'fresh' if section.reset_optimizer else 'kept'} optimizer state)")
         if source.exists():
             model = ckpt.read_info(source).model
-    notes.append(budget.lr_schedule(tc))
+    notes.append(budget.lr_schedule(section))
     if model is not None:
         seq = model.seq_length
-        total = tc.train_iters * tc.global_batch_size * seq
+        total = section.train_iters * section.global_batch_size * seq
         flops = flops_per_token(model)
-        notes.append(f"tokens: {total:,} ({tc.global_batch_size * seq:,} per step); model FLOPs/token {flops:.3e}")
+        notes.append(f"tokens: {total:,} ({section.global_batch_size * seq:,} per step); model FLOPs/token {flops:.3e}")
         pack_blend = outputs.pack(cfg).blend_file
         start_tokens = 0.0
-        for i, p in enumerate(tc.phases or [None]):
-            end = p.until_tokens if p is not None and i < len(tc.phases) - 1 else total
-            name = p.phase if p else tc.phase
+        for i, p in enumerate(section.phases or [None]):
+            end = p.until_tokens if p is not None and i < len(section.phases) - 1 else total
+            name = p.phase if p else section.phase
             phase_blend = (p.blend_file if p else None) or blend
             share = budget.synthetic_share(cfg, phase_blend, name, pack_blend)
             notes.append(f"phase {i}: {name or '(first)'} of {phase_blend}, tokens "
@@ -74,20 +76,21 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
             if repeats := budget.repetition(phase_blend, name, end - start_tokens):
                 warnings.append(repeats)
             start_tokens = end
-        decision = planned_decision(cfg, tc, stage.name, model)
+        decision = planned_decision(cfg, section, stage.name, model)
         notes += [f"execution on {decision.capabilities.describe()}: {decision.describe_precision()}",
                   decision.describe_fusions(), decision.describe_overlap()]
         warnings += list(decision.warnings)
-        shape = training_shape(cfg, tc, stage.name, model)
+        shape = training_shape(cfg, section, stage.name, model)
         memory = plan_memory(model, cfg.parallel, shape)
         notes.append(memory.describe())
-        notes.append(budget.checkpoint_disk(tc, parameter_counts(model, cfg.parallel.tensor).total, shape.param_bytes))
+        notes.append(budget.checkpoint_disk(section, parameter_counts(model, cfg.parallel.tensor).total,
+                                            shape.param_bytes))
         if memory.shape.on_gpu:
             notes.append(budget.gpu_hours(total, flops, memory.shape.world_size, fp8=decision.fp8 is not None))
         if problems := over_limit(cfg, stage.name, memory):
             raise ConfigError(problems)
     writes = [root, out / "metrics.jsonl", out / "data_cache"]
-    writes += [out / "tensorboard"] if tc.tensorboard else []
+    writes += [out / "tensorboard"] if section.tensorboard else []
     return Plan(output_dir=out, reads=reads, writes=writes, notes=notes, warnings=warnings, complete=complete)
 
 

@@ -52,10 +52,10 @@ def check_fits(dense: ModelConfig, declared: ModelConfig | None, source: Path) -
         raise CheckpointError("\n".join(problems))
 
 
-def moe_model(dense: ModelConfig, uc: UpcycleConfig) -> ModelConfig:
+def moe_model(dense: ModelConfig, upcycle_config: UpcycleConfig) -> ModelConfig:
     """`dense` with `moe` set; routed expert FFN = (F - shared) / G, checked against upcycle.moe."""
-    ffn, g = dense.ffn_hidden_size, uc.granularity
-    shared = uc.moe.shared_expert_ffn_hidden_size or 0
+    ffn, g = dense.ffn_hidden_size, upcycle_config.granularity
+    shared = upcycle_config.moe.shared_expert_ffn_hidden_size or 0
     if shared >= ffn:
         raise ConfigError(f"upcycle.moe.shared_expert_ffn_hidden_size={shared}: must be smaller than the "
                           f"dense ffn_hidden_size ({ffn}); the rest becomes the routed experts")
@@ -64,18 +64,19 @@ def moe_model(dense: ModelConfig, uc: UpcycleConfig) -> ModelConfig:
         what = f"dense ffn_hidden_size {ffn}" + (f" minus {shared} shared" if shared else "")
         raise ConfigError(f"upcycle.granularity={g}: does not divide the routed FFN ({what} = {routed})")
     want = routed // g
-    got = uc.moe.ffn_hidden_size
+    got = upcycle_config.moe.ffn_hidden_size
     if got is not None and got != want:
         raise ConfigError(f"upcycle.moe.ffn_hidden_size={got}: must be {want} = ({ffn} - {shared} shared) / "
                           f"granularity {g} for this dense checkpoint (or leave it unset)")
-    return dense.model_copy(update={"moe": uc.moe.model_copy(update={"ffn_hidden_size": want})})
+    return dense.model_copy(update={"moe": upcycle_config.moe.model_copy(update={"ffn_hidden_size": want})})
 
 
-def expert_plan(dense: ModelConfig, uc: UpcycleConfig) -> ExpertPlan:
-    m = uc.moe
+def expert_plan(dense: ModelConfig, upcycle_config: UpcycleConfig) -> ExpertPlan:
+    m = upcycle_config.moe
     return ExpertPlan(
-        num_experts=m.num_experts, granularity=uc.granularity,
-        alpha=expert_scale(m, uc.granularity, uc.router_init),
+        num_experts=m.num_experts, granularity=upcycle_config.granularity,
+        alpha=expert_scale(m, upcycle_config.granularity, upcycle_config.router_init),
         shared_size=m.shared_expert_ffn_hidden_size or 0, shared_gate=m.shared_expert_gate,
-        router_zero=uc.router_init == "zero", router_std=uc.router_std or dense.init_method_std,
-        drop_fraction=uc.drop_fraction if uc.mode == "drop" else 0.0, noise_std=uc.noise_std)
+        router_zero=upcycle_config.router_init == "zero", router_std=upcycle_config.router_std or dense.init_method_std,
+        drop_fraction=upcycle_config.drop_fraction if upcycle_config.mode == "drop" else 0.0,
+                      noise_std=upcycle_config.noise_std)

@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 def source_path(cfg: CoreConfig) -> Path:
     """The dense checkpoint: the source root (its latest), or the iteration named by iteration or by tokens."""
-    uc = STAGE.section_of(cfg)
-    root = uc.source or outputs.pretrain(cfg).checkpoints
-    if (uc.source_iteration is None and uc.source_tokens is None) or not root.is_dir():
+    upcycle_config = STAGE.section_of(cfg)
+    root = upcycle_config.source or outputs.pretrain(cfg).checkpoints
+    if (upcycle_config.source_iteration is None and upcycle_config.source_tokens is None) or not root.is_dir():
         return root
     from factory.train import checkpoint as ckpt
 
@@ -46,16 +46,16 @@ def source_path(cfg: CoreConfig) -> Path:
     if not present:
         return root  # read_info names what is missing
     listed = ", ".join(map(str, present[-8:])) or "none"
-    if uc.source_iteration is not None:
-        if uc.source_iteration not in present:
-            raise ConfigError(f"upcycle.source_iteration={uc.source_iteration}: not saved in {root} "
+    if upcycle_config.source_iteration is not None:
+        if upcycle_config.source_iteration not in present:
+            raise ConfigError(f"upcycle.source_iteration={upcycle_config.source_iteration}: not saved in {root} "
                               f"(latest saved: {listed})")
-        return ckpt.iteration_dir(root, uc.source_iteration)
+        return ckpt.iteration_dir(root, upcycle_config.source_iteration)
     seen = [(ckpt.read_info(ckpt.iteration_dir(root, it)).meta.lineage_tokens, it) for it in present]
-    within = [(tokens, it) for tokens, it in seen if tokens <= uc.source_tokens]
+    within = [(tokens, it) for tokens, it in seen if tokens <= upcycle_config.source_tokens]
     if not within:
-        raise ConfigError(f"upcycle.source_tokens={uc.source_tokens:g}: no checkpoint in {root} has seen that few "
-                          f"tokens (the first saved, iteration {seen[0][1]}, has seen {seen[0][0]:,})")
+        raise ConfigError(f"upcycle.source_tokens={upcycle_config.source_tokens:g}: no checkpoint in {root} has "
+                          f"seen that few tokens (the first saved, iteration {seen[0][1]}, has seen {seen[0][0]:,})")
     return ckpt.iteration_dir(root, max(within)[1])
 
 
@@ -69,18 +69,20 @@ def plan(cfg: CoreConfig) -> UpcyclePlan:
     from factory.model.build import parameter_counts
     from factory.train import checkpoint as ckpt
 
-    uc, out = STAGE.section_of(cfg), outputs.upcycle(cfg).checkpoints
+    upcycle_config, out = STAGE.section_of(cfg), outputs.upcycle(cfg).checkpoints
     info = ckpt.read_info(source_path(cfg))
     check_fits(info.model, cfg.model, info.path)
-    target = moe_model(info.model, uc)
+    target = moe_model(info.model, upcycle_config)
     existing = ckpt.latest_iteration(out) if out.is_dir() else None
     if existing not in (None, 0):
         raise ConfigError(f"upcycle.output_dir={out}: holds a checkpoint at iteration {existing}, "
                           "not an upcycle output; choose another folder")
     return UpcyclePlan(output_dir=out, reads=[info.path], writes=[ckpt.iteration_dir(out, 0)], source=info.path, notes=[
         f"source: iteration {info.iteration} ({info.meta.lineage_tokens:,} tokens seen) of {info.path.parent}",
-        f"mode {uc.mode}, granularity {uc.granularity}, expert scale {expert_plan(info.model, uc).alpha:g}, "
-        f"{'exact: refuses above' if uc.exact else 'reported, not refused:'} tolerance {uc.tolerance:g}",
+        f"mode {upcycle_config.mode}, granularity {upcycle_config.granularity}, "
+        f"expert scale {expert_plan(info.model, upcycle_config).alpha:g}, "
+        f"{'exact: refuses above' if upcycle_config.exact else 'reported, not refused:'} "
+        f"tolerance {upcycle_config.tolerance:g}",
         f"dense parameters: {parameter_counts(info.model).describe()}",
         f"MoE parameters:   {parameter_counts(target).describe()}"])
 
@@ -92,37 +94,39 @@ def run(cfg: CoreConfig, plan: UpcyclePlan, manifest: RunManifest) -> None:
     from factory.train.checkpoint_stream import CheckpointReader, save_streaming
     from factory.upcycle.weights import MoeProducer, compare, probe_tokens
 
-    uc = STAGE.section_of(cfg)
+    upcycle_config = STAGE.section_of(cfg)
     info = ckpt.read_info(plan.source)
-    target, xplan = moe_model(info.model, uc), expert_plan(info.model, uc)
+    target, xplan = moe_model(info.model, upcycle_config), expert_plan(info.model, upcycle_config)
     manifest.add_input(info.path, role="dense_checkpoint")
     t0 = time.perf_counter()
-    runtime = cfg.runtime.model_copy(update={"precision": "fp32", "device": "cpu", "seed": uc.seed})
+    runtime = cfg.runtime.model_copy(update={"precision": "fp32", "device": "cpu", "seed": upcycle_config.seed})
     with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(plan.output_dir) as tmp:
         dense = CheckpointReader(info.path, rt)
-        producer = MoeProducer(dense, xplan, uc.seed)
-        _, written = save_streaming(tmp, target, rt, producer, meta=lineage_meta(info, uc))
-        seq = uc.probe_seq_length or min(info.model.seq_length, 128)
-        tokens = probe_tokens(info.model.vocab_size, uc.probe_batch_size, seq, uc.seed)
+        producer = MoeProducer(dense, xplan, upcycle_config.seed)
+        _, written = save_streaming(tmp, target, rt, producer, meta=lineage_meta(info, upcycle_config))
+        seq = upcycle_config.probe_seq_length or min(info.model.seq_length, 128)
+        tokens = probe_tokens(info.model.vocab_size, upcycle_config.probe_batch_size, seq, upcycle_config.seed)
         metrics = compare(dense, CheckpointReader(tmp, rt), tokens, rt)
-        metrics.update(expert_scale=xplan.alpha, exact=int(uc.exact), bytes_written=written,
+        metrics.update(expert_scale=xplan.alpha, exact=int(upcycle_config.exact), bytes_written=written,
                        bytes_read=dense.bytes_read)
         manifest.record(**metrics)
         log.info("upcycle: max |dlogits| %.3g over %d probe tokens (%s)", metrics["max_abs_logit_diff"],
-                 tokens.numel(), "exact mode" if uc.exact else "divergence reported")
-        if uc.exact and not metrics["max_abs_logit_diff"] <= uc.tolerance:
+                 tokens.numel(), "exact mode" if upcycle_config.exact else "divergence reported")
+        if upcycle_config.exact and not metrics["max_abs_logit_diff"] <= upcycle_config.tolerance:
             raise VerificationError(
                 f"upcycle: max |dlogits| {metrics['max_abs_logit_diff']:.3g} exceeds upcycle.tolerance "
-                f"{uc.tolerance:g} for exact mode {uc.mode}; nothing was written")
+                f"{upcycle_config.tolerance:g} for exact mode {upcycle_config.mode}; nothing was written")
     manifest.record(seconds=round(time.perf_counter() - t0, 3))
     manifest.add_output(plan.output_dir, role="moe_checkpoint")
 
 
-def lineage_meta(info, uc: UpcycleConfig) -> CheckpointMeta:
+def lineage_meta(info, upcycle_config: UpcycleConfig) -> CheckpointMeta:
     """The MoE checkpoint's metadata (from the dense CheckpointInfo): a run of no tokens that inherits the dense
     lineage's tokens and its final LR."""
-    upcycle = UpcycleRecord(mode=uc.mode, granularity=uc.granularity, router_init=uc.router_init,
-                            drop_fraction=uc.drop_fraction if uc.mode == "drop" else 0.0, noise_std=uc.noise_std,
+    upcycle = UpcycleRecord(mode=upcycle_config.mode, granularity=upcycle_config.granularity,
+                            router_init=upcycle_config.router_init,
+                            drop_fraction=upcycle_config.drop_fraction if upcycle_config.mode == "drop" else 0.0,
+                            noise_std=upcycle_config.noise_std,
                             source=str(info.path), source_iteration=info.iteration)
     source = info.meta
     return CheckpointMeta(stage="upcycle", lineage_tokens=source.lineage_tokens, run_tokens=0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,9 @@ from factory.model.layer_stream import LayerStream
 from factory.train.checkpoint_stream import CheckpointReader
 from factory.upcycle.target import ExpertPlan
 from factory.upcycle.transform import mlp_tensor
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
 _MLP = re.compile(r"^decoder\.layers\.(\d+)\.mlp\.(.+)$")
@@ -46,10 +50,10 @@ class MoeProducer:
                           self.hidden, dtype, self.seed, layer)
 
 
-def compare(dense: CheckpointReader, moe: CheckpointReader, tokens: torch.Tensor, rt) -> dict:
+def compare(dense: CheckpointReader, moe: CheckpointReader, tokens: torch.Tensor, runtime: Runtime) -> dict:
     """Logit and per-layer hidden-state differences of the two checkpoints on `tokens`."""
-    ref, ref_hidden = LayerStream(dense.info.model, rt).forward(tokens, dense.read_into)
-    out, out_hidden = LayerStream(moe.info.model, rt).forward(tokens, moe.read_into)
+    ref, ref_hidden = LayerStream(dense.info.model, runtime).forward(tokens, dense.read_into)
+    out, out_hidden = LayerStream(moe.info.model, runtime).forward(tokens, moe.read_into)
     diff = (out - ref).abs()
     per_layer = [(a - b).abs().max().item() for a, b in zip(ref_hidden, out_hidden)]
     log.info("upcycle: max |dhidden| per layer: %s", " ".join(f"{d:.2g}" for d in per_layer))
