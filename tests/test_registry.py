@@ -111,3 +111,40 @@ def test_a_new_stage_shows_up_in_the_cli_the_pipeline_the_config_and_the_launche
     ran = _run(toy_tree, "factory.stage", "toy", "--config", "toy.yaml")
     assert ran.returncode == 0, ran.stderr
     assert '"chars": 4' in (toy_tree / "run" / "toy" / "manifest.json").read_text()
+
+
+TOY_ARCHITECTURE = textwrap.dedent('''
+    """A toy HF architecture (Llama's mapping under another name), written to test the architecture registry."""
+
+    from factory.convert.architectures.llama import Llama
+
+
+    class ToyLlama(Llama):
+        name = "toy_llama"
+''')
+
+
+def test_a_new_hf_architecture_is_its_file_plus_one_registry_line(tmp_path):
+    tree = tmp_path / "project"
+    for name in ("factory", "tokenizer", "configs"):
+        shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+    folder = tree / "factory" / "convert" / "architectures"
+    (folder / "toy.py").write_text(TOY_ARCHITECTURE, encoding="utf-8")
+    registry = folder / "__init__.py"
+    text = registry.read_text(encoding="utf-8")
+    text = text.replace("from factory.errors import ConfigError\n",
+                        "from factory.convert.architectures.toy import ToyLlama\nfrom factory.errors import ConfigError\n")
+    registry.write_text(text.replace("Qwen2Moe())}", "Qwen2Moe(), ToyLlama())}"), encoding="utf-8")
+    check = ("import sys\nfrom factory.config import load_config\nfrom factory.errors import ConfigError\n"
+             "try:\n    load_config('configs/demo-cpu.yaml', ['run.dir=/tmp/x', 'export.architecture=' + sys.argv[1]])\n"
+             "    print('valid')\nexcept ConfigError as e:\n    print(e)\n")
+
+    def validate(name: str) -> str:
+        done = subprocess.run([sys.executable, "-c", check, name], cwd=tree, capture_output=True, text=True,
+                              timeout=300, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert validate("toy_llama") == "valid"
+    assert validate("nope").endswith(
+        "export.architecture='nope': not supported (supported: llama, mixtral, qwen3_moe, qwen2_moe, toy_llama)")

@@ -30,8 +30,9 @@ class ExportConfig(Section):
     """Checkpoint root (with latest_checkpointed_iteration.txt) or one iter_NNNNNNN folder; any TP/PP/EP."""
     output_dir: Path | None = None
     """HF folder to write; defaults to `<run.dir>/export/hf`."""
-    architecture: Literal["auto", "llama", "mixtral", "qwen3_moe", "qwen2_moe"] = "auto"
-    """HF architecture; auto picks the one computing the same function (dense: llama, MoE: by router)."""
+    architecture: str = "auto"
+    """HF architecture, one of factory/convert/architectures' registry (llama, mixtral, qwen3_moe, qwen2_moe); auto
+    picks the one computing the same function (dense: llama, MoE: by router)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Dtype of the written weights; bfloat16 is verified against the checkpoint rounded to bfloat16."""
     max_shard_gb: float = Field(default=5.0, gt=0)

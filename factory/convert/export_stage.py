@@ -79,7 +79,22 @@ def run(cfg: CoreConfig, plan: ExportPlan, manifest: RunManifest) -> None:
              result.max_abs_logit_diff)
 
 
+def architecture_problems(cfg: CoreConfig) -> list[str]:
+    """export.architecture names a registered architecture (the registry imports torch: only a named one pays)."""
+    name = STAGE.section_of(cfg).architecture
+    if name == "auto":
+        return []
+    from factory.convert.architectures import get
+
+    try:
+        get(name, "export.architecture")
+    except ConfigError as e:
+        return e.problems
+    return []
+
+
 STAGE: Stage[ExportConfig, ExportPlan] = Stage(
     name="export", help="Megatron checkpoint -> Hugging Face folder, verified by logits",
     sections=(SectionSpec("export", ExportConfig, "Megatron checkpoint -> Hugging Face folder (Llama, Mixtral, Qwen3-MoE, Qwen2-MoE), verified by logits."),),
-    plan=plan, run=run, outputs=outputs.export, result_sections=("runtime", "export"), after=("tokenizer", "pretrain", "upcycle", "import", "cpt"))
+    plan=plan, run=run, outputs=outputs.export, result_sections=("runtime", "export"),
+    after=("tokenizer", "pretrain", "upcycle", "import", "cpt"), checks=architecture_problems)
