@@ -15,6 +15,7 @@ from pydantic import Field
 
 from factory.launch_config import LaunchConfig
 from factory.model.config import ModelConfig
+from factory.model.execution import config_problems
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.schema import Section, rule
 
@@ -55,7 +56,6 @@ class CoreConfig(Section):
 
     def core_problems(self, dense_ep_ok: bool) -> list[str]:
         """Rules of the shared sections; `dense_ep_ok` when a stage of this config turns the model into an MoE."""
-        from factory.model.execution import config_problems
 
         out = self.run.problems("run") + self.runtime.problems("runtime") + self.parallel.problems("parallel")
         out += config_problems(self.runtime, self.parallel, self.model)

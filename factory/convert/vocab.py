@@ -25,6 +25,7 @@ from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.strict_json import read_json_object
 from factory.train.checkpoint_meta import VocabExtension
 from factory.writing_systems import JAPANESE
+from tokenizer.corpus import iter_lines
 
 VOCAB_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")
 
@@ -150,8 +151,6 @@ class ExtensionResult:
 
 
 def _text_lines(section: VocabExtensionConfig) -> list[str]:
-    from tokenizer.corpus import iter_lines
-
     lines = []
     for line in iter_lines(section.text, section.text_field):
         lines.append(line)

@@ -17,6 +17,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
+from factory.data.encode import DocumentEncoder, with_eod
+from factory.data.encode import parse_texts
+from factory.data.indexed import IndexedDatasetWriter, token_dtype
 from factory.errors import DataError
 from factory.records import UNREADABLE, detect_format, read_records, unreadable
 
@@ -50,7 +53,6 @@ def _text_chunks(path: Path, field: str, task_bytes: int) -> Iterator[tuple[obje
     """(pyarrow string array of texts, bytes of input it covers) chunk by chunk."""
     import pyarrow as pa
 
-    from factory.data.encode import parse_texts
 
     if detect_format(path) == "jsonl":
         done = 0
@@ -68,8 +70,6 @@ def pack_records(path: Path, field: str, prefix: Path, model_path: Path, vocab_s
     """Tokenize one input into `prefix.bin/.idx`; returns document and token counts."""
     from rich.progress import Progress
 
-    from factory.data.encode import DocumentEncoder, with_eod
-    from factory.data.indexed import IndexedDatasetWriter, token_dtype
 
     documents = tokens = 0
     encoder = DocumentEncoder(model_path, threads)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from factory import outputs
 from factory.config_base import CoreConfig
+from factory.data.encode import eod_id
 from factory.data.pack import pack_records
 from factory.data.pack_config import BlendConfig, PackConfig
 from factory.errors import ConfigError, missing_inputs
@@ -49,7 +50,6 @@ def tokenizer_model_path(cfg: CoreConfig) -> Path:
 def run(cfg: CoreConfig, plan: PackPlan, manifest: RunManifest) -> None:
     import sentencepiece as spm
 
-    from factory.data.encode import eod_id
 
     pack_config = STAGE.section_of(cfg)
     model_path = plan.tokenizer_model

@@ -10,6 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from factory.doctor.workspace import check_prepared
+from factory.errors import ConfigError, report as report_error
+from factory.runtime.capabilities import installed_te_version
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m factory.doctor", description=__doc__)
@@ -21,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         return _list(args.tier)
-    from factory.doctor.workspace import check_prepared
-    from factory.errors import ConfigError, report as report_error
 
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         # A budget of 0 or less would skip every check and still print PASS.
@@ -76,7 +78,6 @@ def _environment(minutes: float | None) -> dict:
 
     import torch
 
-    from factory.runtime.capabilities import installed_te_version
     from factory.runtime.runtime import cuda_device_count
 
     try:

@@ -7,6 +7,7 @@ import torch
 from factory.doctor import configs
 from factory.doctor.checks import CheckFailed, DoctorContext
 from factory.doctor.probe import experts_built
+from factory.model.build import build_gpt_model, parameter_counts
 
 
 def runtime_init(context: DoctorContext) -> str:
@@ -23,7 +24,6 @@ def runtime_init(context: DoctorContext) -> str:
 
 
 def _build_and_run(context: DoctorContext, moe: bool) -> str:
-    from factory.model.build import build_gpt_model, parameter_counts
     from factory.runtime.runtime import runtime_session
 
     cfg = configs.validated(configs.base(context.shapes, context.work_dir, 256, moe=moe))

@@ -11,6 +11,10 @@ from factory.doctor import configs, workspace
 from factory.doctor.checks import CheckFailed, DoctorContext
 from factory.doctor.probe import reset_peak_memory, stage_memory
 from factory.errors import DataError
+from factory.model.build import build_gpt_model
+from factory.registry import STAGES
+from factory.runner import run_stage
+from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.strict_json import read_json_object
 
 
@@ -42,8 +46,6 @@ def losses(run_dir: Path) -> list[float]:
 
 def pretrain_resume(context: DoctorContext) -> str:
     """A straight run and a run saved at half way and resumed give the same loss curve; the loss falls."""
-    from factory.registry import STAGES
-    from factory.runner import run_stage
 
     shapes, root = context.shapes, context.artifacts["data"]
     vocab, total, half = context.artifacts["vocab_size"], shapes.train_iters, shapes.train_iters // 2
@@ -68,8 +70,6 @@ def pretrain_resume(context: DoctorContext) -> str:
 
 def upcycle(context: DoctorContext) -> str:
     """The upcycle stage turns the pretrained checkpoint into an MoE equal to it at step 0."""
-    from factory.registry import STAGES
-    from factory.runner import run_stage
 
     shapes = context.shapes
     raw = configs.base(shapes, context.work_dir / "upcycle-run", context.artifacts["vocab_size"])
@@ -87,8 +87,6 @@ def upcycle(context: DoctorContext) -> str:
 
 def megatron_logits(checkpoint: Path, tokens: torch.Tensor, runtime: dict) -> torch.Tensor:
     """fp32 logits of a whole Megatron checkpoint (padded vocab dropped), built and loaded as training does."""
-    from factory.model.build import build_gpt_model
-    from factory.runtime.config import ParallelConfig, RuntimeConfig
     from factory.runtime.runtime import runtime_session
     from factory.train import checkpoint as ckpt
 
@@ -114,8 +112,6 @@ def hf_model_logits(folder: Path, tokens: torch.Tensor, dtype: torch.dtype, devi
 
 def export(context: DoctorContext) -> str:
     """The export stage writes an HF folder whose logits under stock transformers equal the checkpoint's."""
-    from factory.registry import STAGES
-    from factory.runner import run_stage
 
     shapes, figures = context.shapes, []
     checkpoint = context.artifacts["moe_checkpoint"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from factory.config import validate_config
 from factory.doctor.shapes import Shapes
 
 
@@ -21,8 +22,6 @@ def base(shapes: Shapes, run_dir: Path, vocab_size: int, moe: bool = False, **mo
 
 
 def validated(raw: dict):
-    from factory.config import validate_config
-
     return validate_config(raw)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from factory.doctor import configs
 from factory.doctor.tiers import TIERS
+from factory.model.build import build_gpt_model
 
 VOCAB_SIZE = 256
 MODES = {"tensor": False, "expert": True}
@@ -44,7 +45,6 @@ def _compare(shapes, work_dir: Path, mode: str, moe: bool) -> dict:
     """Save the unsharded model, reload it sharded along `mode`, compare logits against rank 0's reference."""
     from megatron.core import dist_checkpointing, parallel_state
 
-    from factory.model.build import build_gpt_model
     from factory.runtime.runtime import init_runtime
 
     if parallel_state.model_parallel_is_initialized():

@@ -9,10 +9,15 @@ import torch
 from factory.doctor.checks import CheckFailed, CheckSkipped, DoctorContext
 from factory.doctor.probe import GIB, ProbeResult, experts_built, record_memory, train_probe
 from factory.doctor.shapes import Probe
+from factory.errors import ConfigError
+from factory.model.build import build_gpt_model
+from factory.model.build import parameter_counts
+from factory.model.config import ModelConfig
+from factory.runtime.config import ParallelConfig
+from factory.runtime.config import RuntimeConfig
+from factory.train.flops import flops_per_token
 
 def _runtime(context: DoctorContext, precision: str | None = None, deterministic: bool | None = None):
-    from factory.runtime.config import RuntimeConfig
-
     raw = context.shapes.runtime(precision)
     if deterministic is not None:
         raw["deterministic"] = deterministic
@@ -20,8 +25,6 @@ def _runtime(context: DoctorContext, precision: str | None = None, deterministic
 
 
 def _model(fields: dict, moe: dict | None = None):
-    from factory.model.config import ModelConfig
-
     return ModelConfig.model_validate({**fields, **({"moe": moe} if moe else {})})
 
 
@@ -54,8 +57,6 @@ def precision_agreement(context: DoctorContext) -> str:
 
 def dense_mfu(context: DoctorContext) -> str:
     """Tokens/s, TFLOP/s and MFU of a dense Llama-shape model against the GPU's dense bf16 peak."""
-    from factory.model.build import parameter_counts
-    from factory.train.flops import flops_per_token
 
     shapes, probe = context.shapes, context.shapes.mfu_probe
     model = _model(probe.model)
@@ -77,7 +78,6 @@ def dense_mfu(context: DoctorContext) -> str:
 
 def moe_step_ratio(context: DoctorContext) -> str:
     """8 experts top-2 of half the FFN each (the same active parameters) against the dense model: step-time ratio."""
-    from factory.model.build import parameter_counts
 
     shapes, probe = context.shapes, context.shapes.ratio_probe
     dense = _model(probe.model)
@@ -110,9 +110,6 @@ def moe_kernels(context: DoctorContext) -> str:
     and the modules that actually ran."""
     from megatron.core import dist_checkpointing
 
-    from factory.errors import ConfigError
-    from factory.model.build import build_gpt_model
-    from factory.runtime.config import ParallelConfig
     from factory.runtime.runtime import runtime_session
 
     shapes = context.shapes

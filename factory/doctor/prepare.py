@@ -10,14 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from factory.doctor import workspace
+from factory.doctor.shapes import CPU, GPU
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m factory.doctor.prepare", description=__doc__)
     parser.add_argument("dir", type=Path)
     parser.add_argument("--tier", choices=("cpu", "gpu"), default="gpu", help="whose shapes (vocabulary, documents)")
     args = parser.parse_args(argv)
-    from factory.doctor import workspace
-    from factory.doctor.shapes import CPU, GPU
 
     shapes = GPU if args.tier == "gpu" else CPU
     root = workspace.build(args.dir, shapes.vocab_size, shapes.documents)

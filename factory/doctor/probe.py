@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from factory.doctor.shapes import Probe
+from factory.model.execution import decide_for
+from factory.runtime.config import ParallelConfig
+from factory.train.config import TrainConfig
+from factory.train.memory import TrainingShape, plan_memory, training_shape
 
 if TYPE_CHECKING:  # for annotations only
     from factory.runtime.runtime import Runtime
@@ -64,9 +68,6 @@ def _batches(model_cfg, probe: Probe, device) -> list[list[dict]]:
 
 
 def _planned_bytes(model_cfg, runtime: Runtime, probe: Probe, decision) -> float:
-    from factory.runtime.config import ParallelConfig
-    from factory.train.memory import TrainingShape, plan_memory
-
     shape = TrainingShape(
         world_size=1, micro_batch_size=probe.micro_batch_size, micro_batches=probe.micro_batches,
         param_bytes=4 if runtime.dtype == torch.float32 else 2, distributed_optimizer=decision.distributed_optimizer,
@@ -83,10 +84,7 @@ def train_probe(model_cfg, runtime_cfg, probe: Probe, steps: int | None = None, 
     `keep_initial` returns the starting parameters (fp32, on the CPU) for another probe."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from factory.model.execution import decide_for
-    from factory.runtime.config import ParallelConfig
     from factory.runtime.runtime import runtime_session
-    from factory.train.config import TrainConfig
     from factory.train.setup import build_model
     from factory.train.step import make_forward_step
 
@@ -159,7 +157,6 @@ def stage_plan_bytes(cfg) -> float:
     """The memory plan of a config's pretrain section run by one process, without the CUDA reserve."""
     import dataclasses
 
-    from factory.train.memory import plan_memory, training_shape
 
     train = cfg.pretrain
     shape = dataclasses.replace(training_shape(cfg, train, "pretrain"), world_size=1, on_gpu=False,

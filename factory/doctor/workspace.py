@@ -6,7 +6,11 @@ import json
 import random
 from pathlib import Path
 
+from factory.config import validate_config
 from factory.errors import ConfigError
+from factory.hf import tokenizer_files
+from factory.registry import STAGES
+from factory.runner import run_stage
 
 SENTENCES = [
     "今日は朝から雨が降っていたので、駅まで傘をさして歩きました。", "東京都は日本の首都です。人口は約千四百万人です。",
@@ -29,9 +33,6 @@ def write_corpus(path: Path, lines: int, seed: int = 0) -> Path:
 
 def build(root: Path, vocab_size: int, documents: int) -> Path:
     """`root/tokenizer/` (the tokenizer stage's output) and `root/pack/blend.json` (the pack stage's)."""
-    from factory.config import validate_config
-    from factory.registry import STAGES
-    from factory.runner import run_stage
 
     root.mkdir(parents=True, exist_ok=True)
     corpus = write_corpus(root / "corpus.txt", 600)
@@ -62,6 +63,4 @@ def check_prepared(root: Path) -> Path:
 
 
 def tokenizer_size(root: Path) -> int:
-    from factory.hf import tokenizer_files
-
     return tokenizer_files.read(root / "tokenizer").size

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory.data.encode import EOD_PIECES
 from factory.errors import CheckpointError, ConfigError
 from factory.io import atomic_write_json
 from factory.strict_json import read_json_object
@@ -45,7 +46,6 @@ def read(folder: Path) -> TokenizerFacts:
     except (OSError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{folder}: stock transformers cannot load this tokenizer ({first})") from None
-    from factory.data.encode import EOD_PIECES
 
     ids = {f"{name}_token_id": getattr(tok, f"{name}_token_id") for name in ("bos", "eos", "pad")}
     vocab = tok.get_vocab()

@@ -16,6 +16,7 @@ from factory.config_base import CoreConfig
 from factory.data.config import LangMixConfig
 from factory.data.langmix import LangMixDetector
 from factory.errors import ConfigError, missing_inputs
+from factory.hf import tokenizer_files
 from factory.identity import is_megatron_checkpoint as is_megatron
 from factory.io import atomic_write_json, atomic_write_text
 from factory.manifest import RunManifest
@@ -68,7 +69,6 @@ def plan(cfg: CoreConfig) -> EvalPlan:
 
 def _check_tokenizer(folder: Path) -> None:
     """The HF tokenizer the checkpoints' exports carry loads (one line naming eval.tokenizer_dir otherwise)."""
-    from factory.hf import tokenizer_files
 
     try:
         tokenizer_files.read(folder)

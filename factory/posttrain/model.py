@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.config_base import CoreConfig
 from factory.errors import CheckpointError, ConfigError
+from factory.hf.tokenizer_files import make_portable, set_eos
 from factory.io import atomic_write_json, publish_dir
 from factory.posttrain.config import LoraSettings, TrainSettings
 
@@ -194,7 +195,6 @@ def _portable_chat_folder(folder: Path, end_ids: list[int], eos_token: str | Non
     reply, and the chat end marker as EOS in every file that names one (a base model's EOS is the document
     separator; a chat model's is the end of its turn, which llama.cpp and vLLM read from these files)."""
     from factory.convert.hf_config import write_legacy_fields
-    from factory.hf.tokenizer_files import make_portable, set_eos
 
     if eos_token:
         set_eos(folder, eos_token)

@@ -16,6 +16,7 @@ from typing import Iterator
 from factory import outputs
 from factory.config_base import CoreConfig
 from factory.endpoints.client import ChatClient
+from factory.endpoints.server import ChatServer, HFBackend
 from factory.errors import ConfigError, missing_inputs
 from factory.jsonl_log import JsonlLog
 from factory.manifest import RunManifest
@@ -88,7 +89,6 @@ def _endpoint(cfg: CoreConfig, synth: SynthConfig) -> Iterator[SynthConfig]:
         yield synth
         return
     from factory.convert.export import as_hf_folder  # torch and transformers: only a served teacher pays
-    from factory.endpoints.server import ChatServer, HFBackend
 
     with as_hf_folder(synth.teacher, runtime=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, synth),
                       run_dir=cfg.run.dir,

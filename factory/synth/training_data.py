@@ -17,8 +17,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from factory.data.encode import eod_id
 from factory.data.filters import LanguageMix, build_filters, first_rejection
 from factory.data.langmix import LangMixDetector
+from factory.data.pack import pack_records
 from factory.io import atomic_write_json, atomic_write_text
 from factory.posttrain.data import degenerate as degenerate_pair
 from factory.synth.config import SynthTraining
@@ -112,8 +114,6 @@ def pack_pretraining(out: Path, tokenizer_model: Path) -> dict[str, int]:
     """The kept pretraining text as the indexed dataset `synthetic` and blend.json phase `synthetic`."""
     import sentencepiece as spm
 
-    from factory.data.encode import eod_id
-    from factory.data.pack import pack_records
 
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     (out / "pack").mkdir(exist_ok=True)

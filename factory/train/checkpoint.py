@@ -39,6 +39,7 @@ from factory.errors import CheckpointError
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint_optimizer, checkpoint_root, checkpoint_save, integrity, integrity_reader
+from factory.train.checkpoint_keys import fit_to_checkpoint
 from factory.train.checkpoint_meta import CheckpointMeta, factory_state
 from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
 from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, latest_iteration,
@@ -233,7 +234,6 @@ def load(path: Path, model, runtime: Runtime, *, optimizer=None, restore_rng: bo
     parallel load), so the job reads the checkpoint once rather than once per replica."""
     from megatron.core import dist_checkpointing
 
-    from factory.train.checkpoint_keys import fit_to_checkpoint
 
     info = read_info(path)
     integrity.verify(info.path, whole_files_only=True)  # the small files; tensor files are checked as read

@@ -32,6 +32,7 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 
 from factory.errors import CheckpointError, FactoryError, OutputError
 from factory.io import os_error_line
+from factory.model.build import build_gpt_model
 from factory.model.config import ModelConfig
 from factory.progress import ByteProgress
 from factory.train import checkpoint as ckpt
@@ -73,7 +74,6 @@ class Layout:
     def __init__(self, model_cfg: ModelConfig, runtime: Runtime):
         from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
 
-        from factory.model.build import build_gpt_model
 
         model = build_gpt_model(runtime.runnable(model_cfg), runtime, pre_process=True, post_process=True, meta=True)
         tensors = {id(t): (name, t) for name, t in model.state_dict(keep_vars=True).items()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from factory.model.execution import Execution, Overlap
 from factory.schema import CONTINUES, OPERATIONAL, Section, rule
 
 
@@ -154,7 +155,6 @@ class TrainConfig(Section):
     def execution(self):
         """How this training runs the model (factory/model/execution.py): its recomputation, per-token loss
         (factory/train/step.py), who computes the loss, the optimizer it asks for and its overlap settings."""
-        from factory.model.execution import Execution, Overlap
 
         dp = self.data_parallel
         return Execution(recompute=self.recompute, per_token_loss=True, model_loss=self.z_loss_coeff == 0,

@@ -7,10 +7,14 @@ from factory import outputs
 from factory.config_base import CoreConfig
 from factory.errors import ConfigError
 from factory.manifest import RunManifest
+from factory.model.build import parameter_counts
 from factory.schema import rule
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
 from factory.train import budget
+from factory.train import stop
+from factory.train.checkpoint_root import iteration_of
 from factory.train.config import TrainConfig
+from factory.train.flops import flops_per_token
 from factory.train.memory import memory_problems, over_limit, plan_memory, planned_decision, training_shape
 
 
@@ -23,9 +27,6 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
     docs/stages/train.md gives the rate), since a damaged final iteration must be trained again; every plan
     process reads it, the run's processes share that work (`checkpoint.newest_intact`)."""
     from factory.train import checkpoint as ckpt
-    from factory.train.checkpoint_root import iteration_of
-    from factory.model.build import parameter_counts
-    from factory.train.flops import flops_per_token
 
     section: TrainConfig = stage.section_of(cfg)
     declared = stage.outputs(cfg)
@@ -95,8 +96,6 @@ def plan_training(cfg: CoreConfig, stage: Stage) -> Plan:
 
 
 def run_training(cfg: CoreConfig, plan: Plan, manifest: RunManifest, stage: Stage) -> None:
-    from factory.train import stop
-
     with stop.listening():  # from before the engine's imports: a stop signal during start-up is kept
         from factory.train.engine import train
 

@@ -26,6 +26,8 @@ from factory.config_base import CoreConfig
 from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
 from factory.manifest import RunManifest
+from factory.model.build import parameter_counts
+from factory.runtime.config import ParallelConfig
 from factory.stage_api import Plan, SectionSpec, Stage
 from factory.train.checkpoint_meta import CheckpointMeta, UpcycleRecord
 from factory.upcycle.config import UpcycleConfig
@@ -66,7 +68,6 @@ class UpcyclePlan(Plan):
 
 
 def plan(cfg: CoreConfig) -> UpcyclePlan:
-    from factory.model.build import parameter_counts
     from factory.train import checkpoint as ckpt
 
     upcycle_config, out = STAGE.section_of(cfg), outputs.upcycle(cfg).checkpoints
@@ -88,7 +89,6 @@ def plan(cfg: CoreConfig) -> UpcyclePlan:
 
 
 def run(cfg: CoreConfig, plan: UpcyclePlan, manifest: RunManifest) -> None:
-    from factory.runtime.config import ParallelConfig
     from factory.runtime.runtime import runtime_session
     from factory.train import checkpoint as ckpt
     from factory.train.checkpoint_stream import CheckpointReader, save_streaming
