@@ -1,9 +1,11 @@
-"""Shared fixtures: tiny configs, a single-process Megatron runtime and the full eval data folder."""
+"""Shared fixtures: tiny configs, a single-process Megatron runtime, the full eval data folder and a real Slurm."""
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,32 @@ TINY_DENSE = {
 }
 TINY_MOE = copy.deepcopy(TINY_DENSE)
 TINY_MOE["model"]["moe"] = {"num_experts": 8, "router_topk": 2, "token_dispatcher": "allgather"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (scripts/test.sh: `-n 2 --dist loadgroup`), the tests that use the session's Slurm run
+    on one worker, so that one cluster serves them all and two workers never start two."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "slurm" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """`<basetemp>/<name>`, filled by `build(folder)` the first time this test run (this xdist worker) asks.
+
+    For session fixtures that test modules outside their conftest's folder import: the import is a second
+    definition of the fixture, which pytest sets up again; the folder is what they share. A build that failed
+    is started over by the next one to ask, which then sees the error itself."""
+    folder, done = tmp_path_factory.getbasetemp() / name, tmp_path_factory.getbasetemp() / f"{name}.built"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        build(folder)
+        done.touch()
+    return folder
 
 
 def make_config(base: dict, **sections) -> FactoryConfig:
@@ -68,3 +96,23 @@ def full_eval_data(tmp_path_factory) -> Path:
     if mirror is None or not mirror.is_dir():
         pytest.skip(f"{missing}; no mirror beside the checkout either (set {MIRROR_ENV})")
     return fetch(tmp_path_factory.mktemp("eval-data"), Mirror(mirror)).folder
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real one-node Slurm (slurmctld + slurmd + munge, tests/launch/slurm_cluster.py) for the session, brought
+    up only by tests that ask: installs Debian's packages when missing, starts the daemons, and stops them (by
+    PID) at the end. Under xdist every test that asks runs on one worker (pytest_collection_modifyitems)."""
+    from tests.launch.slurm_cluster import LocalSlurm, SlurmUnavailable, install
+
+    try:
+        install()
+    except SlurmUnavailable as e:
+        pytest.skip(f"no Slurm to test on: {e}")
+    root = tmp_path_factory.mktemp("slurm")
+    cluster = LocalSlurm(root).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
