@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from factory.writing_systems import JAPANESE, KANA, KANJI
 from tokenizer.pretokenize import Segmenter
 
 MAX_EXAMPLES = 3
@@ -18,15 +19,12 @@ TOP_CROSSING = 10
 HEADLINE = ("round_trip_failures", "hf_round_trip_failures", "hf_sp_id_mismatches", "boundary_crossing_rate",
             "bunsetsu_crossing_rate", "byte_fallback_rate", "chars_per_token", "bytes_per_token")
 PER_LANGUAGE = ("chars_per_token", "bytes_per_token", "boundary_crossing_rate", "bunsetsu_crossing_rate")
-_JA = re.compile(r"[\u3041-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 _LATIN = re.compile(r"[A-Za-z]")
-_KANA = re.compile(r"[\u3041-\u30ff\uff66-\uff9f]")
-_KANJI = re.compile(r"[\u3400-\u9fff]")
 
 
 def language_of(line: str) -> str:
     """'ja' if the line has kana or kanji, else 'en' if it has Latin letters, else 'other'."""
-    if _JA.search(line):
+    if JAPANESE.search(line):
         return "ja"
     return "en" if _LATIN.search(line) else "other"
 
@@ -65,9 +63,9 @@ def piece_kind(piece: str, is_byte: bool) -> str:
         return "digits"
     if any(c.isspace() for c in text):
         return "whitespace"
-    if _KANA.search(text):
+    if KANA.search(text):
         return "kana"
-    if _KANJI.search(text):
+    if KANJI.search(text):
         return "kanji"
     if text.isascii():
         return "ascii_letters" if _LATIN.search(text) else "ascii_symbols"

@@ -10,7 +10,6 @@ logits, text without new pieces gives the same ids, and the HF export gives Sent
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
 from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.strict_json import read_json_object
+from factory.writing_systems import JAPANESE
 
 VOCAB_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")
-_JAPANESE = re.compile(r"[\u3041-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 
 
 def _proto(data: bytes):
@@ -62,7 +61,7 @@ def extended_model(base, japanese, max_new_pieces: int) -> tuple[object, list[st
 
     for candidate in japanese.pieces:
         text = candidate.piece
-        if candidate.type != normal or text in known or "▁" in text or not _JAPANESE.search(text):
+        if candidate.type != normal or text in known or "▁" in text or not JAPANESE.search(text):
             continue
         missing = [c for c in dict.fromkeys(text) if c not in known]
         if len(added) + len(missing) + (len(text) > 1) > max_new_pieces:
@@ -183,7 +182,7 @@ def check_ids(base, extended, base_folder: Path, folder: Path, lines: list[str])
     if differ:
         raise VerificationError(f"vocab extension: the HF tokenizer and SentencePiece disagree on {len(differ)} "
                                 f"line(s), e.g. {differ[0][:60]!r}; nothing was written")
-    japanese = [i for i, line in enumerate(lines) if _JAPANESE.search(line)]
+    japanese = [i for i, line in enumerate(lines) if JAPANESE.search(line)]
     chars = sum(map(len, lines))
     ja_chars = sum(len(lines[i]) for i in japanese)
     return {"chars_per_token_before": round(chars / max(1, sum(map(len, before))), 4),

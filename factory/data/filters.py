@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
 from factory.data.config import DataConfig
 from factory.data.langmix import LangMixDetector
+from factory.writing_systems import JAPANESE
 
-_JAPANESE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u3005]")
 
 
 class Filter(Protocol):
@@ -36,7 +35,7 @@ class Length:
 def japanese_share(text: str) -> float:
     """Share of Japanese characters (kana, kanji) among letters; 0 for text without letters."""
     letters = sum(1 for c in text if c.isalpha())
-    return len(_JAPANESE.findall(text)) / letters if letters else 0.0
+    return len(JAPANESE.findall(text)) / letters if letters else 0.0
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,15 @@ from dataclasses import dataclass
 from factory.data.config import LangMixConfig
 from factory.data.langmix_words import AMBIGUOUS, COMMANDS, FUNCTION, MACRON, STRONG, TECH, TITLE_WORDS
 from factory.data.word_boundaries import heads_a_compound, inside_word
-from factory.data.writing_systems import ANY_FOREIGN, FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, chinese_only
+from factory.writing_systems import (ANY_FOREIGN, FOREIGN_RUN, JAPANESE, JAPANESE_CHARS, JAPANESE_TEXT_CHARS, KANA_CHARS,
+                                     chinese_only)
 
 _J = JAPANESE_CHARS
 _LINKS = re.compile(r"https?://[^\s（）「」、。]+|www\.[^\s（）「」、。]+|[\w.+-]+@[\w-]+\.[\w.]+")
 # A parenthesis without kana, optionally labelled in Japanese: a gloss (`（Москва）`, `（英: file system）`,
 # `（原語 Zeitgeist）`, `（北京、Běijīng）`). Kana inside means Japanese prose, which is checked; a parenthesis
 # right after a Latin letter or digit is a call or a man page (`print('...')`, `ls(1)`).
-_KANA = "\u3040-\u30ff"
+_KANA = KANA_CHARS
 _GLOSS = re.compile(f"(?<![A-Za-z0-9_.])[（(](?:[{_J}]{{1,8}}(?:\\s*[:：]\\s*|\\s+))?"
                     f"[^()（）\\n「」。{_KANA}]{{1,60}}[)）]")
 _ACRONYM = re.compile(r"[（(][A-Za-z]{2,8}[)）]")
@@ -50,7 +51,7 @@ _ACRONYM_NEXT = re.compile(r"\s*[（(][A-Za-z]{2,8}[)）]")
 _TRANSLATION_NEXT = re.compile(f"\\s*[（(][{_J}]")
 _CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
 # Segments between Japanese characters and full-width punctuation: where Latin spans live.
-_SEGMENT = re.compile(r"[^\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\n]+")
+_SEGMENT = re.compile(f"[^{JAPANESE_TEXT_CHARS}\\n]+")
 _CODE_LINE = re.compile(r"^\s*(?:[$#>]|>>>|\s{4}|\t)|[=;{}<>]|\w\(|\)\s*:")
 _CODE_SPAN = re.compile(r"[;=<>{}$|\\]|\w\(")
 _QUOTED = re.compile(r'^["“`\'][^"”`\']*["”`\']$')  # a quoted command or message, not a splice

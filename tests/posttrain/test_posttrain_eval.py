@@ -131,6 +131,7 @@ def test_the_plan_checks_the_tokenizer_checkpoints_need_before_scoring_anything(
     from tests.convert.conftest import save_megatron
 
     save_megatron(tmp_path / "pretrain" / "checkpoints", TINY_DENSE)
+    capsys.readouterr()  # the save's own log lines are not the verb's
     series = [{"path": str(tmp_path / "pretrain" / "checkpoints")}]
     rc, err = _cli(tmp_path, capsys, llama_dir, data_dir=str(eval_data), harness={"limit": 1}, checkpoints=series)
     assert rc == 2 and err == [f"error: eval: input not found: {tmp_path / 'run' / 'tokenizer'}"]

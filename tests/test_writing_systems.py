@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from factory.data.writing_systems import FOREIGN_RUN, JAPANESE, chinese_only
+from factory.writing_systems import FOREIGN_RUN, JAPANESE, chinese_only
 
 
 def test_chinese_only_han_excludes_what_japanese_writes():

@@ -1,4 +1,5 @@
-"""Unicode tables of the language-mixing detector: foreign scripts, simplified-Chinese-only Han, Japanese."""
+"""What counts as a Japanese character, once for every measure (the data filters, the language-mixing detector,
+the tokenizer report, vocabulary extension), and the foreign scripts and Chinese-only Han the detector flags."""
 
 from __future__ import annotations
 
@@ -21,9 +22,17 @@ GREEK = "\u0370-\u03ff\u1f00-\u1fff"
 FOREIGN_RUN = re.compile("|".join(f"(?P<{name}>[{chars}]+)" for name, chars in FOREIGN_SCRIPTS.items())
                          + f"|(?P<Greek>[{GREEK}]+)")
 ANY_FOREIGN = re.compile("[" + "".join(FOREIGN_SCRIPTS.values()) + GREEK + "]")
-JAPANESE_CHARS = "\u3005\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+KANA_CHARS = "\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+"""Hiragana, katakana (with ー and the iteration marks ゝゞヽヾ), katakana phonetic extensions, half-width katakana."""
+KANJI_CHARS = "\u3005\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+"""々 and the CJK ideographs Japanese writes: extension A, the unified block, compatibility ideographs."""
+JAPANESE_CHARS = KANA_CHARS + KANJI_CHARS
 JAPANESE = re.compile(f"[{JAPANESE_CHARS}]")
 """Kana and kanji: the characters a Japanese word is made of (punctuation excluded)."""
+KANA = re.compile(f"[{KANA_CHARS}]")
+KANJI = re.compile(f"[{KANJI_CHARS}]")
+JAPANESE_TEXT_CHARS = JAPANESE_CHARS + "\u3000-\u303f\uff00-\uffef"
+"""Japanese characters with the CJK punctuation and full-width forms that Japanese prose sets between them."""
 
 
 @lru_cache(maxsize=1)
