@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,15 +37,25 @@ TINY_MOE = copy.deepcopy(TINY_DENSE)
 TINY_MOE["model"]["moe"] = {"num_experts": 8, "router_topk": 2, "token_dispatcher": "allgather"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (scripts/test.sh: `-n 2 --dist loadgroup`), the tests that use the session's Slurm run
-    on one worker, so that one cluster serves them all and two workers never start two."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if "slurm" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+def pytest_collection_modifyitems(items) -> None:
+    """The modules with slow tests first, each in its own order. Under pytest-xdist (scripts/test.sh:
+    `-n 2 --dist loadscope --no-loadscope-reorder`) a module is one unit of work, run by one worker (its module
+    fixtures built once, its `.cache/` installs made by one process), and the units are handed out in this
+    order: the long ones start early and the short ones fill in around them."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Each test ends with this process's stop-signal handlers as it found them. A stage run in-process that was
+    asked to stop leaves SIGTERM and SIGUSR1 ignored (factory/train/stop.py: right for a process on its way out);
+    a later test's forked workers (the data stage's pool) would inherit that, and their pool could not end them."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
+    yield
+    for s, handler in before.items():
+        if signal.getsignal(s) is not handler:
+            signal.signal(s, handler)
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
@@ -102,7 +113,8 @@ def full_eval_data(tmp_path_factory) -> Path:
 def slurm(tmp_path_factory):
     """A real one-node Slurm (slurmctld + slurmd + munge, tests/launch/slurm_cluster.py) for the session, brought
     up only by tests that ask: installs Debian's packages when missing, starts the daemons, and stops them (by
-    PID) at the end. Under xdist every test that asks runs on one worker (pytest_collection_modifyitems)."""
+    PID) at the end. Under pytest-xdist, each worker that runs a test asking for one starts its own (their ports
+    and job ids apart)."""
     from tests.launch.slurm_cluster import LocalSlurm, SlurmUnavailable, install
 
     try:

@@ -85,11 +85,12 @@ def install() -> None:
         raise SlurmUnavailable(f"{', '.join(PACKAGES)} are not installed, and installing them needs "
                                "apt-get as root")
     running = {pid_file: _pid_in(pid_file) for pid_file in PACKAGE_PID_FILES}
-    command = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another test process (a pytest-xdist worker) may be installing
+    command = ["apt-get", *wait, "install", "-y", "--no-install-recommends", *PACKAGES]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+        subprocess.run(["apt-get", *wait, "update"], env=env, capture_output=True, text=True)
         done = subprocess.run(command, env=env, capture_output=True, text=True)
     _stop_started_services(running)
     if done.returncode:
