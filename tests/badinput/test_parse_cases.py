@@ -21,7 +21,6 @@ from factory import stage
 from factory.launch.__main__ import main as launch_main
 from tests.badinput.conftest import DEMO, SENTENCE, assert_one_clear_line, run_main, snapshot
 from tests.convert.conftest import write_hf_model
-from tests.launch.conftest import slurm  # noqa: F401 (fixture)
 from tests.posttrain.conftest import llama_dir, tokenizer_dir  # noqa: F401 (fixtures)
 from tests.train.conftest import packed_data, train_config  # noqa: F401 (fixture)
 
@@ -337,7 +336,7 @@ def test_a_partition_name_with_a_space_is_refused_naming_the_key(tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_awkward_run_folder_reaches_sbatch_intact(tmp_path, slurm):  # noqa: F811
+def test_an_awkward_run_folder_reaches_sbatch_intact(tmp_path, slurm):
     """A run folder and job name with a space, `#`, quotes and `%`: the job runs the data stage and its log lands
     where the config says (sbatch cut the line at `#`, split it at the space and expanded `%` before)."""
     folder = tmp_path / 'a run #1 "q" 50%'
@@ -365,5 +364,5 @@ def test_an_awkward_run_folder_reaches_sbatch_intact(tmp_path, slurm):  # noqa: 
     assert json.loads((folder / "run" / "data" / "manifest.json").read_text())["metrics"]["kept"] == 20
 
 
-def _job_state(slurm, job: str, env: dict) -> str:  # noqa: F811
+def _job_state(slurm, job: str, env: dict) -> str:
     return subprocess.run(["scontrol", "show", "job", "-o", job], env=env, capture_output=True, text=True).stdout

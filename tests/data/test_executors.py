@@ -13,7 +13,6 @@ from factory.config import validate_config
 from factory.data.executors import render_slurm, slurm_executors
 from factory.data.steps import data_steps
 from tests.data.test_data_stage import _jsonl, _write_inputs
-from tests.launch.conftest import slurm  # noqa: F401 (fixture: a real slurmctld + slurmd)
 
 STEPS = ["filter", "exact_find", "exact_filter", "minhash_buckets", "minhash_cluster", "minhash_filter"]
 
@@ -42,7 +41,7 @@ def test_slurm_render_has_one_array_per_step_chained_in_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_real_slurm_submission_runs_the_steps_in_order_and_publishes(slurm, tmp_path):  # noqa: F811
+def test_a_real_slurm_submission_runs_the_steps_in_order_and_publishes(slurm, tmp_path):
     ja, en = _write_inputs(tmp_path)
     out = tmp_path / "out"
     venv_bin = Path(sys.executable).parent

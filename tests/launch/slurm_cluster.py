@@ -1,7 +1,7 @@
 """A real one-node Slurm for the tests: Debian's slurmctld + slurmd + munge, run in a private folder.
 
 `LocalSlurm(folder).start()` writes a munge key and a slurm.conf (one node `localhost`, 2 CPUs,
-proctrack/linuxproc, JobRequeue=1, free ports, every state/log/pid file inside `folder`), starts
+proctrack/linuxproc, JobRequeue=1, free ports, a random first job id, every state/log/pid file inside `folder`), starts
 munged, slurmctld and slurmd in the foreground as children of this process, and waits for the node
 to be idle. `stop()` cancels every job, waits for their processes to end, then stops the daemons by
 the PIDs it started (SIGTERM, then SIGKILL). Clients find the cluster through `env` (SLURM_CONF).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -28,6 +29,10 @@ PACKAGE_PID_FILES = ("/run/munge/munged.pid", "/run/slurmctld.pid", "/run/slurmd
 PR_SET_PDEATHSIG = 1
 KILL_WAIT = 30
 """Seconds between the SIGTERM of a cancelled or timed-out job and its SIGKILL (the save window)."""
+JOB_ID_SPAN = 20000
+"""The factory's sbatch scripts derive a job's rendezvous port from its id modulo this (factory/launch/slurm.py):
+each cluster starts its job ids at a random point of the span, so that two clusters on one machine (two test runs
+at once) do not hand out the same ids and ports."""
 CONF = """\
 ClusterName=factorytest
 SlurmctldHost=localhost
@@ -59,6 +64,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 GresTypes=gpu
 KillWait={kill_wait}
+FirstJobId={first_job_id}
 InactiveLimit=0
 MinJobAge=600
 Waittime=0
@@ -79,11 +85,12 @@ def install() -> None:
         raise SlurmUnavailable(f"{', '.join(PACKAGES)} are not installed, and installing them needs "
                                "apt-get as root")
     running = {pid_file: _pid_in(pid_file) for pid_file in PACKAGE_PID_FILES}
-    command = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another test process (a pytest-xdist worker) may be installing
+    command = ["apt-get", *wait, "install", "-y", "--no-install-recommends", *PACKAGES]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+        subprocess.run(["apt-get", *wait, "update"], env=env, capture_output=True, text=True)
         done = subprocess.run(command, env=env, capture_output=True, text=True)
     _stop_started_services(running)
     if done.returncode:
@@ -113,10 +120,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports with nothing listening on them (all held open while they are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class LocalSlurm:
@@ -136,8 +149,9 @@ class LocalSlurm:
         key = munge / "munge.key"
         key.write_bytes(secrets.token_bytes(1024))
         key.chmod(0o400)
-        self.conf.write_text(CONF.format(root=self.root, ctld_port=_free_port(), slurmd_port=_free_port(),
-                                         kill_wait=KILL_WAIT))
+        ctld_port, slurmd_port = _free_ports(2)
+        self.conf.write_text(CONF.format(root=self.root, ctld_port=ctld_port, slurmd_port=slurmd_port,
+                                         kill_wait=KILL_WAIT, first_job_id=random.randrange(1, JOB_ID_SPAN)))
         try:
             self._daemon(["/usr/sbin/munged", "--foreground", "--force", f"--socket={munge}/munge.socket",
                           f"--key-file={key}", f"--pid-file={munge}/munged.pid", f"--log-file={munge}/munged.log",

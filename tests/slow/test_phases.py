@@ -41,15 +41,23 @@ def _config(packed, second, run_dir, **train):
     return train_config(packed, run_dir, train_iters=6, phases=phases, **train)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(packed_data, second_blend, tmp_path_factory):  # noqa: F811
+    """The two-phase run straight through, and the same run on the first phase alone (both kill cases compare
+    with them): their run folders."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    _run(_stage(_write(_config(packed_data, second_blend, root / "straight"), root / "a.yaml")))
+    _run(_stage(_write(train_config(packed_data, root / "one", train_iters=6), root / "one.yaml")))
+    return root / "straight", root / "one"
+
+
 @pytest.mark.parametrize("kill_after", [2, 4], ids=["before-the-switch", "after-the-switch"])
-def test_phase_switch_then_sigkill_on_either_side_resumes_bit_identically(packed_data, second_blend, tmp_path,
-                                                                         kill_after):
-    straight = tmp_path / "straight"
-    _run(_stage(_write(_config(packed_data, second_blend, straight), tmp_path / "a.yaml")))
+def test_phase_switch_then_sigkill_on_either_side_resumes_bit_identically(packed_data, second_blend, uninterrupted,
+                                                                         tmp_path, kill_after):
+    straight, first_phase_only = uninterrupted
     records = read_jsonl(straight / "pretrain" / "metrics.jsonl")
     assert [r["phase"] for r in records] == ["main"] * 3 + ["synthetic"] * 3
-    _run(_stage(_write(train_config(packed_data, tmp_path / "one", train_iters=6), tmp_path / "one.yaml")))
-    one = losses(tmp_path / "one")  # the same run on the first phase alone: equal until the switch, then not
+    one = losses(first_phase_only)  # the same run on the first phase alone: equal until the switch, then not
     assert one[:3] == losses(straight)[:3] and one[3] != losses(straight)[3]
     config = _write(_config(packed_data, second_blend, tmp_path / "killed", checkpoint={"save_interval": 1}),
                     tmp_path / "b.yaml")

@@ -96,23 +96,39 @@ OVERLAP = ["cpt.data_parallel.overlap_grad_reduce=true", "cpt.data_parallel.buck
 per rank: only the last may start the reduction, which the wired no_sync_func ensures)."""
 
 
+@pytest.fixture(scope="module")
+def one_process(packed_data, tmp_path_factory):  # noqa: F811
+    """one_process(moe) -> (a 2-iteration checkpoint, the losses of a 4-iteration cpt from it in
+    one process); run once per model kind for the layouts that compare with it."""
+    runs: dict[bool, tuple[str, list[float]]] = {}
+
+    def get(moe: bool) -> tuple[str, list[float]]:
+        if moe not in runs:
+            root = tmp_path_factory.mktemp("moe" if moe else "dense")
+            _run(_stage(_write(train_config(packed_data, root / "base", moe=moe, train_iters=2), root / "b.yaml")))
+            init = str(root / "base/pretrain/checkpoints")
+            one = _write(train_config(packed_data, root / "one", moe=moe, stage="cpt", train_iters=4,
+                                      init_from=init), root / "one.yaml")
+            _run(_stage(one, stage="cpt"))
+            runs[moe] = init, losses(root / "one", "cpt")
+        return runs[moe]
+
+    return get
+
+
 @pytest.mark.parametrize("moe,overrides", [(False, ["parallel.tensor=2"]), (False, ["parallel.pipeline=2"]),
                                            (True, ["parallel.expert=2"]), (False, OVERLAP)],
                          ids=["tp2-dense", "pp2-dense", "ep2-moe", "dp2-overlap"])
-def test_two_processes_match_one(packed_data, tmp_path, moe, overrides):
+def test_two_processes_match_one(packed_data, one_process, tmp_path, moe, overrides):
     """Both runs continue (cpt) from one checkpoint, so they start from the same weights."""
-    _run(_stage(_write(train_config(packed_data, tmp_path / "base", moe=moe, train_iters=2), tmp_path / "b.yaml")))
-    init = str(tmp_path / "base/pretrain/checkpoints")
-    one = _write(train_config(packed_data, tmp_path / "one", moe=moe, stage="cpt", train_iters=4, init_from=init),
-                 tmp_path / "one.yaml")
+    init, one = one_process(moe)
     two = _write(train_config(packed_data, tmp_path / "two", moe=moe, stage="cpt", train_iters=4, init_from=init),
                  tmp_path / "two.yaml")
-    _run(_stage(one, stage="cpt"))
     log = _run(_stage(two, *overrides, nproc=2, stage="cpt")).stderr
     if overrides is OVERLAP:
         assert "data-parallel overlap: grad reduce on, param gather off (plain optimizer), bucket 2,000" in " ".join(
             log.split()), log  # the log handler wraps long lines
-    assert losses(tmp_path / "two", "cpt") == pytest.approx(losses(tmp_path / "one", "cpt"), abs=1e-5)
+    assert losses(tmp_path / "two", "cpt") == pytest.approx(one, abs=1e-5)
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 300) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from factory.config import FactoryConfig, validate_config
-from tests.conftest import TINY_DENSE, TINY_MOE
+from tests.conftest import TINY_DENSE, TINY_MOE, built_once
 
 TEXTS = ["吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。",
          "東京都は日本の首都です。人口は約千四百万人です。", "機械学習のモデルを訓練するにはデータが必要です。",
@@ -24,13 +24,17 @@ TRAIN = {"train_iters": 6, "global_batch_size": 4, "micro_batch_size": 2,
 
 @pytest.fixture(scope="session")
 def packed_data(tmp_path_factory) -> Path:
-    """`<dir>/tokenizer/tokenizer.model` and `<dir>/pack/blend.json` over a few hundred documents."""
+    """`<dir>/tokenizer/tokenizer.model` and `<dir>/pack/blend.json` over a few hundred documents; built once per
+    test run, also for the test modules elsewhere that import this fixture."""
+    return built_once(tmp_path_factory, "packed", _pack)
+
+
+def _pack(root: Path) -> None:
     import sentencepiece as spm
 
     from factory.runner import run_stage
     from factory.registry import STAGES
 
-    root = tmp_path_factory.mktemp("packed")
     (root / "tokenizer").mkdir()
     text = root / "train.txt"
     text.write_text("\n".join(TEXTS * 30), encoding="utf-8")
@@ -45,7 +49,6 @@ def packed_data(tmp_path_factory) -> Path:
                            "pack": {"datasets": [{"name": "docs", "path": str(docs)}], "num_workers": 1},
                            "blend": {"phases": [{"name": "main", "datasets": [{"dataset": "docs", "weight": 1}]}]}})
     run_stage(STAGES["pack"], cfg)
-    return root
 
 
 def train_config(packed: Path, run_dir: Path, moe: bool = False, stage: str = "pretrain",
