@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factory.errors import VerificationError
 from factory.hf.tokenizer_files import make_portable, set_eos
 from factory.io import atomic_write_json
 from tokenizer.config import SpecialTokens
+
+if TYPE_CHECKING:  # for annotations only
+    from transformers import PreTrainedTokenizerBase
 
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -60,7 +64,7 @@ def load(out_dir: Path):
     return AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
 
 
-def check_single_ids(tok, model_file: Path, t: SpecialTokens) -> None:
+def check_single_ids(tok: PreTrainedTokenizerBase, model_file: Path, t: SpecialTokens) -> None:
     """Every special and user-defined token must encode to its one SentencePiece id."""
     import sentencepiece as spm
 

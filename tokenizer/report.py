@@ -9,10 +9,14 @@ import re
 import resource
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from factory.writing_systems import JAPANESE, KANA, KANJI
 from tokenizer.pretokenize import Segmenter
+
+if TYPE_CHECKING:  # for annotations only
+    from sentencepiece import SentencePieceProcessor
+    from transformers import PreTrainedTokenizerBase
 
 MAX_EXAMPLES = 3
 TOP_CROSSING = 10
@@ -100,7 +104,8 @@ def crossing_breakdown(pieces: Counter, tokens: int) -> dict[str, dict]:
             "crossing_pieces": {piece: n for (_, piece), n in pieces.most_common(TOP_CROSSING)}}
 
 
-def evaluate(sp, hf_tok, segmenter: Segmenter, lines: list[str], bunsetsu: Segmenter) -> dict[str, Any]:
+def evaluate(sp: SentencePieceProcessor, hf_tok: PreTrainedTokenizerBase, segmenter: Segmenter, lines: list[str],
+             bunsetsu: Segmenter) -> dict[str, Any]:
     """Encode every held-out line with SentencePiece and the HF export and compare; `segmenter` gives the
     MeCab morpheme boundaries that tokens are checked against, `bunsetsu` the bunsetsu boundaries."""
     protos = sp.encode(lines, return_type="proto") if lines else []

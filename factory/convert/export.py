@@ -59,7 +59,8 @@ class GgufCheck:
     allow_mismatch: bool = False
 
 
-def hf_plan(reader, arch: HfArchitecture, m: ModelConfig, dtype: torch.dtype) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+def hf_plan(reader: CheckpointReader, arch: HfArchitecture, m: ModelConfig,
+            dtype: torch.dtype) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(HF name, shape, dtype) of every tensor the folder will hold, in write order, from shapes alone;
     every checkpoint parameter must be mapped by the table."""
     shapes, plan, mapped = Shapes.of(m), [], set()

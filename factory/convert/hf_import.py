@@ -48,7 +48,7 @@ def read_hf_config(hf_dir: Path) -> dict:
     return read_json_object(path, CheckpointError)
 
 
-def check_tensors(reader: LazyReader, arch: HfArchitecture, m: ModelConfig, layout) -> dict[str, object]:
+def check_tensors(reader: LazyReader, arch: HfArchitecture, m: ModelConfig, layout: Layout) -> dict[str, object]:
     """megatron name -> table entry; every HF tensor must be used and every model parameter set."""
     by_name = {entry.megatron: entry for entry in entries(arch.rules(), m)}
     unknown = [name for name in by_name if name not in layout.params]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factory import outputs
 from factory.config_base import CoreConfig
@@ -12,6 +13,9 @@ from factory.convert.config import ImportConfig
 from factory.errors import ConfigError, missing_inputs
 from factory.manifest import RunManifest
 from factory.stage_api import Plan, SectionSpec, Stage
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.convert.hf_import import ImportResult
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ def run(cfg: CoreConfig, plan: ImportPlan, manifest: RunManifest) -> None:
     import_config = STAGE.section_of(cfg)
     root, tokenizer = plan.checkpoints, plan.tokenizer_dir
     manifest.add_input(import_config.hf_dir, role="hf_model")
-    def convert(out_root, tokenizer_out):
+    def convert(out_root: Path, tokenizer_out: Path) -> ImportResult:
         return import_hf(import_config.hf_dir, out_root, runtime=cfg.runtime, tokenizer_out=tokenizer_out,
                          seq_length=import_config.seq_length,
                          make_vocab_size_divisible_by=import_config.make_vocab_size_divisible_by,

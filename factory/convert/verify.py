@@ -19,6 +19,7 @@ from factory.model.layer_stream import LayerStream
 
 if TYPE_CHECKING:  # for annotations only
     from factory.runtime.runtime import Runtime
+    from factory.train.checkpoint_stream import CheckpointReader
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ def probe_tokens(probe: ProbeConfig, vocab_size: int, max_positions: int) -> tor
     return torch.randint(0, vocab_size, (probe.batch, min(probe.length, max_positions)), generator=gen)
 
 
-def megatron_logits(reader, tokens: torch.Tensor, runtime: Runtime, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def megatron_logits(reader: CheckpointReader, tokens: torch.Tensor, runtime: Runtime,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """fp32 logits of a Megatron checkpoint run layer by layer (padded vocab rows dropped); with a
     lower `dtype`, each weight is first rounded to it (the function an export in that dtype computes)."""
     def fill(targets: dict[str, torch.Tensor]) -> None:

@@ -14,10 +14,11 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from factory.convert.config import ProbeConfig, VocabExtensionConfig
+from factory.convert.config import ImportConfig, ProbeConfig, VocabExtensionConfig
 from factory.convert.verify import compare, megatron_logits, probe_tokens
 from factory.errors import ConfigError, VerificationError
 from factory.io import atomic_dir
@@ -26,6 +27,11 @@ from factory.strict_json import read_json_object
 from factory.train.checkpoint_meta import VocabExtension
 from factory.writing_systems import JAPANESE
 from tokenizer.corpus import iter_lines
+
+if TYPE_CHECKING:  # for annotations only
+    from sentencepiece.sentencepiece_model_pb2 import ModelProto
+
+    from factory.convert.hf_import import ImportResult
 
 VOCAB_ROWS = ("embedding.word_embeddings.weight", "output_layer.weight")
 
@@ -44,7 +50,7 @@ def _processor(proto):
     return spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
 
 
-def extended_model(base, japanese, max_new_pieces: int) -> tuple[object, list[str]]:
+def extended_model(base: ModelProto, japanese: ModelProto, max_new_pieces: int) -> tuple[ModelProto, list[str]]:
     """`base` (a SentencePiece BPE ModelProto) with up to `max_new_pieces` Japanese pieces of `japanese`
     appended, in the Japanese model's order; each piece's missing characters come first, so every new
     piece is a merge of two symbols already in the vocabulary, as HF's BPE merges need."""
@@ -90,7 +96,7 @@ def new_scores(lowest: float, count: int) -> list[float]:
         step *= 2
 
 
-def decompositions(base, added: list[str]) -> dict[int, list[int]]:
+def decompositions(base: ModelProto, added: list[str]) -> dict[int, list[int]]:
     """New id -> the base ids its text encodes to (without a dummy prefix), for initialising its rows."""
     plain = type(base)()
     plain.CopyFrom(base)
@@ -109,7 +115,7 @@ def resized(matrix: torch.Tensor, rows: int, real_rows: int, parts: dict[int, li
     return out
 
 
-def write_hf_tokenizer(base_dir: Path, out_dir: Path, proto, added: list[str]) -> None:
+def write_hf_tokenizer(base_dir: Path, out_dir: Path, proto: ModelProto, added: list[str]) -> None:
     """The base folder's tokenizer files with the extended tokenizer.model, and its tokenizer.json with the
     new pieces appended to the BPE vocabulary and, for each, its merges after all existing ones (the
     priority SentencePiece gives them); normalizer and pre-tokenizer stay as the base had them."""
@@ -161,7 +167,8 @@ def _text_lines(section: VocabExtensionConfig) -> list[str]:
     return lines
 
 
-def check_ids(base, extended, base_folder: Path, folder: Path, lines: list[str]) -> dict[str, float | int]:
+def check_ids(base: ModelProto, extended: ModelProto, base_folder: Path, folder: Path,
+              lines: list[str]) -> dict[str, float | int]:
     """Ids of old and extended tokenizers on `lines`: unchanged where no new piece is used, and HF equal to
     SentencePiece wherever the base's HF files agreed with its tokenizer.model; returns characters per
     token before and after (all lines and Japanese lines)."""
@@ -248,7 +255,8 @@ def _base_model(folder: Path):
     return base
 
 
-def import_extended(import_hf, import_config, root: Path, tokenizer: Path, runtime: RuntimeConfig):
+def import_extended(import_hf: Callable[[Path, Path], ImportResult], import_config: ImportConfig, root: Path,
+                    tokenizer: Path, runtime: RuntimeConfig) -> tuple[ImportResult, ExtensionResult]:
     """Run `import_hf` into a staging folder beside `root`, then extend into `root` and `tokenizer`;
     the staging folder is removed whatever happens. Returns (import result, extension result)."""
     staging = root.parent / f".{root.name}.unextended"

@@ -6,29 +6,34 @@ from __future__ import annotations
 
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from factory.errors import DataError, VerificationError
 from factory.records import TORN, decode_line, jsonl_record
 
+if TYPE_CHECKING:  # for annotations only
+    import pyarrow as pa
+    from sentencepiece import SentencePieceProcessor
+
 VERIFY_DOCS = 64
 """Documents of an encoder's first chunk that are also encoded by SentencePiece and must match."""
 EOD_PIECES = ("<EOD>", "</s>")
 
 
-def piece_id(sp, piece: str) -> int | None:
+def piece_id(sp: SentencePieceProcessor, piece: str) -> int | None:
     """The id of `piece` in a SentencePieceProcessor, None if it is not in the vocabulary."""
     pid = sp.piece_to_id(piece)
     return pid if sp.id_to_piece(pid) == piece else None
 
 
-def eod_id(sp) -> int | None:
+def eod_id(sp: SentencePieceProcessor) -> int | None:
     """The end-of-document id: <EOD> when the model defines it, else </s>."""
     return next((i for p in EOD_PIECES if (i := piece_id(sp, p)) is not None), None)
 
 
-def parse_texts(chunk: bytes, field: str, path: str, first_line: int):
+def parse_texts(chunk: bytes, field: str, path: str, first_line: int) -> pa.StringArray:
     """The `field` strings of a chunk of JSONL lines (blank lines skipped) as a pyarrow string array.
 
     pyarrow is the fast path; wherever it could accept what the strict reader (factory.strict_json) refuses,
@@ -117,7 +122,7 @@ class DocumentEncoder:
                                   if self.sp.is_control(i) or self.sp.is_unknown(i)], dtype=np.uint32)
         self._verified = False
 
-    def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (uint32, documents back to back) and the token count of every document, empty ones too."""
         if self._gigatoken is None:
             docs = self.sp.encode(texts.to_pylist(), num_threads=self.threads)
@@ -155,7 +160,8 @@ class DocumentEncoder:
         self._verified = count > 0
 
 
-def with_eod(tokens: np.ndarray, lengths: np.ndarray, eod: int | None, dtype) -> tuple[np.ndarray, np.ndarray]:
+def with_eod(tokens: np.ndarray, lengths: np.ndarray, eod: int | None,
+             dtype: type[np.integer]) -> tuple[np.ndarray, np.ndarray]:
     """Drop empty documents (nothing to learn, not even an EOD), append `eod` to the others, cast to `dtype`."""
     kept = lengths > 0
     if eod is not None and kept.any():

@@ -11,13 +11,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from factory.config_base import CoreConfig
+from factory.doctor.checks import DoctorContext
 from factory.doctor.shapes import Probe
+from factory.model.config import ModelConfig
 from factory.model.execution import decide_for
-from factory.runtime.config import ParallelConfig
+from factory.runtime.config import ParallelConfig, RuntimeConfig
 from factory.train.config import TrainConfig
 from factory.train.memory import TrainingShape, plan_memory, training_shape
 
 if TYPE_CHECKING:  # for annotations only
+    from megatron.core.models.gpt import GPTModel
+
     from factory.runtime.runtime import Runtime
 
 GIB = 2**30
@@ -77,8 +82,8 @@ def _planned_bytes(model_cfg, runtime: Runtime, probe: Probe, decision) -> float
     return plan_memory(model_cfg, ParallelConfig(), shape).largest.total
 
 
-def train_probe(model_cfg, runtime_cfg, probe: Probe, steps: int | None = None, lr: float = 1e-3,
-                initial: dict | None = None, keep_initial: bool = False) -> ProbeResult:
+def train_probe(model_cfg: ModelConfig, runtime_cfg: RuntimeConfig, probe: Probe, steps: int | None = None,
+                lr: float = 1e-3, initial: dict | None = None, keep_initial: bool = False) -> ProbeResult:
     """Train `model_cfg` for warmup + timed steps (or `steps`, all timed) in a world of one; `initial` replaces
     the freshly initialized parameters (cast to this run's dtype) before the optimizer copies them;
     `keep_initial` returns the starting parameters (fp32, on the CPU) for another probe."""
@@ -132,7 +137,7 @@ def train_probe(model_cfg, runtime_cfg, probe: Probe, steps: int | None = None, 
                            initial=start)
 
 
-def experts_built(model) -> str | None:
+def experts_built(model: GPTModel) -> str | None:
     """The expert and token-dispatcher classes of the first MoE layer of a GPTModel, or None for a dense one."""
     mlp = model.decoder.layers[0].mlp
     if not hasattr(mlp, "experts"):
@@ -140,7 +145,7 @@ def experts_built(model) -> str | None:
     return f"{type(mlp.experts).__name__} + {type(mlp.token_dispatcher).__name__}"
 
 
-def record_memory(context, label: str, peak: int | None, plan: float) -> str:
+def record_memory(context: DoctorContext, label: str, peak: int | None, plan: float) -> str:
     """Keep a training check's peak GPU memory and its plan for the memory_plan check; the figure's words for it."""
     if peak is None:
         return "peak memory not measured on CPU"
@@ -153,7 +158,7 @@ def reset_peak_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def stage_plan_bytes(cfg) -> float:
+def stage_plan_bytes(cfg: CoreConfig) -> float:
     """The memory plan of a config's pretrain section run by one process, without the CUDA reserve."""
     import dataclasses
 
@@ -164,7 +169,7 @@ def stage_plan_bytes(cfg) -> float:
     return plan_memory(cfg.model, cfg.parallel, shape).largest.total
 
 
-def stage_memory(context, label: str, cfg) -> str:
+def stage_memory(context: DoctorContext, label: str, cfg: CoreConfig) -> str:
     """`record_memory` for a pretrain stage run in this process (one rank) since `reset_peak_memory`."""
     if not torch.cuda.is_available():
         return record_memory(context, label, None, 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from factory.data.encode import EOD_PIECES
 from factory.errors import CheckpointError, ConfigError
@@ -142,7 +143,7 @@ def _template_ends(post: dict | None) -> tuple[int | None, int | None]:
 
 def _prepends_space(spec: dict) -> bool:
     """Whether tokenizer.json puts a space (▁) before the text: a Prepend normalizer or a prepending Metaspace."""
-    def walk(node):
+    def walk(node: Any) -> Iterator[dict[str, Any]]:
         if isinstance(node, dict):
             yield node
             for key in ("normalizers", "pretokenizers"):

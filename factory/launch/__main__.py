@@ -14,6 +14,7 @@ from pathlib import Path
 
 from factory import registry
 from factory.config import load_config
+from factory.config_base import CoreConfig
 from factory.errors import ConfigError, FactoryError, report
 from factory.io import atomic_write_text
 from factory.launch.chain import launch_pipeline
@@ -23,7 +24,7 @@ from factory.launch.status import show_status
 from factory.slurm_queue import SlurmError
 
 
-def launch_local(args: argparse.Namespace, cfg) -> int:
+def launch_local(args: argparse.Namespace, cfg: CoreConfig) -> int:
     """Run the stage under torchrun on this machine (one process for the non-training verbs)."""
     nproc = args.nproc or (cfg.launch.processes_per_node if cfg.launch else 1)
     command = local_command(cfg, args.stage, args.config, args.overrides, nproc)
@@ -38,7 +39,7 @@ SBATCH_FLAGS = {"partition": "-p", "account": "-A", "qos": "-q", "constraint": "
 """sbatch options `factory.launch slurm` takes on its command line; each sets the `launch.` key of its name."""
 
 
-def sbatch_overrides(args: argparse.Namespace, cfg) -> list[str]:
+def sbatch_overrides(args: argparse.Namespace, cfg: CoreConfig) -> list[str]:
     """`launch.*` overrides for the sbatch options given on the command line (`--sbatch` appends)."""
     out = [f"launch.{key}={json.dumps(getattr(args, key))}" for key in SBATCH_FLAGS if getattr(args, key)]
     if args.sbatch:
@@ -47,7 +48,7 @@ def sbatch_overrides(args: argparse.Namespace, cfg) -> list[str]:
     return out
 
 
-def launch_slurm(args: argparse.Namespace, cfg) -> int:
+def launch_slurm(args: argparse.Namespace, cfg: CoreConfig) -> int:
     """Render the sbatch script; print it (--dry-run), write it, and submit it (--submit)."""
     extra = sbatch_overrides(args, cfg)
     if extra:  # written into the script, so a resubmission or a requeue runs with the same options

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.utils import is_layer_window_attention
 from megatron.core.utils import divide
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.packed_seq_params import PackedSeqParams
 
 # Mask types that need no mask tensor, or use the one given (True = masked, as in Megatron).
 _SUPPORTED_MASKS = (AttnMaskType.causal, AttnMaskType.no_mask, AttnMaskType.padding,
@@ -55,8 +59,9 @@ class SdpaAttention(MegatronModule):
         self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(config.kv_channels)
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
 
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None):
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
+                attn_mask_type: AttnMaskType | None = None, attention_bias: torch.Tensor | None = None,
+                packed_seq_params: PackedSeqParams | None = None) -> torch.Tensor:
         """q [sq, b, np, hn], k/v [sk, b, ng, hn], mask None or bool [b or 1, 1 or np, sq, sk]
         (True = masked) -> [sq, b, np * hn]."""
         _reject(packed_seq_params is not None, "packed_seq_params (packed / THD sequences)")

@@ -216,7 +216,7 @@ def _score_metrics(s) -> dict[str, Any]:
 
 
 def _mt_bench_metrics(summary: dict[str, Any], questions: int) -> dict[str, Any]:
-    def value(v):
+    def value(v: float | None) -> float | str:
         return "n/a" if v is None else v
 
     metrics = {"mt_bench.overall": value(summary["overall"]), "mt_bench.overall_std": value(summary["overall_std"]),

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from factory import outputs
 from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
 from factory.posttrain.config import DpoConfig
 from factory.posttrain.training import plan_training, train
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
+
+if TYPE_CHECKING:  # for annotations only
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import DPOTrainer
 
 
 def plan(cfg: CoreConfig) -> Plan:
@@ -16,7 +24,8 @@ def plan(cfg: CoreConfig) -> Plan:
     return plan_training(cfg, STAGE, [f"beta {dpo_config.beta:g}, loss {dpo_config.loss_type}, reference: {ref}"])
 
 
-def make_trainer(dpo_config: DpoConfig, model, tok, data, kwargs: dict, peft=None):
+def make_trainer(dpo_config: DpoConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Dataset,
+                 kwargs: dict, peft: LoraConfig | None = None) -> DPOTrainer:
     """TRL's DPOTrainer; the reference is a frozen copy of the input model (or the LoRA base)."""
     from trl import DPOConfig, DPOTrainer
 

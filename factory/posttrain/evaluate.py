@@ -9,15 +9,19 @@ import shlex
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from factory.config_base import CoreConfig
 from factory.data.langmix import LangMixDetector
 from factory.errors import DataError
 from factory.posttrain.benchmark_report import markdown_lines
 from factory.records import read_records
 from tokenizer.config import SpecialTokens
+
+if TYPE_CHECKING:  # for annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def read_texts(path: Path, text_field: str, limit: int | None = None) -> list[str]:
@@ -30,7 +34,8 @@ def read_texts(path: Path, text_field: str, limit: int | None = None) -> list[st
 
 
 @torch.no_grad()
-def perplexity(model, tok, texts: list[str], max_length: int) -> dict[str, float]:
+def perplexity(model: PreTrainedModel, tok: PreTrainedTokenizerBase, texts: list[str],
+               max_length: int) -> dict[str, float]:
     """Token-weighted perplexity over `texts` (each cut to `max_length` tokens): the exponent of the mean
     cross-entropy of each next token, computed from the logits. A model's own `loss` is not used: an MoE's adds
     its load-balancing term (router_aux_loss_coef x the auxiliary loss)."""
@@ -71,7 +76,8 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def answer(model, tok, rows: list[dict[str, Any]], max_new_tokens: int, stop_ids: list[int]) -> list[dict]:
+def answer(model: PreTrainedModel, tok: PreTrainedTokenizerBase, rows: list[dict[str, Any]], max_new_tokens: int,
+           stop_ids: list[int]) -> list[dict]:
     """Greedy answers to the rows of `read_prompts`, formatted with the chat template."""
     out = []
     for row in rows:
@@ -84,13 +90,13 @@ def answer(model, tok, rows: list[dict[str, Any]], max_new_tokens: int, stop_ids
     return out
 
 
-def chat_end(cfg, tok) -> str | None:
+def chat_end(cfg: CoreConfig, tok: PreTrainedTokenizerBase) -> str | None:
     """The chat template's end-of-turn marker, a chat model's EOS; None when `tok` lacks it."""
     end = (cfg.tokenizer.tokens if cfg.tokenizer else SpecialTokens()).chat_end
     return end if end in tok.get_vocab() else None
 
 
-def stop_ids(cfg, tok) -> list[int]:
+def stop_ids(cfg: CoreConfig, tok: PreTrainedTokenizerBase) -> list[int]:
     """The chat turn's end, then EOS (generation stops at the end of the assistant's turn), without repeats."""
     end = chat_end(cfg, tok)
     ids = ([tok.convert_tokens_to_ids(end)] if end else []) + [tok.eos_token_id]

@@ -13,7 +13,7 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
@@ -24,6 +24,9 @@ from factory.posttrain import benchmark_report
 from factory.posttrain.benchmark_config import LEADERBOARD, HarnessConfig
 from factory.posttrain.harness_tasks import PreparedTask, prepare
 from factory.posttrain.jglue import TASKS, majority_share
+
+if TYPE_CHECKING:  # for annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_ITERS = 1000
@@ -70,7 +73,8 @@ def choose_backend(harness: HarnessConfig, device_type: str) -> str:
     return "vllm" if device_type == "cuda" and importlib.util.find_spec("vllm") else "hf"
 
 
-def make_lm(backend: str, folder: Path, harness: HarnessConfig, model=None, tokenizer=None, dtype: str = "auto") -> LM:
+def make_lm(backend: str, folder: Path, harness: HarnessConfig, model: PreTrainedModel | None = None,
+            tokenizer: PreTrainedTokenizerBase | None = None, dtype: str = "auto") -> LM:
     """lm-eval's own model class for the backend: HFLM around the loaded model, or VLLM on the folder."""
     if backend == "vllm":
         if importlib.util.find_spec("vllm") is None:
@@ -160,7 +164,8 @@ def _cut_prompts(lm: LM, output_type: str, arguments: list[tuple]) -> tuple[int,
     return len(arguments), cut
 
 
-def bootstrap_stderr(statistic, items: list, iters: int = BOOTSTRAP_ITERS, seed: int = 0) -> float | None:
+def bootstrap_stderr(statistic: Callable[[list], float], items: list, iters: int = BOOTSTRAP_ITERS,
+                     seed: int = 0) -> float | None:
     """Standard deviation of `statistic` over resamples of `items` with replacement (undefined ones skipped)."""
     rng = random.Random(seed)
     values = [v for v in (statistic(rng.choices(items, k=len(items))) for _ in range(iters)) if not math.isnan(v)]

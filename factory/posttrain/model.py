@@ -13,10 +13,12 @@ from factory.config_base import CoreConfig
 from factory.errors import CheckpointError, ConfigError
 from factory.hf.tokenizer_files import make_portable, set_eos
 from factory.io import atomic_write_json, publish_dir
+from factory.manifest import RunManifest
 from factory.posttrain.config import LoraSettings, TrainSettings
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedConfig, PreTrainedTokenizerBase, Trainer
 
 # torch and transformers are imported inside the functions: the stage registry imports this module at
 # every start-up.
@@ -45,7 +47,7 @@ def check_causal_lm(folder: Path):
     return config
 
 
-def describe(config) -> str:
+def describe(config: PreTrainedConfig) -> str:
     """Architecture and parameter count of an HF config, counted on the meta device (no memory)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -68,7 +70,7 @@ def load_tokenizer(folder: Path, key: str):
     return tok
 
 
-def check_assistant_markers(tok, key: str) -> None:
+def check_assistant_markers(tok: PreTrainedTokenizerBase, key: str) -> None:
     """Assistant-only loss needs `{% generation %}` in the template, or one TRL knows how to patch."""
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
@@ -143,7 +145,8 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{"step": e["step"], **{k: e[k] for k in CURVE_KEYS if k in e}} for e in log_history if "loss" in e]
 
 
-def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: Path) -> None:
+def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, base_dir: Path, dtype: torch.dtype,
+                 final: Path) -> None:
     """Write the trained model to `final`: full weights, or LoRA merged into the base weights."""
     from peft import PeftModel
 
@@ -160,7 +163,7 @@ def save_trained(trainer, tokenizer, base_dir: Path, dtype: torch.dtype, final: 
     trainer.accelerator.wait_for_everyone()
 
 
-def publish(trainer, final: Path, out: Path, manifest, stage: str, end_ids: list[int],
+def publish(trainer: Trainer, final: Path, out: Path, manifest: RunManifest, stage: str, end_ids: list[int],
             eos_token: str | None, tokenizer_dir: Path) -> list[dict[str, float]]:
     """Move `final` to `out` (main process; an earlier model there is moved aside, never deleted), write
     loss_curve.json and record the curve's ends. Generation ends on `end_ids` (the chat turn's end and EOS);

@@ -17,7 +17,7 @@ import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
@@ -26,6 +26,9 @@ from factory.endpoints.server import ChatServer, HFBackend
 from factory.errors import DataError
 from factory.jsonl_log import JsonlLog, record_id
 from factory.posttrain.benchmark_config import JudgeConfig, MtBenchConfig
+
+if TYPE_CHECKING:  # for annotations only
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 FOLDER = "japanese_mt_bench"
@@ -151,8 +154,9 @@ JUDGEMENT_FIELDS = {"question_id": int, "sample": int, "category": str, "turn": 
 """What the summary reads from each answer and judgement; a record without them is redone."""
 
 
-def generate_answers(model, tok, questions: list[Question], mt: MtBenchConfig, stop_ids: list[int], seed: int,
-                     model_key: str, answers: JsonlLog) -> dict[tuple[int, int], dict[str, Any]]:
+def generate_answers(model: PreTrainedModel, tok: PreTrainedTokenizerBase, questions: list[Question],
+                     mt: MtBenchConfig, stop_ids: list[int], seed: int, model_key: str,
+                     answers: JsonlLog) -> dict[tuple[int, int], dict[str, Any]]:
     """`mt.samples` two-turn answers per question (the second turn sees the first answer), resumed from `answers`,
     by (question id, sample). A turn whose prompt does not fit the context is refused, and so is every turn after it."""
     ids = {(q.id, k): record_id("mt_bench_answer", q.id, model_key, mt.max_new_tokens, seed, k)
@@ -221,7 +225,7 @@ def summarize(judgements: list[dict[str, Any]], judge_model: str, samples: int =
     overall mean of each sample, and their spread: the standard deviation across samples (None for one)."""
     rated = [j for j in judgements if j["score"] is not None]
 
-    def mean(keep) -> float | None:
+    def mean(keep: Callable[[dict[str, Any]], bool]) -> float | None:
         return _mean([r["score"] for r in rated if keep(r)])
 
     per_sample = [mean(lambda r, k=k: r["sample"] == k) for k in range(samples)]

@@ -15,10 +15,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory.errors import DataError
 from factory.records import source_position
+
+if TYPE_CHECKING:  # for annotations only
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 BASE_ROLES = ("system", "user", "assistant")
@@ -93,7 +96,7 @@ class RowTally:
                     self.total, self.counts(), self.first)
 
 
-def token_length(tok, row: dict[str, Any]) -> int:
+def token_length(tok: PreTrainedTokenizerBase, row: dict[str, Any]) -> int:
     """Tokens of the longest sequence TRL builds from a normalized row (a conversation, or prompt + chosen /
     rejected); RowError('template') when the chat template refuses the row."""
     from jinja2 import TemplateError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from factory import outputs
 from factory.config_base import CoreConfig
 from factory.manifest import RunManifest
@@ -9,6 +11,12 @@ from factory.posttrain import model as hf
 from factory.posttrain.config import SftConfig
 from factory.posttrain.training import plan_training, train
 from factory.stage_api import Launch, Plan, SectionSpec, Stage
+
+if TYPE_CHECKING:  # for annotations only
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import SFTTrainer
 
 
 def plan(cfg: CoreConfig) -> Plan:
@@ -18,7 +26,8 @@ def plan(cfg: CoreConfig) -> Plan:
     return plan_training(cfg, STAGE, notes)
 
 
-def make_trainer(sft: SftConfig, model, tok, data, kwargs: dict, peft=None):
+def make_trainer(sft: SftConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase, data: Dataset,
+                 kwargs: dict, peft: LoraConfig | None = None) -> SFTTrainer:
     """TRL's SFTTrainer with the section's loss mask, packing and NEFTune options."""
     from trl import SFTConfig, SFTTrainer
 

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from factory import outputs
 from factory.config_base import CoreConfig
@@ -17,6 +17,11 @@ from factory.posttrain.config import TrainSettings
 from factory.posttrain.data import RowPolicy, load_mixture
 from factory.posttrain.rules import template_roles
 from factory.stage_api import Plan, Stage
+
+if TYPE_CHECKING:  # for annotations only
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 log = logging.getLogger(__name__)
 DEFAULT_INPUT = {"sft": outputs.export, "dpo": outputs.sft}
@@ -65,7 +70,8 @@ def plan_training(cfg: CoreConfig, stage: Stage, notes: list[str]) -> Plan:
 
 
 def train(cfg: CoreConfig, stage: Stage, manifest: RunManifest,
-          build: Callable[[Any, Any, Any, dict[str, Any], Any], Any]) -> list[dict[str, float]]:
+          build: Callable[[PreTrainedModel, PreTrainedTokenizerBase, Dataset, dict[str, Any], LoraConfig | None],
+                          Trainer]) -> list[dict[str, float]]:
     """Load tokenizer, model and data, build the TRL trainer with `build(model, tok, data, kwargs, peft)`,
     train, and publish the HF folder; returns the loss curve."""
     from factory.posttrain.evaluate import chat_end, stop_ids

@@ -11,6 +11,10 @@ import importlib.metadata
 import importlib.util
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only
+    import torch
 
 PLANNED_GPU = "H100"
 """The GPU a plan assumes when it cannot see one: Hopper (compute capability 9.0), the presets' hardware."""
@@ -80,8 +84,8 @@ def _apex_grad_accumulation() -> bool:
     return importlib.util.find_spec(APEX_GRAD_ACCUMULATION) is not None
 
 
-def probe(device, transformer_engine: bool) -> Capabilities:
-    """The live process's capabilities on `device` (a torch.device), with TE layers as the runtime decided."""
+def probe(device: torch.device, transformer_engine: bool) -> Capabilities:
+    """The live process's capabilities on `device`, with TE layers as the runtime decided."""
     import torch
 
     if device.type != "cuda":

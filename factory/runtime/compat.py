@@ -40,14 +40,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Iterator, TypeVar
 
 import torch
+
+from factory.schema import Section
 
 _APPLIED = False
 _NVTE_ENV = ("NVTE_FLASH_ATTN", "NVTE_FUSED_ATTN", "NVTE_UNFUSED_ATTN")
 
 # TransformerConfig fields a CPU run needs beyond the execution decision (which turns every fusion off there).
 CPU_TRANSFORMER_OVERRIDES = {"use_cpu_initialization": True}
+
+ModelSection = TypeVar("ModelSection", bound=Section)
+"""A `model` section: factory/model/config.py's ModelConfig, which this package cannot import (the model package
+builds on the runtime); `cpu_equivalent` returns the type it is given."""
 
 
 def apply_cpu_compat() -> None:
@@ -77,10 +84,10 @@ def _no_sync(device=None) -> None:
 class _IdleStream:
     """A stream with no pending work: waiting on it returns at once."""
 
-    def wait_event(self, event) -> None:
+    def wait_event(self, event: torch.cuda.Event) -> None:
         return None
 
-    def wait_stream(self, stream) -> None:
+    def wait_stream(self, stream: torch.cuda.Stream) -> None:
         return None
 
 
@@ -143,7 +150,7 @@ def _patch_rng_tracker() -> None:
     class CpuRNGStatesTracker(mrandom.CudaRNGStatesTracker):
         """Megatron's named RNG states, kept for the CPU generator."""
 
-        def add(self, name, seed):
+        def add(self, name: str, seed: int) -> None:
             self._is_initialized = True
             if seed in self.seeds_:
                 raise Exception(f"seed {seed} already exists")
@@ -156,7 +163,7 @@ def _patch_rng_tracker() -> None:
             torch.set_rng_state(orig)
 
         @contextlib.contextmanager
-        def fork(self, name=mrandom._MODEL_PARALLEL_RNG_TRACKER_NAME):
+        def fork(self, name: str = mrandom._MODEL_PARALLEL_RNG_TRACKER_NAME) -> Iterator[None]:
             if name not in self.states_:
                 raise Exception(f"rng state {name} is not added")
             orig = torch.get_rng_state()
@@ -173,7 +180,7 @@ def _patch_rng_tracker() -> None:
     mrandom.initialize_rng_tracker(force_reset=True)
 
 
-def unsupported_on_cpu(model_cfg) -> list[str]:
+def unsupported_on_cpu(model_cfg: Section) -> list[str]:
     """Model settings that megatron-core cannot run without CUDA, one line each."""
     out = []
     moe = getattr(model_cfg, "moe", None)
@@ -182,7 +189,7 @@ def unsupported_on_cpu(model_cfg) -> list[str]:
     return out
 
 
-def cpu_equivalent(model_cfg):
+def cpu_equivalent(model_cfg: ModelSection) -> ModelSection:
     """The same parameters and function with the CUDA-only MoE settings swapped for what runs in one
     CPU process (allgather dispatch, one GEMM per expert): the checkpoint layout does not change."""
     moe = getattr(model_cfg, "moe", None)

@@ -21,7 +21,9 @@ import torch
 from factory.errors import ConfigError
 from factory.runtime import capabilities, compat
 from factory.runtime.capabilities import Capabilities
+from factory.runtime.compat import ModelSection
 from factory.runtime.config import Fp8Config, ParallelConfig, RuntimeConfig
+from factory.schema import Section
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +119,12 @@ class Runtime:
             return {**dtype_flags, "attention_backend": backend}
         return {**dtype_flags, **compat.CPU_TRANSFORMER_OVERRIDES, "attention_backend": AttnBackend.local}
 
-    def runnable(self, model_cfg):
+    def runnable(self, model_cfg: ModelSection) -> ModelSection:
         """`model_cfg` as this device can build it with the same parameters (checkpoint tools: they only
         read, write and probe weights, so the CUDA-only MoE dispatch and GEMM settings do not matter)."""
         return model_cfg if self.is_cuda else compat.cpu_equivalent(model_cfg)
 
-    def check_model(self, model_cfg) -> None:
+    def check_model(self, model_cfg: Section) -> None:
         """Reject model settings this device cannot run, before anything is built."""
         problems = [] if self.is_cuda else compat.unsupported_on_cpu(model_cfg)
         if problems:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from factory.config_base import CoreConfig
 from factory.data.indexed import token_count
 from factory.train.config import TrainConfig
 from factory.train.blend import blend_phases
@@ -35,7 +36,7 @@ def lr_schedule(train: TrainConfig) -> str:
     return f"LR: peak {peak}, min {low}, warmup {s.warmup_iters:,} iterations, {shape}"
 
 
-def synthetic_share(cfg, blend_file: Path, phase: str | None, pack_blend: Path) -> str:
+def synthetic_share(cfg: CoreConfig, blend_file: Path, phase: str | None, pack_blend: Path) -> str:
     """Share of synthetic data (datasets named synth*) in a phase: read from its blend.json where it exists,
     else from this config's blend section when the pack stage of this run writes that file."""
     blend_file = Path(blend_file)

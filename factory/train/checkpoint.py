@@ -46,6 +46,10 @@ from factory.train.checkpoint_root import (is_iteration_dir, iteration_dir, late
                                            saved_iterations)
 
 if TYPE_CHECKING:  # for annotations only
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.optimizer import MegatronOptimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
     from factory.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -193,9 +197,10 @@ def _restore_rng(state: dict, runtime: Runtime) -> None:
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def save(root: Path, iteration: int, model, model_cfg: ModelConfig, runtime: Runtime, *, optimizer=None,
-         scheduler=None, meta: CheckpointMeta | None = None, keep_last: int | None = None,
-         keep_every: int | None = None, keep_every_optimizer: bool = True) -> Path:
+def save(root: Path, iteration: int, model: GPTModel, model_cfg: ModelConfig, runtime: Runtime, *,
+         optimizer: MegatronOptimizer | None = None, scheduler: OptimizerParamScheduler | None = None,
+         meta: CheckpointMeta | None = None, keep_last: int | None = None, keep_every: int | None = None,
+         keep_every_optimizer: bool = True) -> Path:
     """Write `root/iter_<iteration>` on all ranks, publish it (the tracker moves last) and apply retention;
     returns the folder. A write the file system refuses (disk full, file size limit) is one OutputError naming
     the folder being written; that folder is removed and the previous checkpoint stays current."""
@@ -204,9 +209,9 @@ def save(root: Path, iteration: int, model, model_cfg: ModelConfig, runtime: Run
     return pending.commit(keep_last, keep_every, keep_every_optimizer)
 
 
-def begin_save(root: Path, iteration: int, model, model_cfg: ModelConfig, runtime: Runtime, *, optimizer=None,
-               scheduler=None, meta: CheckpointMeta | None = None,
-               background: bool = False) -> checkpoint_save.PendingSave:
+def begin_save(root: Path, iteration: int, model: GPTModel, model_cfg: ModelConfig, runtime: Runtime, *,
+               optimizer: MegatronOptimizer | None = None, scheduler: OptimizerParamScheduler | None = None,
+               meta: CheckpointMeta | None = None, background: bool = False) -> checkpoint_save.PendingSave:
     """Write this rank's files of `root/iter_<iteration>` (in a background thread when `background`); the
     returned save is committed with `commit` once every rank has written (checkpoint_save)."""
     model_sd = model.sharded_state_dict()
@@ -227,7 +232,8 @@ class DamagedCheckpoint(CheckpointError):
     """A load found stored bytes that differ from the save's integrity record."""
 
 
-def load(path: Path, model, runtime: Runtime, *, optimizer=None, restore_rng: bool = True) -> CheckpointInfo:
+def load(path: Path, model: GPTModel, runtime: Runtime, *, optimizer: MegatronOptimizer | None = None,
+         restore_rng: bool = True) -> CheckpointInfo:
     """Load model (and optimizer, RNG) from a checkpoint saved with any parallel layout; every item read is
     checked against the save's integrity record as it is read (DamagedCheckpoint naming the file, on every
     rank). Each data-parallel replica reads a share and receives the rest from the others (Megatron's fully

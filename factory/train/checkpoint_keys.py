@@ -61,7 +61,7 @@ def fit_to_checkpoint(state: dict[str, Any], path: Path) -> None:
         tensor.key = renamed.get(tensor.key, tensor.key)
     kept = 0
 
-    def keep_missing_extra_state(value):
+    def keep_missing_extra_state(value: Any) -> Any:
         nonlocal kept
         if isinstance(value, ShardedObject) and value.key.endswith(_EXTRA_STATE) and value.unique_key not in stored:
             kept += 1

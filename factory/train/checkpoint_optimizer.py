@@ -18,11 +18,14 @@ at a layout that splits the optimizer the same way; elsewhere `layout_refusal` s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from factory.runtime.config import ParallelConfig
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.optimizer import MegatronOptimizer
 
 METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True,
             "singleton_local_shards": False}
@@ -35,12 +38,12 @@ TENSORS = "optimizer_tensors"
 (in the saving layout's shape) is merged into the result."""
 
 
-def to_save(optimizer, model_sd: dict) -> dict:
+def to_save(optimizer: MegatronOptimizer, model_sd: dict) -> dict:
     """The optimizer's sharded state dict in the reshardable format."""
     return optimizer.sharded_state_dict(model_sd, is_loading=False, metadata=METADATA)
 
 
-def load_request(optimizer, model_sd: dict, metadata: dict) -> tuple[dict, dict]:
+def load_request(optimizer: MegatronOptimizer, model_sd: dict, metadata: dict) -> tuple[dict, dict]:
     """(the tensors to load, keyed as `metadata` wrote them; the rest of this optimizer's state dict)."""
     from megatron.core.dist_checkpointing.dict_utils import dict_list_map_inplace, extract_matching_values
     from megatron.core.dist_checkpointing.mapping import LocalNonpersistentObject, ShardedBase
@@ -52,7 +55,7 @@ def load_request(optimizer, model_sd: dict, metadata: dict) -> tuple[dict, dict]
     return tensors, rest
 
 
-def restore(optimizer, tensors: dict, rest: dict, saved_common: Any) -> None:
+def restore(optimizer: MegatronOptimizer, tensors: dict, rest: dict, saved_common: Any) -> None:
     """Load the loaded `tensors` with this optimizer's own param groups (`rest`), and the checkpoint's step."""
     from megatron.core.dist_checkpointing.dict_utils import merge
 

@@ -15,6 +15,7 @@ chunk's view geometry inside the parameter.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import math
 import shutil
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import DefaultLoadPlanner
-from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
-from torch.distributed.checkpoint.planner import LoadPlan, WriteItemType
+from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
+from torch.distributed.checkpoint.planner import LoadPlan, ReadItem, WriteItem, WriteItemType
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from factory.errors import CheckpointError, FactoryError, OutputError
@@ -200,10 +201,10 @@ class _SliceLoadPlanner(DefaultLoadPlanner):
             items += found
         return LoadPlan(items)
 
-    def lookup_tensor(self, index):
+    def lookup_tensor(self, index: MetadataIndex) -> torch.Tensor:
         return self.views[(index.fqn, tuple(index.offset))]
 
-    def commit_tensor(self, read_item, tensor):
+    def commit_tensor(self, read_item: ReadItem, tensor: torch.Tensor) -> None:
         pass  # the data was read straight into the view
 
 
@@ -276,7 +277,7 @@ def _producing_planner_class():
             self.current: tuple[str, torch.Tensor] | None = None
             self.bytes_written = 0
 
-        def resolve_data(self, write_item):
+        def resolve_data(self, write_item: WriteItem) -> torch.Tensor | io.BytesIO:
             if write_item.type == WriteItemType.BYTE_IO:
                 return super().resolve_data(write_item)
             name, chunk = self.layout.by_index[(write_item.index.fqn, tuple(write_item.index.offset))]

@@ -22,10 +22,15 @@ import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from factory.train.integrity import Segment
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.dist_checkpointing.strategies.filesystem_async import WriteBucket
+    from torch.distributed.checkpoint.filesystem import _StorageWriterTransforms
 
 
 @dataclass
@@ -52,7 +57,7 @@ def prepare() -> WriteLog:
     return _log
 
 
-def os_error_in(failure) -> OSError | None:
+def os_error_in(failure: BaseException) -> OSError | None:
     """The OSError behind a write failure (torch.save raises a RuntimeError from it), if there is one."""
     while isinstance(failure, BaseException) and not isinstance(failure, OSError):
         failure = failure.__cause__ or failure.__context__
@@ -67,7 +72,7 @@ class HashingFile:
         self._start = self._position = 0
         self._hash = xxhash.xxh3_128()
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         written = self.raw.write(data)
         self._hash.update(memoryview(data).cast("B")[:written])
         self._position += written
@@ -83,8 +88,9 @@ class HashingFile:
         self.raw.flush()
 
 
-def write_bucket(transform_list, local_proc_idx: int, write_bucket, results_queue, count_queue, use_fsync: bool,
-                 **kwargs):
+def write_bucket(transform_list: list[_StorageWriterTransforms], local_proc_idx: int, write_bucket: WriteBucket,
+                 results_queue: queue.Queue | None, count_queue: queue.Queue | None, use_fsync: bool,
+                 **kwargs) -> tuple[int, list | Exception]:
     """Megatron's writer thread function (same arguments and result protocol), hashing what it writes."""
     from torch.distributed.checkpoint.filesystem import SerializationFormat, _write_item
 
@@ -114,7 +120,8 @@ def write_bucket(transform_list, local_proc_idx: int, write_bucket, results_queu
     return output
 
 
-def write_all(transform_list, buckets: list, results_queue) -> None:
+def write_all(transform_list: list[_StorageWriterTransforms], buckets: list[WriteBucket],
+              results_queue: queue.Queue) -> None:
     """Write every bucket (one file each) in a thread of its own and put {bucket: write results}, or the first
     exception, on the results queue: what Megatron's write_preloaded_data_multithread does, without switching
     the garbage collector off (process-wide, it would stop the training thread's collection too)."""

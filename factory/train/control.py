@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -93,7 +94,7 @@ class RunControl:
         stop, restart = bool(flags[0].item()), bool(flags[1].item())
         return Verdict(stop, restart, self.restart_reason or ("restart requested by another rank" if restart else ""))
 
-    def raise_for(self, verdict: Verdict, stage: str, iteration: int, ckpt_root) -> None:
+    def raise_for(self, verdict: Verdict, stage: str, iteration: int, ckpt_root: Path) -> None:
         """The exception that ends the run after its checkpoint was saved."""
         where = f"at iteration {iteration}; checkpoint saved to {ckpt_root}"
         if verdict.stop:

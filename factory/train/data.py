@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from factory.train.blend import PhaseBlend
 
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.datasets.blended_megatron_dataset_builder import TopLevelDataset
 
-def build_datasets(blend: PhaseBlend, tokenizer, seq_length: int, split: str, seed: int,
-                   sizes: tuple[int, int, int], cache_dir: Path):
+    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
+
+
+def build_datasets(blend: PhaseBlend, tokenizer: SentencePieceMegatronTokenizer, seq_length: int, split: str,
+                   seed: int, sizes: tuple[int, int, int], cache_dir: Path) -> list[TopLevelDataset | None]:
     """Train/valid/test GPTDatasets (blended by weight) sized to the samples the run will read."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
@@ -31,7 +36,7 @@ def build_datasets(blend: PhaseBlend, tokenizer, seq_length: int, split: str, se
     return BlendedMegatronDatasetBuilder(GPTDataset, list(sizes), lambda: True, config).build()
 
 
-def micro_batches(dataset, start_sample: int, micro_batch_size: int, dp_rank: int, dp_size: int,
+def micro_batches(dataset: TopLevelDataset, start_sample: int, micro_batch_size: int, dp_rank: int, dp_size: int,
                   num_micro_batches: int) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's micro-batches of the global batch that starts at `start_sample`."""
     for k in range(num_micro_batches):
@@ -41,7 +46,7 @@ def micro_batches(dataset, start_sample: int, micro_batch_size: int, dp_rank: in
                for key in ("tokens", "labels", "loss_mask", "position_ids")}
 
 
-def batch_fingerprint(dataset, end_sample: int, global_batch_size: int) -> str:
+def batch_fingerprint(dataset: TopLevelDataset, end_sample: int, global_batch_size: int) -> str:
     """sha256 of the token ids of the global batch that ends at `end_sample` (the last one a run consumed)."""
     h = hashlib.sha256()
     for i in range(max(0, end_sample - global_batch_size), end_sample):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import xxhash
 from torch.distributed.checkpoint import FileSystemReader
-from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
 from factory.train import integrity
 
@@ -86,7 +86,7 @@ class VerifyingReader(FileSystemReader):
         torch.save(value, out)
         return out.getvalue()
 
-    def set_up_storage_reader(self, metadata, is_coordinator: bool, *args, **kwargs) -> None:
+    def set_up_storage_reader(self, metadata: Metadata, is_coordinator: bool, *args, **kwargs) -> None:
         super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
         self._metadata = metadata
 

@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -110,7 +111,7 @@ class TrainLoop:
         return total / self.config.eval_iters
 
     # --- the loop ------------------------------------------------------------------------------
-    def fit(self, state: TrainState, stage: str, ckpt_root) -> dict[str, Any]:
+    def fit(self, state: TrainState, stage: str, ckpt_root: Path) -> dict[str, Any]:
         config = self.config
         self.parts.model.train()
         start_iter = state.iteration

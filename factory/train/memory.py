@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from factory.config_base import CoreConfig
 from factory.launch_config import LaunchConfig
 from factory.model.config import ModelConfig
 from factory.model.execution import Decision, decide
 from factory.runtime import capabilities
 from factory.runtime.config import ParallelConfig
+from factory.train.config import TrainConfig
 
 GIB = 2**30
 CUDA_RESERVE_BYTES = 4 * GIB
@@ -238,7 +240,7 @@ def plan_memory(model: ModelConfig, parallel: ParallelConfig, shape: TrainingSha
     return MemoryPlan(layout=parallel.describe(), data_parallel=dp, shape=shape, stages=stages)
 
 
-def planned_world(cfg, stage: str) -> tuple[bool, int]:
+def planned_world(cfg: CoreConfig, stage: str) -> tuple[bool, int]:
     """(whether runs of `stage` go to GPUs, their world size): from `launch` as it applies to `stage` (nodes x
     processes per node; its defaults for a GPU config without one, one process for a CPU one)."""
     launch = (cfg.launch or LaunchConfig()).for_stage(stage)
@@ -247,7 +249,7 @@ def planned_world(cfg, stage: str) -> tuple[bool, int]:
     return on_gpu, world
 
 
-def planned_decision(cfg, train, stage: str, model: ModelConfig | None = None) -> Decision:
+def planned_decision(cfg: CoreConfig, train: TrainConfig, stage: str, model: ModelConfig | None = None) -> Decision:
     """The execution decision runs of `stage` will make (factory/model/execution.py), from the capabilities a
     plan assumes (factory/runtime/capabilities.py `planned`)."""
     on_gpu, world = planned_world(cfg, stage)
@@ -257,7 +259,7 @@ def planned_decision(cfg, train, stage: str, model: ModelConfig | None = None) -
                   distributed_optimizer_supported=on_gpu)
 
 
-def training_shape(cfg, train, stage: str, model: ModelConfig | None = None) -> TrainingShape:
+def training_shape(cfg: CoreConfig, train: TrainConfig, stage: str, model: ModelConfig | None = None) -> TrainingShape:
     """The shape a config's training section runs at (`planned_world`), bf16 and the distributed optimizer where
     it targets GPUs, and the execution decision's fusions and FP8 layers."""
     on_gpu, world = planned_world(cfg, stage)
@@ -273,7 +275,7 @@ def training_shape(cfg, train, stage: str, model: ModelConfig | None = None) -> 
         fp8_bf16_layers=decision.fp8.bf16_layers if decision.fp8 is not None else None)
 
 
-def memory_problems(cfg, section: str) -> list[str]:
+def memory_problems(cfg: CoreConfig, section: str) -> list[str]:
     """Config check of `section` at its config's model (a cpt from a checkpoint is checked by its plan)."""
     if cfg.model is None:
         return []
@@ -281,7 +283,7 @@ def memory_problems(cfg, section: str) -> list[str]:
     return over_limit(cfg, section, plan_memory(cfg.model, cfg.parallel, shape))
 
 
-def over_limit(cfg, section: str, plan: MemoryPlan) -> list[str]:
+def over_limit(cfg: CoreConfig, section: str, plan: MemoryPlan) -> list[str]:
     """One line when `plan`'s largest stage exceeds `launch.gpu_memory_gb` (GPU runs only; the training stage's
     own value where `launch.stages` sets one)."""
     if not plan.shape.on_gpu:

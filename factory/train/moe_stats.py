@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.transformer.moe.router import TopKRouter
 
 
 class ExpertLoad:
@@ -16,7 +21,8 @@ class ExpertLoad:
         self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.routers]
 
     def _hook(self, name: str):
-        def record(module, inputs, output):
+        def record(module: TopKRouter, inputs: tuple[torch.Tensor, ...],
+                   output: tuple[torch.Tensor, torch.Tensor]) -> None:
             routing_map = output[1]  # [tokens, experts] bool
             counts = routing_map.detach().sum(dim=0).to(torch.float64)
             self.counts[name] = self.counts.get(name, 0) + counts

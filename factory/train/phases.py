@@ -11,13 +11,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from factory.errors import ConfigError
 from factory.identity import identity
 from factory.train.config import PhaseSpec, TrainConfig
 from factory.train.blend import PhaseBlend, read_blend
 from factory.train.data import batch_fingerprint, build_datasets
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.datasets.blended_megatron_dataset_builder import TopLevelDataset
+
+    from factory.data.megatron_tokenizer import SentencePieceMegatronTokenizer
 
 
 @dataclass
@@ -28,7 +33,7 @@ class Phase:
     blend: PhaseBlend
     start: int
     end: int
-    dataset: Any = None
+    dataset: TopLevelDataset | None = None
     """Its training GPTDataset, sized to its iterations."""
 
     @property
@@ -72,8 +77,9 @@ def data_identity(phases: list[Phase], seed: int, split: str, seq_length: int, g
             "train_samples": (phases[-1].end - phases[-1].start) * global_batch_size}
 
 
-def build_phase_datasets(phases: list[Phase], tokenizer, seq_length: int, split: str, seed: int,
-                         global_batch_size: int, valid_samples: int, cache_dir: Path):
+def build_phase_datasets(phases: list[Phase], tokenizer: SentencePieceMegatronTokenizer, seq_length: int,
+                         split: str, seed: int, global_batch_size: int, valid_samples: int,
+                         cache_dir: Path) -> TopLevelDataset | None:
     """Each phase's training dataset (sized to its iterations); returns the validation dataset, which is
     the first phase's validation split so that evaluations stay comparable across the run. Later phases
     train on all of their documents (split 100,0,0): a small synthetic blend has none to spare."""

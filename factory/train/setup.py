@@ -11,6 +11,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
@@ -25,6 +26,15 @@ from factory.train.checkpoint_root import iteration_of
 from factory.train.config import TrainConfig
 from factory.train.data import identity_problems
 from factory.train.state import TrainState
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.distributed import DistributedDataParallel
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.optimizer import MegatronOptimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+    from megatron.core.transformer import TransformerConfig
+
+    from factory.runtime.runtime import Runtime
 
 log = logging.getLogger("factory.train")
 
@@ -125,7 +135,8 @@ config at every forward-backward call (pipeline_parallel/schedules.py) and no mo
 constructed; they are methods of the DDP wrapper and the optimizer, which need the built model."""
 
 
-def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: float, min_lr: float):
+def build_model(model_cfg: ModelConfig, runtime: Runtime, train_config: TrainConfig, lr: float,
+                min_lr: float) -> tuple[GPTModel, DistributedDataParallel, MegatronOptimizer]:
     """(GPTModel, its DDP wrapper, Megatron optimizer) as the execution decision says: distributed optimizer
     where the runtime supports it, data-parallel communication overlapped where it pays."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
@@ -147,7 +158,7 @@ def build_model(model_cfg: ModelConfig, runtime, train_config: TrainConfig, lr: 
     return model, ddp, optimizer
 
 
-def set_call_time_hooks(config, ddp, optimizer) -> None:
+def set_call_time_hooks(config: TransformerConfig, ddp: DistributedDataParallel, optimizer: MegatronOptimizer) -> None:
     """The schedules' hooks (as Megatron-LM's training.py wires them): gradients are finalized after the last
     micro-batch; with overlapped reduction, DDP's `no_sync` keeps every micro-batch but the last from starting
     it, and `start_grad_sync` lets a pipeline schedule start it as soon as its last backward ends."""
@@ -161,7 +172,7 @@ def set_call_time_hooks(config, ddp, optimizer) -> None:
 
 
 @contextlib.contextmanager
-def parameters_gathered(ddp):
+def parameters_gathered(ddp: DistributedDataParallel) -> Iterator[None]:
     """With overlapped parameter all-gather, the last optimizer step's all-gathers finish only as the next
     forward reaches each bucket: a save or an evaluation first completes them (and runs without the hooks)."""
     if not ddp.ddp_config.overlap_param_gather:
@@ -174,7 +185,8 @@ def parameters_gathered(ddp):
         ddp.enable_forward_pre_hook()
 
 
-def build_scheduler(optimizer, train_config: TrainConfig, lr: float, min_lr: float):
+def build_scheduler(optimizer: MegatronOptimizer, train_config: TrainConfig, lr: float,
+                    min_lr: float) -> OptimizerParamScheduler:
     """Megatron's OptimizerParamScheduler for `train_config.schedule`, stepped once per iteration."""
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
@@ -188,8 +200,9 @@ def build_scheduler(optimizer, train_config: TrainConfig, lr: float, min_lr: flo
         wsd_decay_steps=s.wsd_decay_iters, lr_wsd_decay_style=s.wsd_decay_style)
 
 
-def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime, *,
-            keep_optimizer: bool, lr: float, min_lr: float) -> TrainState:
+def restore(stage: str, start: StartPoint, model: GPTModel, optimizer: MegatronOptimizer,
+            scheduler: OptimizerParamScheduler, runtime: Runtime, *, keep_optimizer: bool, lr: float,
+            min_lr: float) -> TrainState:
     """Load the start point's checkpoint into the built objects; returns where the run stands."""
     if start.source is None:
         return TrainState()
@@ -210,7 +223,8 @@ def restore(stage: str, start: StartPoint, model, optimizer, scheduler, runtime,
     return TrainState.started_from(source.meta, str(source.path), source.iteration)
 
 
-def _load_newest_intact(path: Path, model, optimizer, runtime) -> ckpt.CheckpointInfo:
+def _load_newest_intact(path: Path, model: GPTModel, optimizer: MegatronOptimizer,
+                        runtime: Runtime) -> ckpt.CheckpointInfo:
     """Load the run's own checkpoint at `path`; one whose bytes turn out damaged while they are read gives way to
     the next intact iteration below it (with a warning naming the file), as far as one is left."""
     while True:

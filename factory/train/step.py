@@ -8,8 +8,16 @@ micro-batch / data-parallel split gives the same update.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING, Iterator
 
 import torch
+
+if TYPE_CHECKING:  # for annotations only
+    from megatron.core.distributed import DistributedDataParallel
+
+ModelOutput = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+"""What the forward step's model call gives: per-token LM losses (the hidden states before the last pipeline
+stage), with their logsumexp when z-loss is on."""
 
 
 def logsumexp_vocab_parallel(logits: torch.Tensor) -> torch.Tensor:
@@ -23,7 +31,8 @@ def logsumexp_vocab_parallel(logits: torch.Tensor) -> torch.Tensor:
     return local_max + torch.log(tensor_parallel.reduce_from_tensor_model_parallel_region(sum_exp))
 
 
-def loss_func(loss_mask: torch.Tensor, z_loss_coeff: float, output):
+def loss_func(loss_mask: torch.Tensor, z_loss_coeff: float,
+              output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(loss sum, token count, logged sums) from per-token LM losses (and logsumexp for z-loss)."""
     token_loss, lse = output if isinstance(output, tuple) else (output, None)
     mask = loss_mask.float()
@@ -41,7 +50,8 @@ def loss_func(loss_mask: torch.Tensor, z_loss_coeff: float, output):
 def make_forward_step(z_loss_coeff: float, device: torch.device):
     """A `forward_step_func(data_iterator, model)` for megatron.core schedules."""
 
-    def forward_step(data_iterator, model):
+    def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]],
+                     model: DistributedDataParallel) -> tuple[ModelOutput, partial]:
         from megatron.core import parallel_state, tensor_parallel
 
         batch = {k: v.to(device, non_blocking=True) for k, v in next(data_iterator).items()}

@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factory import outputs
 from factory.config_base import CoreConfig
@@ -32,6 +33,9 @@ from factory.stage_api import Plan, SectionSpec, Stage
 from factory.train.checkpoint_meta import CheckpointMeta, UpcycleRecord
 from factory.upcycle.config import UpcycleConfig
 from factory.upcycle.target import check_fits, expert_plan, moe_model
+
+if TYPE_CHECKING:  # for annotations only
+    from factory.train.checkpoint import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +124,8 @@ def run(cfg: CoreConfig, plan: UpcyclePlan, manifest: RunManifest) -> None:
     manifest.add_output(plan.output_dir, role="moe_checkpoint")
 
 
-def lineage_meta(info, upcycle_config: UpcycleConfig) -> CheckpointMeta:
-    """The MoE checkpoint's metadata (from the dense CheckpointInfo): a run of no tokens that inherits the dense
+def lineage_meta(info: CheckpointInfo, upcycle_config: UpcycleConfig) -> CheckpointMeta:
+    """The MoE checkpoint's metadata (from the dense checkpoint's): a run of no tokens that inherits the dense
     lineage's tokens and its final LR."""
     upcycle = UpcycleRecord(mode=upcycle_config.mode, granularity=upcycle_config.granularity,
                             router_init=upcycle_config.router_init,

@@ -19,6 +19,8 @@ from factory.upcycle.target import ExpertPlan
 from factory.upcycle.transform import mlp_tensor
 
 if TYPE_CHECKING:  # for annotations only
+    from megatron.core.models.gpt import GPTModel
+
     from factory.runtime.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def probe_tokens(vocab_size: int, batch: int, seq: int, seed: int) -> torch.Tens
 
 
 @torch.no_grad()
-def logits(model, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def logits(model: GPTModel, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Eval-mode logits [b, s, vocab] (padding dropped) of a TP=1, single-stage GPTModel."""
     model.eval()
     tokens = tokens.to(next(model.parameters()).device)

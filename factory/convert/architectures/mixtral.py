@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from factory.convert.architectures.base import (
     ATTENTION,
     HL,
@@ -13,6 +15,7 @@ from factory.convert.architectures.base import (
     no_shared_expert,
 )
 from factory.convert.mapping import Rule
+from factory.model.config import ModelConfig
 
 
 class Mixtral(HfArchitecture):
@@ -24,7 +27,7 @@ class Mixtral(HfArchitecture):
         return ATTENTION + [Rule(L + "mlp.router.weight", (HL + "block_sparse_moe.gate.weight",))] + \
             self.expert_rules()
 
-    def blockers(self, m):
+    def blockers(self, m: ModelConfig) -> list[str]:
         out = moe_blockers(m, self.hf_class)
         if m.moe is None:
             return out
@@ -33,11 +36,11 @@ class Mixtral(HfArchitecture):
             out.append("model.moe.router_pre_softmax=true: Mixtral renormalizes the top-k weights")
         return out + no_qk_norm(m, self.hf_class)
 
-    def hf_fields(self, m):
+    def hf_fields(self, m: ModelConfig) -> dict[str, Any]:
         moe = m.moe
         return {"num_local_experts": moe.num_experts, "num_experts_per_tok": moe.router_topk,
                 "intermediate_size": moe.ffn_hidden_size or m.ffn_hidden_size,
                 "router_aux_loss_coef": moe.aux_loss_coeff, "sliding_window": None}
 
-    def moe_fields(self, hf):
+    def moe_fields(self, hf: dict) -> dict[str, Any]:
         return {}
