@@ -10,6 +10,7 @@ the PIDs it started (SIGTERM, then SIGKILL). Clients find the cluster through `e
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
@@ -186,6 +188,15 @@ class LocalSlurm:
                 daemon.wait()
         self.daemons.clear()
 
+    @contextlib.contextmanager
+    def partition_down(self) -> Iterator[None]:
+        """The partition accepts jobs but starts none inside the block (`State=DOWN`); it is up again after."""
+        self._run_checked("scontrol", "update", "partitionname=debug", "state=down")
+        try:
+            yield
+        finally:
+            self._run_checked("scontrol", "update", "partitionname=debug", "state=up")
+
     def running_steps(self) -> list[Path]:
         """Sockets of the job steps slurmd's step daemons still serve (one per running step)."""
         return [p for p in (self.root / "slurmd").glob("*") if p.is_socket()]
@@ -202,6 +213,11 @@ class LocalSlurm:
 
     def _run(self, *command: str) -> subprocess.CompletedProcess:
         return subprocess.run(command, env=self.env, capture_output=True, text=True)
+
+    def _run_checked(self, *command: str) -> None:
+        done = self._run(*command)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip()}")
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.time() + timeout
