@@ -42,10 +42,12 @@ def _config(shapes, work_dir: Path, moe: bool, parallel: dict):
 
 
 def _compare(shapes, work_dir: Path, mode: str, moe: bool) -> dict:
-    """Save the unsharded model, reload it sharded along `mode`, compare logits against rank 0's reference."""
-    from megatron.core import dist_checkpointing, parallel_state
+    """Save the unsharded model and load it sharded along `mode` (the factory's checkpoint save and load, as a run
+    resumed at another layout uses them); compare logits against rank 0's reference."""
+    from megatron.core import parallel_state
 
     from factory.runtime.runtime import init_runtime
+    from factory.train import checkpoint as ckpt
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
@@ -55,16 +57,13 @@ def _compare(shapes, work_dir: Path, mode: str, moe: bool) -> dict:
     reference = _logits(reference_model, reference_cfg, runtime.device)
     torch.distributed.broadcast(reference, src=0)  # every rank compares against the weights that are saved
     checkpoint = work_dir / f"{mode}-checkpoint"
-    if runtime.rank == 0:
-        checkpoint.mkdir(parents=True)
-    torch.distributed.barrier()
-    dist_checkpointing.save(reference_model.sharded_state_dict(), str(checkpoint))
+    ckpt.save(checkpoint, 0, reference_model, reference_cfg.model, runtime)
 
     parallel_state.destroy_model_parallel()
     cfg = _config(shapes, work_dir, moe, {mode: 2})
     runtime = init_runtime(cfg.runtime, cfg.parallel)
     model = build_gpt_model(cfg.model, runtime)
-    model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(checkpoint)))
+    ckpt.load(checkpoint, model, runtime, restore_rng=False)
     diff = (_logits(model, cfg, runtime.device) - reference).abs().max()
     torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
     return {"max_abs_logit_diff": diff.item(), "local_params": sum(p.numel() for p in model.parameters()),

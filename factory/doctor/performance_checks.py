@@ -108,9 +108,8 @@ VARIANTS = (("allgather", False), ("alltoall", False), ("alltoall", True))
 def moe_kernels(context: DoctorContext) -> str:
     """alltoall against allgather dispatch and grouped GEMM against one GEMM per expert: the same logits (fp32),
     and the modules that actually ran."""
-    from megatron.core import dist_checkpointing
-
     from factory.runtime.runtime import runtime_session
+    from factory.train import checkpoint as ckpt
 
     shapes = context.shapes
     base = {**shapes.model, "num_layers": min(4, shapes.model["num_layers"]), "vocab_size": 256}
@@ -127,10 +126,9 @@ def moe_kernels(context: DoctorContext) -> str:
                 figures.append(f"{name}: not run ({e.problems[0].split(': ', 1)[1]})")
                 continue
             if reference is None:
-                checkpoint.mkdir(parents=True)
-                dist_checkpointing.save(model.sharded_state_dict(), str(checkpoint))
+                ckpt.save(checkpoint, 0, model, model_cfg, runtime)
             else:
-                model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(checkpoint)))
+                ckpt.load(checkpoint, model, runtime, restore_rng=False)
             with torch.no_grad():
                 seq = tokens.shape[1]
                 positions = torch.arange(seq, device=runtime.device).expand_as(tokens)

@@ -276,14 +276,34 @@ def shutdown_runtime() -> None:
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
     if _DETERMINISM_BEFORE:  # a later session in this process decides for itself
         torch.use_deterministic_algorithms(_DETERMINISM_BEFORE.pop())
+    compat.reset_megatron_globals()
+    if _KEPT_GROUP:  # kept_process_group ends it
+        return
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     for key in _SESSION_ENV:  # what a later process started from this one must not inherit
         os.environ.pop(key, None)
     _SESSION_ENV.clear()
-    compat.reset_megatron_globals()
+
+
+_KEPT_GROUP: list[bool] = []
+"""Holds True while `kept_process_group` keeps torch.distributed up across runtime sessions."""
+
+
+@contextlib.contextmanager
+def kept_process_group(cfg: RuntimeConfig) -> Iterator[None]:
+    """One process group for several runtime sessions in this process (stages run one after another in one
+    torchrun launch): the sessions inside leave it up and it ends here. torch cannot start the default group twice
+    in one launch: the second finds the first one's addresses in torchrun's store and times out connecting."""
+    _init_process_group(resolve_device(cfg), cfg)
+    _KEPT_GROUP.append(True)
+    try:
+        yield
+    finally:
+        _KEPT_GROUP.clear()
+        shutdown_runtime()
 
 
 @contextlib.contextmanager

@@ -1,14 +1,15 @@
 """Runtime setup: device and dtype resolution, world-size checks, parallel_state and seeding."""
 
 import importlib.util
+import os
 
 import pytest
 import torch
 
 from factory.errors import ConfigError
 from factory.runtime.config import RuntimeConfig
-from factory.runtime.runtime import (init_runtime, resolve_device, resolve_dtype, runtime_session, shutdown_runtime,
-                                    transformer_engine_layers)
+from factory.runtime.runtime import (init_runtime, kept_process_group, resolve_device, resolve_dtype, runtime_session,
+                                    shutdown_runtime, transformer_engine_layers)
 from tests.conftest import TINY_DENSE, make_config
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
@@ -69,3 +70,21 @@ def test_seed_makes_init_reproducible():
             weights.append(build_gpt_model(cfg.model, rt).state_dict()["decoder.layers.0.mlp.linear_fc1.weight"])
     assert torch.equal(weights[0], weights[1])
     shutdown_runtime()  # a second shutdown is harmless
+
+
+def test_a_kept_process_group_outlives_the_sessions_inside_it_and_ends_with_it():
+    """Stages run one after another in one torchrun launch share one group (torch cannot start it twice there)."""
+    from megatron.core import parallel_state
+
+    cfg = make_config(TINY_DENSE)
+    with kept_process_group(cfg.runtime):
+        group = torch.distributed.group.WORLD
+        for _ in range(2):
+            with runtime_session(cfg.runtime, cfg.parallel) as rt:
+                assert rt.world_size == 1 and parallel_state.model_parallel_is_initialized()
+            assert torch.distributed.is_initialized() and torch.distributed.group.WORLD is group
+            assert not parallel_state.model_parallel_is_initialized()
+    assert not torch.distributed.is_initialized() and "MASTER_PORT" not in os.environ
+    with runtime_session(cfg.runtime, cfg.parallel):  # a later session owns its group again
+        pass
+    assert not torch.distributed.is_initialized()
