@@ -9,12 +9,13 @@ import torch
 
 from factory.doctor import configs, workspace
 from factory.doctor.checks import CheckFailed, DoctorContext
-from factory.doctor.probe import reset_peak_memory, stage_memory
+from factory.doctor.probe import stage_memory
 from factory.errors import DataError
 from factory.model.build import build_gpt_model
 from factory.registry import STAGES
 from factory.runner import run_stage
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.runtime.memory import reset_peak_memory
 from factory.strict_json import read_json_object
 
 

@@ -1,7 +1,7 @@
 """Process setup: device, dtype, torch.distributed, Megatron parallel_state and seeds.
 
-This module and compat.py are the only code that knows CPU from CUDA. Everything else asks the
-`Runtime` object for a device, a dtype, TransformerConfig overrides or the layer-spec backend.
+This module, compat.py, capabilities.py and memory.py are the only code that knows CPU from CUDA. Everything else
+asks the `Runtime` object for a device, a dtype, TransformerConfig overrides or the layer-spec backend.
 """
 
 from __future__ import annotations
@@ -134,6 +134,14 @@ class Runtime:
 def cuda_device_count() -> int:
     """CUDA devices visible to this process (0 without CUDA)."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_description() -> str | None:
+    """The first CUDA device for a report: name, compute capability and CUDA version; None without CUDA."""
+    if not cuda_device_count():
+        return None
+    major, minor = torch.cuda.get_device_capability(0)
+    return f"{torch.cuda.get_device_name(0)} (sm_{major}{minor}), CUDA {torch.version.cuda}"
 
 
 def resolve_device(cfg: RuntimeConfig) -> torch.device:
