@@ -271,11 +271,12 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     seed_everything(cfg.seed, rank_offset=rank)
     tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed, force_reset_rng=True)
     precision = resolve_precision(cfg, device)
-    rt = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
-                 world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine, precision=precision,
-                 fp8=cfg.fp8 if precision == "fp8" else None, deterministic=cfg.deterministic, capabilities=caps)
+    runtime = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
+                      world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine,
+                      precision=precision, fp8=cfg.fp8 if precision == "fp8" else None,
+                      deterministic=cfg.deterministic, capabilities=caps)
     log.info("runtime: %s %s, world %d, %s, %s", device, precision, world, parallel.describe(), caps.describe())
-    return rt
+    return runtime
 
 
 def shutdown_runtime() -> None:
@@ -297,8 +298,8 @@ def shutdown_runtime() -> None:
 @contextlib.contextmanager
 def runtime_session(cfg: RuntimeConfig, parallel: ParallelConfig) -> Iterator[Runtime]:
     """`init_runtime` ... `shutdown_runtime` as a context manager."""
-    rt = init_runtime(cfg, parallel)
+    runtime = init_runtime(cfg, parallel)
     try:
-        yield rt
+        yield runtime
     finally:
         shutdown_runtime()
