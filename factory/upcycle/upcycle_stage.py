@@ -35,7 +35,7 @@ from factory.upcycle.config import UpcycleConfig
 from factory.upcycle.target import check_fits, expert_plan, moe_model
 
 if TYPE_CHECKING:  # for annotations only
-    from factory.train.checkpoint import CheckpointInfo
+    from factory.train.checkpoint_info import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
