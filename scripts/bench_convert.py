@@ -62,7 +62,7 @@ def export(args) -> None:
     from factory.convert.export import export_checkpoint
     from factory.runtime.config import RuntimeConfig
 
-    result = export_checkpoint(args.workdir / "ckpt", args.workdir / "hf", runtime=RuntimeConfig(device="cpu"),
+    result = export_checkpoint(args.workdir / "ckpt", args.workdir / "hf", runtime_cfg=RuntimeConfig(device="cpu"),
                                tokenizer_dir=args.workdir / "tokenizer", max_shard_bytes=int(args.shard_gb * 1e9))
     print(json.dumps({"export_max_abs_logit_diff": result.max_abs_logit_diff, "shards": len(result.shards),
                       "hf_bytes_written": result.total_bytes, "export_peak_rss_gb": _peak_rss_gb()}))
@@ -72,7 +72,7 @@ def import_back(args) -> None:
     from factory.convert.hf_import import import_hf
     from factory.runtime.config import RuntimeConfig
 
-    result = import_hf(args.workdir / "hf", args.workdir / "imported", runtime=RuntimeConfig(device="cpu"),
+    result = import_hf(args.workdir / "hf", args.workdir / "imported", runtime_cfg=RuntimeConfig(device="cpu"),
                        tokenizer_out=args.workdir / "imported_tokenizer", seq_length=128)
     print(json.dumps({"import_max_abs_logit_diff": result.max_abs_logit_diff, "import_peak_rss_gb": _peak_rss_gb()}))
 

@@ -76,7 +76,7 @@ def hf_plan(reader: CheckpointReader, arch: HfArchitecture, m: ModelConfig,
     return plan
 
 
-def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig, tokenizer_dir: Path | None,
+def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime_cfg: RuntimeConfig, tokenizer_dir: Path | None,
                       architecture: str = "auto", dtype: str = "float32", max_shard_bytes: int = 5 * 10**9,
                       probe: ProbeConfig | None = None, run_dir: Path | None = None,
                       name: str = "model", gguf: GgufCheck | None = None) -> ExportResult:
@@ -91,9 +91,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
         tokenizer_files.check_vocab(m.vocab_size, tok.size, f"checkpoint {info.path}")
     lineage = {**info.meta.to_dict(), "iteration": info.iteration, "checkpoint": str(info.path)}
     tokens = probe_tokens(probe, tok.size if tok else m.vocab_size, m.max_position_embeddings or m.seq_length)
-    runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound; local-spec names
-    with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_dir) as tmp:
-        reader = CheckpointReader(info.path, rt)
+    # bandwidth-bound; local-spec names
+    runtime_cfg = runtime_cfg.model_copy(update={"precision": "fp32", "device": "cpu"})
+    with runtime_session(runtime_cfg, ParallelConfig()) as runtime, atomic_dir(out_dir) as tmp:
+        reader = CheckpointReader(info.path, runtime)
         writer = StreamingShardWriter(tmp, hf_plan(reader, arch, m, DTYPES[dtype]), max_shard_bytes)
         progress = ByteProgress("export", writer.total_bytes)
         shapes = Shapes.of(m)
@@ -113,7 +114,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, runtime: RuntimeConfig
         _generation_config(tok).save_pretrained(tmp)
         if tokenizer_dir:
             tokenizer_files.copy(tokenizer_dir, tmp)
-        reference = megatron_logits(reader, tokens, rt, DTYPES[dtype])
+        reference = megatron_logits(reader, tokens, runtime, DTYPES[dtype])
         diff = compare(reference, hf_logits(tmp, tokens), probe.tolerance, f"export {checkpoint} -> {arch.name}")
         verification = {"max_abs_logit_diff": f"{diff:.3g} (fp32, tolerance {probe.tolerance:g})",
                         "probe": f"{tokens.shape[0]} x {tokens.shape[1]} random token ids, seed {probe.seed}",
@@ -140,13 +141,13 @@ def _generation_config(tok):
 
 
 @contextlib.contextmanager
-def as_hf_folder(model: Path, *, runtime: RuntimeConfig, tokenizer_dir: Path | None, run_dir: Path | None = None,
+def as_hf_folder(model: Path, *, runtime_cfg: RuntimeConfig, tokenizer_dir: Path | None, run_dir: Path | None = None,
                  name: str = "model") -> Iterator[Path]:
     """`model` as an HF folder: itself, or a temporary export of a Megatron checkpoint (verified by logits)."""
     if not is_megatron_checkpoint(model):
         yield model
         return
     with tempfile.TemporaryDirectory(prefix="factory-export-") as tmp:
-        export_checkpoint(model, Path(tmp) / "hf", runtime=runtime, tokenizer_dir=tokenizer_dir, run_dir=run_dir,
-                          name=name)
+        export_checkpoint(model, Path(tmp) / "hf", runtime_cfg=runtime_cfg, tokenizer_dir=tokenizer_dir,
+                          run_dir=run_dir, name=name)
         yield Path(tmp) / "hf"

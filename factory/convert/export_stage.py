@@ -67,7 +67,7 @@ def run(cfg: CoreConfig, plan: ExportPlan, manifest: RunManifest) -> None:
                          allow_mismatch=export.gguf_allow_mismatch)
         for path in export.gguf_text:
             manifest.add_input(path, role="gguf_text")
-    result = export_checkpoint(plan.checkpoint, plan.output_dir, runtime=cfg.runtime, tokenizer_dir=tokenizer,
+    result = export_checkpoint(plan.checkpoint, plan.output_dir, runtime_cfg=cfg.runtime, tokenizer_dir=tokenizer,
                                architecture=export.architecture, dtype=export.dtype,
                                max_shard_bytes=int(export.max_shard_gb * 1e9), probe=export.probe,
                                run_dir=cfg.run.dir, name=cfg.run.name, gguf=gguf)

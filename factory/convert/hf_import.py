@@ -69,7 +69,7 @@ def check_tensors(reader: LazyReader, arch: HfArchitecture, m: ModelConfig, layo
     return by_name
 
 
-def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer_out: Path,
+def import_hf(hf_dir: Path, out_root: Path, *, runtime_cfg: RuntimeConfig, tokenizer_out: Path,
               seq_length: int | None = None, make_vocab_size_divisible_by: int = 128,
               token_dispatcher: str = "allgather", probe: ProbeConfig | None = None) -> ImportResult:
     """Write a Megatron checkpoint at `out_root` (iteration 0) and the tokenizer at `tokenizer_out`."""
@@ -82,9 +82,9 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
     reader = LazyReader(hf_dir)
     tokens = probe_tokens(probe, tok.size, m.max_position_embeddings or m.seq_length)
     shapes = Shapes.of(m)
-    runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound
-    with runtime_session(runtime, ParallelConfig()) as rt:
-        layout = Layout(m, rt)
+    runtime_cfg = runtime_cfg.model_copy(update={"precision": "fp32", "device": "cpu"})  # bandwidth-bound
+    with runtime_session(runtime_cfg, ParallelConfig()) as runtime:
+        layout = Layout(m, runtime)
         by_name = check_tensors(reader, arch, m, layout)
 
         def produce(name: str) -> torch.Tensor:  # one Megatron parameter from its HF tensors
@@ -98,8 +98,8 @@ def import_hf(hf_dir: Path, out_root: Path, *, runtime: RuntimeConfig, tokenizer
 
         with atomic_dir(out_root) as tmp:
             meta = CheckpointMeta(stage="import", imported_from=HfOrigin(str(hf_dir), arch.hf_class))
-            save_streaming(tmp, m, rt, produce, meta=meta)
-            logits = megatron_logits(CheckpointReader(tmp, rt), tokens, rt)
+            save_streaming(tmp, m, runtime, produce, meta=meta)
+            logits = megatron_logits(CheckpointReader(tmp, runtime), tokens, runtime)
             diff = compare(hf_logits(hf_dir, tokens), logits, probe.tolerance, f"import {hf_dir} ({arch.name})")
     with atomic_dir(tokenizer_out) as tmp:
         tokenizer_files.copy(hf_dir, tmp)

@@ -48,7 +48,7 @@ def run(cfg: CoreConfig, plan: ImportPlan, manifest: RunManifest) -> None:
     root, tokenizer = plan.checkpoints, plan.tokenizer_dir
     manifest.add_input(import_config.hf_dir, role="hf_model")
     def convert(out_root: Path, tokenizer_out: Path) -> ImportResult:
-        return import_hf(import_config.hf_dir, out_root, runtime=cfg.runtime, tokenizer_out=tokenizer_out,
+        return import_hf(import_config.hf_dir, out_root, runtime_cfg=cfg.runtime, tokenizer_out=tokenizer_out,
                          seq_length=import_config.seq_length,
                          make_vocab_size_divisible_by=import_config.make_vocab_size_divisible_by,
                          token_dispatcher=import_config.token_dispatcher, probe=import_config.probe)

@@ -201,7 +201,7 @@ def check_ids(base: ModelProto, extended: ModelProto, base_folder: Path, folder:
 
 
 def extend(base_root: Path, base_tokenizer: Path, out_root: Path, out_tokenizer: Path,
-           section: VocabExtensionConfig, *, runtime: RuntimeConfig, probe: ProbeConfig) -> ExtensionResult:
+           section: VocabExtensionConfig, *, runtime_cfg: RuntimeConfig, probe: ProbeConfig) -> ExtensionResult:
     """Write the extended tokenizer and the resized checkpoint (atomically, both verified) from an imported
     checkpoint and its HF tokenizer folder."""
     from factory.runtime.runtime import runtime_session
@@ -214,12 +214,12 @@ def extend(base_root: Path, base_tokenizer: Path, out_root: Path, out_tokenizer:
     extended, added = extended_model(base, _proto(japanese_file.read_bytes()), section.max_new_pieces)
     result = ExtensionResult(len(base.pieces), len(extended.pieces), added)
     parts, lines, t0 = decompositions(base, added), _text_lines(section), time.perf_counter()
-    runtime = runtime.model_copy(update={"precision": "fp32", "device": "cpu"})
-    with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(out_root) as root, \
+    runtime_cfg = runtime_cfg.model_copy(update={"precision": "fp32", "device": "cpu"})
+    with runtime_session(runtime_cfg, ParallelConfig()) as runtime, atomic_dir(out_root) as root, \
             atomic_dir(out_tokenizer) as tokenizer:
         write_hf_tokenizer(base_tokenizer, tokenizer, extended, added)
         result.figures.update(check_ids(base, extended, base_tokenizer, tokenizer, lines))
-        reader = CheckpointReader(base_root, rt)
+        reader = CheckpointReader(base_root, runtime)
         old_model = reader.info.model
         model = old_model.model_copy(update={"vocab_size": max(old_model.vocab_size, result.size)})
 
@@ -230,10 +230,10 @@ def extend(base_root: Path, base_tokenizer: Path, out_root: Path, out_tokenizer:
             return resized(tensor, model.padded_vocab_size(), old_model.vocab_size, parts)
 
         meta = replace(reader.info.meta, vocab_extension=VocabExtension(len(added), str(section.tokenizer_dir)))
-        save_streaming(root, model, rt, produce, meta=meta)
+        save_streaming(root, model, runtime, produce, meta=meta)
         tokens = probe_tokens(probe, result.base_size, old_model.max_position_embeddings or old_model.seq_length)
-        old_logits = megatron_logits(reader, tokens, rt)[..., :result.base_size]
-        new_logits = megatron_logits(CheckpointReader(root, rt), tokens, rt)[..., :result.base_size]
+        old_logits = megatron_logits(reader, tokens, runtime)[..., :result.base_size]
+        new_logits = megatron_logits(CheckpointReader(root, runtime), tokens, runtime)[..., :result.base_size]
         result.figures["max_abs_logit_diff_old_ids"] = compare(old_logits, new_logits, probe.tolerance,
                                                                "vocab extension (old ids)")
     result.figures["extend_seconds"] = round(time.perf_counter() - t0, 3)
@@ -256,7 +256,7 @@ def _base_model(folder: Path):
 
 
 def import_extended(import_hf: Callable[[Path, Path], ImportResult], import_config: ImportConfig, root: Path,
-                    tokenizer: Path, runtime: RuntimeConfig) -> tuple[ImportResult, ExtensionResult]:
+                    tokenizer: Path, runtime_cfg: RuntimeConfig) -> tuple[ImportResult, ExtensionResult]:
     """Run `import_hf` into a staging folder beside `root`, then extend into `root` and `tokenizer`;
     the staging folder is removed whatever happens. Returns (import result, extension result)."""
     staging = root.parent / f".{root.name}.unextended"
@@ -264,7 +264,7 @@ def import_extended(import_hf: Callable[[Path, Path], ImportResult], import_conf
     try:
         result = import_hf(staging / "checkpoints", staging / "tokenizer")
         extension = extend(staging / "checkpoints", staging / "tokenizer", root, tokenizer, import_config.extend_vocab,
-                           runtime=runtime, probe=import_config.probe)
+                           runtime_cfg=runtime_cfg, probe=import_config.probe)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result, extension

@@ -78,7 +78,7 @@ def _environment(minutes: float | None) -> dict:
 
     import torch
 
-    from factory.runtime.runtime import cuda_device_count
+    from factory.runtime.runtime import cuda_device_count, device_description
 
     try:
         megatron = importlib.metadata.version("megatron-core")
@@ -88,9 +88,8 @@ def _environment(minutes: float | None) -> dict:
     env = {"python": platform.python_version(), "torch": torch.__version__, "megatron-core": megatron,
            "transformer engine": ".".join(map(str, te)) if te else "not installed",
            "CUDA devices": cuda_device_count()}
-    if cuda_device_count():
-        major, minor = torch.cuda.get_device_capability(0)
-        env["device"] = f"{torch.cuda.get_device_name(0)} (sm_{major}{minor}), CUDA {torch.version.cuda}"
+    if device := device_description():
+        env["device"] = device
     env["time budget"] = f"{minutes:g} min" if minutes else "none"
     return env
 

@@ -9,12 +9,13 @@ import torch
 
 from factory.doctor import configs, workspace
 from factory.doctor.checks import CheckFailed, DoctorContext
-from factory.doctor.probe import reset_peak_memory, stage_memory
+from factory.doctor.probe import stage_memory
 from factory.errors import DataError
 from factory.model.build import build_gpt_model
 from factory.registry import STAGES
 from factory.runner import run_stage
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.runtime.memory import reset_peak_memory
 from factory.strict_json import read_json_object
 
 
@@ -85,18 +86,18 @@ def upcycle(context: DoctorContext) -> str:
     return f"{moe['num_experts']} experts top-{moe['router_topk']}: step-0 max |dlogits| {diff:.3g} (fp32)"
 
 
-def megatron_logits(checkpoint: Path, tokens: torch.Tensor, runtime: dict) -> torch.Tensor:
+def megatron_logits(checkpoint: Path, tokens: torch.Tensor, runtime_cfg: RuntimeConfig) -> torch.Tensor:
     """fp32 logits of a whole Megatron checkpoint (padded vocab dropped), built and loaded as training does."""
     from factory.runtime.runtime import runtime_session
     from factory.train import checkpoint as ckpt
 
     info = ckpt.read_info(checkpoint)
-    with runtime_session(RuntimeConfig(**runtime), ParallelConfig()) as rt:
-        model = build_gpt_model(rt.runnable(info.model), rt)
-        ckpt.load(info.path, model, rt, restore_rng=False)
-        seq = tokens.shape[1]
+    with runtime_session(runtime_cfg, ParallelConfig()) as runtime:
+        model = build_gpt_model(runtime.runnable(info.model), runtime)
+        ckpt.load(info.path, model, runtime, restore_rng=False)
+        positions = torch.arange(tokens.shape[1], device=runtime.device).expand_as(tokens)
         with torch.no_grad():
-            logits = model.eval()(tokens.to(rt.device), torch.arange(seq, device=rt.device).expand_as(tokens), None)
+            logits = model.eval()(tokens.to(runtime.device), positions, None)
         return logits[..., : info.model.vocab_size].float().cpu()
 
 
@@ -125,8 +126,8 @@ def export(context: DoctorContext) -> str:
         manifest = run_stage(STAGES["export"], configs.validated(raw))
         folder = manifest.out_dir
         torch_dtype = getattr(torch, dtype)
-        runtime = {**shapes.runtime(), "precision": "fp32" if dtype == "float32" else "bf16"}
-        reference = megatron_logits(checkpoint, tokens, runtime)
+        runtime_cfg = RuntimeConfig(**shapes.runtime("fp32" if dtype == "float32" else "bf16"))
+        reference = megatron_logits(checkpoint, tokens, runtime_cfg)
         diff = (hf_model_logits(folder, tokens, torch_dtype, shapes.device) - reference).abs().max().item()
         bound = shapes.logit_tolerance_for("fp32" if dtype == "float32" else "bf16")
         figures.append(f"{manifest.metrics['architecture']} {dtype}: max |dlogits| {diff:.3g} (<= {bound:g})")

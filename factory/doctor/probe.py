@@ -4,7 +4,6 @@ peak GPU memory against the memory plan of the same shape."""
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from factory.doctor.shapes import Probe
 from factory.model.config import ModelConfig
 from factory.model.execution import decide_for
 from factory.runtime.config import ParallelConfig, RuntimeConfig
+from factory.runtime.memory import peak_memory, reset_peak_memory
 from factory.train.config import TrainConfig
 from factory.train.memory import TrainingShape, plan_memory, training_shape
 
@@ -37,7 +37,7 @@ class ProbeResult:
     """Mean over the timed steps."""
     tokens_per_step: int
     peak_bytes: int | None
-    """torch.cuda.max_memory_allocated over the probe (None on CPU)."""
+    """Peak bytes allocated on the device over the probe (None on CPU: not counted)."""
     plan_bytes: float
     """The memory plan's figure for the same shape, without its CUDA reserve (what the allocator counts)."""
     decision: object
@@ -99,10 +99,7 @@ def train_probe(model_cfg: ModelConfig, runtime_cfg: RuntimeConfig, probe: Probe
         "global_batch_size": probe.micro_batch_size * probe.micro_batches,
         "optimizer": {"lr": lr, "min_lr": lr, "weight_decay": 0.0}})
     with runtime_session(runtime_cfg, ParallelConfig()) as runtime:
-        if runtime.is_cuda:
-            gc.collect()  # an earlier probe's model (Megatron's modules hold reference cycles) leaves the GPU first
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(runtime.device)
+        reset_peak_memory(runtime.device)  # an earlier probe's model does not count
         model, ddp, optimizer = build_model(model_cfg, runtime, train, lr, lr)
         start = {name: p.detach().float().cpu().clone() for name, p in model.named_parameters()} \
             if keep_initial else None
@@ -129,7 +126,7 @@ def train_probe(model_cfg: ModelConfig, runtime_cfg: RuntimeConfig, probe: Probe
                 seconds += time.perf_counter() - began
             sums = torch.stack([entry["lm loss"] for entry in out]).sum(0)
             losses.append((sums[0] / sums[1]).item())
-        peak = torch.cuda.max_memory_allocated(runtime.device) if runtime.is_cuda else None
+        peak = peak_memory(runtime.device)
         decision = decide_for(model_cfg, runtime, train.execution())
         return ProbeResult(losses=losses, seconds_per_step=seconds / timed, tokens_per_step=probe.tokens_per_step,
                            peak_bytes=peak, plan_bytes=_planned_bytes(model_cfg, runtime, probe, decision),
@@ -153,11 +150,6 @@ def record_memory(context: DoctorContext, label: str, peak: int | None, plan: fl
     return f"peak {peak / GIB:.2f} GiB = {peak / plan:.2f} x plan {plan / GIB:.2f}"
 
 
-def reset_peak_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
 def stage_plan_bytes(cfg: CoreConfig) -> float:
     """The memory plan of a config's pretrain section run by one process, without the CUDA reserve."""
     import dataclasses
@@ -170,7 +162,6 @@ def stage_plan_bytes(cfg: CoreConfig) -> float:
 
 
 def stage_memory(context: DoctorContext, label: str, cfg: CoreConfig) -> str:
-    """`record_memory` for a pretrain stage run in this process (one rank) since `reset_peak_memory`."""
-    if not torch.cuda.is_available():
-        return record_memory(context, label, None, 0.0)
-    return record_memory(context, label, torch.cuda.max_memory_allocated(), stage_plan_bytes(cfg))
+    """`record_memory` for a pretrain stage run in this process (one rank) since `reset_peak_memory()`."""
+    peak = peak_memory()
+    return record_memory(context, label, peak, stage_plan_bytes(cfg) if peak is not None else 0.0)

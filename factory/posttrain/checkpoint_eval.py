@@ -23,7 +23,8 @@ def hf_folder(cfg: CoreConfig, model: Path) -> Iterator[Path]:
     """The model as an HF folder: itself, or a temporary export of a Megatron checkpoint (verified by logits)."""
     from factory.convert.export import as_hf_folder  # torch: only a run pays for it
 
-    with as_hf_folder(model, runtime=cfg.runtime, tokenizer_dir=cfg.eval.tokenizer_dir or outputs.tokenizer(cfg).dir,
+    with as_hf_folder(model, runtime_cfg=cfg.runtime,
+                      tokenizer_dir=cfg.eval.tokenizer_dir or outputs.tokenizer(cfg).dir,
                       run_dir=cfg.run.dir, name=cfg.run.name) as folder:
         yield folder
 

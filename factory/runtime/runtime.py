@@ -1,7 +1,7 @@
 """Process setup: device, dtype, torch.distributed, Megatron parallel_state and seeds.
 
-This module and compat.py are the only code that knows CPU from CUDA. Everything else asks the
-`Runtime` object for a device, a dtype, TransformerConfig overrides or the layer-spec backend.
+This module, compat.py, capabilities.py and memory.py are the only code that knows CPU from CUDA. Everything else
+asks the `Runtime` object for a device, a dtype, TransformerConfig overrides or the layer-spec backend.
 """
 
 from __future__ import annotations
@@ -136,6 +136,14 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def device_description() -> str | None:
+    """The first CUDA device for a report: name, compute capability and CUDA version; None without CUDA."""
+    if not cuda_device_count():
+        return None
+    major, minor = torch.cuda.get_device_capability(0)
+    return f"{torch.cuda.get_device_name(0)} (sm_{major}{minor}), CUDA {torch.version.cuda}"
+
+
 def resolve_device(cfg: RuntimeConfig) -> torch.device:
     has_cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not has_cuda:
@@ -263,11 +271,12 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     seed_everything(cfg.seed, rank_offset=rank)
     tensor_parallel.model_parallel_cuda_manual_seed(cfg.seed, force_reset_rng=True)
     precision = resolve_precision(cfg, device)
-    rt = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
-                 world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine, precision=precision,
-                 fp8=cfg.fp8 if precision == "fp8" else None, deterministic=cfg.deterministic, capabilities=caps)
+    runtime = Runtime(device=device, dtype=resolve_dtype(cfg, device), rank=rank, local_rank=local_rank,
+                      world_size=world, parallel=parallel, transformer_engine=cfg.transformer_engine,
+                      precision=precision, fp8=cfg.fp8 if precision == "fp8" else None,
+                      deterministic=cfg.deterministic, capabilities=caps)
     log.info("runtime: %s %s, world %d, %s, %s", device, precision, world, parallel.describe(), caps.describe())
-    return rt
+    return runtime
 
 
 def shutdown_runtime() -> None:
@@ -309,8 +318,8 @@ def kept_process_group(cfg: RuntimeConfig) -> Iterator[None]:
 @contextlib.contextmanager
 def runtime_session(cfg: RuntimeConfig, parallel: ParallelConfig) -> Iterator[Runtime]:
     """`init_runtime` ... `shutdown_runtime` as a context manager."""
-    rt = init_runtime(cfg, parallel)
+    runtime = init_runtime(cfg, parallel)
     try:
-        yield rt
+        yield runtime
     finally:
         shutdown_runtime()

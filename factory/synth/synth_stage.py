@@ -90,7 +90,7 @@ def _endpoint(cfg: CoreConfig, synth: SynthConfig) -> Iterator[SynthConfig]:
         return
     from factory.convert.export import as_hf_folder  # torch and transformers: only a served teacher pays
 
-    with as_hf_folder(synth.teacher, runtime=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, synth),
+    with as_hf_folder(synth.teacher, runtime_cfg=cfg.runtime, tokenizer_dir=_tokenizer_dir(cfg, synth),
                       run_dir=cfg.run.dir,
                       name=cfg.run.name) as folder:
         name = synth.model or str(synth.teacher)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +38,7 @@ from factory.errors import CheckpointError
 from factory.model.config import ModelConfig
 from factory.runtime.config import ParallelConfig
 from factory.train import checkpoint_optimizer, checkpoint_root, checkpoint_save, integrity, integrity_reader
+from factory.train.checkpoint_info import CheckpointInfo
 from factory.train.checkpoint_keys import fit_to_checkpoint
 from factory.train.checkpoint_meta import CheckpointMeta, factory_state
 from factory.train.checkpoint_root import TRACKER  # noqa: F401 - part of this module's interface
@@ -108,22 +108,6 @@ def resolve(path: Path) -> Path:
     if iteration is None:
         raise CheckpointError(f"{path}: not a checkpoint (no iter_NNNNNNN folder in it, and not one itself)")
     return iteration_dir(path, iteration)
-
-
-@dataclass
-class CheckpointInfo:
-    """What a checkpoint is, read from its common state without loading tensors."""
-
-    path: Path
-    iteration: int
-    model: ModelConfig
-    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
-    """Its run, data position, tokens and lineage (the common state's `factory` dict, typed)."""
-    scheduler: dict[str, Any] | None = None
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    """The layout it was saved at (Megatron-LM's `args`)."""
-    content_metadata: dict[str, Any] | None = None
-    """How its optimizer state is keyed (`checkpoint_optimizer.METADATA`); None before that format."""
 
 
 def read_info(path: Path) -> CheckpointInfo:

@@ -27,6 +27,8 @@ from factory.runtime.config import ParallelConfig
 if TYPE_CHECKING:  # for annotations only
     from megatron.core.optimizer import MegatronOptimizer
 
+    from factory.train.checkpoint_info import CheckpointInfo
+
 METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True,
             "singleton_local_shards": False}
 """How the optimizer state is keyed and sharded: Megatron-LM's `get_sharded_sd_metadata` with
@@ -102,7 +104,7 @@ def splits_experts(parallel: ParallelConfig) -> bool:
     return parallel.expert > 1 or parallel.expert_tensor_size != parallel.tensor
 
 
-def layout_refusal(info, parallel: ParallelConfig) -> str | None:
+def layout_refusal(info: CheckpointInfo, parallel: ParallelConfig) -> str | None:
     """Why a checkpoint's optimizer state cannot load at `parallel` (one line with the way out), else None.
     Only checkpoints of the older format, saved with the experts' optimizer split otherwise, are refused."""
     if info.content_metadata is not None or info.model.moe is None or not info.meta.has_optimizer:

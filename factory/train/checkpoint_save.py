@@ -28,6 +28,7 @@ import torch
 
 from factory.errors import OutputError
 from factory.io import os_error_line
+from factory.runtime.memory import host_buffer
 from factory.train import checkpoint_optimizer, checkpoint_root, checkpoint_writer, integrity
 from factory.train.checkpoint_strip import OPTIMIZER_FILES, strip_optimizer
 
@@ -98,7 +99,7 @@ def _host_buffers(tensors: list[torch.Tensor], runtime: Runtime) -> list[torch.T
     """Host tensors shaped like `tensors` (pinned on GPUs), kept from save to save: one save is in flight at a
     time, and copying into memory already mapped runs at memcpy speed, where fresh memory faults every page in."""
     _held[:] = [_held[i] if i < len(_held) and _held[i].shape == t.shape and _held[i].dtype == t.dtype
-                else torch.empty(t.shape, dtype=t.dtype, pin_memory=runtime.is_cuda) for i, t in enumerate(tensors)]
+                else host_buffer(t.shape, t.dtype, runtime.device) for i, t in enumerate(tensors)]
     return list(_held)
 
 

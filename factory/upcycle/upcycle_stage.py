@@ -35,7 +35,7 @@ from factory.upcycle.config import UpcycleConfig
 from factory.upcycle.target import check_fits, expert_plan, moe_model
 
 if TYPE_CHECKING:  # for annotations only
-    from factory.train.checkpoint import CheckpointInfo
+    from factory.train.checkpoint_info import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +103,14 @@ def run(cfg: CoreConfig, plan: UpcyclePlan, manifest: RunManifest) -> None:
     target, xplan = moe_model(info.model, upcycle_config), expert_plan(info.model, upcycle_config)
     manifest.add_input(info.path, role="dense_checkpoint")
     t0 = time.perf_counter()
-    runtime = cfg.runtime.model_copy(update={"precision": "fp32", "device": "cpu", "seed": upcycle_config.seed})
-    with runtime_session(runtime, ParallelConfig()) as rt, atomic_dir(plan.output_dir) as tmp:
-        dense = CheckpointReader(info.path, rt)
+    runtime_cfg = cfg.runtime.model_copy(update={"precision": "fp32", "device": "cpu", "seed": upcycle_config.seed})
+    with runtime_session(runtime_cfg, ParallelConfig()) as runtime, atomic_dir(plan.output_dir) as tmp:
+        dense = CheckpointReader(info.path, runtime)
         producer = MoeProducer(dense, xplan, upcycle_config.seed)
-        _, written = save_streaming(tmp, target, rt, producer, meta=lineage_meta(info, upcycle_config))
+        _, written = save_streaming(tmp, target, runtime, producer, meta=lineage_meta(info, upcycle_config))
         seq = upcycle_config.probe_seq_length or min(info.model.seq_length, 128)
         tokens = probe_tokens(info.model.vocab_size, upcycle_config.probe_batch_size, seq, upcycle_config.seed)
-        metrics = compare(dense, CheckpointReader(tmp, rt), tokens, rt)
+        metrics = compare(dense, CheckpointReader(tmp, runtime), tokens, runtime)
         metrics.update(expert_scale=xplan.alpha, exact=int(upcycle_config.exact), bytes_written=written,
                        bytes_read=dense.bytes_read)
         manifest.record(**metrics)

@@ -82,7 +82,8 @@ def export_tiny_models(root: Path, tokenizer: Path, **export_options) -> dict[st
     out = {}
     for name, base in (("llama", TINY_DENSE), ("mixtral", TINY_MOE)):
         save_megatron(root / f"{name}-ckpt", base, vocab_size=1024)
-        export_checkpoint(root / f"{name}-ckpt", root / name, runtime=cpu, tokenizer_dir=tokenizer, **export_options)
+        export_checkpoint(root / f"{name}-ckpt", root / name, runtime_cfg=cpu, tokenizer_dir=tokenizer,
+                          **export_options)
         out[name] = root / name
     return out
 

@@ -25,7 +25,7 @@ def _moe(**moe) -> ModelConfig:
 
 
 def _import(src, tmp_path):
-    return import_hf(src, tmp_path / "ckpt", runtime=CPU, tokenizer_out=tmp_path / "tok")
+    return import_hf(src, tmp_path / "ckpt", runtime_cfg=CPU, tokenizer_out=tmp_path / "tok")
 
 
 @pytest.mark.parametrize("moe,arch", [
@@ -104,7 +104,7 @@ def test_export_vocab_smaller_than_tokenizer(tmp_path):
     save_megatron(tmp_path / "ckpt", TINY_DENSE)
     tok = write_tokenizer(tmp_path / "tok", size=300)
     with pytest.raises(CheckpointError, match="vocab_size 250 is smaller than the tokenizer"):
-        export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime=CPU, tokenizer_dir=tok)
+        export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime_cfg=CPU, tokenizer_dir=tok)
     assert not (tmp_path / "hf").exists()
 
 

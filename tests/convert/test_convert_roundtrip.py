@@ -29,9 +29,9 @@ def _tensors(folder) -> dict[str, torch.Tensor]:
 
 def _roundtrip(tmp_path, arch, token_dispatcher="allgather", **overrides):
     src = write_hf_model(tmp_path / "src", arch, **overrides)
-    imported = import_hf(src, tmp_path / "ckpt", runtime=CPU, tokenizer_out=tmp_path / "tok",
+    imported = import_hf(src, tmp_path / "ckpt", runtime_cfg=CPU, tokenizer_out=tmp_path / "tok",
                          token_dispatcher=token_dispatcher)
-    exported = export_checkpoint(tmp_path / "ckpt", tmp_path / "out", runtime=CPU, tokenizer_dir=tmp_path / "tok",
+    exported = export_checkpoint(tmp_path / "ckpt", tmp_path / "out", runtime_cfg=CPU, tokenizer_dir=tmp_path / "tok",
                                  max_shard_bytes=200_000)
     return src, imported, exported
 
@@ -75,7 +75,7 @@ def test_megatron_export_loads_and_generates(tmp_path, tokenizer_dir, base, arch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     save_megatron(tmp_path / "ckpt", base)
-    result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime=CPU, tokenizer_dir=tokenizer_dir,
+    result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime_cfg=CPU, tokenizer_dir=tokenizer_dir,
                                probe=ProbeConfig(batch=3, length=32))
     assert result.architecture == arch and result.max_abs_logit_diff <= 1e-4
     hf = tmp_path / "hf"
@@ -94,7 +94,7 @@ def test_megatron_export_loads_and_generates(tmp_path, tokenizer_dir, base, arch
 
 def test_bfloat16_export_is_verified(tmp_path, tokenizer_dir):
     save_megatron(tmp_path / "ckpt", TINY_DENSE)
-    result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime=CPU, tokenizer_dir=tokenizer_dir,
+    result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime_cfg=CPU, tokenizer_dir=tokenizer_dir,
                                dtype="bfloat16")
     assert result.max_abs_logit_diff <= 1e-4
     assert all(t.dtype == torch.bfloat16 for t in _tensors(tmp_path / "hf").values())

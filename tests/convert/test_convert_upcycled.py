@@ -39,8 +39,8 @@ def _upcycle_by_copy(dense_root, moe_root) -> None:
 def test_moe_at_step_0_exports_to_the_dense_logits(tmp_path, tokenizer_dir):
     save_megatron(tmp_path / "dense", TINY_DENSE)
     _upcycle_by_copy(tmp_path / "dense", tmp_path / "moe")
-    dense = export_checkpoint(tmp_path / "dense", tmp_path / "hf_dense", runtime=CPU, tokenizer_dir=tokenizer_dir)
-    moe = export_checkpoint(tmp_path / "moe", tmp_path / "hf_moe", runtime=CPU, tokenizer_dir=tokenizer_dir)
+    dense = export_checkpoint(tmp_path / "dense", tmp_path / "hf_dense", runtime_cfg=CPU, tokenizer_dir=tokenizer_dir)
+    moe = export_checkpoint(tmp_path / "moe", tmp_path / "hf_moe", runtime_cfg=CPU, tokenizer_dir=tokenizer_dir)
     assert (dense.architecture, moe.architecture) == ("llama", "mixtral")
     tokens = torch.randint(0, 200, (2, 24), generator=torch.Generator().manual_seed(1))
     diff = (hf_logits(tmp_path / "hf_dense", tokens) - hf_logits(tmp_path / "hf_moe", tokens)).abs().max().item()

@@ -88,11 +88,12 @@ def exports(tmp_path_factory) -> dict:
     train([corpus], root / "tok-unigram", model_type="unigram", vocab_size=800)
     checkpoint = save_megatron(root / "unigram-ckpt", TINY_DENSE, vocab_size=1024)
     try:
-        export_checkpoint(checkpoint, root / "unigram-refused", runtime=CPU, tokenizer_dir=root / "tok-unigram",
+        export_checkpoint(checkpoint, root / "unigram-refused", runtime_cfg=CPU, tokenizer_dir=root / "tok-unigram",
                           gguf=check)
     except VerificationError as e:
         out["unigram_refused"] = str(e)
-    out["unigram"] = export_checkpoint(checkpoint, root / "unigram", runtime=CPU, tokenizer_dir=root / "tok-unigram",
+    out["unigram"] = export_checkpoint(checkpoint, root / "unigram", runtime_cfg=CPU,
+                                       tokenizer_dir=root / "tok-unigram",
                                        gguf=GgufCheck(lines=lines[1::2], allow_mismatch=True))
     out["unigram_folder"] = root / "unigram"
     out["unigram_refused_folder"] = root / "unigram-refused"

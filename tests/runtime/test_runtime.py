@@ -8,8 +8,8 @@ import torch
 
 from factory.errors import ConfigError
 from factory.runtime.config import RuntimeConfig
-from factory.runtime.runtime import (init_runtime, kept_process_group, resolve_device, resolve_dtype, runtime_session,
-                                    shutdown_runtime, transformer_engine_layers)
+from factory.runtime.runtime import (device_description, init_runtime, kept_process_group, resolve_device,
+                                    resolve_dtype, runtime_session, shutdown_runtime, transformer_engine_layers)
 from tests.conftest import TINY_DENSE, make_config
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
@@ -28,6 +28,18 @@ def test_cuda_requested_without_cuda_is_one_line():
     with pytest.raises(ConfigError) as err:
         resolve_device(RuntimeConfig(device="cuda"))
     assert err.value.problems == ["runtime.device=cuda: no CUDA device is visible in this process"]
+
+
+@cpu_only
+def test_without_cuda_there_is_no_device_to_describe():
+    assert device_description() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_device_is_described_by_name_compute_capability_and_cuda_version():
+    major, minor = torch.cuda.get_device_capability(0)
+    assert device_description() == (f"{torch.cuda.get_device_name(0)} (sm_{major}{minor}), "
+                                    f"CUDA {torch.version.cuda}")
 
 
 def test_transformer_engine_required_without_it_is_one_line():

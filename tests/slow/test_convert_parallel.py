@@ -35,7 +35,7 @@ def test_export_of_parallel_checkpoint_matches_its_logits(tmp_path, mode, arch):
     info = read_info(tmp_path / "ckpt")
     assert info.meta.world_size == 2
     assert ref["local_params"] < parameter_counts(info.model).total  # saved sharded
-    result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime=RuntimeConfig(device="cpu"),
+    result = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf", runtime_cfg=RuntimeConfig(device="cpu"),
                                tokenizer_dir=write_tokenizer(tmp_path / "tok"))
     assert result.architecture == arch and result.max_abs_logit_diff <= 1e-4
     diff = (hf_logits(tmp_path / "hf", ref["tokens"]) - ref["logits"]).abs().max().item()

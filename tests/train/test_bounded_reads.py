@@ -29,7 +29,8 @@ def test_an_old_200_gb_iteration_does_not_slow_fingerprints_export_upcycle_or_cp
         f.truncate(200 << 30)
     steps = {
         "fingerprint": lambda: identity(root),
-        "export": lambda: export_checkpoint(root, tmp_path / "hf", runtime=RuntimeConfig(device="cpu", precision="fp32"),
+        "export": lambda: export_checkpoint(root, tmp_path / "hf",
+                                            runtime_cfg=RuntimeConfig(device="cpu", precision="fp32"),
                                             tokenizer_dir=None),
         "upcycle": lambda: run_stage(STAGES["upcycle"], upcycle_config(tmp_path / "up", root, model={"vocab_size": 512})),
         "cpt": lambda: run_stage(STAGES["cpt"], train_config(packed_data, tmp_path / "cpt", stage="cpt", train_iters=2,

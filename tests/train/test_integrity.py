@@ -57,7 +57,7 @@ def test_export_from_a_damaged_checkpoint_names_the_file(packed_data, tmp_path):
     with open(shard, "r+b") as f:
         f.truncate(100)
     with pytest.raises(CheckpointError, match=rf"damaged: {shard}: 100 bytes, the save wrote \d+ \(truncated"):
-        export_checkpoint(folder, tmp_path / "hf", runtime=RuntimeConfig(device="cpu", precision="fp32"),
+        export_checkpoint(folder, tmp_path / "hf", runtime_cfg=RuntimeConfig(device="cpu", precision="fp32"),
                           tokenizer_dir=packed_data / "tokenizer")
     assert not (tmp_path / "hf").exists()
 

@@ -12,7 +12,7 @@ import torch
 
 from factory.errors import ConfigError
 from factory.model.config import ModelConfig
-from factory.train.checkpoint import CheckpointInfo
+from factory.train.checkpoint_info import CheckpointInfo
 from factory.train.checkpoint_meta import CheckpointMeta
 from factory.train.config import TrainConfig
 from factory.train.setup import StartPoint, learning_rates, micro_batches_per_rank
