@@ -10,6 +10,7 @@ same ROOT, seed and count give the same files. Kinds are listed in docs/benchmar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import re
@@ -87,7 +88,8 @@ def _usable(text: str) -> bool:
             and not _ENGLISH_RUN.search(text) and bool(re.search(r"[。）」\u3040-\u30ff\u4e00-\u9fff]$", text)))
 
 
-def _chinese_words(root: Path) -> list[str]:
+@functools.cache  # both halves use them
+def _chinese_words(root: Path) -> tuple[str, ...]:
     """2-4 character pieces of simplified Chinese text with a character outside Japanese use (not in cp932)."""
     words = set()
     for path in CHINESE_TEXTS:
@@ -96,7 +98,7 @@ def _chinese_words(root: Path) -> list[str]:
                 piece = run[i:i + 2 + i % 3]
                 if any(not _encodes(c, "cp932") for c in piece):
                     words.add(piece)
-    return sorted(words)
+    return tuple(sorted(words))
 
 
 def _encodes(char: str, codec: str) -> bool:
