@@ -26,16 +26,21 @@ STRINGS = ["Hello world", "日本の首都は東京です。", *TRICKY]
 CONSUMER = r"""
 import json, sys, torch, transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
-folder, strings = sys.argv[1], json.loads(sys.argv[2])
-tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32).eval()
-ids = [tok.encode(s, add_special_tokens=True) for s in strings]
-with torch.no_grad():
-    logits = model(torch.tensor([ids[1][:24]])).logits[0].tolist()
-print(json.dumps({"version": transformers.__version__, "ids": ids, "logits": logits,
+folders, strings = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+read = {}
+for arch, folder in folders.items():
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32).eval()
+    ids = [tok.encode(s, add_special_tokens=True) for s in strings]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[1][:24]])).logits[0].tolist()
+    read[arch] = {"version": transformers.__version__, "ids": ids, "logits": logits,
                   "rope_theta": getattr(model.config, "rope_theta", None)
-                  or model.config.rope_parameters["rope_theta"]}))
+                  or model.config.rope_parameters["rope_theta"]}
+print(json.dumps(read))
 """
+"""Reads every export in one interpreter (one start-up per transformers version), each from its own folder."""
+ARCHS = ("llama", "mixtral")
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +66,27 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     return {**export_tiny_models(root, tokenizer), "tokenizer": tokenizer}
 
 
-def _consume(folder: Path, pythonpath: Path | None) -> dict:
+def _consume(folders: dict[str, Path], pythonpath: Path | None) -> dict[str, dict]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pythonpath or ""), str(ROOT)]))}
-    proc = subprocess.run([sys.executable, "-c", CONSUMER, str(folder), json.dumps(STRINGS)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    argv = [json.dumps({arch: str(folder) for arch, folder in folders.items()}), json.dumps(STRINGS)]
+    proc = subprocess.run([sys.executable, "-c", CONSUMER, *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("arch", ["llama", "mixtral"])
-def test_transformers_4_and_5_read_the_export_alike(exports, transformers4, arch):
+@pytest.fixture(scope="module")
+def consumed(exports, transformers4) -> dict[str, dict[str, dict]]:
+    """What transformers 4.x ("old") and the project's 5.x ("new") read from each export."""
+    folders = {arch: exports[arch] for arch in ARCHS}
+    return {"old": _consume(folders, transformers4), "new": _consume(folders, None)}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_transformers_4_and_5_read_the_export_alike(exports, consumed, arch):
     import sentencepiece as spm
 
-    old, new = _consume(exports[arch], transformers4), _consume(exports[arch], None)
+    old, new = consumed["old"][arch], consumed["new"][arch]
     assert old["version"] == "4.57.1" and new["version"].startswith("5.")
     sp = spm.SentencePieceProcessor(model_file=str(exports["tokenizer"] / "tokenizer.model"))
     assert new["ids"][:2] == [sp.encode(s) for s in STRINGS[:2]]  # plain text: no BOS, no added space
