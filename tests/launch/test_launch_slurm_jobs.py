@@ -249,11 +249,15 @@ def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, pack
     """--time=1 with --signal=B:USR1@10: Slurm signals the batch shell 20-50 s in (when at most 10 s + its
     30 s check period remain), once the training has started (a signal before that would be lost). The job
     completes every iteration, each recorded once, and its losses equal an uninterrupted run's from the first
-    iteration through PAST_RESUME iterations past the resume point. That run starts with the job and is stopped
-    there: training it to the end (thousands of iterations more) would double the test's CPU time, comparing
+    iteration through PAST_RESUME iterations past the resume point. That run starts once the job trains and is
+    stopped there: training it to the end (thousands of iterations more) would double the test's CPU time, comparing
     only later steps of a state that the compared ones already show to be restored."""
     job = Job(slurm, _config(packed_data, tmp_path, "timelimit", TIME_LIMIT_ITERS, TIME_LIMIT_SAVE_INTERVAL,
                              time="00:01:00", signal_seconds_before_timeout=10))
+    metrics = job.run_dir / "pretrain" / "metrics.jsonl"
+    # the reference starts once the job trains: starting beside it would slow its start, which must come before
+    # the signal (20 s in at the earliest)
+    job.wait(lambda: metrics.exists() or job.state() in ENDED, "the first iteration")
     reference = Reference(packed_data, tmp_path, TIME_LIMIT_ITERS, TIME_LIMIT_SAVE_INTERVAL)
     try:
         job.start_requeued("timelimit=10")  # the rest of the run fits in one allocation
@@ -263,6 +267,7 @@ def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, pack
     finally:
         reference.close()
     assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
+    assert _stopped_at(job) == stopped  # the one stop of the whole job (the resumed run was not stopped)
     assert 0 < stopped < TIME_LIMIT_ITERS and f"resuming at iteration {stopped} " in job.log(), job.log()[-4000:]
     assert "SIGUSR1: the training saves a checkpoint" in job.log() and "restart 1:" in job.log()
     assert _iterations(job) == list(range(1, TIME_LIMIT_ITERS + 1))
