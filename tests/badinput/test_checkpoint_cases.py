@@ -94,13 +94,17 @@ KILLS = {
     "pruned iteration removed": ("rmtree", ".iter_0000003.pruned", 5),
 }
 KILLER = textwrap.dedent("""
-    import os, shutil, signal, sys
+    import json, os, shutil, signal, sys, traceback
     from pathlib import Path
+
+    # What a pretrain run imports, once: each run below is a fork of this process, a process of its own that
+    # SIGKILLs itself, without paying the interpreter's start-up again.
+    import megatron.core.datasets.gpt_dataset, megatron.core.dist_checkpointing, megatron.core.distributed
+    import megatron.core.models.gpt, megatron.core.optimizer, megatron.core.pipeline_parallel, torch
+    from factory.stage import main
     from factory.train import checkpoint_writer, integrity
 
-    call, target, config = sys.argv[1:]
-
-    def then_die(real, path_of):
+    def then_die(real, path_of, call, target):
         def wrapped(*args, **kwargs):
             path = Path(path_of(*args, **kwargs))
             existed = path.exists()
@@ -110,41 +114,70 @@ KILLER = textwrap.dedent("""
             return result
         return wrapped
 
-    if call == "write_all":  # a rank's files, each bucket a file of the folder
-        checkpoint_writer.write_all = then_die(checkpoint_writer.write_all, lambda _, buckets, q: Path(buckets[0][0]).parent)
-    elif call == "record":
-        integrity.record = then_die(integrity.record, lambda folder, *a: folder)
-    elif call == "replace":
-        os.replace = then_die(os.replace, lambda src, dst, *a, **k: dst)
-    else:
-        shutil.rmtree = then_die(shutil.rmtree, lambda path, *a, **k: path)
-    from factory.stage import main
-    sys.exit(main(["pretrain", "--config", config]))
+    def run_until(call, target, config):
+        if call == "write_all":  # a rank's files, each bucket a file of the folder
+            checkpoint_writer.write_all = then_die(checkpoint_writer.write_all,
+                                                   lambda _, buckets, q: Path(buckets[0][0]).parent, call, target)
+        elif call == "record":
+            integrity.record = then_die(integrity.record, lambda folder, *a: folder, call, target)
+        elif call == "replace":
+            os.replace = then_die(os.replace, lambda src, dst, *a, **k: dst, call, target)
+        else:
+            shutil.rmtree = then_die(shutil.rmtree, lambda path, *a, **k: path, call, target)
+        return main(["pretrain", "--config", config])
+
+    runs, results = json.loads(sys.argv[1]), {}
+    for name, call, target, config, log in runs:
+        pid = os.fork()
+        if pid == 0:
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(out, 1), os.dup2(out, 2)
+            try:
+                code = run_until(call, target, config)
+            except BaseException:  # the child never goes back into the loop
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(code)
+        results[name] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    Path(sys.argv[2]).write_text(json.dumps(results))
 """)
 
 
-@pytest.mark.parametrize("boundary", list(KILLS))
-def test_sigkill_at_each_step_of_a_save_loses_nothing(boundary, straight, damaged_at_4, packed_data,  # noqa: F811
-                                                      tmp_path):
-    call, target, resumes_at = KILLS[boundary]
-    run_dir = _copy(damaged_at_4, tmp_path)
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(_config(packed_data, run_dir, 6).to_dict()))
-    log = tmp_path / "killed.log"
-    with log.open("w") as out:  # a file, not a pipe: nothing left behind can hold it open
-        proc = subprocess.Popen([sys.executable, "-c", KILLER, call, target, str(config)], cwd=ROOT,
+@pytest.fixture(scope="module")
+def killed(damaged_at_4, packed_data, tmp_path_factory) -> dict[str, tuple[Path, int, Path]]:  # noqa: F811
+    """For each boundary of KILLS: a copy of `damaged_at_4` continued to 6 by a run that SIGKILLs itself right
+    after that step (KILLER, one run after another); its run folder, exit code and log."""
+    root = tmp_path_factory.mktemp("killed")
+    runs = []
+    for i, (boundary, (call, target, _)) in enumerate(KILLS.items()):
+        run_dir = _copy(damaged_at_4, root / str(i))
+        config = root / str(i) / "run.yaml"
+        config.write_text(yaml.safe_dump(_config(packed_data, run_dir, 6).to_dict()))
+        runs.append((boundary, call, target, str(config), str(root / str(i) / "killed.log")))
+    codes = root / "exit-codes.json"
+    with (root / "killer.log").open("w") as out:  # a file, not a pipe: nothing left behind can hold it open
+        proc = subprocess.Popen([sys.executable, "-c", KILLER, json.dumps(runs), str(codes)], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
                                 stdout=out, stderr=out, start_new_session=True)
         try:
-            proc.wait(timeout=300)
+            proc.wait(timeout=600)
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    assert proc.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    assert proc.returncode == 0, (root / "killer.log").read_text()[-3000:]
+    exit_codes = json.loads(codes.read_text())
+    return {name: (Path(config).parent / "run", exit_codes[name], Path(log)) for name, _, _, config, log in runs}
+
+
+@pytest.mark.parametrize("boundary", list(KILLS))
+def test_sigkill_at_each_step_of_a_save_loses_nothing(boundary, killed, straight, packed_data):  # noqa: F811
+    run_dir, exit_code, log = killed[boundary]
+    assert exit_code == -signal.SIGKILL, log.read_text()[-3000:]
     run_stage(STAGES["pretrain"], _config(packed_data, run_dir, 6))
-    assert _metrics(run_dir)["steps_this_run"] == 6 - resumes_at
+    assert _metrics(run_dir)["steps_this_run"] == 6 - KILLS[boundary][2]
     _assert_same_end(run_dir, straight)
 
 

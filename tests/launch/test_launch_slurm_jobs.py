@@ -3,7 +3,8 @@
 Each job is `python -m factory.launch slurm pretrain --submit` of the tiny training run on a CPU partition
 (`launch.gpus_per_node: 0`: torchrun with one worker), submitted from the repository root as a user would, or
 the pretrain job of `factory.launch slurm pipeline --submit` with the chain's report job waiting for it.
-Loss curves are compared with uninterrupted runs of the same config, trained beside the jobs.
+Loss curves are compared with uninterrupted runs of the same config, trained beside the jobs: whole curves, but
+for the 5000-iteration time-limit job, whose curve is compared through 100 iterations past its resume point.
 """
 
 from __future__ import annotations
@@ -21,23 +22,33 @@ import psutil
 import pytest
 import yaml
 
+from factory.records import read_jsonl
 from tests.launch.conftest import job_environment
 from tests.train.conftest import losses, packed_data, train_config  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 ITERS = 400
-"""Iterations of the signalled jobs: long enough to be signalled after their first periodic checkpoint."""
+"""Iterations of the signalled jobs: long enough to be signalled after their first periodic checkpoint. A signal
+sent once the checkpoint of iteration 50 is there stopped the training at iterations 54-101 on the shared 2-core
+build machine (the way from scancel through the batch shell and torchrun to the worker takes seconds when loaded)."""
 TIME_LIMIT_ITERS = 5000
 """Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (20-50 s in) unless an
 iteration takes under ~9 ms (13 ms on the idle 2-core build machine, where 3000 iterations ended before the
-signal; 34 ms and more when it is shared)."""
+signal; 34 ms and more when it is shared; figures with saves every 50 iterations, which it no longer makes)."""
 SAVE_INTERVAL = 50
+TIME_LIMIT_SAVE_INTERVAL = 1000
+"""The time-limit job and its reference save every 1000 iterations: the job's checkpoint that matters is the one it
+saves when signalled, and saves every SAVE_INTERVAL would cost each run 100 saves."""
+PAST_RESUME = 100
+"""Iterations past its resume point through which the time-limit job's curve is compared with the reference's: each
+step's loss depends on all that a resume restores (weights, optimizer state, the LR schedule's step, the data
+position), so a wrong one shows at once."""
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
-def _config(packed: Path, folder: Path, name: str, iters: int, **launch) -> Path:
-    raw = train_config(packed, folder / name, train_iters=iters, checkpoint={"save_interval": SAVE_INTERVAL}).to_dict()
+def _config(packed: Path, folder: Path, name: str, iters: int, save_interval: int = SAVE_INTERVAL, **launch) -> Path:
+    raw = train_config(packed, folder / name, train_iters=iters, checkpoint={"save_interval": save_interval}).to_dict()
     raw["launch"] = {"gpus_per_node": 0, "venv": str(ROOT / ".venv"), "output_dir": str(folder / "logs"),
                      "job_name": name, "time": "00:10:00", "signal_seconds_before_timeout": 30,
                      "max_restarts": 1, **launch}
@@ -70,6 +81,11 @@ class Job:
         out = self._slurm("scontrol", "show", "job", "-o", job_id or self.id).stdout
         return dict(re.findall(r"(\w+)=(\S*)", out))
 
+    def _fields(self, *names: str) -> tuple[str, ...]:
+        """Several fields of one `scontrol show job`."""
+        info = self.info()
+        return tuple(info.get(name, "") for name in names)
+
     def state(self) -> str:
         return self.info().get("JobState", "")
 
@@ -79,12 +95,12 @@ class Job:
     def checkpoint(self) -> int | None:
         return int(self.tracker.read_text()) if self.tracker.exists() else None
 
-    def wait(self, ready, what: str, timeout: float = 300) -> None:
+    def wait(self, ready, what: str, timeout: float = 300, every: float = 0.1) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if ready():
                 return
-            time.sleep(0.1)
+            time.sleep(every)
         raise AssertionError(f"job {self.id}: {what} not within {timeout:.0f}s; {self.info()}\n{self.log()[-4000:]}")
 
     def wait_for_checkpoint(self) -> int:
@@ -101,12 +117,12 @@ class Job:
         slurmd refuses a credential issued in the same second as the revocation of the previous run's
         ("Job credential revoked"), so the start waits 2 s past the requeue.
         """
-        self.wait(lambda: self.info().get("Restarts") == "1" and self.state() == "PENDING", "the requeue")
+        self.wait(lambda: self._fields("Restarts", "JobState") == ("1", "PENDING"), "the requeue")
         time.sleep(2)
         self._slurm("scontrol", "update", f"jobid={self.id}", "starttime=now", *updates, check=True)
 
     def wait_until_ended(self) -> str:
-        self.wait(lambda: self.state() in ENDED, "the end")
+        self.wait(lambda: self.state() in ENDED, "the end", every=0.5)  # a job runs for many seconds: fewer scontrols
         return self.state()
 
     def worker_pid(self) -> int:
@@ -130,29 +146,65 @@ def _stopped_at(job: Job) -> int:
     return int(found[0])
 
 
+def _iterations(job: Job) -> list[int]:
+    return [record["iteration"] for record in read_jsonl(job.run_dir / "pretrain" / "metrics.jsonl")]
+
+
+class Reference:
+    """An uninterrupted `factory.stage pretrain` run of a job's config (`_config`), trained beside the jobs."""
+
+    def __init__(self, packed: Path, folder: Path, iters: int, save_interval: int = SAVE_INTERVAL):
+        self.run_dir, self.log = folder / "reference", (folder / "reference.log").open("w")
+        config = _config(packed, folder, "reference", iters, save_interval)
+        self.proc = subprocess.Popen([sys.executable, "-m", "factory.stage", "pretrain", "--config", str(config)],
+                                     cwd=ROOT, env=job_environment(os.environ), stdout=self.log, stderr=self.log)
+
+    def curve(self) -> list[float]:
+        """The whole loss curve, once the run has ended."""
+        assert self.proc.wait(timeout=600) == 0, self._log_tail()
+        return losses(self.run_dir)
+
+    def curve_through(self, iteration: int) -> list[float]:
+        """The losses of iterations 1..`iteration`, those of the whole run (the same config, train_iters with it, so
+        the same LR schedule and data order); the run is stopped once it has logged them."""
+        deadline = time.time() + 600
+        while self.proc.poll() is None and self._last_iteration() < iteration:
+            assert time.time() < deadline, self._log_tail()
+            time.sleep(0.5)
+        self.close()
+        assert self.proc.returncode in (0, -signal.SIGKILL), self._log_tail()
+        records = [r for r in self._records() if r["iteration"] <= iteration]
+        assert [r["iteration"] for r in records] == list(range(1, iteration + 1)), self._log_tail()
+        return [r["loss"] for r in records]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def _records(self) -> list[dict]:
+        return [json.loads(line) for line in self._lines()]
+
+    def _last_iteration(self) -> int:
+        lines = self._lines()
+        return json.loads(lines[-1])["iteration"] if lines else 0
+
+    def _lines(self) -> list[str]:
+        """The metrics lines written so far; a last one still being written (no newline yet) is left out."""
+        metrics = self.run_dir / "pretrain" / "metrics.jsonl"
+        return metrics.read_text().split("\n")[:-1] if metrics.exists() else []
+
+    def _log_tail(self) -> str:
+        return Path(self.log.name).read_text()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def reference(packed_data, tmp_path_factory):  # noqa: F811
-    """The loss curve of an uninterrupted run, by iterations; both runs train beside the jobs from the start."""
-    runs = {}
-    for iters in (TIME_LIMIT_ITERS, ITERS):
-        folder = tmp_path_factory.mktemp(f"reference-{iters}")
-        config = _config(packed_data, folder, "reference", iters)
-        log = (folder / "reference.log").open("w")
-        runs[iters] = folder / "reference", log, subprocess.Popen(
-            [sys.executable, "-m", "factory.stage", "pretrain", "--config", str(config)], cwd=ROOT,
-            env=job_environment(os.environ), stdout=log, stderr=log)
-
-    def curve(iters: int) -> list[float]:
-        run_dir, log, proc = runs[iters]
-        assert proc.wait(timeout=600) == 0, Path(log.name).read_text()[-3000:]
-        return losses(run_dir)
-
-    yield curve
-    for _, log, proc in runs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    """The run of ITERS iterations the signalled jobs are compared with; it trains beside them from the start."""
+    run = Reference(packed_data, tmp_path_factory.mktemp("reference"), ITERS)
+    yield run
+    run.close()
 
 
 def test_usr1_to_the_batch_shell_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path,  # noqa: F811
@@ -165,7 +217,7 @@ def test_usr1_to_the_batch_shell_saves_requeues_and_resumes_the_same_curve(slurm
     stopped = _stopped_at(job)
     assert first < stopped < ITERS and f"resuming at iteration {stopped} " in job.log(), job.log()[-4000:]
     assert "SIGUSR1: the training saves a checkpoint" in job.log() and "restart 1:" in job.log()
-    assert losses(job.run_dir) == reference(ITERS)
+    assert losses(job.run_dir) == reference.curve()
 
 
 def test_usr1_requeues_a_chain_job_in_place_and_the_job_after_it_waits_for_it(slurm, packed_data, tmp_path,  # noqa: F811
@@ -181,7 +233,7 @@ def test_usr1_requeues_a_chain_job_in_place_and_the_job_after_it_waits_for_it(sl
     assert (waiting["JobState"], waiting["Reason"], waiting["Dependency"]) == ("PENDING", "Dependency",
                                                                                f"afterok:{job.id}(unfulfilled)")
     assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
-    job.wait(lambda: job.info(report).get("JobState") in ENDED, "the report job")
+    job.wait(lambda: job.info(report).get("JobState") in ENDED, "the report job", every=0.5)
     assert job.info(report)["JobState"] == "COMPLETED" and (job.run_dir / "report" / "report.md").is_file()
     record = json.loads((job.run_dir / "pipeline.json").read_text())["stages"]["pretrain"]
     assert (record["status"], record["reason"]) == ("done", "no record of a previous run")
@@ -189,21 +241,37 @@ def test_usr1_requeues_a_chain_job_in_place_and_the_job_after_it_waits_for_it(sl
                              str(tmp_path / "chain.yaml")], cwd=ROOT, env=job.env, capture_output=True, text=True)
     assert status.returncode == 0, status.stdout + status.stderr
     assert re.search(rf"^pretrain +{job.id} +COMPLETED +done +1 +\S+ +{ITERS} \(", status.stdout, re.M), status.stdout
-    assert f"resuming at iteration {_stopped_at(job)} " in job.log() and losses(job.run_dir) == reference(ITERS)
+    assert f"resuming at iteration {_stopped_at(job)} " in job.log(), job.log()[-4000:]
+    assert losses(job.run_dir) == reference.curve()
 
 
-def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path,  # noqa: F811
-                                                                    reference):
+def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path):  # noqa: F811
     """--time=1 with --signal=B:USR1@10: Slurm signals the batch shell 20-50 s in (when at most 10 s + its
-    30 s check period remain), once the training has started (a signal before that would be lost)."""
-    job = Job(slurm, _config(packed_data, tmp_path, "timelimit", TIME_LIMIT_ITERS, time="00:01:00",
-                             signal_seconds_before_timeout=10))
-    job.start_requeued("timelimit=10")  # the rest of the run fits in one allocation
+    30 s check period remain), once the training has started (a signal before that would be lost). The job
+    completes every iteration, each recorded once, and its losses equal an uninterrupted run's from the first
+    iteration through PAST_RESUME iterations past the resume point. That run starts once the job trains and is
+    stopped there: training it to the end (thousands of iterations more) would double the test's CPU time, comparing
+    only later steps of a state that the compared ones already show to be restored."""
+    job = Job(slurm, _config(packed_data, tmp_path, "timelimit", TIME_LIMIT_ITERS, TIME_LIMIT_SAVE_INTERVAL,
+                             time="00:01:00", signal_seconds_before_timeout=10))
+    metrics = job.run_dir / "pretrain" / "metrics.jsonl"
+    # the reference starts once the job trains: starting beside it would slow its start, which must come before
+    # the signal (20 s in at the earliest)
+    job.wait(lambda: metrics.exists() or job.state() in ENDED, "the first iteration")
+    reference = Reference(packed_data, tmp_path, TIME_LIMIT_ITERS, TIME_LIMIT_SAVE_INTERVAL)
+    try:
+        job.start_requeued("timelimit=10")  # the rest of the run fits in one allocation
+        stopped = _stopped_at(job)
+        compared = min(stopped + PAST_RESUME, TIME_LIMIT_ITERS)
+        expected = reference.curve_through(compared)
+    finally:
+        reference.close()
     assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
-    stopped = _stopped_at(job)
+    assert _stopped_at(job) == stopped  # the one stop of the whole job (the resumed run was not stopped)
     assert 0 < stopped < TIME_LIMIT_ITERS and f"resuming at iteration {stopped} " in job.log(), job.log()[-4000:]
     assert "SIGUSR1: the training saves a checkpoint" in job.log() and "restart 1:" in job.log()
-    assert losses(job.run_dir) == reference(TIME_LIMIT_ITERS)
+    assert _iterations(job) == list(range(1, TIME_LIMIT_ITERS + 1))
+    assert losses(job.run_dir)[:compared] == expected
 
 
 @pytest.mark.parametrize("options,state", [((), "CANCELLED"), (("--batch", "--signal=TERM"), "COMPLETED")],
@@ -237,4 +305,4 @@ def test_sigkill_of_a_worker_restarts_it_from_the_last_checkpoint(slurm, packed_
     last = job.checkpoint()
     assert job.wait_until_ended() == "COMPLETED", job.log()[-4000:]
     assert f"resuming at iteration {last} " in job.log() and job.info()["Restarts"] == "0", job.log()[-4000:]
-    assert losses(job.run_dir) == reference(ITERS)
+    assert losses(job.run_dir) == reference.curve()

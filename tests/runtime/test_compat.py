@@ -82,11 +82,14 @@ def test_item4_alltoall_dispatcher_rejected_with_one_line(runtime):
 def test_item5_checkpoint_sync_is_noop_and_dist_checkpoint_roundtrips(runtime, tmp_path):
     from megatron.core import dist_checkpointing
 
+    from factory.train import checkpoint_writer
+
     torch.cuda.synchronize()  # would raise on a CPU-only build without the patch
     cfg = make_config(TINY_DENSE)
     model = build_gpt_model(cfg.model, runtime)
     tokens, pos = torch.arange(32).view(1, 32), torch.arange(32).view(1, 32)
     ref = model(tokens, pos, None)
+    checkpoint_writer.prepare()  # as the factory's saves: no multiprocessing manager (a fresh interpreter)
     dist_checkpointing.save(model.sharded_state_dict(), str(tmp_path))
     torch.manual_seed(99)
     other = build_gpt_model(cfg.model, runtime)

@@ -1,8 +1,10 @@
-"""torchrun worker: save a tiny checkpoint at TP=2 (dense), EP=2 (MoE) or PP=2 (dense) plus references.
+"""torchrun worker: save a tiny checkpoint at TP=2 (dense), EP=2 (MoE) and PP=2 (dense), plus references.
 
-Usage: torchrun --standalone --nproc-per-node 2 tests/slow/convert_worker.py {tp,ep,pp} OUT_DIR
-Writes OUT_DIR/ckpt (the checkpoint) and, for tp/ep on rank 0, OUT_DIR/reference.pt (tokens, logits,
-sizes); for pp, each rank writes OUT_DIR/stage<rank>.pt: its parameters under full-model layer numbers.
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/convert_worker.py OUT_DIR
+One process group for the three layouts (Megatron's parallel state is rebuilt per layout), so they cost one
+start-up. For each MODE in tp, ep, pp: OUT_DIR/MODE/ckpt (the checkpoint) and, for tp/ep on rank 0,
+OUT_DIR/MODE/reference.pt (tokens, logits, sizes); for pp, each rank writes OUT_DIR/pp/stage<rank>.pt: its
+parameters under full-model layer numbers.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ from pathlib import Path
 
 import torch
 
+MODES = {"tp": "tensor", "ep": "expert", "pp": "pipeline"}
 
-def main(mode: str, out_dir: Path) -> None:
-    from megatron.core import tensor_parallel
+
+def save_layout(mode: str, out_dir: Path) -> None:
+    from megatron.core import parallel_state, tensor_parallel
 
     from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import init_runtime, shutdown_runtime
+    from factory.runtime.runtime import init_runtime
     from factory.train.checkpoint import save
     from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
     base = TINY_MOE if mode == "ep" else TINY_DENSE
-    cfg = make_config(base, parallel={{"tp": "tensor", "ep": "expert", "pp": "pipeline"}[mode]: 2})
+    cfg = make_config(base, parallel={MODES[mode]: 2})
     rt = init_runtime(cfg.runtime, cfg.parallel)
     model = build_gpt_model(cfg.model, rt)
     if mode == "pp":
@@ -32,7 +38,6 @@ def main(mode: str, out_dir: Path) -> None:
         renamed = {re.sub(r"^decoder\.layers\.(\d+)\.", lambda m: f"decoder.layers.{int(m[1]) + offset}.", k): v
                    for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) and "_extra" not in k}
         torch.save(renamed, out_dir / f"stage{rt.rank}.pt")
-        shutdown_runtime()
         return
     tokens = torch.randint(0, 200, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -42,8 +47,15 @@ def main(mode: str, out_dir: Path) -> None:
     if rt.rank == 0:
         torch.save({"tokens": tokens, "logits": logits,
                     "local_params": sum(p.numel() for p in model.parameters())}, out_dir / "reference.pt")
+
+
+def main(out: Path) -> None:
+    from factory.runtime.runtime import shutdown_runtime
+
+    for mode in MODES:
+        save_layout(mode, out / mode)
     shutdown_runtime()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(Path(sys.argv[1]))

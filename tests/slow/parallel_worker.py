@@ -1,7 +1,8 @@
 """torchrun worker: a model saved at TP=1/EP=1 and reloaded at TP=2 or EP=2 gives the same logits.
 
-Usage: torchrun --standalone --nproc-per-node 2 tests/slow/parallel_worker.py {tp,ep} OUT_DIR
-Rank 0 writes OUT_DIR/result.json with the max |logit difference|.
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/parallel_worker.py OUT_DIR
+Both modes (tp: dense, ep: MoE) in one process group, so they cost one start-up; for each MODE, rank 0 writes
+OUT_DIR/MODE/result.json with the max |logit difference|.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ def _logits(model, cfg) -> torch.Tensor:
     return full[..., : cfg.model.vocab_size]
 
 
-def main(mode: str, out_dir: Path) -> None:
+def compare(mode: str, out_dir: Path) -> None:
     from megatron.core import dist_checkpointing, parallel_state
 
     from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import init_runtime, shutdown_runtime
+    from factory.runtime.runtime import init_runtime
+    from factory.train import checkpoint_writer
     from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 
+    if parallel_state.model_parallel_is_initialized():  # the layout of the mode before
+        parallel_state.destroy_model_parallel()
     base = TINY_DENSE if mode == "tp" else TINY_MOE
     sharded = {"tensor": 2} if mode == "tp" else {"expert": 2}
     ref_cfg = make_config(base)
@@ -44,6 +48,7 @@ def main(mode: str, out_dir: Path) -> None:
     if rt.rank == 0:
         ckpt.mkdir(parents=True)
     torch.distributed.barrier()
+    checkpoint_writer.prepare()  # as the factory's saves: no manager process (a fresh interpreter) per rank
     dist_checkpointing.save(ref_model.sharded_state_dict(), str(ckpt))
 
     parallel_state.destroy_model_parallel()
@@ -61,8 +66,15 @@ def main(mode: str, out_dir: Path) -> None:
         result = {"max_abs_logit_diff": diff, "local_params": local,
                   "ref_params": sum(p.numel() for p in ref_model.parameters())}
         (out_dir / "result.json").write_text(json.dumps(result))
+
+
+def main(out: Path) -> None:
+    from factory.runtime.runtime import shutdown_runtime
+
+    for mode in ("tp", "ep"):
+        compare(mode, out / mode)
     shutdown_runtime()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(Path(sys.argv[1]))

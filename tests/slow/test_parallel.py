@@ -12,22 +12,29 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run_worker(mode: str, tmp_path: Path) -> dict:
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """<folder>/{tp,ep}/result.json, written by one torchrun of tests/slow/parallel_worker.py."""
+    out = tmp_path_factory.mktemp("parallel")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(ROOT / "tests/slow/parallel_worker.py"), mode, str(tmp_path)]
+           str(ROOT / "tests/slow/parallel_worker.py"), str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((tmp_path / "result.json").read_text())
+    return out
 
 
-def test_tp2_dense_equals_tp1(tmp_path):
-    result = _run_worker("tp", tmp_path)
+def _result(results: Path, mode: str) -> dict:
+    return json.loads((results / mode / "result.json").read_text())
+
+
+def test_tp2_dense_equals_tp1(results):
+    result = _result(results, "tp")
     assert result["local_params"] < result["ref_params"]  # really sharded
     assert result["max_abs_logit_diff"] <= 1e-5
 
 
-def test_ep2_moe_equals_ep1(tmp_path):
-    result = _run_worker("ep", tmp_path)
+def test_ep2_moe_equals_ep1(results):
+    result = _result(results, "ep")
     assert result["local_params"] < result["ref_params"]  # half the experts per rank
     assert result["max_abs_logit_diff"] <= 1e-5

@@ -44,10 +44,10 @@ def _config(packed, second, run_dir, **train):
 @pytest.fixture(scope="module")
 def uninterrupted(packed_data, second_blend, tmp_path_factory):  # noqa: F811
     """The two-phase run straight through, and the same run on the first phase alone (both kill cases compare
-    with them): their run folders."""
+    with them): their run folders. References, run in this process."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    _run(_stage(_write(_config(packed_data, second_blend, root / "straight"), root / "a.yaml")))
-    _run(_stage(_write(train_config(packed_data, root / "one", train_iters=6), root / "one.yaml")))
+    run_stage(STAGES["pretrain"], _config(packed_data, second_blend, root / "straight"))
+    run_stage(STAGES["pretrain"], train_config(packed_data, root / "one", train_iters=6))
     return root / "straight", root / "one"
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from factory.registry import STAGES
+from factory.runner import run_stage
 from factory.train import checkpoint as ckpt
 from factory.train import integrity
 from tests.train.conftest import losses, packed_data, train_config  # noqa: F401 (fixture)
@@ -64,7 +66,7 @@ def _kill_when(proc: subprocess.Popen, metrics: Path, lines: int, sig: int) -> N
 
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(packed_data, tmp_path):
     iters = 8
-    _run(_stage(_write(train_config(packed_data, tmp_path / "straight", train_iters=iters), tmp_path / "a.yaml")))
+    run_stage(STAGES["pretrain"], train_config(packed_data, tmp_path / "straight", train_iters=iters))  # reference
     config = _write(train_config(packed_data, tmp_path / "killed", train_iters=iters,
                                  checkpoint={"save_interval": 1}), tmp_path / "b.yaml")
     kill_after = random.Random().randint(2, iters - 2)
@@ -99,17 +101,17 @@ per rank: only the last may start the reduction, which the wired no_sync_func en
 @pytest.fixture(scope="module")
 def one_process(packed_data, tmp_path_factory):  # noqa: F811
     """one_process(moe) -> (a 2-iteration checkpoint, the losses of a 4-iteration cpt from it in
-    one process); run once per model kind for the layouts that compare with it."""
+    one process); run once per model kind for the layouts that compare with it, in this process (the
+    boundary under test is the two-process run's)."""
     runs: dict[bool, tuple[str, list[float]]] = {}
 
     def get(moe: bool) -> tuple[str, list[float]]:
         if moe not in runs:
             root = tmp_path_factory.mktemp("moe" if moe else "dense")
-            _run(_stage(_write(train_config(packed_data, root / "base", moe=moe, train_iters=2), root / "b.yaml")))
+            run_stage(STAGES["pretrain"], train_config(packed_data, root / "base", moe=moe, train_iters=2))
             init = str(root / "base/pretrain/checkpoints")
-            one = _write(train_config(packed_data, root / "one", moe=moe, stage="cpt", train_iters=4,
-                                      init_from=init), root / "one.yaml")
-            _run(_stage(one, stage="cpt"))
+            run_stage(STAGES["cpt"], train_config(packed_data, root / "one", moe=moe, stage="cpt", train_iters=4,
+                                                  init_from=init))
             runs[moe] = init, losses(root / "one", "cpt")
         return runs[moe]
 

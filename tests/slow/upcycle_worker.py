@@ -1,7 +1,9 @@
-"""torchrun worker: an upcycled checkpoint loaded at EP=1 and at EP=2 gives the dense model's logits.
+"""torchrun worker: upcycled checkpoints loaded at EP=1 and at EP=2 give the dense model's logits.
 
-Usage: torchrun --standalone --nproc-per-node 2 tests/slow/upcycle_worker.py DENSE_CKPT MOE_CKPT OUT_DIR
-Rank 0 writes OUT_DIR/result.json with max |logit difference| to the dense model for EP=1 and EP=2.
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/upcycle_worker.py DENSE_CKPT RUN_DIR...
+For each RUN_DIR (an upcycle stage's run folder), rank 0 writes RUN_DIR/result.json with the max |logit
+difference| of RUN_DIR/upcycle/checkpoints to the dense model at EP=1 and EP=2. One process group for all of
+them (Megatron's parallel state is rebuilt per load), so they cost one start-up.
 """
 
 from __future__ import annotations
@@ -31,18 +33,20 @@ def _logits_of(path: Path, parallel: dict):
     return logits(model, tokens, info.model.vocab_size), local, rt
 
 
-def main(dense: Path, moe: Path, out_dir: Path) -> None:
+def main(dense: Path, run_dirs: list[Path]) -> None:
     from factory.runtime.runtime import shutdown_runtime
 
     ref, _, _ = _logits_of(dense, {})
-    ep1, params_ep1, _ = _logits_of(moe, {})
-    ep2, params_ep2, rt = _logits_of(moe, {"expert": 2})
-    if rt.rank == 0:
-        result = {"ep1": (ep1 - ref).abs().max().item(), "ep2": (ep2 - ref).abs().max().item(),
-                  "params_ep1": params_ep1, "params_ep2": params_ep2}
-        (out_dir / "result.json").write_text(json.dumps(result))
+    for run_dir in run_dirs:
+        moe = run_dir / "upcycle" / "checkpoints"
+        ep1, params_ep1, _ = _logits_of(moe, {})
+        ep2, params_ep2, rt = _logits_of(moe, {"expert": 2})
+        if rt.rank == 0:
+            result = {"ep1": (ep1 - ref).abs().max().item(), "ep2": (ep2 - ref).abs().max().item(),
+                      "params_ep1": params_ep1, "params_ep2": params_ep2}
+            (run_dir / "result.json").write_text(json.dumps(result))
     shutdown_runtime()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    main(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]])
