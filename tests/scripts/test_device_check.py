@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from factory.doctor.tiers import TIERS
-from tests.scripts.test_gpu_bundle import _bare_node, _bundle
+from tests.scripts.test_gpu_bundle import _bare_node
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "device_check.sh"
@@ -75,11 +75,11 @@ def test_a_missing_carried_folder_is_named(tmp_path):
         f"device_check: {tmp_path / 'nope'} is missing (see this script's header)"]
 
 
-def test_the_run_installs_the_bundle_and_runs_the_gpu_tier_on_a_bare_python(tmp_path):
+def test_the_run_installs_the_bundle_and_runs_the_gpu_tier_on_a_bare_python(this_python_bundle, doctor_cpu_data,
+                                                                           tmp_path):
     """As on the device machine: a Python with only torch (and transformers) beside pip, the bundle installed to a
     target folder; without CUDA the GPU tier skips every check and the records land in $OUT."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    bundle, _ = _bundle(tmp_path, version)
+    bundle = this_python_bundle
     bundled = {p.name.split("-")[0].lower().replace("_", "-") for p in bundle.glob("*.whl")}
     bare = _bare_node(tmp_path / "bare", bundled)
     (bare / "pip").symlink_to(Path(__import__("pip").__file__).parent)
@@ -87,12 +87,9 @@ def test_the_run_installs_the_bundle_and_runs_the_gpu_tier_on_a_bare_python(tmp_
     python.write_text(f"#!/bin/sh\nexport PYTHONPATH=\"${{PYTHONPATH:+$PYTHONPATH:}}{bare}\" PYTHONNOUSERSITE=1\n"
                       f"exec {sys.executable} -S \"$@\"\n")
     python.chmod(0o755)
-    data = subprocess.run([sys.executable, "-m", "factory.doctor.prepare", str(tmp_path / "data"), "--tier", "cpu"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert data.returncode == 0, data.stderr[-2000:]
     out = tmp_path / "out"
     out.mkdir()
-    proc = _device_check(PYTHON=str(python), BUNDLE=str(bundle), DATA=str(tmp_path / "data"),
+    proc = _device_check(PYTHON=str(python), BUNDLE=str(bundle), DATA=str(doctor_cpu_data),
                          TARGET=str(tmp_path / "target"), OUT=str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "target" / "megatron" / "core").is_dir() and (tmp_path / "target" / "pydantic").is_dir()

@@ -24,7 +24,7 @@ FUNCTION_LOCAL = ("transformers.AutoModelForCausalLM", "sentencepiece", "xxhash"
 """Third-party modules the tier's code imports inside functions (megatron.core ones are found by grep)."""
 
 
-def _bundle(tmp_path: Path, python_version: str) -> tuple[Path, str]:
+def _bundle(python_version: str) -> tuple[Path, str]:
     dest = CACHE / python_version
     env = {**os.environ, "PYTHON": sys.executable, "PYTHON_VERSION": python_version}
     proc = subprocess.run(["bash", str(ROOT / "scripts/gpu_bundle.sh"), str(dest)], env=env, capture_output=True,
@@ -35,8 +35,8 @@ def _bundle(tmp_path: Path, python_version: str) -> tuple[Path, str]:
     return dest, proc.stdout
 
 
-def test_cp312_bundle_is_under_its_limit_and_prints_the_install_line(tmp_path):
-    dest, out = _bundle(tmp_path, "3.12")
+def test_cp312_bundle_is_under_its_limit_and_prints_the_install_line():
+    dest, out = _bundle("3.12")
     wheels = sorted(p.name for p in dest.glob("*.whl"))
     assert any(name.startswith("megatron_core-0.19.2-cp312-cp312-manylinux") for name in wheels), wheels
     assert any(name.startswith("pydantic_core-") and "cp312" in name for name in wheels), wheels
@@ -93,9 +93,8 @@ def _run_bare(paths: list[Path], code: list[str], cwd: Path) -> subprocess.Compl
                           timeout=300)
 
 
-def test_gpu_tier_imports_from_a_target_install_on_a_bare_node(tmp_path):
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"  # this interpreter's wheels, the same list
-    dest, _ = _bundle(tmp_path, version)
+def test_gpu_tier_imports_from_a_target_install_on_a_bare_node(this_python_bundle, doctor_cpu_data, tmp_path):
+    dest = this_python_bundle  # this interpreter's wheels, the same list
     target = tmp_path / "target"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                               "--ignore-requires-python", "--target", str(target), *map(str, sorted(dest.glob("*.whl")))],
@@ -109,9 +108,6 @@ def test_gpu_tier_imports_from_a_target_install_on_a_bare_node(tmp_path):
 
     modules = _factory_modules() + _megatron_modules() + [m for m in FUNCTION_LOCAL if "." not in m or
                                                            not m.split(".")[-1][0].isupper()]
-    data = subprocess.run([sys.executable, "-m", "factory.doctor.prepare", str(tmp_path / "data"), "--tier", "cpu"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert data.returncode == 0, data.stderr[-3000:]
     # Every one-process check of the CPU tier on the prepared folder, as on the node (tests/doctor runs the others);
     # bf16 training and GPU memory skip without CUDA.
     script = (f"import importlib, pathlib\nfor m in {modules!r}: importlib.import_module(m)\n"
@@ -119,7 +115,7 @@ def test_gpu_tier_imports_from_a_target_install_on_a_bare_node(tmp_path):
               "from factory.doctor.checks import DoctorContext, run_checks\n"
               "from factory.doctor.tiers import TIERS\nfrom factory.doctor.shapes import CPU\n"
               "checks = [c for c in TIERS['cpu'][1] if c.devices == 1]\n"
-              f"context = DoctorContext('cpu', CPU, pathlib.Path('work'), pathlib.Path({str(tmp_path / 'data')!r}))\n"
+              f"context = DoctorContext('cpu', CPU, pathlib.Path('work'), pathlib.Path({str(doctor_cpu_data)!r}))\n"
               "results = run_checks(checks, context)\n"
               "print([(r.name, r.status, r.figure) for r in results])\n"
               "assert all(r.status == 'pass' or r.name in ('precision_agreement', 'memory_plan') for r in results)\n")
