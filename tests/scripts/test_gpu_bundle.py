@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts.conftest import bundle
+
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache" / "gpu-bundle"
-"""Downloads are kept here (git-ignored) so reruns only re-resolve."""
 BARE_NODE = ("torch", "triton", "transformers")
 """What a bare GPU node brings, with their declared dependencies (CUDA builds of torch depend on triton; this
 machine's CPU build does not declare it)."""
@@ -24,19 +24,8 @@ FUNCTION_LOCAL = ("transformers.AutoModelForCausalLM", "sentencepiece", "xxhash"
 """Third-party modules the tier's code imports inside functions (megatron.core ones are found by grep)."""
 
 
-def _bundle(python_version: str) -> tuple[Path, str]:
-    dest = CACHE / python_version
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHON_VERSION": python_version}
-    proc = subprocess.run(["bash", str(ROOT / "scripts/gpu_bundle.sh"), str(dest)], env=env, capture_output=True,
-                          text=True, timeout=600)
-    if proc.returncode != 0 and re.search(r"(?i)connection|resolve|network|timed out|Could not fetch", proc.stderr):
-        pytest.skip(f"package registry unreachable: {proc.stderr.strip().splitlines()[-1]}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dest, proc.stdout
-
-
 def test_cp312_bundle_is_under_its_limit_and_prints_the_install_line():
-    dest, out = _bundle("3.12")
+    dest, out = bundle("3.12")
     wheels = sorted(p.name for p in dest.glob("*.whl"))
     assert any(name.startswith("megatron_core-0.19.2-cp312-cp312-manylinux") for name in wheels), wheels
     assert any(name.startswith("pydantic_core-") and "cp312" in name for name in wheels), wheels
