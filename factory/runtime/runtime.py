@@ -11,7 +11,6 @@ import datetime
 import logging
 import os
 import random
-import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -202,16 +201,20 @@ def _init_process_group(device: torch.device, cfg: RuntimeConfig) -> tuple[int, 
     if torch.distributed.is_initialized():
         return torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), torch.distributed.get_world_size()
     env = os.environ
-    if "RANK" not in env:  # a plain single process: a world of one, for the life of the session only
-        one = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
-               "LOCAL_RANK": "0"}
-        _SESSION_ENV.update({k: v for k, v in one.items() if k not in env})
-        env.update(_SESSION_ENV)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    torch.distributed.init_process_group(
-        backend=backend, timeout=datetime.timedelta(minutes=cfg.distributed_timeout_minutes))
+    timeout = datetime.timedelta(minutes=cfg.distributed_timeout_minutes)
+    if "RANK" not in env:  # a plain single process: a world of one, for the life of the session only
+        # The store binds a port the system picks (0): no window in which another process can take it.
+        store = torch.distributed.TCPStore("127.0.0.1", 0, 1, True, timeout=timeout)
+        one = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "RANK": "0", "WORLD_SIZE": "1",
+               "LOCAL_RANK": "0"}
+        _SESSION_ENV.update({k: v for k, v in one.items() if k not in env})
+        env.update(_SESSION_ENV)
+        torch.distributed.init_process_group(backend=backend, store=store, rank=0, world_size=1, timeout=timeout)
+        return 0, 0, 1
+    torch.distributed.init_process_group(backend=backend, timeout=timeout)
     return int(env["RANK"]), int(env["LOCAL_RANK"]), int(env["WORLD_SIZE"])
 
 
@@ -219,12 +222,6 @@ _SESSION_ENV: dict[str, str] = {}
 """torch.distributed variables a single-process session set, removed again at its shutdown."""
 _DETERMINISM_BEFORE: list[bool] = []
 """Whether torch's deterministic algorithms were on before a session turned them on (restored at shutdown)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def transformer_engine_layers(setting: str, on_cuda: bool) -> bool:
