@@ -106,3 +106,8 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written and the process group is down: skip the interpreter's final garbage collection over
+    # torch's and megatron-core's modules (~1.3 CPU-s of every launch, measured with /usr/bin/time).
+    os._exit(0)
