@@ -28,10 +28,12 @@ from tests.train.conftest import losses, packed_data, train_config  # noqa: F401
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-ITERS = 400
+ITERS = 300
 """Iterations of the signalled jobs: long enough to be signalled after their first periodic checkpoint. A signal
 sent once the checkpoint of iteration 50 is there stopped the training at iterations 54-101 on the shared 2-core
-build machine (the way from scancel through the batch shell and torchrun to the worker takes seconds when loaded)."""
+build machine (the way from scancel through the batch shell and torchrun to the worker takes seconds when loaded);
+300 leaves 200 iterations past the latest of those stops (the resumed jobs and the reference train every iteration
+up to it: 400 cost the module ~400 iterations more)."""
 TIME_LIMIT_ITERS = 5000
 """Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (20-50 s in) unless an
 iteration takes under ~9 ms (13 ms on the idle 2-core build machine, where 3000 iterations ended before the
@@ -201,8 +203,10 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def reference(packed_data, tmp_path_factory):  # noqa: F811
-    """The run of ITERS iterations the signalled jobs are compared with; it trains beside them from the start."""
-    run = Reference(packed_data, tmp_path_factory.mktemp("reference"), ITERS)
+    """The run of ITERS iterations the signalled jobs are compared with; it trains beside them from the start. It saves
+    only at its end: its checkpoints are never read, and saves do not change the losses (the jobs save every
+    SAVE_INTERVAL and their curves equal this one)."""
+    run = Reference(packed_data, tmp_path_factory.mktemp("reference"), ITERS, save_interval=ITERS)
     yield run
     run.close()
 
