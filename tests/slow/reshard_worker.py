@@ -1,15 +1,15 @@
 """torchrun worker: checkpoints saved at one parallel layout continue at another, with and without optimizer state.
 
-Usage: torchrun --standalone --nproc-per-node 2 tests/slow/reshard_worker.py {dense,moe} OUT_DIR
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/reshard_worker.py OUT_DIR {dense,moe}...
 
 For each source layout the model trains 2 steps, saves (checkpoint.save: model, optimizer, scheduler, RNG) and
 trains 2 more: the reference. Every target layout then restores that checkpoint as the training engine does
 (setup.restore): as a resume (optimizer state kept; its 2 steps must give the reference's losses) and as a
 continuation with fresh optimizer state (its first loss must be the reference's: the same weights; its second
 must not: the optimizer state is what the resume carries). One process
-group for all layouts (Megatron's parallel state is rebuilt per layout), so the matrix costs one start-up.
-Rank 0 writes OUT_DIR/result.json: {"reference": {source: [losses]}, source: {target: {"resume": [losses],
-"fresh": [losses]}}}.
+group for all layouts and model kinds (Megatron's parallel state is rebuilt per layout), so every matrix together
+costs one start-up. Per kind, rank 0 writes OUT_DIR/KIND.json: {"reference": {source: [losses]}, source: {target:
+{"resume": [losses], "fresh": [losses]}}}.
 """
 
 from __future__ import annotations
@@ -65,8 +65,18 @@ class Run:
         return losses
 
 
-def main(kind: str, out: Path) -> None:
+def main(out: Path, kinds: list[str]) -> None:
     from factory.runtime.runtime import shutdown_runtime
+
+    for kind in kinds:
+        result = matrix(kind, out / kind)
+        if torch.distributed.get_rank() == 0:
+            (out / f"{kind}.json").write_text(json.dumps(result, indent=1))
+    shutdown_runtime()
+
+
+def matrix(kind: str, out: Path) -> dict:
+    """The reference and every target's resume and fresh continuation, for each source layout of `kind`."""
     from factory.train import checkpoint as ckpt
     from factory.train import setup
     from factory.train.state import TrainState
@@ -95,10 +105,8 @@ def main(kind: str, out: Path) -> None:
                     run.scheduler.load_state_dict(info.scheduler)
                 outcome["resume" if resuming else "fresh"] = run.steps(state, 2)
             result[source][target] = outcome
-    if torch.distributed.get_rank() == 0:
-        (out / "result.json").write_text(json.dumps(result, indent=1))
-    shutdown_runtime()
+    return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(Path(sys.argv[1]), sys.argv[2:])
