@@ -38,17 +38,14 @@ class Run:
     """Model, optimizer, schedule and step loop at one layout."""
 
     def __init__(self, base: dict, layout: dict):
-        from megatron.core import parallel_state
-
-        from factory.runtime.runtime import init_runtime
+        from factory.runtime.runtime import init_runtime, release_parallel_state
         from factory.train import setup
         from factory.train.config import TrainConfig
         from factory.train.loop import TrainLoop, TrainParts
         from factory.train.phases import Phase
         from tests.conftest import make_config
 
-        if parallel_state.model_parallel_is_initialized():
-            parallel_state.destroy_model_parallel()
+        release_parallel_state()  # the previous layout's
         self.cfg = make_config(base, parallel=layout)
         self.rt = init_runtime(self.cfg.runtime, self.cfg.parallel)
         self.train_config = TrainConfig.model_validate(TRAIN)
