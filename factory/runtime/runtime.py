@@ -276,12 +276,25 @@ def init_runtime(cfg: RuntimeConfig, parallel: ParallelConfig) -> Runtime:
     return runtime
 
 
-def shutdown_runtime() -> None:
-    """Tear down parallel_state and the process group; clears Megatron's global leftovers."""
+def release_parallel_state() -> None:
+    """Tear down Megatron's parallel_state with the process groups it made; the default group stays.
+    destroy_model_parallel only drops Megatron's references, and every gloo group left alive keeps threads polling
+    its sockets: a process that builds layout after layout (a kept process group) slowed down as they piled up."""
     from megatron.core import parallel_state
+    from torch.distributed import distributed_c10d
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        default = distributed_c10d._get_default_group()
+        for group in list(distributed_c10d._world.pg_map):  # torch lists its live groups nowhere public
+            if group is not default:
+                torch.distributed.destroy_process_group(group)
+
+
+def shutdown_runtime() -> None:
+    """Tear down parallel_state and the process group; clears Megatron's global leftovers."""
+    release_parallel_state()
     if _DETERMINISM_BEFORE:  # a later session in this process decides for itself
         torch.use_deterministic_algorithms(_DETERMINISM_BEFORE.pop())
     compat.reset_megatron_globals()

@@ -1,15 +1,15 @@
 """torchrun worker: checkpoints saved at one parallel layout continue at another, with and without optimizer state.
 
-Usage: torchrun --standalone --nproc-per-node 2 tests/slow/reshard_worker.py {dense,moe} OUT_DIR
+Usage: torchrun --standalone --nproc-per-node 2 tests/slow/reshard_worker.py OUT_DIR {dense,moe}...
 
 For each source layout the model trains 2 steps, saves (checkpoint.save: model, optimizer, scheduler, RNG) and
 trains 2 more: the reference. Every target layout then restores that checkpoint as the training engine does
 (setup.restore): as a resume (optimizer state kept; its 2 steps must give the reference's losses) and as a
 continuation with fresh optimizer state (its first loss must be the reference's: the same weights; its second
 must not: the optimizer state is what the resume carries). One process
-group for all layouts (Megatron's parallel state is rebuilt per layout), so the matrix costs one start-up.
-Rank 0 writes OUT_DIR/result.json: {"reference": {source: [losses]}, source: {target: {"resume": [losses],
-"fresh": [losses]}}}.
+group for all layouts and model kinds (Megatron's parallel state is rebuilt per layout), so every matrix together
+costs one start-up. Per kind, rank 0 writes OUT_DIR/KIND.json: {"reference": {source: [losses]}, source: {target:
+{"resume": [losses], "fresh": [losses]}}}.
 """
 
 from __future__ import annotations
@@ -38,17 +38,14 @@ class Run:
     """Model, optimizer, schedule and step loop at one layout."""
 
     def __init__(self, base: dict, layout: dict):
-        from megatron.core import parallel_state
-
-        from factory.runtime.runtime import init_runtime
+        from factory.runtime.runtime import init_runtime, release_parallel_state
         from factory.train import setup
         from factory.train.config import TrainConfig
         from factory.train.loop import TrainLoop, TrainParts
         from factory.train.phases import Phase
         from tests.conftest import make_config
 
-        if parallel_state.model_parallel_is_initialized():
-            parallel_state.destroy_model_parallel()
+        release_parallel_state()  # the previous layout's
         self.cfg = make_config(base, parallel=layout)
         self.rt = init_runtime(self.cfg.runtime, self.cfg.parallel)
         self.train_config = TrainConfig.model_validate(TRAIN)
@@ -65,8 +62,18 @@ class Run:
         return losses
 
 
-def main(kind: str, out: Path) -> None:
+def main(out: Path, kinds: list[str]) -> None:
     from factory.runtime.runtime import shutdown_runtime
+
+    for kind in kinds:
+        result = matrix(kind, out / kind)
+        if torch.distributed.get_rank() == 0:
+            (out / f"{kind}.json").write_text(json.dumps(result, indent=1))
+    shutdown_runtime()
+
+
+def matrix(kind: str, out: Path) -> dict:
+    """The reference and every target's resume and fresh continuation, for each source layout of `kind`."""
     from factory.train import checkpoint as ckpt
     from factory.train import setup
     from factory.train.state import TrainState
@@ -95,10 +102,8 @@ def main(kind: str, out: Path) -> None:
                     run.scheduler.load_state_dict(info.scheduler)
                 outcome["resume" if resuming else "fresh"] = run.steps(state, 2)
             result[source][target] = outcome
-    if torch.distributed.get_rank() == 0:
-        (out / "result.json").write_text(json.dumps(result, indent=1))
-    shutdown_runtime()
+    return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(Path(sys.argv[1]), sys.argv[2:])

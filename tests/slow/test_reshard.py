@@ -20,14 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5  # layouts reduce in other orders; measured differences are <= 2e-7
 
 
-@pytest.mark.parametrize("kind", ["dense", "moe"])
-def test_every_layout_pair_resumes_with_the_saved_optimizer_state(kind, tmp_path):
+@pytest.fixture(scope="module")
+def matrices(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One torchrun for both models' matrices (each start-up of 2 ranks costs ~10 CPU-s of imports)."""
+    out = tmp_path_factory.mktemp("reshard")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(ROOT / "tests/slow/reshard_worker.py"), kind, str(tmp_path)]
+           str(ROOT / "tests/slow/reshard_worker.py"), str(out), *LAYOUTS]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900), out
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_every_layout_pair_resumes_with_the_saved_optimizer_state(kind, matrices):
+    proc, out = matrices
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = json.loads((out / f"{kind}.json").read_text())
     for source, target in itertools.product(LAYOUTS[kind], repeat=2):
         reference, outcome = result["reference"][source], result[source][target]
         pair = f"{source} -> {target}"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from factory.config import load_config
 from factory.registry import STAGES
 from factory.runner import run_stage
 from factory.train import checkpoint as ckpt
@@ -118,19 +119,39 @@ def one_process(packed_data, tmp_path_factory):  # noqa: F811
     return get
 
 
-@pytest.mark.parametrize("moe,overrides", [(False, ["parallel.tensor=2"]), (False, ["parallel.pipeline=2"]),
-                                           (True, ["parallel.expert=2"]), (False, OVERLAP)],
-                         ids=["tp2-dense", "pp2-dense", "ep2-moe", "dp2-overlap"])
-def test_two_processes_match_one(packed_data, one_process, tmp_path, moe, overrides):
+LAYOUTS = {"tp2-dense": (False, ["parallel.tensor=2"]), "pp2-dense": (False, ["parallel.pipeline=2"]),
+           "ep2-moe": (True, ["parallel.expert=2"]), "dp2-overlap": (False, OVERLAP)}
+"""Each two-process layout: whether its model is an MoE, and its `key=value` overrides."""
+
+
+@pytest.fixture(scope="module")
+def two_processes(packed_data, one_process, tmp_path_factory):  # noqa: F811
+    """Every layout's 4-iteration cpt on 2 processes, all in one torchrun launch (factory.doctor.stage_runs: each
+    config runs as `python -m factory.stage cpt --config CONFIG` runs it, its own model, optimizer and data, in
+    one process group; starting 2 ranks was most of each launch's cost): the folder holding each layout's run
+    folder, and the launch's log."""
+    root = tmp_path_factory.mktemp("two")
+    configs = []
+    for name, (moe, overrides) in LAYOUTS.items():  # the overrides applied as the command line applies them
+        init, _ = one_process(moe)
+        plain = _write(train_config(packed_data, root / name, moe=moe, stage="cpt", train_iters=4, init_from=init),
+                       root / f"{name}-plain.yaml")
+        configs.append(str(_write(load_config(plain, overrides), root / f"{name}.yaml")))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "-m", "factory.doctor.stage_runs", "cpt", *configs]
+    return root, _run(launch).stderr
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_two_processes_match_one(one_process, two_processes, layout):
     """Both runs continue (cpt) from one checkpoint, so they start from the same weights."""
-    init, one = one_process(moe)
-    two = _write(train_config(packed_data, tmp_path / "two", moe=moe, stage="cpt", train_iters=4, init_from=init),
-                 tmp_path / "two.yaml")
-    log = _run(_stage(two, *overrides, nproc=2, stage="cpt")).stderr
+    moe, overrides = LAYOUTS[layout]
+    _, one = one_process(moe)
+    root, log = two_processes
     if overrides is OVERLAP:
         assert "data-parallel overlap: grad reduce on, param gather off (plain optimizer), bucket 2,000" in " ".join(
             log.split()), log  # the log handler wraps long lines
-    assert losses(tmp_path / "two", "cpt") == pytest.approx(one, abs=1e-5)
+    assert losses(root / layout, "cpt") == pytest.approx(one, abs=1e-5)
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 300) -> int:
