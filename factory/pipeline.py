@@ -28,6 +28,7 @@ from factory.manifest import MANIFEST_NAME, is_main_process
 from factory.report import write_report
 from factory.run_state import load_state, now, record_stage
 from factory.runner import run_stage
+from factory.process_exit import exit_process
 
 log = logging.getLogger(__name__)
 
@@ -192,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -10,6 +10,7 @@ from factory.config import load_config
 from factory.errors import FactoryError, report
 from factory.logs import setup_logging
 from factory.runner import run_stage
+from factory.process_exit import exit_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

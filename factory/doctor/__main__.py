@@ -13,6 +13,7 @@ from pathlib import Path
 from factory.doctor.workspace import check_prepared
 from factory.errors import ConfigError, report as report_error
 from factory.runtime.capabilities import installed_te_version
+from factory.process_exit import exit_process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,4 +96,4 @@ def _environment(minutes: float | None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

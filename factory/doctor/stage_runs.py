@@ -13,6 +13,7 @@ import sys
 from factory import stage
 from factory.config import load_config
 from factory.errors import FactoryError, report
+from factory.process_exit import exit_process
 
 
 def main(argv: list[str]) -> int:
@@ -32,4 +33,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_process(main(sys.argv[1:]))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from factory.process_exit import exit_process
+
 MODES = {"tp": "tensor", "ep": "expert", "pp": "pipeline"}
 
 
@@ -59,3 +61,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    exit_process(0)  # the interpreter's teardown of torch and Megatron costs ~1 CPU-s

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from factory.process_exit import exit_process
+
 
 def _logits(model, cfg) -> torch.Tensor:
     from megatron.core import tensor_parallel
@@ -78,3 +80,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    exit_process(0)  # the interpreter's teardown of torch and Megatron costs ~1 CPU-s

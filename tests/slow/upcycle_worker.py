@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from factory.process_exit import exit_process
+
 
 def _logits_of(path: Path, parallel: dict):
     from megatron.core import parallel_state
@@ -50,3 +52,4 @@ def main(dense: Path, run_dirs: list[Path]) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]])
+    exit_process(0)  # the interpreter's teardown of torch and Megatron costs ~1 CPU-s
