@@ -3,7 +3,8 @@
 # used): Japanese documentation the demo does not train on, spelling dictionaries and fortune files are
 # downloaded and unpacked, then scripts/langmix_eval_set.py writes OUT_DIR/tune.jsonl and OUT_DIR/heldout.jsonl.
 # The packages' licenses differ, so the generated files stay out of the repository (data/ is ignored).
-# Usage: scripts/fetch_langmix_text.sh [OUT_DIR] [--seed N] [--per-kind N]   (default data/langmix)
+# Usage: scripts/fetch_langmix_text.sh [OUT_DIR] [--seed N] [--per-kind N] [--max-pages N] [--max-words N]
+# (default data/langmix; the options are langmix_eval_set.py's, --max-* for a quick trial set)
 # env LANGMIX_ROOT=DIR keeps the unpacked packages in DIR (for `bench_langmix.py --real DIR`); default: a
 # temporary folder, removed at the end.
 set -euo pipefail

@@ -103,8 +103,9 @@ def japanese_share(text: str) -> float:
 
 
 @functools.cache  # both halves of the evaluation set read most of the same lists (Polish: 3 million words)
-def dictionary_words(path: Path) -> tuple[str, ...]:
-    """Words of a hunspell `.dic` (flags dropped, encoding from the `.aff`) or of a one-word-a-line list."""
+def dictionary_words(path: Path, max_lines: int | None = None) -> tuple[str, ...]:
+    """Words of a hunspell `.dic` (flags dropped, encoding from the `.aff`) or of a one-word-a-line list; with
+    `max_lines`, of at most that many lines spread evenly over the list (its start alone may be all capitals)."""
     encoding = "utf-8"
     aff = path.with_suffix(".aff")
     if path.suffix == ".dic" and aff.exists():
@@ -113,6 +114,8 @@ def dictionary_words(path: Path) -> tuple[str, ...]:
     lines = path.read_bytes().decode(encoding, errors="replace").splitlines()
     if path.suffix == ".dic" and lines and lines[0].strip().isdigit():
         lines = lines[1:]
+    if max_lines:
+        lines = lines[::-(-len(lines) // max_lines)]
     words = (line.split("/")[0].split("\t")[0].strip() for line in lines)
     # Deduplicated in file order (a dict keeps it, a set would scramble it): the lists are nearly sorted
     # already, so sorting finds long runs instead of comparing millions of strings scattered in memory.

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[2] / "scripts"))
 
 from langmix_eval_set import CLEAN_KINDS, MIXED_KINDS, generate, in_half  # noqa: E402
 from langmix_halves import CHINESE_TEXTS, FORTUNES, HALVES, UNSEEN, UNSEEN_DOCS, WORD_LISTS  # noqa: E402
+from langmix_sources import dictionary_words  # noqa: E402
 from langmix_unseen import CLEAN as UNSEEN_CLEAN  # noqa: E402
 from langmix_unseen import MIXED as UNSEEN_MIXED  # noqa: E402
 from langmix_unseen import generate as generate_unseen  # noqa: E402
@@ -103,6 +104,15 @@ def test_the_unseen_halves_make_the_hard_kinds(root, half):
                for r in by_kind["identifier"])
     glosses = [r["inserted"].strip(" ()（）") for r in by_kind["gloss_romaji"]]
     assert glosses and all(re.fullmatch("[A-Za-zāēīōū]+", g) for g in glosses), glosses
+
+
+def test_a_trial_set_samples_each_word_list_evenly(tmp_path):
+    # Capitals sort first in some lists (american-english): its first lines alone would have no lower-case word.
+    words = [f"{'W' if i < 50 else 'w'}ort{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(100)]
+    path = tmp_path / "words"
+    path.write_text("\n".join(words) + "\n", encoding="utf-8")
+    assert dictionary_words(path) == tuple(sorted(words))
+    assert dictionary_words(path, 10) == tuple(sorted(words[::10]))
 
 
 def test_romaji_writes_hepburn_with_or_without_macrons():
