@@ -33,9 +33,10 @@ for line in sys.stdin:
 UV=("$VENV/bin/uv" pip install --python "$VENV/bin/python" --compile-bytecode --index-strategy unsafe-best-match
     "${SOURCES[@]}" --constraint scripts/constraints.txt)
 "${UV[@]}" "pip>=24" numpy "packaging>=24.2" "torch==2.13.0"
-# megatron-core's metadata asks for Python >= 3.12 yet its wheel runs on 3.11: installed alone, judged as for 3.12,
-# then left out of the project's resolution (it is already there).
-"${UV[@]}" --python-version 3.12 --no-deps "megatron-core==0.19.2"
+# megatron-core's metadata asks for Python >= 3.12 yet it ships cp311 wheels (its C++ dataset helpers) that run
+# here: pip installs it alone, past that check, and uv leaves it out of the project's resolution (it is there).
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --ignore-requires-python --no-deps \
+  --constraint scripts/constraints.txt "megatron-core==0.19.2"
 "${UV[@]}" --excludes <(echo megatron-core) -e ".[dev]"
 if [ "${FACTORY_GPU:-0}" = "1" ]; then
   # Transformer Engine builds against the installed torch: pip, as its install guide does it.
