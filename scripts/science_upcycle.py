@@ -133,4 +133,11 @@ def plot(curves: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))
+    from factory.errors import FactoryError
+    from factory.errors import report as report_error
+
+    try:
+        main()
+    except FactoryError as e:  # one line per problem, as the factory's commands print it
+        sys.exit(report_error(e))

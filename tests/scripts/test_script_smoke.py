@@ -153,6 +153,16 @@ def test_science_upcycle(packed_data, tmp_path):  # noqa: F811
     assert (tmp_path / "upcycle_vs_dense.png").is_file()
 
 
+def test_science_upcycle_config_error_is_one_line(tmp_path):
+    proc = subprocess.run([PY, "scripts/science_upcycle.py", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+                           "--pretrain-iters", "2"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: configs/demo-cpu.yaml: pretrain.schedule.warmup_iters=6: must be smaller than the decay iterations "
+        "(decay_iters or train_iters)"]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_soak_resume(packed_data):  # noqa: F811
     out = _run(PY, "scripts/soak_resume.py", "--data", packed_data, "--cycles", "1", "--iters", "4")
