@@ -25,10 +25,10 @@ from factory.io import move_aside, os_error_line
 from factory.lock import FolderLock
 from factory.logs import setup_logging
 from factory.manifest import MANIFEST_NAME, is_main_process
+from factory.process_exit import exit_process
 from factory.report import write_report
 from factory.run_state import load_state, now, record_stage
 from factory.runner import run_stage
-from factory.process_exit import exit_process
 
 log = logging.getLogger(__name__)
 

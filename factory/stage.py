@@ -9,8 +9,8 @@ from factory import registry
 from factory.config import load_config
 from factory.errors import FactoryError, report
 from factory.logs import setup_logging
-from factory.runner import run_stage
 from factory.process_exit import exit_process
+from factory.runner import run_stage
 
 
 def build_parser() -> argparse.ArgumentParser:

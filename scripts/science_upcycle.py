@@ -56,7 +56,6 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     args = parser.parse_args()
     variants = {v: VARIANTS[v] for v in args.variants.split(",")}
-    sys.path.insert(0, str(ROOT))
     from factory.logs import setup_logging
 
     setup_logging("WARNING")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install the factory with its pinned engine, in the order the stack needs. Idempotent.
-# uv does the installing (~45 s from scratch here, against ~95 s with pip); it reads the package sources from
+# uv does the installing (~40 s from scratch here, against ~95 s with pip: docs/benchmarks.md "Setup"); it reads the package sources from
 # pip's own configuration (index, extra indexes, find-links, constraints), so a machine set up for pip works as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from factory.doctor.workspace import check_prepared
 from factory.errors import ConfigError, report as report_error
-from factory.runtime.capabilities import installed_te_version
 from factory.process_exit import exit_process
+from factory.runtime.capabilities import installed_te_version
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,8 @@ proctrack/linuxproc, JobRequeue=1, free ports, a random first job id, every stat
 munged, slurmctld and slurmd in the foreground as children of this process, and waits for the node
 to be idle. The conf sets `batch_sched_delay=0`: slurmctld would otherwise hold a submitted, released or requeued
 batch job's scheduling up to 3 s (the default), which the tests' jobs and chains would wait through each time (one
-`sbatch --wrap true` to its end ~3 -> ~1 s, a chain of four ~11 -> ~4 s on the 2-core build machine). `stop()` cancels every job, waits for their processes to end, then stops the daemons by
+`sbatch --wrap true` to its end ~3 -> ~1 s, a chain of four ~11 -> ~4 s on the 2-core build machine).
+`stop()` cancels every job, waits for their processes to end, then stops the daemons by
 the PIDs it started (SIGTERM, then SIGKILL). Clients find the cluster through `env` (SLURM_CONF).
 `install()` puts the Debian packages in place with apt-get when they are missing.
 """
