@@ -195,10 +195,11 @@ def test_setup_is_idempotent():
 
 @needs_setup
 def test_test_sh_runs_pytest():
-    # The whole suite, collected, not run. `-n 0` (test.sh: a later -n overrides) since pytest-xdist starts no
-    # workers for a collection anyway; without it the same collection costs ~0.5 CPU-s more.
-    out = _run("bash", "scripts/test.sh", "--collect-only", "-q", "-n", "0")
-    assert out.startswith("setup: .venv is up to date") and "tests/scripts/test_script_smoke.py: " in out, out
+    # One module collected, not run (a path replaces the default `tests`), on `-n 0` (a later -n overrides): pytest-
+    # xdist starts no workers for a collection anyway. The whole suite's collection costs ~8 s here.
+    out = _run("bash", "scripts/test.sh", "--collect-only", "-q", "-n", "0", "tests/test_lock.py")
+    assert out.startswith("setup: .venv is up to date"), out
+    assert re.search(r"^tests/test_lock\.py: \d+$", out, re.M) and "tests/test_config.py" not in out, out
 
 
 @needs_setup
