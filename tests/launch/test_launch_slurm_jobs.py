@@ -4,7 +4,7 @@ Each job is `python -m factory.launch slurm pretrain --submit` of the tiny train
 (`launch.gpus_per_node: 0`: torchrun with one worker), submitted from the repository root as a user would, or
 the pretrain job of `factory.launch slurm pipeline --submit` with the chain's report job waiting for it.
 Loss curves are compared with uninterrupted runs of the same config, trained beside the jobs: whole curves, but
-for the 5000-iteration time-limit job, whose curve is compared through 100 iterations past its resume point.
+for the 3500-iteration time-limit job, whose curve is compared through 100 iterations past its resume point.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ sent once the checkpoint of iteration 50 is there stopped the training at iterat
 build machine (the way from scancel through the batch shell and torchrun to the worker takes seconds when loaded);
 300 leaves 200 iterations past the latest of those stops (the resumed jobs and the reference train every iteration
 up to it: 400 cost the module ~400 iterations more)."""
-TIME_LIMIT_ITERS = 5000
-"""Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (20-50 s in) unless an
-iteration takes under ~9 ms (13 ms on the idle 2-core build machine, where 3000 iterations ended before the
-signal; 34 ms and more when it is shared; figures with saves every 50 iterations, which it no longer makes)."""
+TIME_LIMIT_ITERS = 3500
+"""Iterations of the time-limit job: still training when Slurm's pre-timeout signal comes (at most ~32 s after its
+first iteration) unless an iteration takes under ~9 ms (13 ms on the idle 2-core build machine; 34 ms and more
+when it is shared)."""
 SAVE_INTERVAL = 50
 TIME_LIMIT_SAVE_INTERVAL = 1000
 """The time-limit job and its reference save every 1000 iterations: the job's checkpoint that matters is the one it
@@ -121,7 +121,10 @@ class Job:
         """
         self.wait(lambda: self._fields("Restarts", "JobState") == ("1", "PENDING"), "the requeue")
         time.sleep(2)
-        self._slurm("scontrol", "update", f"jobid={self.id}", "starttime=now", *updates, check=True)
+        self.update("starttime=now", *updates)
+
+    def update(self, *fields: str) -> None:
+        self._slurm("scontrol", "update", f"jobid={self.id}", *fields, check=True)
 
     def wait_until_ended(self) -> str:
         self.wait(lambda: self.state() in ENDED, "the end", every=0.5)  # a job runs for many seconds: fewer scontrols
@@ -250,18 +253,21 @@ def test_usr1_requeues_a_chain_job_in_place_and_the_job_after_it_waits_for_it(sl
 
 
 def test_time_limit_signal_saves_requeues_and_resumes_the_same_curve(slurm, packed_data, tmp_path):  # noqa: F811
-    """--time=1 with --signal=B:USR1@10: Slurm signals the batch shell 20-50 s in (when at most 10 s + its
-    30 s check period remain), once the training has started (a signal before that would be lost). The job
+    """--time=3 with --signal=B:USR1@100: Slurm signals the batch shell at its first periodic check (every 30 s)
+    at which at most 100 s + that period remain. The limit is lowered to two minutes once the training has started
+    (a signal before that would be lost), which puts the job inside that window at once: the signal comes 0-30 s
+    into the training, over a minute before the limit (a one-minute limit from the submission signalled 20-50 s
+    after the start, so the job needed 5000 iterations, and the test ~118 CPU-s instead of ~83). The job
     completes every iteration, each recorded once, and its losses equal an uninterrupted run's from the first
     iteration through PAST_RESUME iterations past the resume point. That run starts once the job trains and is
     stopped there: training it to the end (thousands of iterations more) would double the test's CPU time, comparing
     only later steps of a state that the compared ones already show to be restored."""
     job = Job(slurm, _config(packed_data, tmp_path, "timelimit", TIME_LIMIT_ITERS, TIME_LIMIT_SAVE_INTERVAL,
-                             time="00:01:00", signal_seconds_before_timeout=10))
+                             time="00:03:00", signal_seconds_before_timeout=100))
     metrics = job.run_dir / "pretrain" / "metrics.jsonl"
-    # the reference starts once the job trains: starting beside it would slow its start, which must come before
-    # the signal (20 s in at the earliest)
+    # the reference starts once the job trains: starting beside it would slow the job's start
     job.wait(lambda: metrics.exists() or job.state() in ENDED, "the first iteration")
+    job.update("timelimit=2")
     reference = Reference(packed_data, tmp_path, TIME_LIMIT_ITERS, TIME_LIMIT_SAVE_INTERVAL)
     try:
         job.start_requeued("timelimit=10")  # the rest of the run fits in one allocation
