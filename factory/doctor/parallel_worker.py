@@ -45,13 +45,10 @@ def _config(shapes, work_dir: Path, moe: bool, parallel: dict):
 def _compare(shapes, work_dir: Path, mode: str, moe: bool) -> dict:
     """Save the unsharded model and load it sharded along `mode` (the factory's checkpoint save and load, as a run
     resumed at another layout uses them); compare logits against rank 0's reference."""
-    from megatron.core import parallel_state
-
-    from factory.runtime.runtime import init_runtime
+    from factory.runtime.runtime import init_runtime, release_parallel_state
     from factory.train import checkpoint as ckpt
 
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+    release_parallel_state()
     reference_cfg = _config(shapes, work_dir, moe, {})
     runtime = init_runtime(reference_cfg.runtime, reference_cfg.parallel)
     reference_model = build_gpt_model(reference_cfg.model, runtime)
@@ -60,7 +57,7 @@ def _compare(shapes, work_dir: Path, mode: str, moe: bool) -> dict:
     checkpoint = work_dir / f"{mode}-checkpoint"
     ckpt.save(checkpoint, 0, reference_model, reference_cfg.model, runtime)
 
-    parallel_state.destroy_model_parallel()
+    release_parallel_state()
     cfg = _config(shapes, work_dir, moe, {mode: 2})
     runtime = init_runtime(cfg.runtime, cfg.parallel)
     model = build_gpt_model(cfg.model, runtime)

@@ -21,15 +21,14 @@ MODES = {"tp": "tensor", "ep": "expert", "pp": "pipeline"}
 
 
 def save_layout(mode: str, out_dir: Path) -> None:
-    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core import tensor_parallel
 
     from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import init_runtime
+    from factory.runtime.runtime import init_runtime, release_parallel_state
     from factory.train.checkpoint import save
     from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+    release_parallel_state()
     base = TINY_MOE if mode == "ep" else TINY_DENSE
     cfg = make_config(base, parallel={MODES[mode]: 2})
     rt = init_runtime(cfg.runtime, cfg.parallel)

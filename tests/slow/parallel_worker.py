@@ -34,12 +34,11 @@ def compare(mode: str, out_dir: Path) -> None:
     from megatron.core import dist_checkpointing, parallel_state
 
     from factory.model.build import build_gpt_model
-    from factory.runtime.runtime import init_runtime
+    from factory.runtime.runtime import init_runtime, release_parallel_state
     from factory.train import checkpoint_writer
     from tests.conftest import TINY_DENSE, TINY_MOE, make_config
 
-    if parallel_state.model_parallel_is_initialized():  # the layout of the mode before
-        parallel_state.destroy_model_parallel()
+    release_parallel_state()  # the layout of the mode before
     base = TINY_DENSE if mode == "tp" else TINY_MOE
     sharded = {"tensor": 2} if mode == "tp" else {"expert": 2}
     ref_cfg = make_config(base)
@@ -53,7 +52,7 @@ def compare(mode: str, out_dir: Path) -> None:
     checkpoint_writer.prepare()  # as the factory's saves: no manager process (a fresh interpreter) per rank
     dist_checkpointing.save(ref_model.sharded_state_dict(), str(ckpt))
 
-    parallel_state.destroy_model_parallel()
+    release_parallel_state()
     cfg = make_config(base, parallel=sharded)
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=cfg.parallel.tensor,

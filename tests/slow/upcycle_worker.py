@@ -16,16 +16,13 @@ from factory.process_exit import exit_process
 
 
 def _logits_of(path: Path, parallel: dict):
-    from megatron.core import parallel_state
-
     from factory.model.build import build_gpt_model
     from factory.runtime.config import ParallelConfig, RuntimeConfig
-    from factory.runtime.runtime import init_runtime
+    from factory.runtime.runtime import init_runtime, release_parallel_state
     from factory.train import checkpoint as ckpt
     from factory.upcycle.weights import logits, probe_tokens
 
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
+    release_parallel_state()
     rt = init_runtime(RuntimeConfig(device="cpu", precision="fp32"), ParallelConfig(**parallel))
     info = ckpt.read_info(path)
     model = build_gpt_model(info.model, rt)
